@@ -1,0 +1,176 @@
+"""The bookkeeping of one analysis run: which metric is due when, and what it adds up to.
+
+Pure, like the engine: it is handed `now`, keeps its own state as a frozen value, and
+never calls a provider. The runtime asks `due_metrics(run, now)`, measures those, and
+feeds each result back through `record_measurement`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshshift.analysis.phases import AnalysisPhase, MetricCounts, metric_phase, run_phase
+from meshshift.spec.model import MeasurementRetention, Metric
+
+# Argo's DefaultErrorRetryInterval: an errored measurement of a metric without an
+# interval is retried after this long.
+ERROR_RETRY_INTERVAL = 10.0
+# Argo's DefaultMeasurementHistoryLimit.
+DEFAULT_MEASUREMENT_RETENTION = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    phase: AnalysisPhase
+    started_at: float
+    finished_at: float
+    value: Any = None
+    message: str = ""
+    query: str = ""  # the resolved query, as sent to the provider
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    name: str
+    dry_run: bool = False
+    retention: int = DEFAULT_MEASUREMENT_RETENTION
+    phase: AnalysisPhase = AnalysisPhase.PENDING
+    message: str = ""
+    counts: MetricCounts = field(default_factory=MetricCounts)
+    measurements: tuple[Measurement, ...] = ()  # the newest `retention` ones
+    last_finished_at: float | None = None
+    last_phase: AnalysisPhase | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisRun:
+    name: str
+    metrics: tuple[Metric, ...]
+    args: Mapping[str, str]
+    results: tuple[MetricResult, ...]
+    started_at: float
+    phase: AnalysisPhase = AnalysisPhase.PENDING
+    message: str = ""
+    terminated: bool = False
+
+    def metric(self, name: str) -> Metric:
+        for metric in self.metrics:
+            if metric.name == name:
+                return metric
+        raise KeyError(name)
+
+    def result(self, name: str) -> MetricResult:
+        for result in self.results:
+            if result.name == name:
+                return result
+        raise KeyError(name)
+
+
+def _matches(pattern: str, name: str) -> bool:
+    return pattern in ("*", name)
+
+
+def start_run(
+    name: str,
+    metrics: Sequence[Metric],
+    *,
+    args: Mapping[str, str],
+    now: float,
+    dry_run: Collection[str] = (),
+    retention: Sequence[MeasurementRetention] = (),
+) -> AnalysisRun:
+    results = []
+    for metric in metrics:
+        limit = DEFAULT_MEASUREMENT_RETENTION
+        for rule in retention:
+            if _matches(rule.metric_name, metric.name):
+                limit = rule.limit
+        is_dry = any(_matches(pattern, metric.name) for pattern in dry_run)
+        results.append(MetricResult(name=metric.name, dry_run=is_dry, retention=limit))
+    run = AnalysisRun(name=name, metrics=tuple(metrics), args=dict(args), results=tuple(results), started_at=now)
+    return _reassess(run)
+
+
+def _due_at(run: AnalysisRun, metric: Metric, result: MetricResult) -> float | None:
+    """When this metric's next measurement is due; None when it takes no more."""
+    if run.terminated or run.phase.completed or result.phase.completed:
+        return None
+    if result.last_finished_at is None:
+        return run.started_at + (metric.initial_delay or 0.0)
+    effective_count = metric.effective_count
+    if effective_count is not None and result.counts.count >= effective_count:
+        return None
+    if metric.interval is not None:
+        return result.last_finished_at + metric.interval
+    if result.last_phase == AnalysisPhase.ERROR:
+        return result.last_finished_at + ERROR_RETRY_INTERVAL
+    return None
+
+
+def due_metrics(run: AnalysisRun, now: float) -> tuple[Metric, ...]:
+    """The metrics to measure now."""
+    due = []
+    for metric, result in zip(run.metrics, run.results, strict=True):
+        at = _due_at(run, metric, result)
+        if at is not None and at <= now:
+            due.append(metric)
+    return tuple(due)
+
+
+def next_due_at(run: AnalysisRun) -> float | None:
+    """The earliest time any metric of the run is due, or None when nothing is left."""
+    times = [
+        at
+        for metric, result in zip(run.metrics, run.results, strict=True)
+        if (at := _due_at(run, metric, result)) is not None
+    ]
+    return min(times, default=None)
+
+
+def record_measurement(run: AnalysisRun, metric_name: str, measurement: Measurement) -> AnalysisRun:
+    """The run after one completed measurement of `metric_name`."""
+    results = list(run.results)
+    for index, result in enumerate(results):
+        if result.name != metric_name:
+            continue
+        kept = (*result.measurements, measurement)[-result.retention :] if result.retention > 0 else ()
+        results[index] = dataclasses.replace(
+            result,
+            counts=result.counts.after(measurement.phase),
+            measurements=kept,
+            last_finished_at=measurement.finished_at,
+            last_phase=measurement.phase,
+        )
+        return _reassess(dataclasses.replace(run, results=tuple(results)))
+    raise KeyError(metric_name)
+
+
+def terminate(run: AnalysisRun, message: str = "run stopped") -> AnalysisRun:
+    """Stop taking measurements; metrics still running get their final phase now."""
+    if run.terminated or run.phase.completed:
+        return dataclasses.replace(run, terminated=True)
+    return _reassess(dataclasses.replace(run, terminated=True, message=message))
+
+
+def _reassess(run: AnalysisRun) -> AnalysisRun:
+    results = []
+    for metric, result in zip(run.metrics, run.results, strict=True):
+        if result.phase.completed:
+            results.append(result)
+            continue
+        phase, why = metric_phase(metric, result.counts, terminating=run.terminated)
+        message = why
+        if result.measurements and result.measurements[-1].message:
+            message = f"{why}; last measurement: {result.measurements[-1].message}" if why else (
+                result.measurements[-1].message
+            )
+        results.append(dataclasses.replace(result, phase=phase, message=message))
+    phase = run_phase((r.phase, r.dry_run) for r in results)
+    message = run.message
+    if phase.completed and phase != AnalysisPhase.SUCCESSFUL:
+        culprits = [f"{r.name}: {r.message}" for r in results if r.phase == phase and not r.dry_run]
+        message = "; ".join(culprits) or message
+    return dataclasses.replace(run, results=tuple(results), phase=phase, message=message)

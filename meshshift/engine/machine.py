@@ -1,0 +1,777 @@
+"""The step machine: (spec, state, now, observation) -> (state, actions). No I/O, no clock.
+
+Semantics follow Argo Rollouts' canary strategy with Flagger's workload model:
+- a new revision starts at step 0 with fresh analysis; one that returns to the stable
+  revision cancels the rollout;
+- Successful analysis moves on; Failed or Error applies the failure policy; Inconclusive
+  pauses for a human;
+- after the last step (and a Successful background analysis) the canary is promoted;
+- waiting longer than the progress deadline for the canary to become ready fails it.
+
+One deliberate difference from Argo: `promote` skips pauses only. It never skips or
+overrides an analysis: that takes `promote-full`, so a rollout is never promoted on an
+analysis that was not Successful unless a human asked for exactly that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from meshshift.analysis.phases import AnalysisPhase
+from meshshift.engine.actions import (
+    Action,
+    AnalysisKind,
+    ApplyHeaderRoute,
+    ApplyMirrorRoute,
+    EventType,
+    PromoteCanary,
+    RecordEvent,
+    RemoveHeaderRoute,
+    RemoveManagedRoutes,
+    RemoveMirrorRoute,
+    RollBack,
+    ScaleCanary,
+    SetCanaryWeight,
+    StartAnalysis,
+    StopAnalysis,
+    WaitUntil,
+)
+from meshshift.engine.state import (
+    HANDLED_COMMANDS_KEPT,
+    HISTORY_KEPT,
+    AnalysisRunRecord,
+    HeaderRoute,
+    MirrorRoute,
+    PauseReason,
+    RevisionRecord,
+    RolloutPhase,
+    RolloutState,
+    Stage,
+)
+from meshshift.spec.model import (
+    CanaryScale,
+    FailurePolicy,
+    Pause,
+    RolloutSpec,
+    SetCanaryScale,
+    SetHeaderRoute,
+    SetMirrorRoute,
+    SetWeight,
+    Step,
+    StepAnalysis,
+)
+
+
+class CommandKind(StrEnum):
+    PROMOTE = "promote"
+    PROMOTE_FULL = "promote-full"
+    ABORT = "abort"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    kind: CommandKind
+    id: str  # unique per request: a command is acted on once
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the adapters report, read just before the engine runs."""
+
+    revision: str  # the revision the user asks for (pod-template hash, canary endpoints)
+    stable_revision: str | None = None  # what the stable runs; None: no stable set up yet
+    stable_ready: bool = True
+    canary_ready: bool = True
+    analysis: Mapping[str, AnalysisPhase] = field(default_factory=dict)
+    commands: tuple[Command, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    command: Command
+    applied: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: RolloutState
+    actions: tuple[Action, ...]
+    outcomes: tuple[CommandOutcome, ...] = ()
+
+    @property
+    def wake_at(self) -> float | None:
+        for action in self.actions:
+            if isinstance(action, WaitUntil):
+                return action.at
+        return None
+
+
+def reconcile(spec: RolloutSpec, state: RolloutState | None, now: float, observed: Observation) -> Decision:
+    """One step of the machine. Call it on every change and at every WaitUntil."""
+    return _Reconciliation(spec, state, now, observed).run()
+
+
+class _Reconciliation:
+    def __init__(self, spec: RolloutSpec, state: RolloutState | None, now: float, observed: Observation):
+        self.spec = spec
+        self.now = now
+        self.observed = observed
+        self.actions: list[Action] = []
+        self.outcomes: list[CommandOutcome] = []
+        self.state = state if state is not None else self._first_sight()
+
+    # --- plumbing --------------------------------------------------------------------
+
+    def update(self, **changes: Any) -> None:
+        self.state = dataclasses.replace(self.state, **changes)
+
+    def emit(self, *actions: Action) -> None:
+        self.actions.extend(actions)
+
+    def event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        kind = EventType.WARNING if warning else EventType.NORMAL
+        self.emit(RecordEvent(kind, reason, message))
+
+    def run(self) -> Decision:
+        self._absorb_verdicts()
+        self._follow_revision()
+        self._apply_commands()
+        # Each pass takes one transition; several can happen at once (setWeight, then a
+        # header route, then a pause). Bounded so a bad spec can never spin.
+        for _ in range(len(self.spec.steps) + 8):
+            if not self._advance():
+                break
+        self._scale_down_when_due()
+        self._schedule_wake()
+        return Decision(self.state, tuple(self.actions), tuple(self.outcomes))
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return self.spec.steps
+
+    def _step_label(self, index: int | None = None) -> str:
+        index = self.state.step_index if index is None else index
+        return f"step {min(index + 1, len(self.steps))}/{len(self.steps)}"
+
+    # --- first sight -----------------------------------------------------------------
+
+    def _first_sight(self) -> RolloutState:
+        observed = self.observed
+        if observed.stable_revision is None:
+            self.emit(PromoteCanary(observed.revision))
+            self.event("Initializing", f"setting up the stable with revision {observed.revision}")
+            return RolloutState(
+                stable_revision=observed.revision,
+                phase=RolloutPhase.PROGRESSING,
+                stage=Stage.INITIALIZING,
+                waiting_since=self.now,
+                message="setting up the stable",
+            )
+        # The stable exists already (state was lost, or standalone mode): take it as it is.
+        self.emit(SetCanaryWeight(0), RemoveManagedRoutes())
+        return RolloutState(stable_revision=observed.stable_revision, message="stable")
+
+    def _finish_initialization(self) -> None:
+        self.emit(SetCanaryWeight(0), ScaleCanary(CanaryScale.zero(), 0))
+        self.event("Initialized", f"the stable runs revision {self.state.stable_revision}")
+        self.update(
+            phase=RolloutPhase.HEALTHY, stage=Stage.IDLE, waiting_since=None,
+            abort_reason=None, message="stable",
+        )
+        self._follow_revision()  # a revision that arrived meanwhile starts now
+
+    # --- analysis verdicts -----------------------------------------------------------
+
+    def _absorb_verdicts(self) -> None:
+        records = []
+        for record in self.state.analysis_runs:
+            verdict = self.observed.analysis.get(record.name)
+            if verdict is not None and verdict != record.phase and not record.phase.completed:
+                record = dataclasses.replace(record, phase=verdict)
+                if verdict.completed and not record.superseded:
+                    self.event(
+                        f"AnalysisRun{verdict.value}",
+                        f"analysis run {record.name} is {verdict.value}",
+                        warning=verdict != AnalysisPhase.SUCCESSFUL,
+                    )
+            records.append(record)
+        self.update(analysis_runs=tuple(records))
+
+    def _current_run(self, kind: AnalysisKind, step_index: int | None = None) -> AnalysisRunRecord | None:
+        for record in reversed(self.state.analysis_runs):
+            if record.superseded or record.kind != kind:
+                continue
+            if kind == AnalysisKind.STEP and record.step_index != step_index:
+                continue
+            return record
+        return None
+
+    def _start_analysis(self, kind: AnalysisKind, step_index: int | None) -> None:
+        analysis = (
+            step.analysis
+            if step_index is not None and isinstance(step := self.steps[step_index], StepAnalysis)
+            else self.spec.analysis.analysis if self.spec.analysis else None
+        )
+        assert analysis is not None and self.state.canary_revision is not None
+        label = f"step{step_index}" if kind == AnalysisKind.STEP else "background"
+        previous = sum(
+            1 for r in self.state.analysis_runs if r.kind == kind and r.step_index == step_index
+        )
+        name = f"{self.state.canary_revision}-{self.state.attempt}-{label}"
+        if previous:
+            name += f"-retry{previous}"
+        record = AnalysisRunRecord(
+            name=name, kind=kind, step_index=step_index, analysis=analysis, started_at=self.now
+        )
+        self.update(analysis_runs=(*self.state.analysis_runs, record))
+        self.emit(StartAnalysis(name, kind, analysis, self.state.canary_revision, self.state.stable_revision))
+        self.event("AnalysisRunStarted", f"{kind.value} analysis {name} started")
+
+    def _stop_running_analyses(self) -> None:
+        records = []
+        for record in self.state.analysis_runs:
+            if not record.phase.completed and not record.stop_requested:
+                self.emit(StopAnalysis(record.name))
+                record = dataclasses.replace(record, stop_requested=True)
+            records.append(record)
+        self.update(analysis_runs=tuple(records))
+
+    def _supersede(self, name: str) -> None:
+        self.update(
+            analysis_runs=tuple(
+                dataclasses.replace(r, superseded=True) if r.name == name else r
+                for r in self.state.analysis_runs
+            )
+        )
+
+    # --- revisions ---------------------------------------------------------------------
+
+    def _follow_revision(self) -> None:
+        revision = self.observed.revision
+        state = self.state
+        if state.stage == Stage.INITIALIZING:
+            if revision != state.stable_revision:
+                self.emit(PromoteCanary(revision))
+                self.update(stable_revision=revision, waiting_since=self.now)
+            return
+        if state.stage == Stage.PROMOTING:
+            return  # finish promoting first; a newer revision then starts its own rollout
+        if state.in_rollout:
+            if revision == state.canary_revision:
+                return
+            if revision == state.stable_revision:
+                self._cancel_rollout()
+            else:
+                self._record_history("Superseded", f"superseded by revision {revision}")
+                self._start_rollout(revision, reason="a new revision arrived mid-rollout")
+            return
+        if revision == state.stable_revision:
+            if state.phase == RolloutPhase.DEGRADED:
+                self.update(phase=RolloutPhase.HEALTHY, canary_revision=None, abort_reason=None, message="stable")
+            return
+        if state.phase == RolloutPhase.DEGRADED and revision == state.canary_revision:
+            return  # stays aborted until a retry or a new revision
+        self._start_rollout(revision, reason="new revision")
+
+    def _start_rollout(self, revision: str, *, reason: str) -> None:
+        self._stop_running_analyses()
+        self._reset_routes()
+        self.update(
+            phase=RolloutPhase.PROGRESSING,
+            stage=Stage.STEPPING,
+            canary_revision=revision,
+            attempt=self.state.attempt + 1,
+            step_index=0,
+            step_started_at=None,
+            pause_reason=None,
+            pause_until=None,
+            canary_scale=CanaryScale.full(),
+            analysis_runs=(),
+            blocking_run=None,
+            waiting_since=None,
+            rollout_started_at=self.now,
+            abort_reason=None,
+            message=f"rolling out revision {revision}",
+            rollback_weights=(),
+            next_rollback_at=None,
+            scale_down_at=None,
+            full_promotion=False,
+        )
+        self.emit(ScaleCanary(CanaryScale.full(), 0))
+        self.event("RolloutStarted", f"rolling out revision {revision} ({reason}, attempt {self.state.attempt})")
+
+    def _reset_routes(self) -> None:
+        if self.state.desired_weight != 0:
+            self.emit(SetCanaryWeight(0))
+        if self.state.header_routes or self.state.mirror_routes:
+            self.emit(RemoveManagedRoutes())
+        self.update(desired_weight=0, header_routes=(), mirror_routes=())
+
+    def _cancel_rollout(self) -> None:
+        self._stop_running_analyses()
+        self._reset_routes()
+        self.emit(ScaleCanary(CanaryScale.zero(), 0))
+        self._record_history("Undone", "the workload went back to the stable revision")
+        self.event("RolloutCancelled", f"back on the stable revision {self.state.stable_revision}")
+        self.update(
+            phase=RolloutPhase.HEALTHY, stage=Stage.IDLE, canary_revision=None, pause_reason=None,
+            pause_until=None, canary_scale=CanaryScale.zero(), waiting_since=None, message="stable",
+        )
+
+    def _record_history(self, outcome: str, message: str) -> None:
+        if self.state.canary_revision is None:
+            return
+        record = RevisionRecord(
+            revision=self.state.canary_revision,
+            outcome=outcome,
+            started_at=self.state.rollout_started_at,
+            finished_at=self.now,
+            message=message,
+            full_promotion=self.state.full_promotion,
+        )
+        self.update(history=(*self.state.history, record)[-HISTORY_KEPT:])
+
+    # --- commands ----------------------------------------------------------------------
+
+    def _apply_commands(self) -> None:
+        for command in self.observed.commands:
+            if command.id in self.state.handled_commands:
+                continue
+            handler = {
+                CommandKind.PROMOTE: self._promote,
+                CommandKind.PROMOTE_FULL: self._promote_full,
+                CommandKind.ABORT: self._abort_by_user,
+                CommandKind.RETRY: self._retry,
+            }[command.kind]
+            applied, message = handler()
+            self.outcomes.append(CommandOutcome(command, applied, message))
+            self.update(handled_commands=(*self.state.handled_commands, command.id)[-HANDLED_COMMANDS_KEPT:])
+            self.event(
+                "CommandApplied" if applied else "CommandIgnored",
+                f"{command.kind.value}: {message}",
+                warning=not applied,
+            )
+
+    def _promote(self) -> tuple[bool, str]:
+        state = self.state
+        if state.stage == Stage.STEPPING and state.phase == RolloutPhase.PAUSED:
+            if state.pause_reason == PauseReason.PAUSE_STEP:
+                label = self._step_label()
+                self._next_step()
+                return True, f"resumed after the pause at {label}"
+            return False, self._human_options()
+        if state.stage == Stage.STEPPING and state.step_index < len(self.steps):
+            if isinstance(self.steps[state.step_index], StepAnalysis):
+                return False, f"the analysis of {self._step_label()} is running; promote-full skips it"
+            return False, f"{self._step_label()} is waiting for the canary to become ready"
+        if state.stage == Stage.FINALIZING:
+            if state.phase == RolloutPhase.PAUSED:
+                return False, self._human_options()
+            return False, "waiting for the background analysis verdict; promote-full skips it"
+        return False, f"nothing to promote: the rollout is {state.phase.value}"
+
+    def _human_options(self) -> str:
+        state = self.state
+        record = state.run(state.blocking_run) if state.blocking_run else None
+        what = f"analysis {record.name} is {record.phase.value}" if record else state.message
+        return f"{what}: promote-full overrides it, retry runs it again, abort rolls back"
+
+    def _promote_full(self) -> tuple[bool, str]:
+        if self.state.stage in (Stage.STEPPING, Stage.FINALIZING):
+            self._begin_promotion(full=True)
+            return True, "promoting now; remaining steps and analysis skipped"
+        return False, f"nothing to promote: the rollout is {self.state.phase.value}"
+
+    def _abort_by_user(self) -> tuple[bool, str]:
+        if self.state.stage in (Stage.STEPPING, Stage.FINALIZING, Stage.ROLLING_BACK):
+            self._abort("AbortedByUser", "aborted by a user")
+            return True, "traffic is back on the stable"
+        return False, f"nothing to abort: the rollout is {self.state.phase.value}"
+
+    def _retry(self) -> tuple[bool, str]:
+        state = self.state
+        if (
+            state.stage == Stage.IDLE
+            and state.phase == RolloutPhase.DEGRADED
+            and state.canary_revision == self.observed.revision
+        ):
+            self._start_rollout(state.canary_revision, reason="retry")
+            return True, "restarting the rollout at step 1"
+        needs_human = state.phase == RolloutPhase.PAUSED and state.pause_reason and state.pause_reason.needs_human
+        if state.stage == Stage.STEPPING and needs_human:
+            if state.blocking_run:
+                self._supersede(state.blocking_run)
+            self.update(
+                phase=RolloutPhase.PROGRESSING, pause_reason=None, blocking_run=None,
+                waiting_since=None, abort_reason=None, message=f"retrying {self._step_label()}",
+            )
+            return True, f"retrying {self._step_label()}"
+        if state.stage == Stage.FINALIZING and needs_human:
+            return False, "the background analysis ended with the steps; promote-full or abort"
+        return False, f"nothing to retry: the rollout is {state.phase.value}"
+
+    # --- stepping ----------------------------------------------------------------------
+
+    def _advance(self) -> bool:
+        """Take one transition; False when the machine must wait for something."""
+        stage = self.state.stage
+        if stage == Stage.INITIALIZING:
+            return self._await_stable(self.state.stable_revision, self._finish_initialization)
+        if stage == Stage.STEPPING:
+            return self._step()
+        if stage == Stage.FINALIZING:
+            return self._finalize()
+        if stage == Stage.PROMOTING:
+            assert self.state.canary_revision is not None
+            return self._await_stable(self.state.canary_revision, self._finish_promotion)
+        if stage == Stage.ROLLING_BACK:
+            return self._roll_back_gradually()
+        return False
+
+    def _waits_for_human(self) -> bool:
+        reason = self.state.pause_reason
+        return self.state.phase == RolloutPhase.PAUSED and reason is not None and reason.needs_human
+
+    def _step(self) -> bool:
+        if self._waits_for_human():
+            return False
+        index = self.state.step_index
+        background = self.spec.analysis
+        if background and background.starting_step <= index and not self._current_run(AnalysisKind.BACKGROUND):
+            self._start_analysis(AnalysisKind.BACKGROUND, None)
+        if self._background_verdict_stops_us():
+            return True
+        if index >= len(self.steps):
+            self._finish_steps()
+            return True
+        step = self.steps[index]
+        if isinstance(step, SetWeight):
+            return self._set_weight(step)
+        if isinstance(step, Pause):
+            return self._pause(step)
+        if isinstance(step, StepAnalysis):
+            return self._step_analysis()
+        if isinstance(step, SetHeaderRoute):
+            self._set_header_route(step)
+        elif isinstance(step, SetMirrorRoute):
+            self._set_mirror_route(step)
+        elif isinstance(step, SetCanaryScale):
+            self.update(canary_scale=step.scale)
+            self.emit(ScaleCanary(step.scale, self.state.desired_weight))
+            self.event("CanaryScaled", f"{self._step_label()}: canary scale {_describe_scale(step.scale)}")
+        self._next_step()
+        return True
+
+    def _next_step(self) -> None:
+        self.update(
+            step_index=self.state.step_index + 1,
+            step_started_at=None,
+            phase=RolloutPhase.PROGRESSING,
+            pause_reason=None,
+            pause_until=None,
+            waiting_since=None,
+        )
+
+    def _background_verdict_stops_us(self) -> bool:
+        record = self._current_run(AnalysisKind.BACKGROUND)
+        if record is None:
+            return False
+        if record.phase.blocks_rollout:
+            self._fail(f"AnalysisRun{record.phase.value}", f"background analysis {record.name} is {record.phase.value}",
+                       blocking_run=record.name)
+            return True
+        if record.phase == AnalysisPhase.INCONCLUSIVE:
+            self._pause_for_human(PauseReason.INCONCLUSIVE, record.name,
+                                  f"background analysis {record.name} is Inconclusive")
+            return True
+        return False
+
+    def _set_weight(self, step: SetWeight) -> bool:
+        state = self.state
+        if state.step_started_at is None:
+            self.update(step_started_at=self.now)
+            if state.canary_scale.match_traffic_weight:
+                self.emit(ScaleCanary(state.canary_scale, step.weight))
+        if step.weight > 0 and not self.observed.canary_ready:
+            return self._wait_on_workload(f"{self._step_label()}: waiting for the canary to become ready")
+        if state.desired_weight != step.weight:
+            self.emit(SetCanaryWeight(step.weight))
+            self.update(desired_weight=step.weight)
+        self.event("SetWeight", f"{self._step_label()}: canary weight {step.weight}")
+        self._next_step()
+        return True
+
+    def _pause(self, step: Pause) -> bool:
+        state = self.state
+        if state.step_started_at is None:
+            until = None if step.duration is None else self.now + step.duration
+            self.update(
+                step_started_at=self.now, phase=RolloutPhase.PAUSED, pause_reason=PauseReason.PAUSE_STEP,
+                pause_until=until,
+                message=f"{self._step_label()}: paused" + (" until promoted" if until is None else ""),
+            )
+            self.event("RolloutPaused", self.state.message)
+        if self.state.pause_until is None or self.now < self.state.pause_until:
+            return False
+        self._next_step()
+        return True
+
+    def _step_analysis(self) -> bool:
+        index = self.state.step_index
+        record = self._current_run(AnalysisKind.STEP, index)
+        if record is None:
+            if self.state.step_started_at is None:
+                self.update(step_started_at=self.now)
+            self._start_analysis(AnalysisKind.STEP, index)
+            self.update(message=f"{self._step_label()}: analysis running")
+            return False
+        if record.phase == AnalysisPhase.SUCCESSFUL:
+            self._next_step()
+            return True
+        if record.phase.blocks_rollout:
+            self._fail(f"AnalysisRun{record.phase.value}", f"analysis {record.name} is {record.phase.value}",
+                       blocking_run=record.name)
+            return True
+        if record.phase == AnalysisPhase.INCONCLUSIVE:
+            self._pause_for_human(PauseReason.INCONCLUSIVE, record.name, f"analysis {record.name} is Inconclusive")
+            return True
+        return False
+
+    def _set_header_route(self, step: SetHeaderRoute) -> None:
+        kept = tuple(r for r in self.state.header_routes if r.name != step.name)
+        if step.removes:
+            self.emit(RemoveHeaderRoute(step.name))
+            self.update(header_routes=kept)
+            self.event("HeaderRouteRemoved", f"{self._step_label()}: header route {step.name} removed")
+        else:
+            self.emit(ApplyHeaderRoute(step.name, step.match))
+            self.update(header_routes=(*kept, HeaderRoute(step.name, step.match)))
+            self.event("HeaderRouteSet", f"{self._step_label()}: header route {step.name} set")
+
+    def _set_mirror_route(self, step: SetMirrorRoute) -> None:
+        kept = tuple(r for r in self.state.mirror_routes if r.name != step.name)
+        if step.removes:
+            self.emit(RemoveMirrorRoute(step.name))
+            self.update(mirror_routes=kept)
+            self.event("MirrorRouteRemoved", f"{self._step_label()}: mirror route {step.name} removed")
+        else:
+            self.emit(ApplyMirrorRoute(step.name, step.match, step.percentage))
+            self.update(mirror_routes=(*kept, MirrorRoute(step.name, step.match, step.percentage)))
+            self.event("MirrorRouteSet", f"{self._step_label()}: mirror route {step.name} set")
+
+    def _wait_on_workload(self, message: str) -> bool:
+        """Wait for a workload; True when the progress deadline just failed the rollout."""
+        since = self.state.waiting_since
+        if since is None:
+            self.update(waiting_since=self.now, message=message)
+            return False
+        if self.now - since < self.spec.progress_deadline:
+            return False
+        reason = "ProgressDeadlineExceeded"
+        detail = f"{message} for longer than the progress deadline ({self.spec.progress_deadline:g}s)"
+        if self.state.stage == Stage.STEPPING:
+            self._fail(reason, detail, blocking_run=None)
+            return True
+        if self.state.abort_reason != reason:
+            # The stable is already being replaced: nothing safer to route to. Say so.
+            self.event(reason, detail, warning=True)
+            self.update(phase=RolloutPhase.DEGRADED, abort_reason=reason, message=detail)
+        return False
+
+    def _await_stable(self, revision: str, on_ready: Any) -> bool:
+        if self.observed.stable_revision == revision and self.observed.stable_ready:
+            on_ready()
+            return True
+        return self._wait_on_workload(f"waiting for the stable to run revision {revision}")
+
+    # --- the end of a rollout ------------------------------------------------------------
+
+    def _finish_steps(self) -> None:
+        record = self._current_run(AnalysisKind.BACKGROUND)
+        if record is not None and not record.phase.completed:
+            if not record.stop_requested:
+                self.emit(StopAnalysis(record.name))
+                self.update(
+                    analysis_runs=tuple(
+                        dataclasses.replace(r, stop_requested=True) if r.name == record.name else r
+                        for r in self.state.analysis_runs
+                    )
+                )
+            self.update(stage=Stage.FINALIZING, message="steps done; waiting for the background analysis verdict")
+            return
+        self._begin_promotion(full=False)
+
+    def _finalize(self) -> bool:
+        if self._waits_for_human():
+            return False
+        record = self._current_run(AnalysisKind.BACKGROUND)
+        if record is None or record.phase == AnalysisPhase.SUCCESSFUL:
+            self._begin_promotion(full=False)
+            return True
+        if record.phase.blocks_rollout:
+            self._fail(f"AnalysisRun{record.phase.value}", f"background analysis {record.name} is {record.phase.value}",
+                       blocking_run=record.name)
+            return True
+        if record.phase == AnalysisPhase.INCONCLUSIVE:
+            self._pause_for_human(PauseReason.INCONCLUSIVE, record.name,
+                                  f"background analysis {record.name} is Inconclusive")
+            return True
+        return False
+
+    def _begin_promotion(self, *, full: bool) -> None:
+        assert self.state.canary_revision is not None
+        self._stop_running_analyses()
+        self.update(
+            phase=RolloutPhase.PROGRESSING, stage=Stage.PROMOTING, pause_reason=None, pause_until=None,
+            blocking_run=None, waiting_since=None, full_promotion=full,
+            message=f"promoting revision {self.state.canary_revision}",
+        )
+        self.emit(PromoteCanary(self.state.canary_revision))
+        self.event("RolloutPromoting", self.state.message + (" (promote-full)" if full else ""))
+
+    def _finish_promotion(self) -> None:
+        revision = self.state.canary_revision
+        assert revision is not None
+        if self.state.desired_weight != 0:
+            self.emit(SetCanaryWeight(0))
+        self.emit(RemoveManagedRoutes(), ScaleCanary(CanaryScale.zero(), 0))
+        self._record_history("Promoted", "promoted")
+        self.event("RolloutCompleted", f"revision {revision} is the new stable")
+        self.update(
+            stable_revision=revision, canary_revision=None, phase=RolloutPhase.HEALTHY, stage=Stage.IDLE,
+            desired_weight=0, header_routes=(), mirror_routes=(), canary_scale=CanaryScale.zero(),
+            waiting_since=None, step_index=len(self.steps), message="stable",
+        )
+        self._follow_revision()  # a revision that arrived during the promotion starts now
+
+    # --- failure -------------------------------------------------------------------------
+
+    def _fail(self, reason: str, message: str, *, blocking_run: str | None) -> None:
+        """Apply the failure policy."""
+        policy = self.spec.on_failure
+        self.event(reason, message, warning=True)
+        if policy == FailurePolicy.FREEZE:
+            self._stop_running_analyses()
+            self.update(abort_reason=reason)
+            self._pause_for_human(PauseReason.FROZEN, blocking_run, f"{message}; weights held (freeze)")
+            return
+        if policy == FailurePolicy.GRADUAL and self.state.desired_weight > 0:
+            self._stop_running_analyses()
+            if self.state.header_routes or self.state.mirror_routes:
+                self.emit(RemoveManagedRoutes())
+            current = self.state.desired_weight
+            earlier = {
+                s.weight for s in self.steps[: self.state.step_index]
+                if isinstance(s, SetWeight) and 0 < s.weight < current
+            }
+            self.update(
+                phase=RolloutPhase.DEGRADED, stage=Stage.ROLLING_BACK, header_routes=(), mirror_routes=(),
+                pause_reason=None, pause_until=None, abort_reason=reason,
+                rollback_weights=(*sorted(earlier, reverse=True), 0), next_rollback_at=self.now,
+                message=f"{message}; rolling back gradually",
+            )
+            return
+        self._abort(reason, message)
+
+    def _roll_back_gradually(self) -> bool:
+        state = self.state
+        if state.next_rollback_at is not None and self.now < state.next_rollback_at:
+            return False
+        weight, *rest = state.rollback_weights or (0,)
+        if weight != state.desired_weight:
+            self.emit(SetCanaryWeight(weight))
+        self.update(desired_weight=weight)
+        if rest:
+            self.update(rollback_weights=tuple(rest), next_rollback_at=self.now + self.spec.gradual_interval)
+            self.event("RollingBack", f"canary weight {weight}, {len(rest)} more step(s) down")
+            return False
+        self._finish_abort(state.abort_reason or "AnalysisFailed", state.message)
+        return True
+
+    def _abort(self, reason: str, message: str) -> None:
+        self._stop_running_analyses()
+        if self.state.desired_weight != 0:
+            self.emit(SetCanaryWeight(0))
+        self.emit(RemoveManagedRoutes())
+        self.update(desired_weight=0, header_routes=(), mirror_routes=())
+        self._finish_abort(reason, message)
+
+    def _finish_abort(self, reason: str, message: str) -> None:
+        revision = self.state.canary_revision
+        assert revision is not None
+        self.emit(RollBack(revision, reason))
+        self._record_history("Aborted", f"{reason}: {message}")
+        self.event("RolloutAborted", f"revision {revision}: {message}", warning=True)
+        self.update(
+            phase=RolloutPhase.DEGRADED, stage=Stage.IDLE, pause_reason=None, pause_until=None,
+            blocking_run=None, waiting_since=None, abort_reason=reason, message=message,
+            rollback_weights=(), next_rollback_at=None,
+            scale_down_at=self.now + self.spec.abort_scale_down_delay,
+        )
+
+    def _pause_for_human(self, reason: PauseReason, run_name: str | None, message: str) -> None:
+        self.update(
+            phase=RolloutPhase.PAUSED, pause_reason=reason, pause_until=None, blocking_run=run_name,
+            waiting_since=None, message=f"{message}: promote-full, retry or abort",
+        )
+        self.event("RolloutPaused", self.state.message, warning=True)
+
+    # --- timers ----------------------------------------------------------------------------
+
+    def _scale_down_when_due(self) -> None:
+        at = self.state.scale_down_at
+        if at is not None and self.now >= at:
+            self.emit(ScaleCanary(CanaryScale.zero(), 0))
+            self.update(scale_down_at=None, canary_scale=CanaryScale.zero())
+
+    def _schedule_wake(self) -> None:
+        state = self.state
+        times = [state.scale_down_at]
+        if state.phase == RolloutPhase.PAUSED and state.pause_reason == PauseReason.PAUSE_STEP:
+            times.append(state.pause_until)
+        if state.stage == Stage.ROLLING_BACK:
+            times.append(state.next_rollback_at)
+        if state.waiting_since is not None:
+            times.append(state.waiting_since + self.spec.progress_deadline)
+        future = [t for t in times if t is not None and t > self.now]
+        if future:
+            self.emit(WaitUntil(min(future)))
+
+
+def resume_actions(spec: RolloutSpec, state: RolloutState) -> tuple[Action, ...]:
+    """The actions that re-establish everything `state` announces, after a restart.
+
+    The state is saved before its actions are applied, so a crash can leave some of
+    them unapplied; re-asserting the whole desired world is idempotent and safe.
+    """
+    actions: list[Action] = [RemoveManagedRoutes(), SetCanaryWeight(state.desired_weight)]
+    actions += [ApplyHeaderRoute(r.name, r.match) for r in state.header_routes]
+    actions += [ApplyMirrorRoute(r.name, r.match, r.percentage) for r in state.mirror_routes]
+    actions.append(ScaleCanary(state.canary_scale, state.desired_weight))
+    for record in state.current_runs():
+        if record.phase.completed or state.canary_revision is None:
+            continue
+        actions.append(
+            StartAnalysis(record.name, record.kind, record.analysis, state.canary_revision, state.stable_revision)
+        )
+        if record.stop_requested:
+            actions.append(StopAnalysis(record.name))
+    if state.stage == Stage.INITIALIZING:
+        actions.append(PromoteCanary(state.stable_revision))
+    elif state.stage == Stage.PROMOTING and state.canary_revision is not None:
+        actions.append(PromoteCanary(state.canary_revision))
+    return tuple(actions)
+
+
+def _describe_scale(scale: CanaryScale) -> str:
+    if scale.replicas is not None:
+        return f"{scale.replicas} replicas"
+    if scale.match_traffic_weight:
+        return "matching the traffic weight"
+    return f"{scale.weight}% of the replicas"

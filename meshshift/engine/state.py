@@ -1,0 +1,155 @@
+"""The persisted state of one rollout: a plain, versioned, JSON-serializable value.
+
+It is written before the actions it announces are applied, so a restarted daemon
+resumes from it exactly (see `engine.machine.resume_actions`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from meshshift import codec
+from meshshift.analysis.phases import AnalysisPhase
+from meshshift.engine.actions import AnalysisKind
+from meshshift.spec.model import AnalysisRef, CanaryScale, HeaderMatch, MirrorMatch
+
+SCHEMA_VERSION = 1
+HANDLED_COMMANDS_KEPT = 32
+HISTORY_KEPT = 10
+
+
+class RolloutPhase(StrEnum):
+    """Argo Rollouts' phases."""
+
+    HEALTHY = "Healthy"  # the stable serves everything; nothing to roll out
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    DEGRADED = "Degraded"  # aborted: back on the stable until a new revision or a retry
+
+
+class Stage(StrEnum):
+    """Where the machine is inside its phase."""
+
+    INITIALIZING = "Initializing"  # first sight: the stable is being set up
+    STEPPING = "Stepping"  # running the canary steps
+    FINALIZING = "Finalizing"  # steps done; waiting for the background analysis verdict
+    PROMOTING = "Promoting"  # the stable is being updated to the canary revision
+    ROLLING_BACK = "RollingBack"  # walking the weights down (gradual failure policy)
+    IDLE = "Idle"  # Healthy or Degraded
+
+
+class PauseReason(StrEnum):
+    PAUSE_STEP = "CanaryPauseStep"
+    INCONCLUSIVE = "InconclusiveAnalysis"
+    FROZEN = "FrozenAfterFailure"  # the freeze failure policy holds the weights
+
+    @property
+    def needs_human(self) -> bool:
+        return self != PauseReason.PAUSE_STEP
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisRunRecord:
+    """What the engine knows of one analysis run: its name and its last verdict."""
+
+    name: str
+    kind: AnalysisKind
+    step_index: int | None
+    analysis: AnalysisRef
+    phase: AnalysisPhase = AnalysisPhase.PENDING
+    started_at: float = 0.0
+    stop_requested: bool = False
+    superseded: bool = False  # replaced by a retry; its verdict no longer counts
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRoute:
+    name: str
+    match: tuple[HeaderMatch, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorRoute:
+    name: str
+    match: tuple[MirrorMatch, ...]
+    percentage: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionRecord:
+    """One finished rollout, newest last."""
+
+    revision: str
+    outcome: str  # Promoted, Aborted, Superseded, Undone
+    started_at: float | None
+    finished_at: float
+    message: str = ""
+    full_promotion: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutState:
+    stable_revision: str
+    phase: RolloutPhase = RolloutPhase.HEALTHY
+    stage: Stage = Stage.IDLE
+    canary_revision: str | None = None
+    attempt: int = 0
+    step_index: int = 0
+    step_started_at: float | None = None
+    pause_reason: PauseReason | None = None
+    pause_until: float | None = None
+    desired_weight: int = 0
+    header_routes: tuple[HeaderRoute, ...] = ()
+    mirror_routes: tuple[MirrorRoute, ...] = ()
+    canary_scale: CanaryScale = field(default_factory=CanaryScale.zero)
+    analysis_runs: tuple[AnalysisRunRecord, ...] = ()
+    blocking_run: str | None = None  # the run an Inconclusive/frozen pause waits on
+    waiting_since: float | None = None  # waiting on workloads: the progress deadline clock
+    rollout_started_at: float | None = None
+    abort_reason: str | None = None
+    message: str = ""
+    rollback_weights: tuple[int, ...] = ()
+    next_rollback_at: float | None = None
+    scale_down_at: float | None = None
+    full_promotion: bool = False
+    handled_commands: tuple[str, ...] = ()
+    history: tuple[RevisionRecord, ...] = ()
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def in_rollout(self) -> bool:
+        return self.stage in (Stage.STEPPING, Stage.FINALIZING, Stage.PROMOTING, Stage.ROLLING_BACK)
+
+    def run(self, name: str) -> AnalysisRunRecord | None:
+        for record in self.analysis_runs:
+            if record.name == name:
+                return record
+        return None
+
+    def current_runs(self) -> tuple[AnalysisRunRecord, ...]:
+        return tuple(r for r in self.analysis_runs if not r.superseded)
+
+    # --- serialization ---------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        encoded = codec.encode(self)
+        assert isinstance(encoded, dict)
+        return encoded
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RolloutState:
+        version = data.get("schemaVersion", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"rollout state has schemaVersion {version}; this meshshift reads {SCHEMA_VERSION}")
+        return codec.decode(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str) -> RolloutState:
+        return cls.from_dict(json.loads(text))

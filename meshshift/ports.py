@@ -1,0 +1,120 @@
+"""The small interfaces between the runtime and the outside world.
+
+Kubernetes mode and standalone mode differ only in which implementations of these
+they plug in: `routers/` for Router, `kube/` or `standalone/` for Workloads and
+StateStore, `analysis/providers/` for MetricProvider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from meshshift.analysis.run import AnalysisRun
+from meshshift.engine.actions import RecordEvent
+from meshshift.engine.state import RolloutState
+from meshshift.spec.model import AnalysisTemplate, CanaryScale, HeaderMatch, Metric, MirrorMatch
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedRoutes:
+    """What a router reads back from its data plane after a write."""
+
+    canary_weight: int | None  # None: the router could not tell
+    header_routes: tuple[str, ...] = ()
+    mirror_routes: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Owns the traffic split of one rollout on one data plane (Argo's TrafficRoutingReconciler)."""
+
+    name: str
+
+    async def set_weight(self, canary_weight: int) -> None: ...
+
+    async def set_header_route(self, name: str, match: Sequence[HeaderMatch]) -> None: ...
+
+    async def remove_header_route(self, name: str) -> None: ...
+
+    async def set_mirror_route(self, name: str, match: Sequence[MirrorMatch], percentage: int | None) -> None: ...
+
+    async def remove_mirror_route(self, name: str) -> None: ...
+
+    async def remove_managed_routes(self) -> None: ...
+
+    async def read_back(self) -> AppliedRoutes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadStatus:
+    revision: str  # what the user asks for
+    stable_revision: str | None  # what the stable runs (None: no stable yet)
+    stable_ready: bool
+    canary_ready: bool
+    images: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # "stable"/"canary" -> images
+    replicas: Mapping[str, int] = field(default_factory=dict)  # desired, updated, available, unavailable
+
+
+class Workloads(Protocol):
+    """The stable and canary versions of one rollout (Deployments, or endpoint sets)."""
+
+    async def observe(self) -> WorkloadStatus: ...
+
+    async def promote(self, revision: str) -> None: ...
+
+    async def scale_canary(self, scale: CanaryScale, traffic_weight: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRollout:
+    """Everything a rollout persists: the engine's state and its analysis runs."""
+
+    rollout: RolloutState
+    analysis_runs: Mapping[str, AnalysisRun] = field(default_factory=dict)
+
+
+class StateStore(Protocol):
+    async def load(self) -> StoredRollout | None: ...
+
+    async def save(self, stored: StoredRollout) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResult:
+    value: Any  # a number, a list of numbers, or a JSON value
+    query: str  # the query as sent, placeholders resolved
+
+
+class ProviderError(Exception):
+    """A measurement could not be taken; it becomes an Error measurement with this message."""
+
+
+@dataclass(frozen=True, slots=True)
+class MeasureContext:
+    """What a provider may need beyond the metric: resolved args, and where we run."""
+
+    args: Mapping[str, str]
+    namespace: str | None = None
+    secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+class MetricProvider(Protocol):
+    """Takes one measurement of one metric (Argo's metric provider)."""
+
+    kind: str
+
+    async def measure(self, metric: Metric, context: MeasureContext) -> ProviderResult: ...
+
+
+class TemplateSource(Protocol):
+    """Finds AnalysisTemplates by name (cluster objects, inline templates, builtins)."""
+
+    async def get(self, name: str, *, cluster_scope: bool = False) -> AnalysisTemplate | None: ...
+
+
+class EventSink(Protocol):
+    """Where the engine's RecordEvent actions go: Kubernetes Events, logs, notifications."""
+
+    async def record(self, event: RecordEvent) -> None: ...
