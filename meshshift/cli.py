@@ -1,12 +1,150 @@
-"""The `meshshift` command line."""
+"""The `meshshift` command line (DESIGN.md §4), with kubectl's habits.
+
+Each subcommand lives in the module that owns its behaviour; this file only parses
+arguments and dispatches, importing lazily so `meshshift lint` starts fast.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import sys
+from collections.abc import Sequence
+
+from meshshift import __version__
+from meshshift.logs import configure_logging
+from meshshift.settings import DaemonSettings
 
 
-def main(argv: list[str] | None = None) -> int:
-    raise SystemExit("meshshift: not implemented yet")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meshshift",
+        description="Progressive delivery: shift traffic to a canary, step by step, on analysis.",
+    )
+    parser.add_argument("--version", action="version", version=f"meshshift {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon (Kubernetes mode, or standalone with --config)")
+    run.add_argument(
+        "--config", metavar="STANDALONE.yaml", help="run one StandaloneRollout instead of Kubernetes"
+    )
+    run.add_argument("--kubeconfig", metavar="PATH")
+    run.add_argument("--context", metavar="NAME")
+    run.add_argument("-n", "--namespace", help="watch one namespace (default: all)")
+    run.add_argument("--selector", "-l", metavar="LABELS", help="label selector on Deployments")
+    run.add_argument("--listen", metavar="HOST:PORT", help="HTTP listener (default 0.0.0.0:8090)")
+    run.add_argument("--token", help="bearer token for control endpoints (or MESHSHIFT_TOKEN)")
+    run.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="elect a leader through a Lease (default: on)",
+    )
+    run.add_argument(
+        "--prometheus-address", metavar="URL", help="default Prometheus for templates without one"
+    )
+    run.add_argument("--slack-webhook-url", metavar="URL")
+    run.add_argument("--webhook-url", metavar="URL", help="generic JSON webhook for rollout events")
+    run.add_argument("--log-format", choices=["json", "console"])
+
+    demo = commands.add_parser(
+        "demo", help="the whole loop on this machine: real proxy, apps, traffic, metrics"
+    )
+    demo.add_argument("--scenario", choices=["healthy", "bad-errors", "bad-latency"], default="healthy")
+    demo.add_argument("--router", choices=["envoy", "nginx"], default="envoy")
+    demo.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        default="127.0.0.1:8090",
+        help="the daemon's HTTP listener (dashboard, /metrics)",
+    )
+
+    lint = commands.add_parser("lint", help="validate Deployments, AnalysisTemplates and standalone files")
+    lint.add_argument("files", nargs="+", metavar="FILE")
+    lint.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    get = commands.add_parser("get", help="show a rollout, like `kubectl argo rollouts get`")
+    get.add_argument("kind", choices=["rollout", "rollouts", "ro"])
+    get.add_argument("name", nargs="?")
+    _add_target_options(get)
+    get.add_argument("-w", "--watch", action="store_true")
+    get.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+
+    for verb, help_text in [
+        ("promote", "skip the current pause (--full: skip every step and analysis)"),
+        ("abort", "send all traffic back to the stable"),
+        ("retry", "retry an aborted rollout, or the analysis a paused rollout waits on"),
+        ("undo", "roll the workload back to the stable revision"),
+    ]:
+        control = commands.add_parser(verb, help=help_text)
+        control.add_argument("name")
+        _add_target_options(control)
+        if verb == "promote":
+            control.add_argument("--full", action="store_true")
+    return parser
+
+
+def _add_target_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--namespace", default=None)
+    parser.add_argument("--kubeconfig", metavar="PATH")
+    parser.add_argument("--context", metavar="NAME")
+    parser.add_argument("--server", metavar="URL", help="a meshshift daemon's HTTP API (standalone or demo)")
+    parser.add_argument("--token", help="bearer token for --server (or MESHSHIFT_TOKEN)")
+
+
+def daemon_settings(args: argparse.Namespace) -> DaemonSettings:
+    from meshshift.settings import NotificationSettings
+
+    notifications = None
+    if args.slack_webhook_url or args.webhook_url:
+        notifications = NotificationSettings(
+            slack_webhook_url=args.slack_webhook_url, webhook_url=args.webhook_url
+        )
+    return DaemonSettings.from_env(
+        config=args.config,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        namespace=args.namespace,
+        selector=args.selector,
+        listen=args.listen,
+        token=args.token,
+        leader_elect=args.leader_elect,
+        prometheus_address=args.prometheus_address,
+        notifications=notifications,
+        log_format=args.log_format,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "lint":
+        from meshshift.lint import run_lint
+
+        return run_lint(args.files, args.output)
+    if args.command == "run":
+        settings = daemon_settings(args)
+        configure_logging("json" if settings.log_format == "json" else "console", settings.log_level)
+        if settings.config:
+            from meshshift.standalone.daemon import run_standalone
+
+            asyncio.run(run_standalone(settings))
+        else:
+            from meshshift.kube.operator import run_operator
+
+            asyncio.run(run_operator(settings))
+        return 0
+    configure_logging("console", "WARNING")
+    if args.command == "demo":
+        from meshshift.demo.runner import run_demo
+
+        return asyncio.run(run_demo(scenario=args.scenario, router=args.router, listen=args.listen))
+    if args.command == "get":
+        from meshshift.observe.cli import get_rollout
+
+        return get_rollout(args)
+    from meshshift.observe.cli import control_rollout
+
+    return control_rollout(args)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from meshshift.engine.actions import (
     WaitUntil,
 )
 from meshshift.engine.machine import Command, CommandKind, Decision, Observation, reconcile
-from meshshift.engine.state import RolloutState
+from meshshift.engine.state import RolloutPhase, RolloutState
 from meshshift.spec.model import CanaryScale, HeaderMatch, RolloutSpec
 
 VerdictPolicy = Callable[[StartAnalysis], AnalysisPhase]
@@ -155,6 +155,15 @@ class World:
                 self.events.append(action)
             case WaitUntil():
                 pass
+
+    # Read through methods, so mypy does not keep a narrowed type across ticks.
+    @property
+    def current(self) -> RolloutState:
+        assert self.state is not None
+        return self.state
+
+    def phase(self) -> RolloutPhase:
+        return self.current.phase
 
     def event_reasons(self) -> list[str]:
         return [e.reason for e in self.events]

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 
 import pytest
 
-from meshshift.analysis.phases import AnalysisPhase, MetricCounts, measurement_phase, metric_phase, run_phase, worst
+from meshshift.analysis.phases import (
+    AnalysisPhase,
+    MetricCounts,
+    measurement_phase,
+    metric_phase,
+    run_phase,
+    worst,
+)
 from meshshift.analysis.run import (
     ERROR_RETRY_INTERVAL,
     Measurement,
@@ -19,7 +26,7 @@ from meshshift.analysis.run import (
 )
 from meshshift.spec.model import MeasurementRetention, Metric, ProviderSpec
 
-S, F, E, I = AnalysisPhase.SUCCESSFUL, AnalysisPhase.FAILED, AnalysisPhase.ERROR, AnalysisPhase.INCONCLUSIVE
+S, F, E, INC = AnalysisPhase.SUCCESSFUL, AnalysisPhase.FAILED, AnalysisPhase.ERROR, AnalysisPhase.INCONCLUSIVE
 PROVIDER = ProviderSpec("prometheus", {"query": "up"})
 
 
@@ -52,7 +59,7 @@ def phase_of(m: Metric, phases: Sequence[AnalysisPhase], *, terminating: bool = 
         (True, False, S),  # both
         (False, True, F),
         (True, True, F),  # failure wins
-        (False, False, I),  # neither holds
+        (False, False, INC),  # neither holds
     ],
 )
 def test_measurement_phase(success: bool | None, failure: bool | None, expected: AnalysisPhase) -> None:
@@ -82,10 +89,10 @@ def test_failure_limit_minus_one_disables_failures() -> None:
 
 
 def test_inconclusive_limit() -> None:
-    assert phase_of(metric(count=5), [I]) == I
+    assert phase_of(metric(count=5), [INC]) == INC
     m = metric(count=5, inconclusive_limit=1)
-    assert phase_of(m, [I, S]) == AnalysisPhase.RUNNING
-    assert phase_of(m, [I, S, I]) == I
+    assert phase_of(m, [INC, S]) == AnalysisPhase.RUNNING
+    assert phase_of(m, [INC, S, INC]) == INC
 
 
 def test_consecutive_error_limit_defaults_to_four() -> None:
@@ -138,7 +145,7 @@ def test_both_limits_the_first_reached_wins_else_inconclusive() -> None:
     assert phase_of(m, [F, S, S]) == S
     assert phase_of(m, [F, S, F]) == F
     m = metric(interval=10.0, count=4, failure_limit=2, consecutive_success_limit=3)
-    assert phase_of(m, [S, F, S, F]) == I
+    assert phase_of(m, [S, F, S, F]) == INC
 
 
 def test_every_measurement_errored_is_never_successful() -> None:
@@ -150,11 +157,11 @@ def test_every_measurement_errored_is_never_successful() -> None:
 
 def test_count_reached_without_a_single_success_is_not_successful() -> None:
     assert phase_of(metric(count=2, failure_limit=5), [F, F]) == F
-    assert phase_of(metric(count=2, inconclusive_limit=5), [I, I]) == I
+    assert phase_of(metric(count=2, inconclusive_limit=5), [INC, INC]) == INC
 
 
 def test_stopped_before_any_measurement_is_inconclusive() -> None:
-    assert phase_of(metric(initial_delay=600.0), [], terminating=True) == I
+    assert phase_of(metric(initial_delay=600.0), [], terminating=True) == INC
 
 
 def test_limits_are_checked_before_count() -> None:
@@ -165,7 +172,7 @@ def test_limits_are_checked_before_count() -> None:
 # --- run phase ---------------------------------------------------------------------------
 
 
-ORDER = [S, AnalysisPhase.RUNNING, AnalysisPhase.PENDING, I, E, F]
+ORDER = [S, AnalysisPhase.RUNNING, AnalysisPhase.PENDING, INC, E, F]
 
 
 @pytest.mark.parametrize(("a", "b"), list(itertools.combinations(ORDER, 2)))
@@ -212,7 +219,10 @@ def test_an_errored_measurement_without_interval_is_retried_after_ten_seconds() 
 def test_measurement_retention_defaults_to_ten_and_follows_the_rules() -> None:
     metrics = [metric(name="a", interval=1.0), metric(name="b", interval=1.0), metric(name="c", interval=1.0)]
     run = start_run(
-        "r", metrics, args={}, now=0.0,
+        "r",
+        metrics,
+        args={},
+        now=0.0,
         retention=[MeasurementRetention("*", 3), MeasurementRetention("b", 5)],
     )
     plain = start_run("p", [metric(name="a", interval=1.0)], args={}, now=0.0)

@@ -54,9 +54,15 @@ def spec_of(*steps: Step, **options: object) -> RolloutSpec:
 def tutorial_exercise() -> RolloutSpec:
     """The seed's exercise: 10 -> 25 -> 50 -> 100, analysis each step, approval before 100."""
     return spec_of(
-        SetWeight(10), Pause(120), StepAnalysis(ANALYSIS),
-        SetWeight(25), Pause(120), StepAnalysis(ANALYSIS),
-        SetWeight(50), Pause(120), StepAnalysis(ANALYSIS),
+        SetWeight(10),
+        Pause(120),
+        StepAnalysis(ANALYSIS),
+        SetWeight(25),
+        Pause(120),
+        StepAnalysis(ANALYSIS),
+        SetWeight(50),
+        Pause(120),
+        StepAnalysis(ANALYSIS),
         Pause(None),
     )
 
@@ -78,14 +84,14 @@ def test_first_sight_sets_up_the_stable_then_routes_everything_to_it() -> None:
     world = World(spec_of(SetWeight(50)), stable_revision=None, instant_promotion=False)
     world.tick()
     assert world.promotions == ["v1"]
-    assert world.state is not None and world.state.stage == Stage.INITIALIZING
+    assert world.current.stage == Stage.INITIALIZING
     world.tick(5)
     assert world.weights == []  # nothing routed before the stable is ready
     world.promote_now()
     world.tick(5)
     assert world.weights == [0]
     assert world.canary_scale == CanaryScale.zero()
-    assert world.state.phase == RolloutPhase.HEALTHY
+    assert world.phase() == RolloutPhase.HEALTHY
 
 
 def test_first_sight_with_an_existing_stable_takes_it_as_it_is() -> None:
@@ -93,7 +99,7 @@ def test_first_sight_with_an_existing_stable_takes_it_as_it_is() -> None:
     world.tick()
     assert world.promotions == []
     assert world.weights == [0]
-    assert world.state is not None and world.state.phase == RolloutPhase.HEALTHY
+    assert world.phase() == RolloutPhase.HEALTHY
 
 
 def test_a_stable_that_never_becomes_ready_is_reported_once() -> None:
@@ -102,10 +108,10 @@ def test_a_stable_that_never_becomes_ready_is_reported_once() -> None:
     world.tick(61)
     world.tick(10)
     assert world.event_reasons().count("ProgressDeadlineExceeded") == 1
-    assert world.state is not None and world.state.phase == RolloutPhase.DEGRADED
+    assert world.phase() == RolloutPhase.DEGRADED
     world.promote_now()
     world.tick()
-    assert world.state.phase == RolloutPhase.HEALTHY
+    assert world.phase() == RolloutPhase.HEALTHY
 
 
 # --- every step kind -----------------------------------------------------------------------
@@ -128,7 +134,7 @@ def test_every_step_kind_in_one_rollout() -> None:
         )
     )
     start(world)
-    state = world.state
+    state = world.current
     assert state is not None
     assert world.canary_scale == CanaryScale(weight=25)
     assert world.weight == 10
@@ -138,7 +144,7 @@ def test_every_step_kind_in_one_rollout() -> None:
     assert world.wake_at == world.now + 30
 
     world.tick(29.9)
-    assert world.state is not None and world.state.step_index == 4  # still paused
+    assert world.current.step_index == 4  # still paused
     world.tick(0.1)
     # The analysis started, concluded Successful on the next tick, and the steps went on.
     assert [s.kind for s in world.started] == [AnalysisKind.STEP]
@@ -146,8 +152,8 @@ def test_every_step_kind_in_one_rollout() -> None:
     assert world.mirror_routes == set()
     assert world.weight == 40
     assert world.header_routes == {}
-    assert world.state is not None and world.state.phase == RolloutPhase.PAUSED
-    assert world.state.pause_until is None  # waits for a promote
+    assert world.phase() == RolloutPhase.PAUSED
+    assert world.current.pause_until is None  # waits for a promote
 
     world.command(CommandKind.PROMOTE)
     assert world.promotions == ["v2"]
@@ -156,8 +162,8 @@ def test_every_step_kind_in_one_rollout() -> None:
     assert world.stable_revision == "v2"
     assert world.weight == 0
     assert world.canary_scale == CanaryScale.zero()
-    assert world.state.phase == RolloutPhase.HEALTHY
-    assert world.state.history[-1].outcome == "Promoted"
+    assert world.phase() == RolloutPhase.HEALTHY
+    assert world.current.history[-1].outcome == "Promoted"
     assert world.weights == [10, 40, 0]
 
 
@@ -167,12 +173,12 @@ def test_the_tutorial_exercise_schedule_needs_approval_before_100() -> None:
     world.settle()
     assert world.weights == [10, 25, 50]
     assert len(world.started) == 3
-    assert world.state is not None and world.state.phase == RolloutPhase.PAUSED
+    assert world.phase() == RolloutPhase.PAUSED
     assert world.promotions == []
     world.command(CommandKind.PROMOTE)
     assert world.promotions == ["v2"]
     world.tick()
-    assert world.state.phase == RolloutPhase.HEALTHY
+    assert world.phase() == RolloutPhase.HEALTHY
 
 
 def test_timed_pause_accepts_zero_and_wakes_at_its_end() -> None:
@@ -186,25 +192,29 @@ def test_timed_pause_accepts_zero_and_wakes_at_its_end() -> None:
     world.now = pause_started + 90
     world.settle()
     assert world.weights == [10, 20, 30, 0]
-    assert world.state is not None and world.state.phase == RolloutPhase.HEALTHY
+    assert world.phase() == RolloutPhase.HEALTHY
 
 
 def test_set_weight_waits_for_the_canary_to_be_ready() -> None:
     world = World(spec_of(SetWeight(10), SetWeight(20)), canary_ready=False)
     start(world)
     assert world.weights == []
-    assert world.state is not None and "ready" in world.state.message
+    assert world.state is not None and "ready" in world.current.message
     world.canary_ready = True
     world.settle()
     assert world.weights == [10, 20, 0]
 
 
 def test_match_traffic_weight_scales_the_canary_with_each_weight() -> None:
-    world = World(spec_of(SetCanaryScale(CanaryScale(match_traffic_weight=True)), SetWeight(10), SetWeight(30)))
+    world = World(
+        spec_of(SetCanaryScale(CanaryScale(match_traffic_weight=True)), SetWeight(10), SetWeight(30))
+    )
     start(world)
     scales = [a for a in world.actions if isinstance(a, ScaleCanary)]
     assert [(s.scale.match_traffic_weight, s.traffic_weight) for s in scales[1:4]] == [
-        (True, 0), (True, 10), (True, 30)
+        (True, 0),
+        (True, 10),
+        (True, 30),
     ]
     assert CanaryScale(match_traffic_weight=True).replicas_for(10, 30) == 3
 
@@ -248,12 +258,19 @@ def test_promote_full_skips_steps_and_analysis() -> None:
     assert world.promotions == ["v2"]
     world.tick()
     assert world.weights == [10, 0]
-    assert world.state is not None and world.state.history[-1].full_promotion
+    assert world.current.history[-1].full_promotion
 
 
 def test_abort_returns_traffic_and_scales_the_canary_down_after_the_delay() -> None:
-    world = World(spec_of(SetWeight(10), SetHeaderRoute("qa", QA_MATCH), SetWeight(30), Pause(None),
-                          abort_scale_down_delay=30))
+    world = World(
+        spec_of(
+            SetWeight(10),
+            SetHeaderRoute("qa", QA_MATCH),
+            SetWeight(30),
+            Pause(None),
+            abort_scale_down_delay=30,
+        )
+    )
     start(world)
     assert world.weight == 30 and world.header_routes
     aborted_at = world.now
@@ -261,7 +278,7 @@ def test_abort_returns_traffic_and_scales_the_canary_down_after_the_delay() -> N
     assert world.weight == 0
     assert world.header_routes == {}
     assert world.rollbacks[-1].reason == "AbortedByUser"
-    assert world.state is not None and world.state.phase == RolloutPhase.DEGRADED
+    assert world.phase() == RolloutPhase.DEGRADED
     assert world.canary_scale == CanaryScale.full()  # not yet
     assert world.wake_at == aborted_at + 30
     world.now = aborted_at + 30
@@ -274,16 +291,16 @@ def test_aborted_rollout_stays_aborted_until_retry() -> None:
     world.verdict = always(AnalysisPhase.FAILED)
     start(world)
     world.settle()
-    assert world.state is not None and world.state.phase == RolloutPhase.DEGRADED
+    assert world.phase() == RolloutPhase.DEGRADED
     first_run = world.started[0].run_name
     world.tick(100)
-    assert world.state.phase == RolloutPhase.DEGRADED
+    assert world.phase() == RolloutPhase.DEGRADED
     world.verdict = always(AnalysisPhase.SUCCESSFUL)
     decision = world.command(CommandKind.RETRY)
     assert decision.outcomes[0].applied
     world.settle()
     assert world.started[-1].run_name != first_run
-    assert world.state.attempt == 2
+    assert world.current.attempt == 2
     assert world.stable_revision == "v2"
     assert world.weights == [10, 0, 10, 50, 0]
 
@@ -295,7 +312,7 @@ def test_a_command_is_acted_on_once() -> None:
     world.tick(commands=[same])
     world.tick(commands=[same])
     assert world.weights == [10, 20]
-    assert world.state is not None and "the-same-id" in world.state.handled_commands
+    assert world.state is not None and "the-same-id" in world.current.handled_commands
 
 
 # --- analysis verdicts and failure policies --------------------------------------------------
@@ -303,27 +320,37 @@ def test_a_command_is_acted_on_once() -> None:
 
 @pytest.mark.parametrize("verdict", [AnalysisPhase.FAILED, AnalysisPhase.ERROR])
 def test_failed_or_errored_analysis_rolls_back(verdict: AnalysisPhase) -> None:
-    world = World(spec_of(SetWeight(10), SetHeaderRoute("qa", QA_MATCH), SetWeight(20), StepAnalysis(ANALYSIS),
-                          SetWeight(50)), verdict=always(verdict))
+    world = World(
+        spec_of(
+            SetWeight(10),
+            SetHeaderRoute("qa", QA_MATCH),
+            SetWeight(20),
+            StepAnalysis(ANALYSIS),
+            SetWeight(50),
+        ),
+        verdict=always(verdict),
+    )
     start(world)
     world.tick()
     assert world.weight == 0
     assert world.header_routes == {}
     assert world.rollbacks[-1].reason == f"AnalysisRun{verdict.value}"
-    assert world.state is not None and world.state.phase == RolloutPhase.DEGRADED
-    assert world.state.history[-1].outcome == "Aborted"
+    assert world.phase() == RolloutPhase.DEGRADED
+    assert world.current.history[-1].outcome == "Aborted"
     assert world.promotions == []
     warnings = [e for e in world.events if e.type.value == "Warning"]
     assert any(e.reason == f"AnalysisRun{verdict.value}" for e in warnings)
 
 
 def test_inconclusive_analysis_pauses_for_a_human() -> None:
-    world = World(spec_of(SetWeight(10), StepAnalysis(ANALYSIS), SetWeight(50)),
-                  verdict=always(AnalysisPhase.INCONCLUSIVE))
+    world = World(
+        spec_of(SetWeight(10), StepAnalysis(ANALYSIS), SetWeight(50)),
+        verdict=always(AnalysisPhase.INCONCLUSIVE),
+    )
     start(world)
     world.tick()
-    state = world.state
-    assert state is not None and state.phase == RolloutPhase.PAUSED
+    state = world.current
+    assert state.phase == RolloutPhase.PAUSED
     assert state.pause_reason == PauseReason.INCONCLUSIVE
     assert world.weight == 10
     world.tick(3600)
@@ -349,22 +376,27 @@ def test_inconclusive_then_abort_rolls_back() -> None:
 
 def test_gradual_policy_walks_the_weights_down_the_schedule() -> None:
     spec = spec_of(
-        SetWeight(10), SetWeight(25), SetHeaderRoute("qa", QA_MATCH), SetWeight(50), StepAnalysis(ANALYSIS),
-        on_failure=FailurePolicy.GRADUAL, gradual_interval=20,
+        SetWeight(10),
+        SetWeight(25),
+        SetHeaderRoute("qa", QA_MATCH),
+        SetWeight(50),
+        StepAnalysis(ANALYSIS),
+        on_failure=FailurePolicy.GRADUAL,
+        gradual_interval=20,
     )
     world = World(spec, verdict=always(AnalysisPhase.FAILED))
     start(world)
     world.tick()
     assert world.weight == 25  # one step down at once
     assert world.header_routes == {}  # QA routes go at once
-    assert world.state is not None and world.state.stage == Stage.ROLLING_BACK
+    assert world.current.stage == Stage.ROLLING_BACK
     world.tick(19)
     assert world.weight == 25
     world.tick(1)
     assert world.weight == 10
     world.tick(20)
     assert world.weight == 0
-    assert world.rollbacks and world.state.phase == RolloutPhase.DEGRADED
+    assert world.rollbacks and world.phase() == RolloutPhase.DEGRADED
     assert world.weights == [10, 25, 50, 25, 10, 0]
 
 
@@ -383,8 +415,8 @@ def test_freeze_policy_holds_the_weights_for_a_human() -> None:
     world = World(spec, verdict=always(AnalysisPhase.FAILED))
     start(world)
     world.tick()
-    state = world.state
-    assert state is not None and state.pause_reason == PauseReason.FROZEN
+    state = world.current
+    assert state.pause_reason == PauseReason.FROZEN
     assert world.weight == 30 and not world.rollbacks
     world.tick(7200)
     assert world.weight == 30
@@ -392,7 +424,7 @@ def test_freeze_policy_holds_the_weights_for_a_human() -> None:
     world.command(CommandKind.PROMOTE_FULL)
     assert world.promotions == ["v2"]
     world.tick()
-    assert world.state.history[-1].full_promotion
+    assert world.current.history[-1].full_promotion
 
 
 def test_freeze_then_retry_runs_the_analysis_again() -> None:
@@ -411,8 +443,10 @@ def test_freeze_then_retry_runs_the_analysis_again() -> None:
 
 
 def test_a_new_revision_mid_rollout_restarts_at_step_zero_with_fresh_analysis() -> None:
-    world = World(spec_of(SetWeight(10), SetHeaderRoute("qa", QA_MATCH), StepAnalysis(ANALYSIS), SetWeight(50)),
-                  verdict=None)
+    world = World(
+        spec_of(SetWeight(10), SetHeaderRoute("qa", QA_MATCH), StepAnalysis(ANALYSIS), SetWeight(50)),
+        verdict=None,
+    )
     start(world)
     first_run = world.started[0].run_name
     world.revision = "v3"
@@ -421,8 +455,8 @@ def test_a_new_revision_mid_rollout_restarts_at_step_zero_with_fresh_analysis() 
     assert world.started[-1].run_name.startswith("v3-2-")
     assert world.header_routes == {"qa": QA_MATCH}  # removed, then set again by the new run
     assert world.weights == [10, 0, 10]
-    assert world.state is not None and world.state.canary_revision == "v3"
-    assert world.state.history[-1].outcome == "Superseded"
+    assert world.current.canary_revision == "v3"
+    assert world.current.history[-1].outcome == "Superseded"
     world.verdicts[world.started[-1].run_name] = AnalysisPhase.SUCCESSFUL
     world.settle()
     assert world.promotions == ["v3"]
@@ -435,15 +469,15 @@ def test_going_back_to_the_stable_revision_cancels_the_rollout() -> None:
     world.tick()
     assert world.weight == 0
     assert world.canary_scale == CanaryScale.zero()
-    assert world.state is not None and world.state.phase == RolloutPhase.HEALTHY
-    assert world.state.history[-1].outcome == "Undone"
+    assert world.phase() == RolloutPhase.HEALTHY
+    assert world.current.history[-1].outcome == "Undone"
 
 
 def test_a_new_revision_after_an_abort_starts_a_new_rollout() -> None:
     world = World(spec_of(SetWeight(10), StepAnalysis(ANALYSIS)), verdict=always(AnalysisPhase.FAILED))
     start(world)
     world.tick()
-    assert world.state is not None and world.state.phase == RolloutPhase.DEGRADED
+    assert world.phase() == RolloutPhase.DEGRADED
     world.verdict = always(AnalysisPhase.SUCCESSFUL)
     world.revision = "v3"
     world.settle()
@@ -453,15 +487,15 @@ def test_a_new_revision_after_an_abort_starts_a_new_rollout() -> None:
 def test_promotion_waits_for_the_stable_and_defers_newer_revisions() -> None:
     world = World(spec_of(SetWeight(50)), instant_promotion=False)
     start(world)
-    assert world.state is not None and world.state.stage == Stage.PROMOTING
+    assert world.current.stage == Stage.PROMOTING
     assert world.weight == 50
     world.revision = "v3"
     world.tick(1)
-    assert world.state.stage == Stage.PROMOTING  # finishes v2 first
+    assert world.current.stage == Stage.PROMOTING  # finishes v2 first
     world.promote_now()
     world.tick(1)
     assert world.stable_revision == "v2"
-    assert world.state.canary_revision == "v3"  # v3's rollout began in the same tick
+    assert world.current.canary_revision == "v3"  # v3's rollout began in the same tick
     assert world.weights == [50, 0, 50]
 
 
@@ -473,10 +507,10 @@ def test_an_exceeded_progress_deadline_aborts() -> None:
     start(world)
     assert world.wake_at == world.now + 600
     world.tick(599)
-    assert world.state is not None and world.state.phase == RolloutPhase.PROGRESSING
+    assert world.phase() == RolloutPhase.PROGRESSING
     world.tick(1)
     assert world.rollbacks[-1].reason == "ProgressDeadlineExceeded"
-    assert world.state.phase == RolloutPhase.DEGRADED
+    assert world.phase() == RolloutPhase.DEGRADED
 
 
 def test_an_exceeded_progress_deadline_freezes_under_freeze() -> None:
@@ -484,7 +518,7 @@ def test_an_exceeded_progress_deadline_freezes_under_freeze() -> None:
     world = World(spec, canary_ready=False)
     start(world)
     world.tick(60)
-    assert world.state is not None and world.state.pause_reason == PauseReason.FROZEN
+    assert world.current.pause_reason == PauseReason.FROZEN
     assert world.rollbacks == []
     world.canary_ready = True
     world.tick(3600)
@@ -500,8 +534,12 @@ def test_an_exceeded_progress_deadline_freezes_under_freeze() -> None:
 
 def background_spec(starting_step: int = 0, **options: object) -> RolloutSpec:
     return spec_of(
-        SetWeight(10), Pause(60), SetWeight(50), Pause(60),
-        analysis=BackgroundAnalysis(ANALYSIS, starting_step=starting_step), **options,
+        SetWeight(10),
+        Pause(60),
+        SetWeight(50),
+        Pause(60),
+        analysis=BackgroundAnalysis(ANALYSIS, starting_step=starting_step),
+        **options,
     )
 
 
@@ -530,8 +568,8 @@ def test_background_analysis_inconclusive_at_the_end_pauses() -> None:
     world = World(background_spec(), verdict=None, verdict_on_stop=AnalysisPhase.INCONCLUSIVE)
     start(world)
     world.settle()
-    assert world.state is not None and world.state.stage == Stage.FINALIZING
-    assert world.state.pause_reason == PauseReason.INCONCLUSIVE
+    assert world.current.stage == Stage.FINALIZING
+    assert world.current.pause_reason == PauseReason.INCONCLUSIVE
     assert world.promotions == []
     assert not world.command(CommandKind.RETRY).outcomes[0].applied
     world.command(CommandKind.PROMOTE_FULL)
@@ -552,9 +590,16 @@ def test_background_analysis_successful_early_stays_successful() -> None:
 
 def scenario_world() -> World:
     spec = spec_of(
-        SetCanaryScale(CanaryScale(weight=50)), SetWeight(10), SetHeaderRoute("qa", QA_MATCH), Pause(60),
-        StepAnalysis(ANALYSIS), SetWeight(40), SetMirrorRoute("m", (MirrorMatch(path=StringMatch("prefix", "/")),), 10),
-        Pause(None), SetWeight(80), Pause(30),
+        SetCanaryScale(CanaryScale(weight=50)),
+        SetWeight(10),
+        SetHeaderRoute("qa", QA_MATCH),
+        Pause(60),
+        StepAnalysis(ANALYSIS),
+        SetWeight(40),
+        SetMirrorRoute("m", (MirrorMatch(path=StringMatch("prefix", "/")),), 10),
+        Pause(None),
+        SetWeight(80),
+        Pause(30),
         analysis=BackgroundAnalysis(ANALYSIS, starting_step=1),
     )
     return World(spec, verdict=None)
@@ -563,8 +608,13 @@ def scenario_world() -> World:
 def drive_scenario(world: World, restart_at: int | None = None) -> list[list[object]]:
     """Drive the scenario tick by tick; optionally reload the state from JSON before tick `restart_at`."""
     script: list[tuple[float, list[Command], dict[int, AnalysisPhase]]] = [
-        (0, [], {}), (0, [], {}), (60, [], {}), (0, [], {1: AnalysisPhase.SUCCESSFUL}),
-        (5, [Command(CommandKind.PROMOTE, "p1")], {}), (30, [], {}), (0, [], {}),
+        (0, [], {}),
+        (0, [], {}),
+        (60, [], {}),
+        (0, [], {1: AnalysisPhase.SUCCESSFUL}),
+        (5, [Command(CommandKind.PROMOTE, "p1")], {}),
+        (30, [], {}),
+        (0, [], {}),
     ]
     world.settle()
     world.revision = "v2"
@@ -572,7 +622,7 @@ def drive_scenario(world: World, restart_at: int | None = None) -> list[list[obj
     for index, (advance, commands, verdicts) in enumerate(script):
         if restart_at == index:
             assert world.state is not None
-            world.state = RolloutState.from_json(world.state.to_json())
+            world.state = RolloutState.from_json(world.current.to_json())
         for position, phase in verdicts.items():
             world.verdicts[world.started[position].run_name] = phase
         decision = world.tick(advance, commands)
@@ -631,14 +681,31 @@ def test_the_engine_is_deterministic() -> None:
 
 
 def test_actions_name_every_route_change() -> None:
-    world = World(spec_of(SetHeaderRoute("qa", QA_MATCH), SetMirrorRoute("m", (MirrorMatch(),), 5),
-                          SetHeaderRoute("qa"), SetMirrorRoute("m")))
+    world = World(
+        spec_of(
+            SetHeaderRoute("qa", QA_MATCH),
+            SetMirrorRoute("m", (MirrorMatch(),), 5),
+            SetHeaderRoute("qa"),
+            SetMirrorRoute("m"),
+        )
+    )
     start(world)
     world.settle()
-    kinds = [type(a) for a in world.actions if isinstance(
-        a, ApplyHeaderRoute | ApplyMirrorRoute | RemoveHeaderRoute | RemoveMirrorRoute | RemoveManagedRoutes)]
-    assert kinds[-5:] == [ApplyHeaderRoute, ApplyMirrorRoute, RemoveHeaderRoute, RemoveMirrorRoute,
-                          RemoveManagedRoutes]
+    kinds = [
+        type(a)
+        for a in world.actions
+        if isinstance(
+            a,
+            ApplyHeaderRoute | ApplyMirrorRoute | RemoveHeaderRoute | RemoveMirrorRoute | RemoveManagedRoutes,
+        )
+    ]
+    assert kinds[-5:] == [
+        ApplyHeaderRoute,
+        ApplyMirrorRoute,
+        RemoveHeaderRoute,
+        RemoveMirrorRoute,
+        RemoveManagedRoutes,
+    ]
 
 
 def test_start_analysis_carries_both_revisions_for_baseline_comparisons() -> None:

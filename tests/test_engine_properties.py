@@ -31,20 +31,24 @@ from tests.engine_world import World
 
 ANALYSIS = AnalysisRef(templates=(TemplateRef("t"),))
 
-steps_strategy = st.lists(
+steps_strategy: st.SearchStrategy[list[Step]] = st.lists(
     st.one_of(
         st.builds(SetWeight, st.integers(0, 100)),
         st.builds(Pause, st.one_of(st.none(), st.floats(0, 600))),
         st.just(StepAnalysis(ANALYSIS)),
-        st.sampled_from([
-            SetHeaderRoute("qa", (HeaderMatch("X-Canary", StringMatch("exact", "true")),)),
-            SetHeaderRoute("qa"),
-        ]),
-        st.sampled_from([
-            SetCanaryScale(CanaryScale(weight=50)),
-            SetCanaryScale(CanaryScale(match_traffic_weight=True)),
-            SetCanaryScale(CanaryScale(replicas=2)),
-        ]),
+        st.sampled_from(
+            [
+                SetHeaderRoute("qa", (HeaderMatch("X-Canary", StringMatch("exact", "true")),)),
+                SetHeaderRoute("qa"),
+            ]
+        ),
+        st.sampled_from(
+            [
+                SetCanaryScale(CanaryScale(weight=50)),
+                SetCanaryScale(CanaryScale(match_traffic_weight=True)),
+                SetCanaryScale(CanaryScale(replicas=2)),
+            ]
+        ),
     ),
     max_size=10,
 )
@@ -53,8 +57,12 @@ steps_strategy = st.lists(
 @st.composite
 def specs(draw: st.DrawFn) -> RolloutSpec:
     steps: list[Step] = draw(steps_strategy)
-    background = draw(st.one_of(st.none(), st.integers(0, len(steps)).map(
-        lambda start: BackgroundAnalysis(ANALYSIS, starting_step=start))))
+    background = draw(
+        st.one_of(
+            st.none(),
+            st.integers(0, len(steps)).map(lambda start: BackgroundAnalysis(ANALYSIS, starting_step=start)),
+        )
+    )
     return RolloutSpec(
         steps=tuple(steps),
         analysis=background,
@@ -145,7 +153,9 @@ def run_events(world: World, events: list[Event]) -> list[dict[str, AnalysisPhas
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=specs(), events=events_strategy, instant=st.booleans())
 def test_weights_stay_within_0_and_100(spec: RolloutSpec, events: list[Event], instant: bool) -> None:
-    world = World(spec, verdict=None, instant_promotion=instant, stable_revision=None if not instant else "v1")
+    world = World(
+        spec, verdict=None, instant_promotion=instant, stable_revision=None if not instant else "v1"
+    )
     run_events(world, events)
     for decision in world.decisions:
         for action in decision.actions:

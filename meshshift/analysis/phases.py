@@ -49,9 +49,7 @@ def worst(phases: Iterable[AnalysisPhase]) -> AnalysisPhase | None:
     return max(phases, key=_SEVERITY.__getitem__, default=None)
 
 
-def measurement_phase(
-    success: bool | None, failure: bool | None
-) -> AnalysisPhase:
+def measurement_phase(success: bool | None, failure: bool | None) -> AnalysisPhase:
     """The phase of one measurement, given each condition's outcome (None: no condition).
 
     A true failureCondition wins over a true successCondition, as in Argo.
@@ -87,8 +85,13 @@ class MetricCounts:
         """The counts once a measurement of `phase` has completed."""
         if phase == AnalysisPhase.ERROR:
             return MetricCounts(
-                self.count, self.successful, self.failed, self.inconclusive,
-                self.error + 1, self.consecutive_error + 1, 0,
+                self.count,
+                self.successful,
+                self.failed,
+                self.inconclusive,
+                self.error + 1,
+                self.consecutive_error + 1,
+                0,
             )
         return MetricCounts(
             count=self.count + 1,
@@ -97,9 +100,7 @@ class MetricCounts:
             inconclusive=self.inconclusive + (phase == AnalysisPhase.INCONCLUSIVE),
             error=self.error,
             consecutive_error=0,
-            consecutive_success=(
-                self.consecutive_success + 1 if phase == AnalysisPhase.SUCCESSFUL else 0
-            ),
+            consecutive_success=(self.consecutive_success + 1 if phase == AnalysisPhase.SUCCESSFUL else 0),
         )
 
 

@@ -90,7 +90,9 @@ def start_run(
                 limit = rule.limit
         is_dry = any(_matches(pattern, metric.name) for pattern in dry_run)
         results.append(MetricResult(name=metric.name, dry_run=is_dry, retention=limit))
-    run = AnalysisRun(name=name, metrics=tuple(metrics), args=dict(args), results=tuple(results), started_at=now)
+    run = AnalysisRun(
+        name=name, metrics=tuple(metrics), args=dict(args), results=tuple(results), started_at=now
+    )
     return _reassess(run)
 
 
@@ -164,8 +166,10 @@ def _reassess(run: AnalysisRun) -> AnalysisRun:
         phase, why = metric_phase(metric, result.counts, terminating=run.terminated)
         message = why
         if result.measurements and result.measurements[-1].message:
-            message = f"{why}; last measurement: {result.measurements[-1].message}" if why else (
-                result.measurements[-1].message
+            message = (
+                f"{why}; last measurement: {result.measurements[-1].message}"
+                if why
+                else (result.measurements[-1].message)
             )
         results.append(dataclasses.replace(result, phase=phase, message=message))
     phase = run_phase((r.phase, r.dry_run) for r in results)

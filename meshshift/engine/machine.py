@@ -181,8 +181,11 @@ class _Reconciliation:
         self.emit(SetCanaryWeight(0), ScaleCanary(CanaryScale.zero(), 0))
         self.event("Initialized", f"the stable runs revision {self.state.stable_revision}")
         self.update(
-            phase=RolloutPhase.HEALTHY, stage=Stage.IDLE, waiting_since=None,
-            abort_reason=None, message="stable",
+            phase=RolloutPhase.HEALTHY,
+            stage=Stage.IDLE,
+            waiting_since=None,
+            abort_reason=None,
+            message="stable",
         )
         self._follow_revision()  # a revision that arrived meanwhile starts now
 
@@ -216,13 +219,13 @@ class _Reconciliation:
         analysis = (
             step.analysis
             if step_index is not None and isinstance(step := self.steps[step_index], StepAnalysis)
-            else self.spec.analysis.analysis if self.spec.analysis else None
+            else self.spec.analysis.analysis
+            if self.spec.analysis
+            else None
         )
         assert analysis is not None and self.state.canary_revision is not None
         label = f"step{step_index}" if kind == AnalysisKind.STEP else "background"
-        previous = sum(
-            1 for r in self.state.analysis_runs if r.kind == kind and r.step_index == step_index
-        )
+        previous = sum(1 for r in self.state.analysis_runs if r.kind == kind and r.step_index == step_index)
         name = f"{self.state.canary_revision}-{self.state.attempt}-{label}"
         if previous:
             name += f"-retry{previous}"
@@ -273,7 +276,9 @@ class _Reconciliation:
             return
         if revision == state.stable_revision:
             if state.phase == RolloutPhase.DEGRADED:
-                self.update(phase=RolloutPhase.HEALTHY, canary_revision=None, abort_reason=None, message="stable")
+                self.update(
+                    phase=RolloutPhase.HEALTHY, canary_revision=None, abort_reason=None, message="stable"
+                )
             return
         if state.phase == RolloutPhase.DEGRADED and revision == state.canary_revision:
             return  # stays aborted until a retry or a new revision
@@ -304,7 +309,9 @@ class _Reconciliation:
             full_promotion=False,
         )
         self.emit(ScaleCanary(CanaryScale.full(), 0))
-        self.event("RolloutStarted", f"rolling out revision {revision} ({reason}, attempt {self.state.attempt})")
+        self.event(
+            "RolloutStarted", f"rolling out revision {revision} ({reason}, attempt {self.state.attempt})"
+        )
 
     def _reset_routes(self) -> None:
         if self.state.desired_weight != 0:
@@ -320,8 +327,14 @@ class _Reconciliation:
         self._record_history("Undone", "the workload went back to the stable revision")
         self.event("RolloutCancelled", f"back on the stable revision {self.state.stable_revision}")
         self.update(
-            phase=RolloutPhase.HEALTHY, stage=Stage.IDLE, canary_revision=None, pause_reason=None,
-            pause_until=None, canary_scale=CanaryScale.zero(), waiting_since=None, message="stable",
+            phase=RolloutPhase.HEALTHY,
+            stage=Stage.IDLE,
+            canary_revision=None,
+            pause_reason=None,
+            pause_until=None,
+            canary_scale=CanaryScale.zero(),
+            waiting_since=None,
+            message="stable",
         )
 
     def _record_history(self, outcome: str, message: str) -> None:
@@ -403,13 +416,19 @@ class _Reconciliation:
         ):
             self._start_rollout(state.canary_revision, reason="retry")
             return True, "restarting the rollout at step 1"
-        needs_human = state.phase == RolloutPhase.PAUSED and state.pause_reason and state.pause_reason.needs_human
+        needs_human = (
+            state.phase == RolloutPhase.PAUSED and state.pause_reason and state.pause_reason.needs_human
+        )
         if state.stage == Stage.STEPPING and needs_human:
             if state.blocking_run:
                 self._supersede(state.blocking_run)
             self.update(
-                phase=RolloutPhase.PROGRESSING, pause_reason=None, blocking_run=None,
-                waiting_since=None, abort_reason=None, message=f"retrying {self._step_label()}",
+                phase=RolloutPhase.PROGRESSING,
+                pause_reason=None,
+                blocking_run=None,
+                waiting_since=None,
+                abort_reason=None,
+                message=f"retrying {self._step_label()}",
             )
             return True, f"retrying {self._step_label()}"
         if state.stage == Stage.FINALIZING and needs_human:
@@ -443,7 +462,11 @@ class _Reconciliation:
             return False
         index = self.state.step_index
         background = self.spec.analysis
-        if background and background.starting_step <= index and not self._current_run(AnalysisKind.BACKGROUND):
+        if (
+            background
+            and background.starting_step <= index
+            and not self._current_run(AnalysisKind.BACKGROUND)
+        ):
             self._start_analysis(AnalysisKind.BACKGROUND, None)
         if self._background_verdict_stops_us():
             return True
@@ -483,12 +506,16 @@ class _Reconciliation:
         if record is None:
             return False
         if record.phase.blocks_rollout:
-            self._fail(f"AnalysisRun{record.phase.value}", f"background analysis {record.name} is {record.phase.value}",
-                       blocking_run=record.name)
+            self._fail(
+                f"AnalysisRun{record.phase.value}",
+                f"background analysis {record.name} is {record.phase.value}",
+                blocking_run=record.name,
+            )
             return True
         if record.phase == AnalysisPhase.INCONCLUSIVE:
-            self._pause_for_human(PauseReason.INCONCLUSIVE, record.name,
-                                  f"background analysis {record.name} is Inconclusive")
+            self._pause_for_human(
+                PauseReason.INCONCLUSIVE, record.name, f"background analysis {record.name} is Inconclusive"
+            )
             return True
         return False
 
@@ -512,7 +539,9 @@ class _Reconciliation:
         if state.step_started_at is None:
             until = None if step.duration is None else self.now + step.duration
             self.update(
-                step_started_at=self.now, phase=RolloutPhase.PAUSED, pause_reason=PauseReason.PAUSE_STEP,
+                step_started_at=self.now,
+                phase=RolloutPhase.PAUSED,
+                pause_reason=PauseReason.PAUSE_STEP,
                 pause_until=until,
                 message=f"{self._step_label()}: paused" + (" until promoted" if until is None else ""),
             )
@@ -535,11 +564,16 @@ class _Reconciliation:
             self._next_step()
             return True
         if record.phase.blocks_rollout:
-            self._fail(f"AnalysisRun{record.phase.value}", f"analysis {record.name} is {record.phase.value}",
-                       blocking_run=record.name)
+            self._fail(
+                f"AnalysisRun{record.phase.value}",
+                f"analysis {record.name} is {record.phase.value}",
+                blocking_run=record.name,
+            )
             return True
         if record.phase == AnalysisPhase.INCONCLUSIVE:
-            self._pause_for_human(PauseReason.INCONCLUSIVE, record.name, f"analysis {record.name} is Inconclusive")
+            self._pause_for_human(
+                PauseReason.INCONCLUSIVE, record.name, f"analysis {record.name} is Inconclusive"
+            )
             return True
         return False
 
@@ -603,7 +637,9 @@ class _Reconciliation:
                         for r in self.state.analysis_runs
                     )
                 )
-            self.update(stage=Stage.FINALIZING, message="steps done; waiting for the background analysis verdict")
+            self.update(
+                stage=Stage.FINALIZING, message="steps done; waiting for the background analysis verdict"
+            )
             return
         self._begin_promotion(full=False)
 
@@ -615,12 +651,16 @@ class _Reconciliation:
             self._begin_promotion(full=False)
             return True
         if record.phase.blocks_rollout:
-            self._fail(f"AnalysisRun{record.phase.value}", f"background analysis {record.name} is {record.phase.value}",
-                       blocking_run=record.name)
+            self._fail(
+                f"AnalysisRun{record.phase.value}",
+                f"background analysis {record.name} is {record.phase.value}",
+                blocking_run=record.name,
+            )
             return True
         if record.phase == AnalysisPhase.INCONCLUSIVE:
-            self._pause_for_human(PauseReason.INCONCLUSIVE, record.name,
-                                  f"background analysis {record.name} is Inconclusive")
+            self._pause_for_human(
+                PauseReason.INCONCLUSIVE, record.name, f"background analysis {record.name} is Inconclusive"
+            )
             return True
         return False
 
@@ -628,8 +668,13 @@ class _Reconciliation:
         assert self.state.canary_revision is not None
         self._stop_running_analyses()
         self.update(
-            phase=RolloutPhase.PROGRESSING, stage=Stage.PROMOTING, pause_reason=None, pause_until=None,
-            blocking_run=None, waiting_since=None, full_promotion=full,
+            phase=RolloutPhase.PROGRESSING,
+            stage=Stage.PROMOTING,
+            pause_reason=None,
+            pause_until=None,
+            blocking_run=None,
+            waiting_since=None,
+            full_promotion=full,
             message=f"promoting revision {self.state.canary_revision}",
         )
         self.emit(PromoteCanary(self.state.canary_revision))
@@ -644,9 +689,17 @@ class _Reconciliation:
         self._record_history("Promoted", "promoted")
         self.event("RolloutCompleted", f"revision {revision} is the new stable")
         self.update(
-            stable_revision=revision, canary_revision=None, phase=RolloutPhase.HEALTHY, stage=Stage.IDLE,
-            desired_weight=0, header_routes=(), mirror_routes=(), canary_scale=CanaryScale.zero(),
-            waiting_since=None, step_index=len(self.steps), message="stable",
+            stable_revision=revision,
+            canary_revision=None,
+            phase=RolloutPhase.HEALTHY,
+            stage=Stage.IDLE,
+            desired_weight=0,
+            header_routes=(),
+            mirror_routes=(),
+            canary_scale=CanaryScale.zero(),
+            waiting_since=None,
+            step_index=len(self.steps),
+            message="stable",
         )
         self._follow_revision()  # a revision that arrived during the promotion starts now
 
@@ -667,13 +720,20 @@ class _Reconciliation:
                 self.emit(RemoveManagedRoutes())
             current = self.state.desired_weight
             earlier = {
-                s.weight for s in self.steps[: self.state.step_index]
+                s.weight
+                for s in self.steps[: self.state.step_index]
                 if isinstance(s, SetWeight) and 0 < s.weight < current
             }
             self.update(
-                phase=RolloutPhase.DEGRADED, stage=Stage.ROLLING_BACK, header_routes=(), mirror_routes=(),
-                pause_reason=None, pause_until=None, abort_reason=reason,
-                rollback_weights=(*sorted(earlier, reverse=True), 0), next_rollback_at=self.now,
+                phase=RolloutPhase.DEGRADED,
+                stage=Stage.ROLLING_BACK,
+                header_routes=(),
+                mirror_routes=(),
+                pause_reason=None,
+                pause_until=None,
+                abort_reason=reason,
+                rollback_weights=(*sorted(earlier, reverse=True), 0),
+                next_rollback_at=self.now,
                 message=f"{message}; rolling back gradually",
             )
             return
@@ -709,16 +769,27 @@ class _Reconciliation:
         self._record_history("Aborted", f"{reason}: {message}")
         self.event("RolloutAborted", f"revision {revision}: {message}", warning=True)
         self.update(
-            phase=RolloutPhase.DEGRADED, stage=Stage.IDLE, pause_reason=None, pause_until=None,
-            blocking_run=None, waiting_since=None, abort_reason=reason, message=message,
-            rollback_weights=(), next_rollback_at=None,
+            phase=RolloutPhase.DEGRADED,
+            stage=Stage.IDLE,
+            pause_reason=None,
+            pause_until=None,
+            blocking_run=None,
+            waiting_since=None,
+            abort_reason=reason,
+            message=message,
+            rollback_weights=(),
+            next_rollback_at=None,
             scale_down_at=self.now + self.spec.abort_scale_down_delay,
         )
 
     def _pause_for_human(self, reason: PauseReason, run_name: str | None, message: str) -> None:
         self.update(
-            phase=RolloutPhase.PAUSED, pause_reason=reason, pause_until=None, blocking_run=run_name,
-            waiting_since=None, message=f"{message}: promote-full, retry or abort",
+            phase=RolloutPhase.PAUSED,
+            pause_reason=reason,
+            pause_until=None,
+            blocking_run=run_name,
+            waiting_since=None,
+            message=f"{message}: promote-full, retry or abort",
         )
         self.event("RolloutPaused", self.state.message, warning=True)
 
@@ -758,7 +829,9 @@ def resume_actions(spec: RolloutSpec, state: RolloutState) -> tuple[Action, ...]
         if record.phase.completed or state.canary_revision is None:
             continue
         actions.append(
-            StartAnalysis(record.name, record.kind, record.analysis, state.canary_revision, state.stable_revision)
+            StartAnalysis(
+                record.name, record.kind, record.analysis, state.canary_revision, state.stable_revision
+            )
         )
         if record.stop_requested:
             actions.append(StopAnalysis(record.name))

@@ -147,7 +147,9 @@ class RolloutState:
     def from_dict(cls, data: Mapping[str, Any]) -> RolloutState:
         version = data.get("schemaVersion", SCHEMA_VERSION)
         if version != SCHEMA_VERSION:
-            raise ValueError(f"rollout state has schemaVersion {version}; this meshshift reads {SCHEMA_VERSION}")
+            raise ValueError(
+                f"rollout state has schemaVersion {version}; this meshshift reads {SCHEMA_VERSION}"
+            )
         return codec.decode(cls, data)
 
     @classmethod

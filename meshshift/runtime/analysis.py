@@ -1,0 +1,264 @@
+"""Runs the analysis runs of one rollout: the asyncio side of `analysis.run`.
+
+The pure bookkeeping says which metric is due when; this module takes those
+measurements through the providers, each cut off at its timeout, and reports every
+change of a run so the controller can persist it and re-run the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from meshshift.analysis.assess import assess_value
+from meshshift.analysis.phases import AnalysisPhase
+from meshshift.analysis.run import (
+    AnalysisRun,
+    Measurement,
+    due_metrics,
+    next_due_at,
+    record_measurement,
+    start_run,
+    terminate,
+)
+from meshshift.engine.actions import StartAnalysis
+from meshshift.ports import MeasureContext, MetricProvider, ProviderError, TemplateSource
+from meshshift.spec.errors import SpecError
+from meshshift.spec.model import AnalysisTemplate, Arg, MeasurementRetention, Metric
+from meshshift.spec.templates import instantiate_template, resolve_args
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_MEASUREMENT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ArgContext:
+    """What meshshift fills in by itself: revision identifiers and where the rollout runs."""
+
+    builtin_args: Mapping[str, str]  # canary-hash, baseline-hash, ... (see builtin_args())
+    namespace: str | None = None
+    secrets: Mapping[str, Mapping[str, str]] | None = None  # secret name -> key -> value
+
+
+def builtin_args(*, canary: str, stable: str, namespace: str | None) -> dict[str, str]:
+    """The args meshshift provides to every template that declares them."""
+    values = {"canary-hash": canary, "latest-hash": canary, "baseline-hash": stable, "stable-hash": stable}
+    if namespace is not None:
+        values["namespace"] = namespace
+    return values
+
+
+class AnalysisExecutor:
+    """Takes the measurements of every live analysis run of one rollout."""
+
+    def __init__(
+        self,
+        *,
+        templates: TemplateSource,
+        providers: Mapping[str, MetricProvider],
+        clock: Callable[[], float],
+        on_change: Callable[[AnalysisRun], None],
+        arg_context: Callable[[StartAnalysis], ArgContext],
+        measurement_timeout: float = DEFAULT_MEASUREMENT_TIMEOUT,
+    ) -> None:
+        self.templates = templates
+        self.providers = providers
+        self.clock = clock
+        self.on_change = on_change
+        self.arg_context = arg_context
+        self.measurement_timeout = measurement_timeout
+        self.runs: dict[str, AnalysisRun] = {}
+        self.contexts: dict[str, MeasureContext] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def verdicts(self) -> dict[str, AnalysisPhase]:
+        return {name: run.phase for name, run in self.runs.items()}
+
+    def restore(self, runs: Mapping[str, AnalysisRun]) -> None:
+        """Adopt runs persisted by an earlier daemon; `start` then resumes them."""
+        self.runs.update(runs)
+
+    async def start(self, action: StartAnalysis) -> None:
+        """Start the run `action` names, or resume it if it was restored."""
+        name = action.run_name
+        if name in self._tasks:
+            return
+        context = self.arg_context(action)
+        run = self.runs.get(name)
+        if run is None:
+            run = await self._new_run(action, context)
+            self._publish(run)
+        else:
+            log.info("analysis run resumed", run=name, phase=run.phase.value)
+        self.contexts[name] = MeasureContext(
+            args=dict(run.args), namespace=context.namespace, secrets=dict(context.secrets or {})
+        )
+        if not run.phase.completed and not run.terminated:
+            self._tasks[name] = asyncio.create_task(self._drive(name), name=f"analysis:{name}")
+
+    async def stop(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        run = self.runs.get(name)
+        if run is not None and not run.terminated:
+            self._publish(terminate(run))
+
+    async def close(self) -> None:
+        """Stop measuring (the daemon is stopping); runs stay as they are, to be resumed."""
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def forget(self, keep: Sequence[str]) -> None:
+        """Drop finished runs the rollout state no longer refers to."""
+        for name in list(self.runs):
+            if name not in keep and name not in self._tasks:
+                del self.runs[name]
+                self.contexts.pop(name, None)
+
+    # --- building a run ------------------------------------------------------------
+
+    async def _new_run(self, action: StartAnalysis, context: ArgContext) -> AnalysisRun:
+        ref = action.analysis
+        now = self.clock()
+        try:
+            templates = [await self._template(t.template_name, t.cluster_scope) for t in ref.templates]
+            given = _given_args(ref.args, context)
+            metrics: list[Metric] = []
+            args: dict[str, str] = {}
+            dry_run: list[str] = list(ref.dry_run)
+            retention: list[MeasurementRetention] = list(ref.measurement_retention)
+            for template in templates:
+                # Builtins only fill args a template declares; explicit args win.
+                declared = {arg.name for arg in template.args}
+                offered = {k: v for k, v in context.builtin_args.items() if k in declared} | given
+                template_args = resolve_args(
+                    template.args, {k: v for k, v in offered.items() if k in declared}
+                )
+                metrics.extend(instantiate_template(template, template_args))
+                args.update(template_args)
+                dry_run.extend(template.dry_run)
+                retention.extend(template.measurement_retention)
+            _check_unique_metric_names(metrics)
+        except (SpecError, LookupError, ValueError) as error:
+            message = f"cannot start analysis: {error}"
+            log.warning("analysis run invalid", run=action.run_name, error=str(error))
+            return AnalysisRun(
+                name=action.run_name,
+                metrics=(),
+                args={},
+                results=(),
+                started_at=now,
+                phase=AnalysisPhase.ERROR,
+                message=message,
+            )
+        return start_run(action.run_name, metrics, args=args, now=now, dry_run=dry_run, retention=retention)
+
+    async def _template(self, name: str, cluster_scope: bool) -> AnalysisTemplate:
+        template = await self.templates.get(name, cluster_scope=cluster_scope)
+        if template is None:
+            scope = "ClusterAnalysisTemplate" if cluster_scope else "AnalysisTemplate"
+            raise LookupError(f"{scope} {name!r} not found")
+        return template
+
+    # --- measuring -------------------------------------------------------------------
+
+    def _publish(self, run: AnalysisRun) -> None:
+        previous = self.runs.get(run.name)
+        self.runs[run.name] = run
+        if previous is None or previous.phase != run.phase:
+            log.info("analysis run phase", run=run.name, phase=run.phase.value, message=run.message)
+        self.on_change(run)
+
+    async def _drive(self, name: str) -> None:
+        try:
+            while True:
+                run = self.runs[name]
+                if run.phase.completed or run.terminated:
+                    return
+                due = due_metrics(run, self.clock())
+                if due:
+                    measurements = await asyncio.gather(*(self._measure(name, m) for m in due))
+                    run = self.runs[name]
+                    for metric, measurement in zip(due, measurements, strict=True):
+                        run = record_measurement(run, metric.name, measurement)
+                    self._publish(run)
+                    continue
+                at = next_due_at(run)
+                if at is None:
+                    return
+                await asyncio.sleep(max(0.0, at - self.clock()))
+        finally:
+            self._tasks.pop(name, None)
+
+    async def _measure(self, run_name: str, metric: Metric) -> Measurement:
+        started = self.clock()
+        provider = self.providers.get(metric.provider.kind) if metric.provider else None
+        if provider is None:
+            reason = (
+                f"provider {metric.provider.kind!r} is not available"
+                if metric.provider
+                else "the metric has no provider"
+            )
+            return Measurement(AnalysisPhase.ERROR, started, self.clock(), message=reason)
+        try:
+            result = await asyncio.wait_for(
+                provider.measure(metric, self.contexts[run_name]), timeout=self.measurement_timeout
+            )
+        except TimeoutError:
+            message = f"{provider.kind} did not answer within {self.measurement_timeout:g}s"
+            return Measurement(AnalysisPhase.ERROR, started, self.clock(), message=message)
+        except ProviderError as error:
+            return Measurement(AnalysisPhase.ERROR, started, self.clock(), message=str(error))
+        except Exception as error:  # a provider bug must not stop the rollout's bookkeeping
+            log.exception("provider failed", provider=provider.kind, metric=metric.name)
+            return Measurement(
+                AnalysisPhase.ERROR, started, self.clock(), message=f"{provider.kind}: {error!r}"
+            )
+        phase, message = assess_value(metric, result.value, query=result.query)
+        return Measurement(
+            phase, started, self.clock(), value=result.value, message=message, query=result.query
+        )
+
+
+def _given_args(args: Sequence[Arg], context: ArgContext) -> dict[str, str]:
+    values = {}
+    for arg in args:
+        if arg.value is not None:
+            values[arg.name] = arg.value
+            continue
+        source = arg.value_from
+        if source is None:
+            continue
+        if source.pod_template_hash == "Stable":
+            values[arg.name] = context.builtin_args["stable-hash"]
+        elif source.pod_template_hash == "Latest":
+            values[arg.name] = context.builtin_args["canary-hash"]
+        elif source.secret_name is not None and source.secret_key is not None:
+            secret = (context.secrets or {}).get(source.secret_name, {})
+            if source.secret_key not in secret:
+                raise LookupError(
+                    f"arg {arg.name}: secret {source.secret_name}/{source.secret_key} not found"
+                )
+            values[arg.name] = secret[source.secret_key]
+        elif source.field_path is not None:
+            raise LookupError(f"arg {arg.name}: fieldRef {source.field_path} is not supported")
+    return values
+
+
+def _check_unique_metric_names(metrics: Sequence[Metric]) -> None:
+    seen: set[str] = set()
+    for metric in metrics:
+        if metric.name in seen:
+            raise ValueError(f"two templates define the metric {metric.name!r}")
+        seen.add(metric.name)

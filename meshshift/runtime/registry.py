@@ -1,0 +1,75 @@
+"""The rollouts this daemon runs, as the HTTP API, the metrics and the dashboard see them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+from meshshift.engine.machine import Command, CommandKind, CommandOutcome
+from meshshift.runtime.controller import RolloutController, RolloutKey, RolloutSnapshot
+
+Listener = Callable[[RolloutKey, RolloutSnapshot | None], None]
+
+
+class UnknownRolloutError(KeyError):
+    pass
+
+
+class RolloutRegistry:
+    def __init__(self) -> None:
+        self.controllers: dict[RolloutKey, RolloutController] = {}
+        self.snapshots: dict[RolloutKey, RolloutSnapshot] = {}
+        self.listeners: list[Listener] = []
+        self.is_leader = True  # Kubernetes mode flips it with the lease
+        self.ready = False  # set once the first listing has been seen
+
+    def add(self, controller: RolloutController) -> None:
+        self.controllers[controller.key] = controller
+        controller.on_snapshot = self.publish
+        self.publish(controller.snapshot())
+
+    def remove(self, key: RolloutKey) -> None:
+        """Forget a rollout; its metric series go with it."""
+        self.controllers.pop(key, None)
+        if self.snapshots.pop(key, None) is not None:
+            self._notify(key, None)
+
+    def publish(self, snapshot: RolloutSnapshot) -> None:
+        self.snapshots[snapshot.key] = snapshot
+        self._notify(snapshot.key, snapshot)
+
+    def _notify(self, key: RolloutKey, snapshot: RolloutSnapshot | None) -> None:
+        for listener in list(self.listeners):
+            listener(key, snapshot)
+
+    def list(self) -> list[RolloutSnapshot]:
+        return [self.snapshots[key] for key in sorted(self.snapshots)]
+
+    def get(self, key: RolloutKey) -> RolloutSnapshot:
+        try:
+            return self.snapshots[key]
+        except KeyError:
+            raise UnknownRolloutError(str(key)) from None
+
+    async def command(self, key: RolloutKey, kind: CommandKind) -> CommandOutcome:
+        """Hand a command to a rollout and wait for what the engine did with it.
+
+        Callers bound the wait with `asyncio.timeout`; the command stays queued if they stop waiting.
+        """
+        controller = self.controllers.get(key)
+        if controller is None:
+            raise UnknownRolloutError(str(key))
+        future = controller.submit(Command(kind, f"api-{uuid.uuid4().hex[:12]}"))
+        return await asyncio.shield(future)
+
+    def changes(self) -> asyncio.Queue[RolloutKey]:
+        """A queue of the keys of rollouts that changed, for streaming endpoints."""
+        queue: asyncio.Queue[RolloutKey] = asyncio.Queue(maxsize=1000)
+
+        def enqueue(key: RolloutKey, _snapshot: RolloutSnapshot | None) -> None:
+            if not queue.full():
+                queue.put_nowait(key)
+
+        self.listeners.append(enqueue)
+        return queue

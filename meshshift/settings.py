@@ -1,0 +1,72 @@
+"""Daemon settings: flags first, then MESHSHIFT_* environment variables, then defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"MESHSHIFT_{name}", default)
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationSettings:
+    slack_webhook_url: str | None = None
+    webhook_url: str | None = None
+    timeout: float = 5.0
+    retries: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    # Where to run.
+    config: str | None = None  # a StandaloneRollout file: standalone mode
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None  # None: every namespace
+    selector: str | None = None  # label selector on Deployments
+    # The HTTP listener: /metrics, /healthz, /readyz, /api/v1, the dashboard.
+    listen: str = "0.0.0.0:8090"
+    token: str | None = None  # control endpoints are disabled without one
+    # Leader election (Kubernetes mode).
+    leader_elect: bool = True
+    lease_name: str = "meshshift-leader"
+    lease_namespace: str | None = None  # default: the pod's namespace, else "default"
+    lease_duration: float = 15.0
+    identity: str | None = None  # default: hostname
+    # Analysis.
+    prometheus_address: str | None = None
+    measurement_timeout: float = 30.0
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    log_format: str = "json"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> DaemonSettings:
+        """Settings from the environment, with explicit values (not None) winning."""
+        env: dict[str, object] = {
+            "token": _env("TOKEN"),
+            "prometheus_address": _env("PROMETHEUS_ADDRESS"),
+            "namespace": _env("NAMESPACE"),
+            "lease_namespace": _env("LEASE_NAMESPACE") or _env("POD_NAMESPACE"),
+            "identity": _env("IDENTITY") or _env("POD_NAME"),
+            "notifications": NotificationSettings(
+                slack_webhook_url=_env("SLACK_WEBHOOK_URL"), webhook_url=_env("WEBHOOK_URL")
+            ),
+        }
+        if (listen := _env("LISTEN")) is not None:
+            env["listen"] = listen
+        if (log_format := _env("LOG_FORMAT")) is not None:
+            env["log_format"] = log_format
+        values = {k: v for k, v in env.items() if v is not None}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def split_host_port(address: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """`host:port` or `:port` into its parts; raises ValueError with a readable reason."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port")
+    return (host.strip("[]") or default_host), int(port)
