@@ -31,7 +31,9 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def create_app(registry: RolloutRegistry, settings: DaemonSettings, metrics_registry: CollectorRegistry) -> web.Application:
+def create_app(
+    registry: RolloutRegistry, settings: DaemonSettings, metrics_registry: CollectorRegistry
+) -> web.Application:
     app = web.Application()
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = metrics_registry
