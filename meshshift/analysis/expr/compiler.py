@@ -1,0 +1,452 @@
+"""Turn a syntax tree into nested Python closures, and wrap them as a Condition.
+
+Every closure takes (result, element): `element` is what `#` means in the innermost predicate. All
+type and operand checks happen inside the closures, and every failure becomes a ConditionEvalError
+that starts with the sub-expression that failed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from meshshift.analysis.expr.errors import ConditionEvalError, EmptyResultIndexError
+from meshshift.analysis.expr.functions import FUNCTIONS, total
+from meshshift.analysis.expr.limits import MAX_PREDICATE_ITERATIONS
+from meshshift.analysis.expr.nodes import (
+    Binary,
+    Call,
+    ElementRef,
+    Index,
+    ListLiteral,
+    Literal,
+    Node,
+    ResultRef,
+    Ternary,
+    Unary,
+)
+from meshshift.analysis.expr.parser import parse
+from meshshift.analysis.expr.values import (
+    BINARY_OPERATIONS,
+    UNARY_OPERATIONS,
+    OperandError,
+    describe,
+    render,
+    type_name,
+)
+
+Evaluator = Callable[[object, object], object]
+
+_CANONICAL_OPERATORS = {"and": "&&", "or": "||", "^": "**"}
+_QUOTE_WIDTH = 60
+
+
+class Condition:
+    """A compiled condition. Never changed after construction, so instances are shared and cached."""
+
+    __slots__ = ("_evaluator", "_uses_predicates", "source")
+
+    def __init__(self, source: str, evaluator: Evaluator, uses_predicates: bool) -> None:
+        self.source = source
+        self._evaluator = evaluator
+        self._uses_predicates = uses_predicates
+
+    def evaluate(self, result: object) -> object:
+        """The value of the condition for this `result`; ConditionEvalError if it has none."""
+        try:
+            if not self._uses_predicates:
+                return self._evaluator(result, None)
+            token = _predicate_budget.set(_PredicateBudget())
+            try:
+                return self._evaluator(result, None)
+            finally:
+                _predicate_budget.reset(token)
+        except RecursionError:  # comparing or searching absurdly nested provider data
+            raise ConditionEvalError(
+                f"{_quote(self.source)}: the result is nested too deeply to evaluate"
+            ) from None
+
+    def test(self, result: object) -> bool:
+        """Evaluate, requiring true or false."""
+        value = self.evaluate(result)
+        if isinstance(value, bool):
+            return value
+        raise ConditionEvalError(f"condition must be true or false, got {render(value)}")
+
+    def __repr__(self) -> str:
+        return f"Condition({self.source!r})"
+
+
+def compile_condition(source: str) -> Condition:
+    """Parse and check `source` once; ConditionSyntaxError if it is invalid or not allowed.
+
+    Results are cached by source, so calling this for every evaluation is cheap.
+    """
+    return _compile_cached(source)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile_cached(source: str) -> Condition:
+    compiler = _Compiler(source)
+    evaluator = compiler.compile(parse(source))
+    return Condition(source, evaluator, compiler.uses_predicates)
+
+
+class _PredicateBudget:
+    """How many more elements predicates may visit in the current evaluation."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self) -> None:
+        self.remaining = MAX_PREDICATE_ITERATIONS
+
+    def charge(self, elements: int, where: str) -> None:
+        self.remaining -= elements
+        if self.remaining < 0:
+            raise ConditionEvalError(
+                f"{where}: too much work: predicates may visit at most "
+                f"{MAX_PREDICATE_ITERATIONS} elements in one evaluation"
+            )
+
+
+# Per evaluation, and per thread / task, since a cached Condition may be evaluated concurrently.
+_predicate_budget: ContextVar[_PredicateBudget] = ContextVar("condition_predicate_budget")
+
+
+def _quote(text: str) -> str:
+    """Source text for a message: on one line, and not too long."""
+    text = " ".join(text.split())
+    return text if len(text) <= _QUOTE_WIDTH else text[: _QUOTE_WIDTH - 3] + "..."
+
+
+def _not_a_bool(text: str, role: str, value: object) -> ConditionEvalError:
+    return ConditionEvalError(f"{text}: {role} must be true or false, got {describe(value)}")
+
+
+@dataclass(frozen=True, slots=True)
+class _IndexSite:
+    """What an index expression needs to explain a failure."""
+
+    where: str  # the whole index expression, e.g. 'result[0]'
+    target: str  # the indexed expression, e.g. 'result'
+    target_is_result: bool
+
+    def lookup(self, container: object, key: object) -> object:
+        """Everything but the fast path (a list and an int): maps, strings, whole floats, errors."""
+        if isinstance(key, float) and key.is_integer():
+            key = int(key)  # expr accepts result[1.0]
+        if isinstance(container, list | str):
+            if not isinstance(key, int) or isinstance(key, bool):
+                noun = type_name(container)
+                raise ConditionEvalError(
+                    f"{self.where}: a {noun} index must be a whole number, got {describe(key)}"
+                )
+            if -len(container) <= key < len(container):
+                return container[key]
+            raise self.out_of_range(container, key)
+        if isinstance(container, dict):
+            if isinstance(key, str):
+                return container.get(key)  # a missing key is nil, as in expr
+            raise ConditionEvalError(f"{self.where}: map keys are strings, got {describe(key)}")
+        if container is None:
+            raise ConditionEvalError(f"{self.where}: cannot index nil; guard it with {self.target} != nil")
+        raise ConditionEvalError(f"{self.where}: cannot index {describe(container)}")
+
+    def out_of_range(self, container: list[object] | str, key: int) -> ConditionEvalError:
+        noun = type_name(container)
+        if not container:
+            empty = "an empty result" if self.target_is_result else f"an empty {noun}"
+            message = (
+                f"{self.where}: index {key} out of range for {empty} (length 0); "
+                f"guard it with len({self.target}) > 0"
+            )
+            if self.target_is_result and isinstance(container, list):
+                return EmptyResultIndexError(message)
+            return ConditionEvalError(message)
+        guard = f"len({self.target}) > {key}" if key >= 0 else f"len({self.target}) >= {-key}"
+        return ConditionEvalError(
+            f"{self.where}: index {key} out of range for a {noun} of length {len(container)}; "
+            f"guard it with {guard}"
+        )
+
+
+class _Compiler:
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self.uses_predicates = False
+
+    def _text(self, node: Node) -> str:
+        return _quote(self._source[node.start : node.end])
+
+    def compile(self, node: Node) -> Evaluator:
+        match node:
+            case Literal():
+                return _constant(node.value)
+            case ResultRef():
+                return _result
+            case ElementRef():
+                return _element
+            case ListLiteral():
+                return self._list(node)
+            case Unary():
+                return self._unary(node)
+            case Binary():
+                return self._binary(node)
+            case Ternary():
+                return self._ternary(node)
+            case Index():
+                return self._index(node)
+            case Call() if node.name in FUNCTIONS:
+                return self._call(node)
+            case Call():
+                return self._predicate_call(node)
+
+    def _list(self, node: ListLiteral) -> Evaluator:
+        items = [self.compile(item) for item in node.items]
+
+        def list_literal(result: object, element: object) -> object:
+            return [item(result, element) for item in items]
+
+        return list_literal
+
+    def _unary(self, node: Unary) -> Evaluator:
+        operand = self.compile(node.operand)
+        where = self._text(node)
+        if node.operator in ("!", "not"):
+            operand_text = self._text(node.operand)
+            role = f"the operand of '{node.operator}'"
+
+            def logical_not(result: object, element: object) -> object:
+                value = operand(result, element)
+                if value is True:
+                    return False
+                if value is False:
+                    return True
+                raise _not_a_bool(operand_text, role, value)
+
+            return logical_not
+        operation = UNARY_OPERATIONS[node.operator]
+
+        def unary(result: object, element: object) -> object:
+            value = operand(result, element)
+            try:
+                return operation(value)
+            except OperandError as problem:
+                raise ConditionEvalError(f"{where}: {problem}") from None
+
+        return unary
+
+    def _binary(self, node: Binary) -> Evaluator:
+        operator = _CANONICAL_OPERATORS.get(node.operator, node.operator)
+        if operator in ("&&", "||"):
+            return self._logical(node, operator)
+        left = self.compile(node.left)
+        right = self.compile(node.right)
+        if operator == "??":
+
+            def coalesce(result: object, element: object) -> object:
+                value = left(result, element)
+                return right(result, element) if value is None else value
+
+            return coalesce
+        operation = BINARY_OPERATIONS[operator]
+        where = self._text(node)
+        if isinstance(node.right, Literal):  # `result[0] >= 0.95`: the common shape, one call less
+            constant = node.right.value
+
+            def binary_with_constant(result: object, element: object) -> object:
+                value = left(result, element)
+                try:
+                    return operation(value, constant)
+                except OperandError as problem:
+                    raise ConditionEvalError(f"{where}: {problem}") from None
+
+            return binary_with_constant
+
+        def binary(result: object, element: object) -> object:
+            left_value = left(result, element)
+            right_value = right(result, element)
+            try:
+                return operation(left_value, right_value)
+            except OperandError as problem:
+                raise ConditionEvalError(f"{where}: {problem}") from None
+
+        return binary
+
+    def _logical(self, node: Binary, operator: str) -> Evaluator:
+        """`&&` stops at false, `||` at true; both sides must be bools, as in expr."""
+        left = self.compile(node.left)
+        right = self.compile(node.right)
+        left_text = self._text(node.left)
+        right_text = self._text(node.right)
+        role = f"each side of '{node.operator}'"
+
+        def right_side(result: object, element: object) -> object:
+            value = right(result, element)
+            if value is True or value is False:
+                return value
+            raise _not_a_bool(right_text, role, value)
+
+        if operator == "&&":
+
+            def logical_and(result: object, element: object) -> object:
+                value = left(result, element)
+                if value is True:
+                    return right_side(result, element)
+                if value is False:
+                    return False
+                raise _not_a_bool(left_text, role, value)
+
+            return logical_and
+
+        def logical_or(result: object, element: object) -> object:
+            value = left(result, element)
+            if value is False:
+                return right_side(result, element)
+            if value is True:
+                return True
+            raise _not_a_bool(left_text, role, value)
+
+        return logical_or
+
+    def _ternary(self, node: Ternary) -> Evaluator:
+        condition = self.compile(node.condition)
+        if_true = self.compile(node.if_true)
+        if_false = self.compile(node.if_false)
+        condition_text = self._text(node.condition)
+
+        def ternary(result: object, element: object) -> object:
+            value = condition(result, element)
+            if value is True:
+                return if_true(result, element)
+            if value is False:
+                return if_false(result, element)
+            raise _not_a_bool(condition_text, "the condition before '?'", value)
+
+        return ternary
+
+    def _index(self, node: Index) -> Evaluator:
+        target = self.compile(node.target)
+        site = _IndexSite(self._text(node), self._text(node.target), isinstance(node.target, ResultRef))
+        if isinstance(node.key, Literal) and type(node.key.value) is int:  # `result[0]`
+            constant: int = node.key.value
+
+            def index_constant(result: object, element: object) -> object:
+                container = target(result, element)
+                if type(container) is list:
+                    try:
+                        return container[constant]
+                    except IndexError:
+                        raise site.out_of_range(container, constant) from None
+                return site.lookup(container, constant)
+
+            return index_constant
+        key = self.compile(node.key)
+
+        def index(result: object, element: object) -> object:
+            container = target(result, element)
+            key_value = key(result, element)
+            if type(container) is list and type(key_value) is int:
+                try:
+                    return container[key_value]
+                except IndexError:
+                    raise site.out_of_range(container, key_value) from None
+            return site.lookup(container, key_value)
+
+        return index
+
+    def _call(self, node: Call) -> Evaluator:
+        function = FUNCTIONS[node.name].implementation
+        arguments = [self.compile(argument) for argument in node.arguments]
+        where = self._text(node)
+        if len(arguments) == 1:
+            (argument,) = arguments
+
+            def call_one(result: object, element: object) -> object:
+                value = argument(result, element)
+                try:
+                    return function(value)
+                except OperandError as problem:
+                    raise ConditionEvalError(f"{where}: {problem}") from None
+
+            return call_one
+
+        def call(result: object, element: object) -> object:
+            values = [argument(result, element) for argument in arguments]
+            try:
+                return function(*values)
+            except OperandError as problem:
+                raise ConditionEvalError(f"{where}: {problem}") from None
+
+        return call
+
+    def _predicate_call(self, node: Call) -> Evaluator:
+        self.uses_predicates = True
+        name = node.name
+        collection = self.compile(node.arguments[0])
+        predicate = None if node.predicate is None else self.compile(node.predicate)
+        where = self._text(node)
+
+        def elements(result: object, element: object) -> list[object]:
+            value = collection(result, element)
+            if not isinstance(value, list):
+                raise ConditionEvalError(f"{where}: {name}() needs a list, got {describe(value)}")
+            _predicate_budget.get().charge(len(value), where)
+            return value
+
+        def outcomes(result: object, items: list[object]) -> Iterator[bool]:
+            for item in items:
+                outcome = item if predicate is None else predicate(result, item)
+                if outcome is True or outcome is False:
+                    yield outcome
+                else:
+                    raise ConditionEvalError(
+                        f"{where}: expected true or false for element {render(item)}, got {describe(outcome)}"
+                    )
+
+        def values(result: object, items: list[object]) -> list[object]:
+            if predicate is None:
+                return items
+            return [predicate(result, item) for item in items]
+
+        def sum_values(result: object, items: list[object]) -> object:
+            try:
+                return total(values(result, items))
+            except OperandError as problem:
+                raise ConditionEvalError(f"{where}: {problem}") from None
+
+        reducers: dict[str, Callable[[object, list[object]], object]] = {
+            "all": lambda result, items: all(outcomes(result, items)),
+            "any": lambda result, items: any(outcomes(result, items)),
+            "none": lambda result, items: not any(outcomes(result, items)),
+            "one": lambda result, items: sum(outcomes(result, items)) == 1,
+            "count": lambda result, items: sum(outcomes(result, items)),
+            "filter": lambda result, items: [
+                item for item, keep in zip(items, outcomes(result, items), strict=True) if keep
+            ],
+            "map": values,
+            "sum": sum_values,
+        }
+        reduce = reducers[name]
+
+        def predicate_call(result: object, element: object) -> object:
+            return reduce(result, elements(result, element))
+
+        return predicate_call
+
+
+def _constant(value: object) -> Evaluator:
+    def constant(result: object, element: object) -> object:
+        return value
+
+    return constant
+
+
+def _result(result: object, element: object) -> object:
+    return result
+
+
+def _element(result: object, element: object) -> object:
+    return element

@@ -1,0 +1,156 @@
+"""Split a condition into tokens, rejecting what can never be valid (attribute access, '__')."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from meshshift.analysis.expr.errors import ConditionSyntaxError
+
+
+class TokenKind(Enum):
+    NUMBER = "number"
+    STRING = "string"
+    NAME = "name"
+    OPERATOR = "operator"
+    END = "end"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: TokenKind
+    text: str  # as written in the source
+    value: object  # the number, the decoded string, or the name / operator text
+    start: int
+    end: int
+
+    def describe(self) -> str:
+        if self.kind is TokenKind.END:
+            return "the end of the condition"
+        text = self.text if len(self.text) <= 20 else self.text[:17] + "..."
+        return f"'{text}'"
+
+
+# Longest first, so that '**' is not read as two '*'.
+_OPERATORS = (
+    "**", "==", "!=", "<=", ">=", "&&", "||", "??",
+    "+", "-", "*", "/", "%", "^", "<", ">", "!", "?", ":", "(", ")", "[", "]", "{", "}", ",", "#",
+)  # fmt: skip
+_WORD_OPERATORS = frozenset({"and", "or", "not", "in"})
+# Characters that are never valid, with the reason to give.
+_FORBIDDEN = {
+    ".": "attribute access is not allowed; index maps instead: result[\"field\"]",
+    "=": "'=' is assignment, which conditions do not have; compare with '=='",
+    "&": "use '&&' (or 'and') for a logical and",
+    "|": "use '||' (or 'or') for a logical or",
+    ";": "a condition is a single expression; ';' is not allowed",
+    "`": "backtick strings are not supported; use double or single quotes",
+}
+_DIGITS = "0123456789"
+_DIGITS_NONEMPTY = tuple(_DIGITS)  # `"" in "0123456789"` is true, `"" in` this is not
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Digits may be grouped with '_' (1_000), as in expr; int() / float() reject misplaced ones.
+_NUMBER = re.compile(r"(?:[0-9][0-9_]*(?:\.[0-9][0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9][0-9_]*)?")
+_NUMBER_TAIL = re.compile(r"[A-Za-z0-9_]+")
+_HEX_DIGITS = re.compile(r"[0-9A-Fa-f]+")
+_SIMPLE_ESCAPES = {
+    "\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r",
+    "a": "\a", "b": "\b", "f": "\f", "v": "\v",
+}  # fmt: skip
+_HEX_ESCAPE_WIDTHS = {"x": 2, "u": 4, "U": 8}
+_INT64_MAX = 2**63 - 1
+
+
+def tokenize(source: str) -> list[Token]:
+    """The tokens of `source`, ending with an END token."""
+    tokens: list[Token] = []
+    position = 0
+    length = len(source)
+    while position < length:
+        char = source[position]
+        if char in " \t\r\n":
+            position += 1
+        elif char in _DIGITS or (char == "." and source[position + 1 : position + 2] in _DIGITS_NONEMPTY):
+            token = _number(source, position)
+            tokens.append(token)
+            position = token.end
+        elif char in "\"'":
+            token = _string(source, position)
+            tokens.append(token)
+            position = token.end
+        elif match := _NAME.match(source, position):
+            name = match.group()
+            kind = TokenKind.OPERATOR if name in _WORD_OPERATORS else TokenKind.NAME
+            tokens.append(Token(kind, name, name, position, match.end()))
+            position = match.end()
+        else:
+            operator = next((op for op in _OPERATORS if source.startswith(op, position)), None)
+            if operator is None:
+                reason = _FORBIDDEN.get(char, f"unexpected character {char!r}")
+                raise ConditionSyntaxError(reason, source, position)
+            end = position + len(operator)
+            tokens.append(Token(TokenKind.OPERATOR, operator, operator, position, end))
+            position = end
+    tokens.append(Token(TokenKind.END, "", None, length, length))
+    return tokens
+
+
+def _number(source: str, start: int) -> Token:
+    match = _NUMBER.match(source, start)
+    assert match is not None  # the caller saw a digit, or '.' and a digit
+    end = match.end()
+    if tail := _NUMBER_TAIL.match(source, end):  # 0x1F, 12abc, 1e: not a number we read
+        text = source[start : tail.end()]
+        raise ConditionSyntaxError(f"invalid number '{text}'", source, start)
+    text = match.group()
+    value: int | float
+    try:
+        value = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise ConditionSyntaxError(
+            f"invalid number '{text}': '_' may only separate digits", source, start
+        ) from None
+    if isinstance(value, float) and value == float("inf"):
+        raise ConditionSyntaxError(f"number '{text}' is too large", source, start)
+    if isinstance(value, int) and value > _INT64_MAX:
+        raise ConditionSyntaxError(f"integer '{text}' is too large (the limit is 2**63 - 1)", source, start)
+    return Token(TokenKind.NUMBER, text, value, start, end)
+
+
+def _string(source: str, start: int) -> Token:
+    quote = source[start]
+    parts: list[str] = []
+    position = start + 1
+    while position < len(source):
+        char = source[position]
+        if char == quote:
+            value = "".join(parts)
+            if "__" in value:  # the classic first step of a sandbox escape: no use in a condition
+                raise ConditionSyntaxError("strings may not contain '__' (double underscore)", source, start)
+            return Token(TokenKind.STRING, source[start : position + 1], value, start, position + 1)
+        if char != "\\":
+            parts.append(char)
+            position += 1
+            continue
+        escape = source[position + 1 : position + 2]
+        if escape in _SIMPLE_ESCAPES:
+            parts.append(_SIMPLE_ESCAPES[escape])
+            position += 2
+        elif escape in _HEX_ESCAPE_WIDTHS:
+            width = _HEX_ESCAPE_WIDTHS[escape]
+            digits = source[position + 2 : position + 2 + width]
+            code = int(digits, 16) if len(digits) == width and _HEX_DIGITS.fullmatch(digits) else -1
+            if not (0 <= code <= 0x10FFFF) or 0xD800 <= code <= 0xDFFF:
+                raise ConditionSyntaxError(
+                    f"invalid escape '\\{escape}{digits}': expected {width} hex digits of a character",
+                    source,
+                    position,
+                )
+            parts.append(chr(code))
+            position += 2 + width
+        elif escape == "":
+            break
+        else:
+            raise ConditionSyntaxError(f"unknown escape '\\{escape}' in string", source, position)
+    raise ConditionSyntaxError("unterminated string", source, start)
