@@ -670,6 +670,15 @@ def test_a_state_of_another_schema_version_is_refused() -> None:
         RolloutState.from_dict(data)
 
 
+def test_reconcile_never_changes_the_state_it_is_given() -> None:
+    world = scenario_world()
+    drive_scenario(world)
+    for decision in world.decisions:
+        before = RolloutState.from_json(decision.state.to_json())
+        reconcile(world.spec, decision.state, world.now + 3600, world.observation())
+        assert decision.state == before
+
+
 def test_the_engine_is_deterministic() -> None:
     spec = tutorial_exercise()
     observed = Observation(revision="v2", stable_revision="v1")

@@ -124,12 +124,17 @@ class _Reconciliation:
         self.observed = observed
         self.actions: list[Action] = []
         self.outcomes: list[CommandOutcome] = []
-        self.state = state if state is not None else self._first_sight()
+        # A private copy that only this reconciliation mutates (see update()); the state
+        # handed in, and the one handed out, are never changed afterwards.
+        self.state = _private_copy(state) if state is not None else self._first_sight()
 
     # --- plumbing --------------------------------------------------------------------
 
     def update(self, **changes: Any) -> None:
-        self.state = dataclasses.replace(self.state, **changes)
+        # Setting fields on our private copy instead of dataclasses.replace() makes a
+        # decision several times faster (replace() rebuilds all ~30 fields each time).
+        for name, value in changes.items():
+            object.__setattr__(self.state, name, value)
 
     def emit(self, *actions: Action) -> None:
         self.actions.extend(actions)
@@ -813,6 +818,17 @@ class _Reconciliation:
         future = [t for t in times if t is not None and t > self.now]
         if future:
             self.emit(WaitUntil(min(future)))
+
+
+_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(RolloutState))
+
+
+def _private_copy(state: RolloutState) -> RolloutState:
+    """A shallow copy of a frozen state (its fields are immutable values)."""
+    duplicate = object.__new__(RolloutState)
+    for name in _STATE_FIELDS:
+        object.__setattr__(duplicate, name, getattr(state, name))
+    return duplicate
 
 
 def resume_actions(spec: RolloutSpec, state: RolloutState) -> tuple[Action, ...]:
