@@ -1,0 +1,325 @@
+"""The `meshshift.io/*` annotations of a Deployment (DESIGN §4; the keys are fixed).
+
+| key                                  | value                                                 |
+|--------------------------------------|-------------------------------------------------------|
+| `meshshift.io/enabled`               | `"true"` opts the Deployment in                       |
+| `meshshift.io/steps`                 | YAML list of canary steps (Argo syntax)               |
+| `meshshift.io/analysis`              | YAML background analysis: templates, args, startingStep |
+| `meshshift.io/router`                | `istio`, `nginx`, or `istio,nginx` (required)         |
+| `meshshift.io/service`               | Service name (default: the Deployment's name)         |
+| `meshshift.io/istio-virtual-service` | VirtualService name (default: the service name)       |
+| `meshshift.io/istio-routes`          | comma-separated route names (default: routes holding both hosts) |
+| `meshshift.io/nginx-ingress`         | the stable Ingress name (required with nginx)         |
+| `meshshift.io/on-failure`            | `rollback` (default), `gradual`, `freeze`             |
+| `meshshift.io/progress-deadline`     | duration, default `10m`                               |
+| `meshshift.io/command`               | `promote`, `promote-full`, `abort`, `retry` (kept raw) |
+| `meshshift.io/allow-non-monotonic`   | `"true"` lets a later setWeight be lower than an earlier one |
+
+`meshshift.io/allow-non-monotonic` is meshshift's one key beyond the contract: without it
+a schedule like `50 -> 10` is refused as a likely typo. The same key is honoured on an
+Argo Rollout's metadata.
+
+Any other `meshshift.io/*` key is reported as a warning with the closest known key, so
+that `meshshift.io/setps` does not silently leave a Deployment without steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from meshshift.spec.errors import Findings
+from meshshift.spec.fields import (
+    at,
+    closest,
+    did_you_mean,
+    expect_duration,
+    expect_k8s_name,
+    expect_mapping,
+    require,
+    type_name,
+)
+from meshshift.spec.model import (
+    ROUTER_KINDS,
+    AnnotatedDeployment,
+    BackgroundAnalysis,
+    KubernetesTarget,
+    RolloutSpec,
+    Step,
+)
+from meshshift.spec.rollout import (
+    RolloutPaths,
+    RolloutPolicy,
+    TemplateCatalog,
+    build_rollout,
+    read_on_failure,
+)
+from meshshift.spec.steps import read_background_analysis, read_steps
+from meshshift.spec.yamldoc import load_value
+
+PREFIX = "meshshift.io/"
+ENABLED = "meshshift.io/enabled"
+STEPS = "meshshift.io/steps"
+ANALYSIS = "meshshift.io/analysis"
+ROUTER = "meshshift.io/router"
+SERVICE = "meshshift.io/service"
+ISTIO_VIRTUAL_SERVICE = "meshshift.io/istio-virtual-service"
+ISTIO_ROUTES = "meshshift.io/istio-routes"
+NGINX_INGRESS = "meshshift.io/nginx-ingress"
+ON_FAILURE = "meshshift.io/on-failure"
+PROGRESS_DEADLINE = "meshshift.io/progress-deadline"
+COMMAND = "meshshift.io/command"
+ALLOW_NON_MONOTONIC = "meshshift.io/allow-non-monotonic"
+
+ANNOTATION_KEYS = (
+    ENABLED,
+    STEPS,
+    ANALYSIS,
+    ROUTER,
+    SERVICE,
+    ISTIO_VIRTUAL_SERVICE,
+    ISTIO_ROUTES,
+    NGINX_INGRESS,
+    ON_FAILURE,
+    PROGRESS_DEADLINE,
+    COMMAND,
+    ALLOW_NON_MONOTONIC,
+)
+COMMANDS = ("promote", "promote-full", "abort", "retry")
+DEFAULT_NAMESPACE = "default"
+
+_ANNOTATIONS_PATH = "metadata.annotations"
+
+
+def annotation_path(key: str) -> str:
+    """`metadata.annotations["meshshift.io/steps"]`."""
+    return at(_ANNOTATIONS_PATH, key)
+
+
+def parse_deployment(
+    manifest: Mapping[str, Any], *, catalog: TemplateCatalog | None = None
+) -> AnnotatedDeployment | None:
+    """What meshshift reads off a Deployment; None when it is not opted in.
+
+    Raises SpecError (with every finding) when the annotations have errors. Use
+    `read_deployment` to get the warnings too.
+    """
+    findings = Findings()
+    deployment = read_deployment(manifest, findings, catalog)
+    findings.raise_if_errors()
+    return deployment
+
+
+def read_deployment(
+    manifest: object, findings: Findings, catalog: TemplateCatalog | None = None
+) -> AnnotatedDeployment | None:
+    """Like parse_deployment, adding findings instead of raising.
+
+    With a `catalog`, the analysis references are checked against its templates too.
+    """
+    data = expect_mapping(manifest, "", findings)
+    raw_metadata = None if data is None else require(data, "metadata", "", findings)
+    metadata = None if raw_metadata is None else expect_mapping(raw_metadata, "metadata", findings)
+    if metadata is None:
+        return None
+    raw_annotations = metadata.get("annotations") or {}
+    annotations = expect_mapping(raw_annotations, _ANNOTATIONS_PATH, findings) or {}
+    _warn_unknown_keys(annotations, findings)
+    values = _annotation_strings(annotations, findings)
+    if not _opted_in(annotations, findings):
+        return None
+    raw_name = require(metadata, "name", "metadata", findings)
+    name = None if raw_name is None else expect_k8s_name(raw_name, "metadata.name", findings)
+    namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
+    target = _read_target(name or "", str(namespace), values, findings)
+    rollout = _read_rollout(values, findings, catalog)
+    if target is None or name is None:
+        return None
+    return AnnotatedDeployment(target=target, rollout=rollout)
+
+
+def _warn_unknown_keys(annotations: Mapping[str, Any], findings: Findings) -> None:
+    # Compare without the shared prefix, which would make every key look alike.
+    suffixes = {key.removeprefix(PREFIX): key for key in ANNOTATION_KEYS}
+    for key in annotations:
+        if isinstance(key, str) and key.startswith(PREFIX) and key not in ANNOTATION_KEYS:
+            match = closest(key.removeprefix(PREFIX), suffixes)
+            hint = f' (did you mean "{suffixes[match]}"?)' if match else ""
+            findings.warning(
+                annotation_path(key), f'unknown meshshift annotation "{key}"{hint}; it is ignored'
+            )
+
+
+def _annotation_strings(annotations: Mapping[str, Any], findings: Findings) -> dict[str, str]:
+    """The known meshshift annotations whose values are strings, as Kubernetes requires."""
+    values = {}
+    for key in ANNOTATION_KEYS:
+        value = annotations.get(key)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            values[key] = value
+        elif isinstance(value, bool | int | float):
+            shown = str(value).lower() if isinstance(value, bool) else str(value)
+            findings.error(annotation_path(key), f'annotation values must be strings; quote it: "{shown}"')
+        else:
+            findings.error(
+                annotation_path(key),
+                f"annotation values must be strings, got {type_name(value)}; "
+                "write the YAML as a block string (|)",
+            )
+    return values
+
+
+def _opted_in(annotations: Mapping[str, Any], findings: Findings) -> bool:
+    value = annotations.get(ENABLED)
+    if value is True:
+        return True  # reported as "quote it" already; keep checking the rest
+    if value is None or value == "false":
+        return False
+    if value != "true":
+        findings.warning(annotation_path(ENABLED), f'is "{value}"; only "true" opts the Deployment in')
+        return False
+    return True
+
+
+def _read_target(
+    deployment: str, namespace: str, values: Mapping[str, str], findings: Findings
+) -> KubernetesTarget | None:
+    routers = _read_routers(values, findings)
+    service = _name_or_default(values, SERVICE, deployment, findings)
+    virtual_service = _name_or_default(values, ISTIO_VIRTUAL_SERVICE, service, findings)
+    routes = _read_routes(values, findings)
+    ingress = _name_or_default(values, NGINX_INGRESS, "", findings) or None
+    if routers is not None:
+        _check_router_options(routers, values, ingress, findings)
+    command = values.get(COMMAND)
+    if command is not None and command not in COMMANDS:
+        known = ", ".join(COMMANDS)
+        findings.warning(
+            annotation_path(COMMAND),
+            f'"{command}" is not a command meshshift acts on ({known}){did_you_mean(command, COMMANDS)}',
+        )
+    if routers is None or routes is None:
+        return None
+    return KubernetesTarget(
+        deployment=deployment,
+        namespace=namespace,
+        routers=routers,
+        service=service,
+        istio_virtual_service=virtual_service,
+        istio_routes=routes,
+        nginx_ingress=ingress,
+        command=command,
+    )
+
+
+def _read_routers(values: Mapping[str, str], findings: Findings) -> tuple[str, ...] | None:
+    path = annotation_path(ROUTER)
+    raw = values.get(ROUTER)
+    if raw is None:
+        findings.error(path, 'is required: "istio", "nginx" or "istio,nginx"')
+        return None
+    routers = [part.strip() for part in raw.split(",")]
+    ok = True
+    for router in routers:
+        if router not in ROUTER_KINDS:
+            findings.error(
+                path,
+                f'unknown router "{router}"{did_you_mean(router, ROUTER_KINDS)}; use istio, nginx or both',
+            )
+            ok = False
+    if ok and len(set(routers)) != len(routers):
+        findings.error(path, f'lists a router twice: "{raw}"')
+        ok = False
+    return tuple(routers) if ok else None
+
+
+def _name_or_default(values: Mapping[str, str], key: str, default: str, findings: Findings) -> str:
+    if key not in values:
+        return default
+    return expect_k8s_name(values[key], annotation_path(key), findings) or default
+
+
+def _read_routes(values: Mapping[str, str], findings: Findings) -> tuple[str, ...] | None:
+    raw = values.get(ISTIO_ROUTES)
+    if raw is None:
+        return ()
+    routes = tuple(part.strip() for part in raw.split(","))
+    if not all(routes):
+        findings.error(
+            annotation_path(ISTIO_ROUTES), f'"{raw}" has an empty route name; write "primary,secondary"'
+        )
+        return None
+    return routes
+
+
+def _check_router_options(
+    routers: tuple[str, ...], values: Mapping[str, str], ingress: str | None, findings: Findings
+) -> None:
+    if "nginx" in routers and ingress is None and NGINX_INGRESS not in values:
+        findings.error(
+            annotation_path(NGINX_INGRESS), "is required with the nginx router: the stable Ingress name"
+        )
+    unused = [
+        (key, router)
+        for key, router in (
+            (NGINX_INGRESS, "nginx"),
+            (ISTIO_VIRTUAL_SERVICE, "istio"),
+            (ISTIO_ROUTES, "istio"),
+        )
+        if key in values and router not in routers
+    ]
+    for key, router in unused:
+        findings.warning(annotation_path(key), f"is ignored: {ROUTER} does not include {router}")
+
+
+def _read_rollout(
+    values: Mapping[str, str], findings: Findings, catalog: TemplateCatalog | None
+) -> RolloutSpec:
+    policy = _read_policy(values, findings)
+    paths = RolloutPaths(
+        steps=annotation_path(STEPS),
+        analysis=annotation_path(ANALYSIS),
+        allow_non_monotonic=f'{ALLOW_NON_MONOTONIC}: "true"',
+    )
+    steps = _read_steps(values, paths.steps, findings)
+    analysis = _read_analysis(values, paths.analysis, findings)
+    return build_rollout(steps, analysis, policy, paths, findings, catalog)
+
+
+def _read_policy(values: Mapping[str, str], findings: Findings) -> RolloutPolicy:
+    defaults = RolloutPolicy()
+    on_failure = defaults.on_failure
+    if ON_FAILURE in values:
+        on_failure = read_on_failure(values[ON_FAILURE], annotation_path(ON_FAILURE), findings) or on_failure
+    deadline = defaults.progress_deadline
+    if PROGRESS_DEADLINE in values:
+        checked = expect_duration(
+            values[PROGRESS_DEADLINE], annotation_path(PROGRESS_DEADLINE), findings, positive=True
+        )
+        deadline = deadline if checked is None else checked
+    allow = values.get(ALLOW_NON_MONOTONIC, "false")
+    if allow not in ("true", "false"):
+        findings.error(annotation_path(ALLOW_NON_MONOTONIC), f'must be "true" or "false", got "{allow}"')
+    return RolloutPolicy(
+        on_failure=on_failure, progress_deadline=deadline, allow_non_monotonic=allow == "true"
+    )
+
+
+def _read_steps(values: Mapping[str, str], path: str, findings: Findings) -> tuple[Step | None, ...]:
+    if STEPS not in values:
+        return ()
+    ok, data = load_value(values[STEPS], path, findings, where="the annotation value")
+    if not ok or data is None:
+        return ()
+    return read_steps(data, path, findings)
+
+
+def _read_analysis(values: Mapping[str, str], path: str, findings: Findings) -> BackgroundAnalysis | None:
+    if ANALYSIS not in values:
+        return None
+    ok, data = load_value(values[ANALYSIS], path, findings, where="the annotation value")
+    if not ok or data is None:
+        return None
+    return read_background_analysis(data, path, findings)

@@ -1,0 +1,189 @@
+"""Argo Rollouts `kind: Rollout` documents, and bare `strategy:` fragments.
+
+meshshift runs the canary part: `spec.strategy.canary.steps` and `.analysis`. The other
+fields Argo defines are accepted and ignored (traffic routing, services, metadata,
+surge...), so a Rollout can be pasted unchanged; a field Argo does not define is an
+error, as is a `blueGreen` strategy.
+
+`spec.progressDeadlineSeconds` and `canary.abortScaleDownDelaySeconds` are honoured.
+The `meshshift.io/allow-non-monotonic: "true"` annotation on the Rollout allows weights
+that go down, as on a Deployment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from meshshift.spec.errors import Findings
+from meshshift.spec.fields import (
+    at,
+    check_keys,
+    exactly_one_key,
+    expect_choice,
+    expect_int,
+    expect_k8s_name,
+    expect_mapping,
+    require,
+)
+from meshshift.spec.model import RolloutSpec
+from meshshift.spec.rollout import RolloutPaths, RolloutPolicy, TemplateCatalog, build_rollout
+from meshshift.spec.steps import read_background_analysis, read_steps
+
+API_VERSION = "argoproj.io/v1alpha1"
+ALLOW_NON_MONOTONIC = "meshshift.io/allow-non-monotonic"
+
+ROLLOUT_SPEC_FIELDS = (
+    "replicas",
+    "selector",
+    "template",
+    "workloadRef",
+    "minReadySeconds",
+    "revisionHistoryLimit",
+    "paused",
+    "progressDeadlineSeconds",
+    "progressDeadlineAbort",
+    "restartAt",
+    "rollbackWindow",
+    "analysis",
+    "strategy",
+)
+# Canary fields Argo defines that meshshift accepts and does not use.
+IGNORED_CANARY_FIELDS = (
+    "canaryService",
+    "stableService",
+    "trafficRouting",
+    "canaryMetadata",
+    "stableMetadata",
+    "maxSurge",
+    "maxUnavailable",
+    "scaleDownDelaySeconds",
+    "scaleDownDelayRevisionLimit",
+    "abortScaleDownDelaySeconds",
+    "dynamicStableScale",
+    "antiAffinity",
+    "pingPong",
+    "minPodsPerReplicaSet",
+    "replicaProgressThreshold",
+)
+CANARY_FIELDS = ("steps", "analysis", *IGNORED_CANARY_FIELDS)
+STRATEGIES = ("canary", "blueGreen")
+
+
+def parse_argo_rollout(doc: object, *, catalog: TemplateCatalog | None = None) -> RolloutSpec:
+    """The canary of an Argo Rollout, or SpecError with every finding."""
+    findings = Findings()
+    spec = read_argo_rollout(doc, findings, catalog)
+    findings.raise_if_errors()
+    assert spec is not None  # no errors means it was read
+    return spec
+
+
+def parse_strategy(doc: object, *, catalog: TemplateCatalog | None = None) -> RolloutSpec:
+    """A bare `strategy: {canary: ...}` fragment, or SpecError."""
+    findings = Findings()
+    spec = read_strategy_fragment(doc, findings, catalog)
+    findings.raise_if_errors()
+    assert spec is not None
+    return spec
+
+
+def read_argo_rollout(
+    doc: object, findings: Findings, catalog: TemplateCatalog | None = None
+) -> RolloutSpec | None:
+    data = expect_mapping(doc, "", findings)
+    if data is None:
+        return None
+    check_keys(data, ("apiVersion", "kind", "metadata", "spec", "status"), "", findings)
+    api_version = require(data, "apiVersion", "", findings)
+    if api_version is not None:
+        expect_choice(api_version, (API_VERSION,), "apiVersion", findings)
+    allow_non_monotonic = _read_metadata(data, findings)
+    raw_spec = require(data, "spec", "", findings)
+    spec = None if raw_spec is None else expect_mapping(raw_spec, "spec", findings)
+    if spec is None:
+        return None
+    check_keys(spec, ROLLOUT_SPEC_FIELDS, "spec", findings)
+    deadline = RolloutPolicy().progress_deadline
+    if spec.get("progressDeadlineSeconds") is not None:
+        seconds = expect_int(
+            spec["progressDeadlineSeconds"], "spec.progressDeadlineSeconds", findings, minimum=1
+        )
+        deadline = deadline if seconds is None else float(seconds)
+    strategy = require(spec, "strategy", "spec", findings)
+    if strategy is None:
+        return None
+    policy = RolloutPolicy(progress_deadline=deadline, allow_non_monotonic=allow_non_monotonic)
+    return read_strategy(strategy, "spec.strategy", findings, policy, catalog)
+
+
+def _read_metadata(data: Mapping[str, Any], findings: Findings) -> bool:
+    """Check the name; whether the allow-non-monotonic annotation is set."""
+    raw = require(data, "metadata", "", findings)
+    metadata = None if raw is None else expect_mapping(raw, "metadata", findings)
+    if metadata is None:
+        return False
+    raw_name = require(metadata, "name", "metadata", findings)
+    if raw_name is not None:
+        expect_k8s_name(raw_name, "metadata.name", findings)
+    annotations = metadata.get("annotations")
+    return isinstance(annotations, Mapping) and annotations.get(ALLOW_NON_MONOTONIC) == "true"
+
+
+def read_strategy_fragment(
+    doc: object, findings: Findings, catalog: TemplateCatalog | None = None
+) -> RolloutSpec | None:
+    """`strategy: {canary: {...}}` on its own, as tutorials print it."""
+    data = expect_mapping(doc, "", findings)
+    if data is None:
+        return None
+    check_keys(data, ("strategy",), "", findings)
+    strategy = require(data, "strategy", "", findings)
+    if strategy is None:
+        return None
+    return read_strategy(strategy, "strategy", findings, RolloutPolicy(), catalog)
+
+
+def read_strategy(
+    value: object,
+    path: str,
+    findings: Findings,
+    policy: RolloutPolicy,
+    catalog: TemplateCatalog | None = None,
+) -> RolloutSpec | None:
+    strategy = expect_mapping(value, path, findings)
+    if strategy is None:
+        return None
+    check_keys(strategy, STRATEGIES, path, findings, what="strategy")
+    if "blueGreen" in strategy:
+        findings.error(at(path, "blueGreen"), "meshshift runs canary strategies; blueGreen is not supported")
+        return None
+    kind = exactly_one_key(strategy, STRATEGIES, path, findings, what="strategy")
+    if kind is None:
+        return None
+    return _read_canary(strategy[kind], at(path, kind), findings, policy, catalog)
+
+
+def _read_canary(
+    value: object, path: str, findings: Findings, policy: RolloutPolicy, catalog: TemplateCatalog | None
+) -> RolloutSpec | None:
+    canary = expect_mapping(value if value is not None else {}, path, findings)
+    if canary is None:
+        return None
+    check_keys(canary, CANARY_FIELDS, path, findings)
+    paths = RolloutPaths(
+        steps=at(path, "steps"),
+        analysis=at(path, "analysis"),
+        allow_non_monotonic=f'the annotation {ALLOW_NON_MONOTONIC}: "true" on the Rollout',
+    )
+    steps = read_steps(canary["steps"], paths.steps, findings) if canary.get("steps") is not None else ()
+    analysis = None
+    if canary.get("analysis") is not None:
+        analysis = read_background_analysis(canary["analysis"], paths.analysis, findings)
+    delay = canary.get("abortScaleDownDelaySeconds")
+    if delay is not None:
+        seconds = expect_int(delay, at(path, "abortScaleDownDelaySeconds"), findings, minimum=0)
+        if seconds is not None:
+            policy = dataclasses.replace(policy, abort_scale_down_delay=float(seconds))
+    return build_rollout(steps, analysis, policy, paths, findings, catalog)

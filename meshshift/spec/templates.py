@@ -1,0 +1,729 @@
+"""AnalysisTemplate and ClusterAnalysisTemplate documents, metrics and providers.
+
+A template is parsed once, with its `{{args.x}}` placeholders still in place: a numeric
+or duration field holding a placeholder (`count: "{{args.n}}"`) cannot be checked yet,
+so its check is deferred and the metric as written is kept in `raw_metrics`.
+`instantiate_template` substitutes the args and parses again, strictly.
+
+Provider options are never substituted here: each provider escapes values for its own
+query language (PromQL, NRQL, URLs) when it measures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from meshshift.analysis.expr import ConditionSyntaxError, compile_condition
+from meshshift.spec.errors import Findings, SpecError, SpecIssue
+from meshshift.spec.fields import (
+    at,
+    check_keys,
+    did_you_mean,
+    exactly_one_key,
+    expect_bool,
+    expect_choice,
+    expect_duration,
+    expect_int,
+    expect_k8s_name,
+    expect_list,
+    expect_mapping,
+    expect_number,
+    expect_str,
+    report_duplicate,
+    require,
+)
+from meshshift.spec.model import AnalysisTemplate, Metric, ProviderSpec, TemplateArg
+from meshshift.spec.steps import read_args, read_dry_run, read_measurement_retention
+
+API_VERSIONS = ("argoproj.io/v1alpha1", "meshshift.io/v1alpha1")
+TEMPLATE_KINDS = ("AnalysisTemplate", "ClusterAnalysisTemplate")
+TEMPLATE_FIELDS = ("apiVersion", "kind", "metadata", "spec")
+TEMPLATE_SPEC_FIELDS = ("args", "metrics", "dryRun", "measurementRetention")
+METRIC_FIELDS = (
+    "name",
+    "interval",
+    "initialDelay",
+    "count",
+    "successCondition",
+    "failureCondition",
+    "failureLimit",
+    "inconclusiveLimit",
+    "consecutiveErrorLimit",
+    "consecutiveSuccessLimit",
+    "provider",
+)
+# Argo Rollouts providers meshshift does not implement: named, so the error says so.
+UNSUPPORTED_PROVIDERS = (
+    "job",
+    "kayenta",
+    "wavefront",
+    "cloudWatch",
+    "graphite",
+    "influxdb",
+    "skywalking",
+    "plugin",
+)
+BUILTIN_METRICS = ("request-success-rate", "request-duration")
+
+# `{{args.NAME}}`, spaces allowed inside the braces, as Argo writes them.
+PLACEHOLDER = re.compile(r"\{\{\s*args\.([^{}\s]+)\s*\}\}")
+_INT_TEXT = re.compile(r"-?[0-9]+")
+
+
+# --- placeholders ------------------------------------------------------------------
+
+
+def has_placeholder(value: object) -> bool:
+    return isinstance(value, str) and PLACEHOLDER.search(value) is not None
+
+
+def find_placeholders(value: object, path: str) -> Iterator[tuple[str, str]]:
+    """(path, arg name) of every placeholder in a YAML value, at any depth."""
+    if isinstance(value, str):
+        for match in PLACEHOLDER.finditer(value):
+            yield path, match.group(1)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from find_placeholders(item, at(path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from find_placeholders(item, at(path, index))
+
+
+def substitute_args(text: str, args: Mapping[str, str]) -> str:
+    """`text` with every `{{args.x}}` replaced by `args["x"]` (KeyError when missing)."""
+    return PLACEHOLDER.sub(lambda match: args[match.group(1)], text)
+
+
+def _substitute_deep(value: Any, args: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return substitute_args(value, args)
+    if isinstance(value, Mapping):
+        return {key: _substitute_deep(item, args) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_substitute_deep(item, args) for item in value]
+    return value
+
+
+# --- templates ---------------------------------------------------------------------
+
+
+def read_template(doc: object, findings: Findings, base: str = "") -> AnalysisTemplate | None:
+    """An AnalysisTemplate or ClusterAnalysisTemplate document; None when it has no usable name."""
+    data = expect_mapping(doc, base, findings)
+    if data is None:
+        return None
+    check_keys(data, TEMPLATE_FIELDS, base, findings)
+    api_version = require(data, "apiVersion", base, findings)
+    if api_version is not None:
+        expect_choice(api_version, API_VERSIONS, at(base, "apiVersion"), findings)
+    raw_kind = require(data, "kind", base, findings)
+    kind = None if raw_kind is None else expect_choice(raw_kind, TEMPLATE_KINDS, at(base, "kind"), findings)
+    name, namespace = _read_metadata(data, base, findings)
+    raw_spec = require(data, "spec", base, findings)
+    spec = None if raw_spec is None else expect_mapping(raw_spec, at(base, "spec"), findings)
+    if spec is None or name is None:
+        return None
+    return _read_template_spec(spec, at(base, "spec"), findings, name, namespace, kind)
+
+
+def _read_metadata(data: Mapping[str, Any], base: str, findings: Findings) -> tuple[str | None, str | None]:
+    raw = require(data, "metadata", base, findings)
+    metadata = None if raw is None else expect_mapping(raw, at(base, "metadata"), findings)
+    if metadata is None:
+        return None, None
+    where = at(base, "metadata")
+    raw_name = require(metadata, "name", where, findings)
+    name = None if raw_name is None else expect_k8s_name(raw_name, at(where, "name"), findings)
+    namespace = None
+    if metadata.get("namespace") is not None:
+        namespace = expect_k8s_name(metadata["namespace"], at(where, "namespace"), findings)
+    return name, namespace
+
+
+def _read_template_spec(
+    spec: Mapping[str, Any], path: str, findings: Findings, name: str, namespace: str | None, kind: str | None
+) -> AnalysisTemplate:
+    check_keys(spec, TEMPLATE_SPEC_FIELDS, path, findings)
+    args = [
+        TemplateArg(arg.name, arg.value, arg.value_from)
+        for arg in read_args(spec.get("args"), at(path, "args"), findings, value_required=False)
+    ]
+    declared = {arg.name for arg in args if arg.name}
+    raw_metrics = spec.get("metrics")
+    if raw_metrics is None:
+        findings.error(at(path, "metrics"), "is required: a template needs at least one metric")
+        raw_metrics = []
+    elif isinstance(raw_metrics, list) and not raw_metrics:
+        findings.error(at(path, "metrics"), "must list at least one metric")
+    metrics = read_metrics(raw_metrics, at(path, "metrics"), findings, declared_args=declared)
+    metric_names = [metric.name for metric in metrics]
+    dry_run = read_dry_run(spec.get("dryRun"), at(path, "dryRun"), findings)
+    retention = read_measurement_retention(
+        spec.get("measurementRetention"), at(path, "measurementRetention"), findings
+    )
+    check_metric_names(dry_run, metric_names, at(path, "dryRun"), findings)
+    check_metric_names(
+        [rule.metric_name for rule in retention], metric_names, at(path, "measurementRetention"), findings
+    )
+    return AnalysisTemplate(
+        name=name,
+        args=tuple(args),
+        metrics=metrics,
+        dry_run=dry_run,
+        measurement_retention=retention,
+        cluster_scope=kind == "ClusterAnalysisTemplate",
+        namespace=namespace,
+        raw_metrics=tuple(raw for raw in raw_metrics if isinstance(raw, Mapping))
+        if isinstance(raw_metrics, list)
+        else (),
+    )
+
+
+def check_metric_names(
+    names: Sequence[str], metric_names: Collection[str], path: str, findings: Findings
+) -> None:
+    """Each dryRun / measurementRetention metricName must be "*" or a metric's exact name."""
+    for index, name in enumerate(names):
+        if name and name != "*" and name not in metric_names:
+            findings.error(
+                at(at(path, index), "metricName"),
+                f'"{name}" matches no metric{did_you_mean(name, metric_names)}; '
+                'name a metric exactly, or "*" for all',
+            )
+
+
+def parse_template(doc: object) -> AnalysisTemplate:
+    """A template, or SpecError with every finding."""
+    findings = Findings()
+    template = read_template(doc, findings)
+    findings.raise_if_errors()
+    assert template is not None  # no errors means a template was read
+    return template
+
+
+# --- metrics -----------------------------------------------------------------------
+
+
+def read_metrics(
+    value: object,
+    path: str,
+    findings: Findings,
+    *,
+    declared_args: Collection[str] | None = None,
+    allow_placeholders: bool = True,
+) -> tuple[Metric, ...]:
+    """A list of metrics; `declared_args` None means "not known" (a bare metrics snippet)."""
+    entries = expect_list(value, path, findings)
+    if entries is None:
+        return ()
+    metrics = []
+    seen: dict[str, str] = {}
+    for index, raw in enumerate(entries):
+        metric = read_metric(
+            raw, at(path, index), findings, declared_args=declared_args, allow_placeholders=allow_placeholders
+        )
+        if metric is None:
+            continue
+        if metric.name:
+            report_duplicate(metric.name, seen, at(at(path, index), "name"), findings, what="metric name")
+        metrics.append(metric)
+    return tuple(metrics)
+
+
+def parse_metrics(value: object) -> tuple[Metric, ...]:
+    """A metrics list (the `metrics:` of a snippet), or SpecError."""
+    findings = Findings()
+    metrics = read_metrics(value, "metrics", findings)
+    findings.raise_if_errors()
+    return metrics
+
+
+def read_metric(
+    value: object,
+    path: str,
+    findings: Findings,
+    *,
+    declared_args: Collection[str] | None = None,
+    allow_placeholders: bool = True,
+) -> Metric | None:
+    raw = expect_mapping(value, path, findings)
+    if raw is None:
+        return None
+    return _MetricReader(raw, path, findings, allow_placeholders, declared_args).read()
+
+
+class _MetricReader:
+    """Reads one metric, remembering which fields wait for args before they can be checked."""
+
+    def __init__(
+        self,
+        raw: Mapping[str, Any],
+        path: str,
+        findings: Findings,
+        allow_placeholders: bool,
+        declared_args: Collection[str] | None,
+    ) -> None:
+        self.raw = raw
+        self.path = path
+        self.findings = findings
+        self.allow_placeholders = allow_placeholders
+        self.declared_args = declared_args
+        self.deferred: set[str] = set()
+        self.invalid: set[str] = set()
+
+    def read(self) -> Metric:
+        check_keys(self.raw, METRIC_FIELDS, self.path, self.findings)
+        self._check_declared_placeholders()
+        name = self._name()
+        metric = Metric(
+            name=name,
+            provider=self._provider(name),
+            interval=self._duration("interval", positive=True),
+            initial_delay=self._duration("initialDelay", positive=False),
+            count=self._integer("count", minimum=1),
+            success_condition=self._condition("successCondition"),
+            failure_condition=self._condition("failureCondition"),
+            failure_limit=self._limit("failureLimit", minimum=-1, default=0),
+            inconclusive_limit=self._limit("inconclusiveLimit", minimum=0, default=0),
+            consecutive_error_limit=self._limit("consecutiveErrorLimit", minimum=0, default=4),
+            consecutive_success_limit=self._limit("consecutiveSuccessLimit", minimum=0, default=0),
+        )
+        self._check_limits(metric)
+        return metric
+
+    def _where(self, key: str) -> str:
+        return at(self.path, key)
+
+    def _check_declared_placeholders(self) -> None:
+        if self.declared_args is None:
+            return
+        for where, arg in find_placeholders(self.raw, self.path):
+            if arg not in self.declared_args:
+                hint = did_you_mean(arg, self.declared_args)
+                self.findings.error(
+                    where,
+                    f'placeholder {{{{args.{arg}}}}} uses arg "{arg}", '
+                    f"which spec.args does not declare{hint}",
+                )
+
+    def _name(self) -> str:
+        raw_name = require(self.raw, "name", self.path, self.findings)
+        name = None if raw_name is None else expect_str(raw_name, self._where("name"), self.findings)
+        return name or ""
+
+    def _is_deferred(self, key: str) -> bool:
+        if self.allow_placeholders and has_placeholder(self.raw.get(key)):
+            self.deferred.add(key)
+            return True
+        return False
+
+    def _duration(self, key: str, *, positive: bool) -> float | None:
+        if self.raw.get(key) is None or self._is_deferred(key):
+            return None
+        seconds = expect_duration(self.raw[key], self._where(key), self.findings, positive=positive)
+        if seconds is None:
+            self.invalid.add(key)
+        return seconds
+
+    def _integer(self, key: str, *, minimum: int) -> int | None:
+        """Argo's IntOrString: an int, or a string holding one (after args are substituted)."""
+        value = self.raw.get(key)
+        if value is None or self._is_deferred(key):
+            return None
+        if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+            value = int(value)
+        checked = expect_int(value, self._where(key), self.findings, minimum=minimum)
+        if checked is None:
+            self.invalid.add(key)
+        return checked
+
+    def _limit(self, key: str, *, minimum: int, default: int) -> int:
+        checked = self._integer(key, minimum=minimum)
+        return default if checked is None else checked
+
+    def _condition(self, key: str) -> str | None:
+        value = self.raw.get(key)
+        if value is None:
+            return None
+        text = expect_str(value, self._where(key), self.findings, allow_empty=True)
+        if text is None or not text.strip():
+            return None  # Argo reads an empty condition as no condition
+        # Placeholders stand for numbers or words; 0 keeps the syntax check meaningful.
+        checked = PLACEHOLDER.sub("0", text) if self.allow_placeholders else text
+        try:
+            compile_condition(checked)
+        except ConditionSyntaxError as error:
+            self.findings.error(self._where(key), f"invalid condition: {_describe_syntax_error(error)}")
+        return text
+
+    def _provider(self, name: str) -> ProviderSpec | None:
+        if self.raw.get("provider") is None:
+            self.findings.warning(
+                self.path,
+                f'metric "{name}" has no provider: it measures as Error until a provider is set',
+            )
+            return None
+        return read_provider(self.raw["provider"], self._where("provider"), self.findings)
+
+    def _known(self, key: str) -> bool:
+        return key in self.raw and key not in self.deferred and key not in self.invalid
+
+    def _check_limits(self, metric: Metric) -> None:
+        """Argo's cross-field rules, skipped for fields that are waiting for args."""
+        count = metric.count if self._known("count") else None
+        if count is not None and count > 1 and self.raw.get("interval") is None:
+            self.findings.error(self._where("count"), "needs an interval when count is more than 1")
+        limits = (
+            ("failureLimit", metric.failure_limit),
+            ("inconclusiveLimit", metric.inconclusive_limit),
+            ("consecutiveSuccessLimit", metric.consecutive_success_limit),
+        )
+        for key, limit in limits:
+            if count is not None and self._known(key) and limit > count:
+                self.findings.error(
+                    self._where(key), f"{key} {limit} is more than count {count}: it can never be reached"
+                )
+        failure_set = self._known("failureLimit")
+        success_open = "consecutiveSuccessLimit" not in self.raw or self._known("consecutiveSuccessLimit")
+        if (
+            failure_set
+            and metric.failure_limit == -1
+            and success_open
+            and metric.consecutive_success_limit == 0
+        ):
+            self.findings.error(
+                self._where("failureLimit"),
+                "failureLimit -1 disables failures and consecutiveSuccessLimit is 0 (off), so neither "
+                "limit applies; set consecutiveSuccessLimit, or failureLimit 0 or more",
+            )
+
+
+def _describe_syntax_error(error: ConditionSyntaxError) -> str:
+    """The compiler's reason on one line (the lint format is one line per finding)."""
+    rest = " ".join(error.source[error.position :].split())
+    where = f'near "{rest[:24]}"' if rest else "at the end"
+    return f"{error.reason} ({where})"
+
+
+# --- providers ---------------------------------------------------------------------
+
+OptionCheck = Callable[[object, str, Findings], object]
+
+
+def _deferrable(check: OptionCheck) -> OptionCheck:
+    """Skip the check of a non-string option that holds a placeholder (`timeout: "{{args.t}}"`)."""
+
+    def checked(value: object, path: str, findings: Findings) -> object:
+        return None if has_placeholder(value) else check(value, path, findings)
+
+    return checked
+
+
+def _text(value: object, path: str, findings: Findings) -> object:
+    return expect_str(value, path, findings)
+
+
+def _url(value: object, path: str, findings: Findings) -> object:
+    text = expect_str(value, path, findings)
+    if text is not None and not text.startswith("{{") and not re.match(r"https?://[^/\s]", text):
+        findings.error(path, f'"{text}" is not an http:// or https:// URL')
+    return text
+
+
+def _positive_int(value: object, path: str, findings: Findings) -> object:
+    return expect_int(value, path, findings, minimum=1)
+
+
+def _duration(value: object, path: str, findings: Findings) -> object:
+    return expect_duration(value, path, findings, positive=True)
+
+
+def _anything(value: object, path: str, findings: Findings) -> object:
+    return value
+
+
+def _choice(*choices: str) -> OptionCheck:
+    def checked(value: object, path: str, findings: Findings) -> object:
+        return expect_choice(value, choices, path, findings)
+
+    return checked
+
+
+def _fields(options: Mapping[str, OptionCheck], required: tuple[str, ...] = ()) -> OptionCheck:
+    """A nested mapping with its own known fields."""
+
+    def checked(value: object, path: str, findings: Findings) -> object:
+        data = expect_mapping(value, path, findings)
+        if data is not None:
+            _check_options(data, options, required, path, findings)
+        return data
+
+    return checked
+
+
+def _key_value_list(value: object, path: str, findings: Findings) -> object:
+    """Argo's headers: `[{key: NAME, value: TEXT}]`."""
+    entries = expect_list(value, path, findings)
+    for index, entry in enumerate(entries or []):
+        _fields({"key": _text, "value": _text}, ("key", "value"))(entry, at(path, index), findings)
+    return entries
+
+
+def _string_map(value: object, path: str, findings: Findings) -> object:
+    data = expect_mapping(value, path, findings)
+    if data is not None and not data:
+        findings.error(path, "must hold at least one query")
+    for key, item in (data or {}).items():
+        expect_str(item, at(path, str(key)), findings)
+    return data
+
+
+def _check_options(
+    data: Mapping[str, Any],
+    options: Mapping[str, OptionCheck],
+    required: tuple[str, ...],
+    path: str,
+    findings: Findings,
+) -> None:
+    check_keys(data, options, path, findings, what="option")
+    for key in required:
+        if data.get(key) is None:
+            findings.error(at(path, key), "is required")
+    for key, check in options.items():
+        if data.get(key) is not None:
+            check(data[key], at(path, key), findings)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProviderSchema:
+    options: Mapping[str, OptionCheck]
+    required: tuple[str, ...] = ()
+    # Rules between options (body needs POST, query or queries...).
+    cross_check: Callable[[Mapping[str, Any], str, Findings], None] | None = None
+
+
+def _check_web(options: Mapping[str, Any], path: str, findings: Findings) -> None:
+    if options.get("body") is not None and options.get("jsonBody") is not None:
+        findings.error(path, "give body or jsonBody, not both")
+    method = options.get("method", "GET")
+    for key in ("body", "jsonBody"):
+        if options.get(key) is not None and method not in ("POST", "PUT"):
+            findings.error(at(path, key), f"needs method POST or PUT (method is {method})")
+
+
+def _check_datadog(options: Mapping[str, Any], path: str, findings: Findings) -> None:
+    has_query, has_queries = options.get("query") is not None, options.get("queries") is not None
+    if has_query == has_queries:
+        findings.error(path, "give exactly one of query (one query) or queries (with a formula)")
+    if options.get("formula") is not None and not has_queries:
+        findings.error(at(path, "formula"), "needs queries: a formula combines named queries")
+    if has_queries and options.get("apiVersion", "v1") != "v2":
+        findings.error(at(path, "queries"), "needs apiVersion: v2")
+
+
+def _check_builtin(options: Mapping[str, Any], path: str, findings: Findings) -> None:
+    if options.get("quantile") is not None and options.get("builtin") != "request-duration":
+        findings.error(at(path, "quantile"), "only applies to builtin: request-duration")
+
+
+def _quantile(value: object, path: str, findings: Findings) -> object:
+    number = expect_number(value, path, findings)
+    if number is not None and not 0 < number < 1:
+        findings.error(path, f"must be between 0 and 1 (exclusive), got {number:g}")
+    return number
+
+
+_HEADERS = _deferrable(_key_value_list)
+PROVIDERS: Mapping[str, ProviderSchema] = {
+    "prometheus": ProviderSchema(
+        {
+            "address": _url,
+            "query": _text,
+            "timeout": _deferrable(_positive_int),
+            "headers": _HEADERS,
+            "authentication": _fields(
+                {
+                    "sigv4": _fields({"region": _text, "profile": _text, "roleArn": _text}),
+                    "oauth2": _fields(
+                        {"tokenUrl": _url, "clientId": _text, "clientSecret": _text, "scopes": _anything}
+                    ),
+                }
+            ),
+            "insecure": _deferrable(expect_bool),
+        },
+        required=("query",),
+    ),
+    "web": ProviderSchema(
+        {
+            "url": _url,
+            "method": _choice("GET", "POST", "PUT"),
+            "headers": _HEADERS,
+            "body": _text,
+            "jsonBody": _anything,
+            "timeoutSeconds": _deferrable(_positive_int),
+            "jsonPath": _text,
+            "insecure": _deferrable(expect_bool),
+        },
+        required=("url",),
+        cross_check=_check_web,
+    ),
+    "datadog": ProviderSchema(
+        {
+            "apiVersion": _choice("v1", "v2"),
+            "interval": _deferrable(_duration),
+            "query": _text,
+            "queries": _string_map,
+            "formula": _text,
+            "aggregator": _choice("avg", "min", "max", "sum", "last", "percentile", "mean", "l2norm", "area"),
+            "secretRef": _fields({"name": _text, "namespaced": _deferrable(expect_bool)}),
+        },
+        cross_check=_check_datadog,
+    ),
+    "newRelic": ProviderSchema(
+        {"profile": _text, "query": _text, "timeout": _deferrable(_positive_int)},
+        required=("query",),
+    ),
+    "meshshift": ProviderSchema(
+        {
+            "builtin": _choice(*BUILTIN_METRICS),
+            "window": _deferrable(_duration),
+            "quantile": _deferrable(_quantile),
+        },
+        required=("builtin",),
+        cross_check=_check_builtin,
+    ),
+}
+
+
+def read_provider(value: object, path: str, findings: Findings) -> ProviderSpec | None:
+    """`{KIND: {options}}` with exactly one supported KIND."""
+    provider = expect_mapping(value, path, findings)
+    if provider is None:
+        return None
+    supported = ", ".join(PROVIDERS)
+    for key in provider:
+        if key in UNSUPPORTED_PROVIDERS:
+            findings.error(
+                at(path, key), f'provider "{key}" is not supported by meshshift (supported: {supported})'
+            )
+        elif key not in PROVIDERS:
+            name = str(key)
+            findings.error(
+                at(path, name),
+                f'unknown provider "{name}"{did_you_mean(name, PROVIDERS)}; known: {supported}',
+            )
+    known = {key: item for key, item in provider.items() if key in PROVIDERS}
+    if not provider:
+        findings.error(path, f"needs exactly one provider among {supported}")
+    if not known:
+        return None
+    kind = exactly_one_key(known, PROVIDERS, path, findings, what="provider")
+    if kind is None:
+        return None
+    options = expect_mapping(known[kind], at(path, kind), findings)
+    if options is None:
+        return None
+    schema = PROVIDERS[kind]
+    _check_options(options, schema.options, schema.required, at(path, kind), findings)
+    if schema.cross_check is not None:
+        schema.cross_check(options, at(path, kind), findings)
+    return ProviderSpec(kind, options)
+
+
+# --- args and instantiation --------------------------------------------------------
+
+
+def resolve_args(template_args: Iterable[TemplateArg], given_args: Mapping[str, str]) -> dict[str, str]:
+    """The value of every declared arg: given values win over the template's defaults.
+
+    Args declared with a `valueFrom` (secrets, field refs, pod hashes) are resolved by the
+    caller and passed in `given_args`. Given args the template does not declare are left
+    out, as Argo does. Raises SpecError naming every arg without a value.
+    """
+    resolved: dict[str, str] = {}
+    missing: list[SpecIssue] = []
+    for index, arg in enumerate(template_args):
+        if arg.name in given_args:
+            resolved[arg.name] = given_args[arg.name]
+        elif arg.value is not None:
+            resolved[arg.name] = arg.value
+        else:
+            missing.append(
+                SpecIssue(f"spec.args[{index}]", f'missing arg "{arg.name}": no value given and no default')
+            )
+    if missing:
+        raise SpecError(tuple(missing))
+    return resolved
+
+
+def instantiate_template(template: AnalysisTemplate, args: Mapping[str, str]) -> tuple[Metric, ...]:
+    """The template's metrics with `args` substituted everywhere except in provider options.
+
+    Fields that held placeholders are parsed strictly now; SpecError reports every
+    problem (an arg without a value, `count: "{{args.n}}"` with n = "abc", ...).
+    """
+    findings = Findings()
+    if not template.raw_metrics:
+        return _instantiate_built(template, args, findings)
+    metrics = []
+    for index, raw in enumerate(template.raw_metrics):
+        path = f"spec.metrics[{index}]"
+        if not _all_args_given(raw, path, args, findings):
+            continue
+        substituted = {
+            key: value if key == "provider" else _substitute_deep(value, args) for key, value in raw.items()
+        }
+        metric = read_metric(substituted, path, findings, allow_placeholders=False)
+        if metric is not None:
+            metrics.append(metric)
+    _raise_for(template, findings)
+    return tuple(metrics)
+
+
+def _all_args_given(raw: object, path: str, args: Mapping[str, str], findings: Findings) -> bool:
+    ok = True
+    for where, arg in find_placeholders(raw, path):
+        if arg not in args:
+            hint = did_you_mean(arg, args)
+            findings.error(where, f'arg "{arg}" has no value{hint}')
+            ok = False
+    return ok
+
+
+def _instantiate_built(
+    template: AnalysisTemplate, args: Mapping[str, str], findings: Findings
+) -> tuple[Metric, ...]:
+    """Templates built in code (the builtin ones) have no raw form: substitute conditions only."""
+    metrics = []
+    for index, metric in enumerate(template.metrics):
+        path = f"spec.metrics[{index}]"
+        success = _substitute_condition(
+            metric.success_condition, at(path, "successCondition"), args, findings
+        )
+        failure = _substitute_condition(
+            metric.failure_condition, at(path, "failureCondition"), args, findings
+        )
+        metrics.append(dataclasses.replace(metric, success_condition=success, failure_condition=failure))
+    _raise_for(template, findings)
+    return tuple(metrics)
+
+
+def _substitute_condition(
+    text: str | None, path: str, args: Mapping[str, str], findings: Findings
+) -> str | None:
+    if text is None or not _all_args_given(text, path, args, findings):
+        return text
+    return substitute_args(text, args)
+
+
+def _raise_for(template: AnalysisTemplate, findings: Findings) -> None:
+    if findings.has_errors:
+        issues = tuple(
+            SpecIssue(issue.path, f'template "{template.name}": {issue.reason}', issue.severity)
+            for issue in findings
+        )
+        raise SpecError(issues)
