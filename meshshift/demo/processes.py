@@ -57,7 +57,7 @@ class ManagedProcess:
             )
         finally:
             output.close()
-        log.debug("started", process=self.name, pid=self.process.pid, argv=" ".join(self.argv))
+        log.debug("started", process=self.name, pid=self.process.pid, argv=" ".join(map(str, self.argv)))
 
     @property
     def running(self) -> bool:

@@ -580,6 +580,7 @@ PROVIDERS: Mapping[str, ProviderSchema] = {
             "formula": _text,
             "aggregator": _choice("avg", "min", "max", "sum", "last", "percentile", "mean", "l2norm", "area"),
             "secretRef": _fields({"name": _text, "namespaced": _deferrable(expect_bool)}),
+            "requestTimeout": _deferrable(_duration),
         },
         cross_check=_check_datadog,
     ),
@@ -592,6 +593,10 @@ PROVIDERS: Mapping[str, ProviderSchema] = {
             "builtin": _choice(*BUILTIN_METRICS),
             "window": _deferrable(_duration),
             "quantile": _deferrable(_quantile),
+            # Where the numbers come from; the runtime's standalone Envoy when left out.
+            "source": _choice("envoy-admin"),
+            "adminUrl": _url,
+            "cluster": _text,
         },
         required=("builtin",),
         cross_check=_check_builtin,

@@ -1,0 +1,233 @@
+"""Builtin analysis templates, as in Flagger: `request-success-rate` and `request-duration`.
+
+A rollout step `analysis: {templates: [{templateName: request-success-rate}]}` gets one of
+these when no user template has that name (`ChainedTemplates(user_templates, builtins)`).
+They are ordinary AnalysisTemplates, parsed from the documents `builtin_document` returns,
+so `meshshift lint` and the runtime treat them like any other.
+
+Units follow Flagger: the success rate is a PERCENTAGE of non-5xx responses (Flagger's
+`thresholdRange: {min: 99}`), the duration is a P99 in MILLISECONDS.
+
+Args (each has a default; a step's `args` override them):
+
+    interval          "1m"  measurement interval and the rate() window (Flagger's `interval`)
+    count             "3"   measurements per run
+    failure-limit     "1"   failed measurements tolerated
+    min-success-rate  "99"  percent (request-success-rate)
+    max-duration      "500" milliseconds (request-duration)
+    quantile          "0.99" (request-duration)
+    namespace, target       istio: the workload's namespace and name (regex, as in Flagger)
+    namespace, ingress      nginx: the ingress' namespace and name
+    canary-cluster          envoy: the canary cluster's name (regex)
+
+meshshift fills the selector args from the rollout through `BuiltinTarget` (and the
+executor fills `namespace` in Kubernetes mode).
+
+The queries are Flagger's (pkg/metrics/observers/istio.go, nginx.go, and for a
+standalone Envoy scraped by Prometheus crossover.go/contour.go) with three changes:
+- the success rate divides by `(... > 0)` and adds `or vector(0)` to the numerator, so
+  no traffic gives an empty result (an Error measurement saying the result is empty, like
+  Flagger's "no values found") instead of NaN, and a canary answering only 5xx gives 0
+  instead of nothing;
+- the P99 drops NaN (no traffic in the window) with `>= 0`, for the same reason;
+- Istio's duration uses `istio_request_duration_milliseconds_bucket` (Istio >= 1.5; the
+  `_seconds` histogram Flagger once read no longer exists), and NGINX's is a P99 of
+  `nginx_ingress_controller_request_duration_seconds_bucket` * 1000 where Flagger averages
+  the upstream latency summary (the P99 is what meshshift promises for every mesh).
+As in Flagger, the NGINX queries select by ingress: ingress-nginx counts requests sent to
+the canary under the stable ingress' name, so they measure the whole ingress.
+
+Without Prometheus, a standalone Envoy's builtins read its admin endpoint instead
+(`source="envoy-admin"`, provider kind `meshshift`, see envoy_admin.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from meshshift.ports import TemplateSource
+from meshshift.spec.model import AnalysisTemplate
+from meshshift.spec.templates import BUILTIN_METRICS, parse_template
+
+MESHES = ("istio", "nginx", "envoy")
+Source = Literal["prometheus", "envoy-admin"]
+
+# PromQL comments explain the guards to whoever reads the recorded query.
+_SUCCESS_RATE = """\
+(
+  sum(rate({metric}{{{selector}, {code}!~"5.*"}}[{{{{args.interval}}}}]))
+  or vector(0)
+)
+/
+# no traffic in the window: divide by nothing, so the result is empty rather than NaN
+(
+  sum(rate({metric}{{{selector}}}[{{{{args.interval}}}}])) > 0
+)
+* 100
+"""
+_DURATION = """\
+histogram_quantile(
+  {{{{args.quantile}}}},
+  sum(rate({metric}{{{selector}}}[{{{{args.interval}}}}])) by (le)
+){scale}
+# no traffic in the window gives NaN: drop it, so the result is empty
+>= 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Mesh:
+    requests: str  # the request counter
+    code_label: str
+    duration: str  # the duration histogram's _bucket series
+    duration_scale: str  # to milliseconds
+    selector: str  # label matchers, with placeholders
+    args: tuple[str, ...]  # the selector's args
+
+
+_MESHES: Mapping[str, _Mesh] = {
+    "istio": _Mesh(
+        requests="istio_requests_total",
+        code_label="response_code",
+        duration="istio_request_duration_milliseconds_bucket",
+        duration_scale="",
+        selector='reporter="destination", destination_workload_namespace="{{args.namespace}}", '
+        'destination_workload=~"{{args.target}}"',
+        args=("namespace", "target"),
+    ),
+    "nginx": _Mesh(
+        requests="nginx_ingress_controller_requests",
+        code_label="status",
+        duration="nginx_ingress_controller_request_duration_seconds_bucket",
+        duration_scale=" * 1000",
+        selector='namespace="{{args.namespace}}", ingress="{{args.ingress}}"',
+        args=("namespace", "ingress"),
+    ),
+    "envoy": _Mesh(
+        requests="envoy_cluster_upstream_rq",
+        code_label="envoy_response_code",
+        duration="envoy_cluster_upstream_rq_time_bucket",
+        duration_scale="",
+        selector='envoy_cluster_name=~"{{args.canary-cluster}}"',
+        args=("canary-cluster",),
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinTarget:
+    """What the builtin queries select, from the rollout: defaults of the selector args."""
+
+    namespace: str = "default"
+    target: str = ""  # istio: the canary workload (Deployment) name
+    ingress: str = ""  # nginx: the stable Ingress name
+    canary_cluster: str = "canary"  # envoy: the canary cluster
+    interval: str = "1m"
+
+    def value(self, arg: str) -> str:
+        return {
+            "namespace": self.namespace,
+            "target": self.target,
+            "ingress": self.ingress,
+            "canary-cluster": self.canary_cluster,
+        }[arg]
+
+
+def _arg(name: str, value: str) -> dict[str, str]:
+    return {"name": name, "value": value}
+
+
+def builtin_document(
+    name: str, mesh: str, target: BuiltinTarget | None = None, *, source: Source = "prometheus"
+) -> dict[str, Any]:
+    """The AnalysisTemplate document of builtin `name` for `mesh` (raises ValueError if unknown)."""
+    if name not in BUILTIN_METRICS:
+        raise ValueError(f"no builtin template {name!r}; builtins: {', '.join(BUILTIN_METRICS)}")
+    if mesh not in _MESHES:
+        raise ValueError(f"no builtin metrics for mesh {mesh!r}; meshes: {', '.join(MESHES)}")
+    if source == "envoy-admin" and mesh != "envoy":
+        raise ValueError("source envoy-admin reads a standalone Envoy: use it with mesh envoy")
+    target = target or BuiltinTarget()
+    spec = _MESHES[mesh]
+    success = name == "request-success-rate"
+    args = [
+        _arg("interval", target.interval),
+        _arg("count", "3"),
+        _arg("failure-limit", "1"),
+        _arg("min-success-rate", "99") if success else _arg("max-duration", "500"),
+    ]
+    if not success:
+        args.append(_arg("quantile", "0.99"))
+    provider: dict[str, Any]
+    if source == "envoy-admin":
+        options: dict[str, str] = {"builtin": name, "window": "{{args.interval}}"}
+        if not success:
+            options["quantile"] = "{{args.quantile}}"
+        provider = {"meshshift": options}
+    else:
+        args.extend(_arg(arg, target.value(arg)) for arg in spec.args)
+        if success:
+            query = _SUCCESS_RATE.format(metric=spec.requests, selector=spec.selector, code=spec.code_label)
+        else:
+            query = _DURATION.format(metric=spec.duration, selector=spec.selector, scale=spec.duration_scale)
+        provider = {"prometheus": {"query": query}}
+    condition = "result[0] >= {{args.min-success-rate}}" if success else "result[0] <= {{args.max-duration}}"
+    return {
+        "apiVersion": "meshshift.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": name},
+        "spec": {
+            "args": args,
+            "metrics": [
+                {
+                    "name": name,
+                    "interval": "{{args.interval}}",
+                    "count": "{{args.count}}",
+                    "failureLimit": "{{args.failure-limit}}",
+                    "successCondition": condition,
+                    "provider": provider,
+                }
+            ],
+        },
+    }
+
+
+class BuiltinTemplates:
+    """The builtin templates of one mesh, for one rollout (a TemplateSource)."""
+
+    def __init__(
+        self, mesh: str, target: BuiltinTarget | None = None, *, source: Source = "prometheus"
+    ) -> None:
+        self.templates = {
+            name: parse_template(builtin_document(name, mesh, target, source=source))
+            for name in BUILTIN_METRICS
+        }
+
+    async def get(self, name: str, *, cluster_scope: bool = False) -> AnalysisTemplate | None:
+        return self.templates.get(name)
+
+
+class InlineTemplates:
+    """Templates given as values (a standalone file's `templates`, a test's)."""
+
+    def __init__(self, *templates: AnalysisTemplate) -> None:
+        self.templates = {(template.name, template.cluster_scope): template for template in templates}
+
+    async def get(self, name: str, *, cluster_scope: bool = False) -> AnalysisTemplate | None:
+        return self.templates.get((name, cluster_scope))
+
+
+class ChainedTemplates:
+    """Asks each source in turn; the first that knows the name wins (user templates before builtins)."""
+
+    def __init__(self, *sources: TemplateSource) -> None:
+        self.sources = sources
+
+    async def get(self, name: str, *, cluster_scope: bool = False) -> AnalysisTemplate | None:
+        for source in self.sources:
+            template = await source.get(name, cluster_scope=cluster_scope)
+            if template is not None:
+                return template
+        return None

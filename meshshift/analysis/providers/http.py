@@ -1,0 +1,139 @@
+"""One HTTP exchange for a provider, with every failure turned into an actionable ProviderError.
+
+Each measurement opens its own short-lived session: measurements are minutes apart, so
+there is nothing to pool, and nothing to close when a provider is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from meshshift.analysis.templating import render_header, render_plain
+from meshshift.ports import MeasureContext, ProviderError
+from meshshift.spec.durations import parse_duration
+
+# A provider answer larger than this is not a metric; refuse it rather than hold it.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+# (secret name, namespace or None for meshshift's own) -> the Secret's data, or None.
+SecretReader = Callable[[str, str | None], Awaitable[Mapping[str, str] | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    status: int
+    body: bytes
+    url: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def text(self, limit: int = 300) -> str:
+        return shorten(self.body.decode("utf-8", errors="replace"), limit)
+
+
+def shorten(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+async def fetch(
+    method: str,
+    url: str,
+    *,
+    what: str,
+    within: float,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    data: Mapping[str, str] | str | bytes | None = None,
+    json_body: Any = None,
+    verify_tls: bool = True,
+) -> HttpAnswer:
+    """Send one request; `what` names the service in errors ("prometheus at http://...")."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=within)) as session,
+            session.request(
+                method,
+                url,
+                headers=dict(headers or {}),
+                params=dict(params) if params is not None else None,
+                data=data,
+                json=json_body,
+                ssl=verify_tls,
+            ) as response,
+        ):
+            body = await response.content.read(MAX_BODY_BYTES + 1)
+            if len(body) > MAX_BODY_BYTES:
+                raise ProviderError(f"{what} answered more than {MAX_BODY_BYTES} bytes; refusing it")
+            return HttpAnswer(response.status, body, str(response.url))
+    except TimeoutError:
+        raise ProviderError(f"{what} did not answer within {within:g}s") from None
+    except aiohttp.InvalidURL as error:
+        raise ProviderError(f"{what}: invalid URL {error}") from None
+    except aiohttp.ClientConnectorError as error:
+        raise ProviderError(f"cannot reach {what}: {error.strerror or error}; check the address") from None
+    except aiohttp.ClientError as error:
+        raise ProviderError(f"{what}: {type(error).__name__}: {error}") from None
+
+
+def decode_json(answer: HttpAnswer, what: str) -> Any:
+    try:
+        return json.loads(answer.body)
+    except ValueError:
+        raise ProviderError(
+            f"{what} answered HTTP {answer.status} with a body that is not JSON: {answer.text(200)!r}"
+        ) from None
+
+
+async def find_secret(
+    name: str, *, context: MeasureContext, namespace: str | None, reader: SecretReader | None
+) -> Mapping[str, str] | None:
+    """A Secret's data: from the run's resolved secrets, else through `reader` (Kubernetes)."""
+    if name in context.secrets:
+        return context.secrets[name]
+    if reader is not None:
+        return await reader(name, namespace)
+    return None
+
+
+def seconds_option(
+    options: Mapping[str, Any], key: str, default: float, *, args: Mapping[str, str], field: str
+) -> float:
+    """A timeout or window in seconds: a number (10) or a duration ("30s", "5m"); args allowed."""
+    raw = options.get(key)
+    if raw is None:
+        return default
+    value: object = raw
+    if not isinstance(raw, int | float):
+        value = render_plain(str(raw), args, field=f"{field}.{key}")
+    try:
+        seconds = parse_duration(value)
+    except ValueError as error:
+        raise ProviderError(f"{field}.{key}: {error}") from None
+    if seconds <= 0:
+        raise ProviderError(f"{field}.{key}: must be more than 0 seconds, got {raw!r}")
+    return seconds
+
+
+def render_headers(options: Mapping[str, Any], args: Mapping[str, str], field: str) -> dict[str, str]:
+    """Argo's `headers: [{key, value}]`, args substituted (no line breaks can come in)."""
+    headers: dict[str, str] = {}
+    for index, entry in enumerate(options.get("headers") or []):
+        where = f"{field}.headers[{index}]"
+        if not isinstance(entry, Mapping) or "key" not in entry:
+            raise ProviderError(f"{where}: expected {{key: NAME, value: TEXT}}")
+        key = render_header(str(entry["key"]), args, field=f"{where}.key")
+        headers[key] = render_header(str(entry.get("value", "")), args, field=f"{where}.value")
+    return headers
+
+
+def is_true(value: object) -> bool:
+    """A YAML boolean option that may also be written "true" (a placeholder's value)."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")

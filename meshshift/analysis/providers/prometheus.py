@@ -1,0 +1,167 @@
+"""The `prometheus` provider: one instant query against the Prometheus HTTP API.
+
+Options (Argo Rollouts' names): `address`, `query`, `timeout` (seconds, default 30),
+`headers` (`[{key, value}]`), `insecure`. Without `address` the provider's default is
+used: the one it was built with, else `$MESHSHIFT_PROMETHEUS_ADDRESS`. A bearer token is
+sent when no Authorization header is given and one is configured: the constructor's,
+else `$MESHSHIFT_PROMETHEUS_BEARER_TOKEN`, else the file named by
+`$MESHSHIFT_PROMETHEUS_BEARER_TOKEN_FILE` (read at every measurement: tokens rotate).
+
+The answer becomes `result`: a scalar is a number; a vector is a list of numbers, one per
+series, in Prometheus' order; a matrix (a range selector) is the list of every sample of
+every series; NaN and ±Inf are kept as floats; an empty vector is an empty list.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from meshshift.analysis.providers.http import (
+    decode_json,
+    fetch,
+    is_true,
+    render_headers,
+    seconds_option,
+    shorten,
+)
+from meshshift.analysis.templating import render_promql, render_url
+from meshshift.ports import MeasureContext, ProviderError, ProviderResult
+from meshshift.spec.model import Metric
+
+log = structlog.get_logger(__name__)
+
+ENV_ADDRESS = "MESHSHIFT_PROMETHEUS_ADDRESS"
+ENV_BEARER_TOKEN = "MESHSHIFT_PROMETHEUS_BEARER_TOKEN"  # noqa: S105 (a variable's name)
+ENV_BEARER_TOKEN_FILE = "MESHSHIFT_PROMETHEUS_BEARER_TOKEN_FILE"  # noqa: S105
+DEFAULT_TIMEOUT = 30.0
+
+
+class PrometheusProvider:
+    kind = "prometheus"
+
+    def __init__(
+        self,
+        *,
+        default_address: str | None = None,
+        bearer_token: str | None = None,
+        bearer_token_file: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self.default_address = default_address or env.get(ENV_ADDRESS) or None
+        self.bearer_token = bearer_token or env.get(ENV_BEARER_TOKEN) or None
+        self.bearer_token_file = bearer_token_file or env.get(ENV_BEARER_TOKEN_FILE) or None
+        self.timeout = timeout
+
+    async def measure(self, metric: Metric, context: MeasureContext) -> ProviderResult:
+        options = metric.provider.options if metric.provider else {}
+        field = "provider.prometheus"
+        raw_query = options.get("query")
+        if not isinstance(raw_query, str) or not raw_query.strip():
+            raise ProviderError(f"{field}.query: a query is required")
+        query = render_promql(raw_query, context.args, field=f"{field}.query")
+        address = self._address(options, context.args, field)
+        timeout = seconds_option(options, "timeout", self.timeout, args=context.args, field=field)
+        _refuse_authentication(options, field)
+        what = f"prometheus at {address}"
+        answer = await fetch(
+            "POST",
+            f"{address}/api/v1/query",
+            what=what,
+            within=timeout,
+            headers=self._headers(options, context.args, field),
+            data={"query": query, "timeout": f"{timeout:g}"},  # seconds: the server stops there too
+            verify_tls=not is_true(options.get("insecure")),
+        )
+        body = decode_json(answer, what)
+        value = parse_query_response(body, what=what, query=query, status=answer.status)
+        return ProviderResult(value=value, query=query)
+
+    def _address(self, options: Mapping[str, Any], args: Mapping[str, str], field: str) -> str:
+        raw = options.get("address")
+        if raw:
+            address = render_url(str(raw), args, field=f"{field}.address")
+        elif self.default_address:
+            address = self.default_address
+        else:
+            raise ProviderError(
+                f"{field}.address: no Prometheus address: set it in the template, or set ${ENV_ADDRESS} "
+                "for meshshift"
+            )
+        return address.rstrip("/")
+
+    def _headers(self, options: Mapping[str, Any], args: Mapping[str, str], field: str) -> dict[str, str]:
+        headers = render_headers(options, args, field)
+        if not any(key.lower() == "authorization" for key in headers):
+            token = self._bearer_token()
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _bearer_token(self) -> str | None:
+        if self.bearer_token:
+            return self.bearer_token
+        if self.bearer_token_file:
+            try:
+                return Path(self.bearer_token_file).read_text().strip() or None
+            except OSError as error:
+                raise ProviderError(
+                    f"cannot read the Prometheus bearer token file {self.bearer_token_file}: {error.strerror}"
+                ) from None
+        return None
+
+
+def _refuse_authentication(options: Mapping[str, Any], field: str) -> None:
+    authentication = options.get("authentication")
+    if authentication:
+        kinds = ", ".join(sorted(authentication)) if isinstance(authentication, Mapping) else "it"
+        raise ProviderError(
+            f"{field}.authentication: {kinds} is not supported by meshshift; send credentials with "
+            "headers (for example Authorization: Bearer {{args.token}} with the token from a secret arg) "
+            f"or set ${ENV_BEARER_TOKEN} / ${ENV_BEARER_TOKEN_FILE}"
+        )
+
+
+def parse_query_response(body: Any, *, what: str, query: str, status: int = 200) -> float | list[float]:
+    """The `result` of a Prometheus API answer (see the module docstring)."""
+    for_query = f"for query {shorten(query, 200)!r}"
+    if not isinstance(body, Mapping):
+        raise ProviderError(f"{what} answered HTTP {status} with unexpected JSON {shorten(str(body), 200)!r}")
+    if body.get("status") != "success":
+        if "error" in body:
+            reason = f"{body.get('errorType', 'error')}: {body.get('error')}"
+            raise ProviderError(f"{what} rejected the query ({reason}) {for_query}")
+        raise ProviderError(f"{what} answered HTTP {status} {for_query}: {shorten(str(body), 200)}")
+    for warning in body.get("warnings") or ():
+        log.warning("prometheus warning", address=what, query=query, warning=warning)
+    data = body.get("data")
+    if not isinstance(data, Mapping):
+        raise ProviderError(f"{what} answered without data {for_query}")
+    result_type = data.get("resultType")
+    result: Any = data.get("result")
+    try:
+        if result_type == "scalar":
+            return _number(result[1])
+        if result_type == "vector":
+            return [_number(sample["value"][1]) for sample in result]
+        if result_type == "matrix":
+            return [_number(point[1]) for series in result for point in series["values"]]
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise ProviderError(
+            f"{what} answered a malformed {result_type} {for_query}: {shorten(str(result), 200)!r}"
+        ) from None
+    raise ProviderError(
+        f"{what} answered a {result_type} result {for_query}; meshshift reads scalar, vector and "
+        "matrix results (make the query return numbers)"
+    )
+
+
+def _number(text: object) -> float:
+    # Prometheus sends sample values as strings; float() reads "NaN", "+Inf" and "-Inf".
+    return float(str(text))
