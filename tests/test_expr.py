@@ -567,8 +567,9 @@ def test_deeply_nested_results_give_an_eval_error() -> None:
         ("__import__('os')", "unknown function '__import__'; allowed: abs, all, any,"),
         ("().__class__", "attribute access is not allowed"),
         ("result.__class__", "attribute access is not allowed"),
-        ("x.y", "attribute access is not allowed"),
-        ("result[0].real", "attribute access is not allowed"),
+        ("x.y", "unknown name 'x'"),
+        ("result._private", "attribute access is not allowed"),
+        ("result. status", "attribute access is not allowed"),
         ('result["__class__"]', "strings may not contain '__'"),
         ('"__"', "strings may not contain '__'"),
         (r'"\x5f\x5f"', "strings may not contain '__'"),  # escapes cannot sneak it in
@@ -599,7 +600,7 @@ def test_deeply_nested_results_give_an_eval_error() -> None:
         ("`cmd`", "backtick strings are not supported"),
         ("result @ 1", "unexpected character '@'"),
         ("#", "'#' (the current element) can only be used inside a predicate"),
-        ("all(result, {#.x})", "attribute access is not allowed"),
+        ("all(result, {#.__x})", "attribute access is not allowed"),
         ("all(result, {#index > 0})", "'#index' is not supported"),
         ("{'a': 1}", "map literals are not supported"),
         ("result[1:2]", "slices like x[1:3] are not supported"),
@@ -820,3 +821,28 @@ def test_evaluation_never_raises_anything_but_an_eval_error(result: object) -> N
     for condition in _assorted_conditions:
         with contextlib.suppress(ConditionEvalError):
             condition.test(result)
+
+
+# --- `.name` reads a map key (expr's member access on maps, as Argo templates use it) ------
+
+
+@pytest.mark.parametrize(
+    ("source", "result", "expected"),
+    [
+        ('result.status == "healthy"', {"status": "healthy"}, True),
+        ("result.data.successRate >= 0.95", {"data": {"successRate": 0.97}}, True),
+        ("all(result, {#.ok})", [{"ok": True}, {"ok": True}], True),
+        ("isNil(result.missing)", {"present": 1}, True),
+        ('result["status"] == result.status', {"status": "x"}, True),
+    ],
+)
+def test_dot_reads_map_keys(source: str, result: object, expected: object) -> None:
+    assert compile_condition(source).evaluate(result) == expected
+
+
+def test_dot_on_a_non_map_is_an_evaluation_error_never_an_attribute() -> None:
+    condition = compile_condition("result[0].real == 1")
+    with pytest.raises(ConditionEvalError, match="cannot index"):
+        condition.evaluate([1.0])
+    with pytest.raises(ConditionEvalError):
+        compile_condition("result.upper == 1").evaluate("text")

@@ -40,7 +40,7 @@ _OPERATORS = (
 _WORD_OPERATORS = frozenset({"and", "or", "not", "in"})
 # Characters that are never valid, with the reason to give.
 _FORBIDDEN = {
-    ".": "attribute access is not allowed; index maps instead: result[\"field\"]",
+    ".": "attribute access is not allowed; '.name' only reads a map key, as in result.status",
     "=": "'=' is assignment, which conditions do not have; compare with '=='",
     "&": "use '&&' (or 'and') for a logical and",
     "|": "use '||' (or 'or') for a logical or",
@@ -50,6 +50,7 @@ _FORBIDDEN = {
 _DIGITS = "0123456789"
 _DIGITS_NONEMPTY = tuple(_DIGITS)  # `"" in "0123456789"` is true, `"" in` this is not
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MAP_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # Digits may be grouped with '_' (1_000), as in expr; int() / float() reject misplaced ones.
 _NUMBER = re.compile(r"(?:[0-9][0-9_]*(?:\.[0-9][0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9][0-9_]*)?")
 _NUMBER_TAIL = re.compile(r"[A-Za-z0-9_]+")
@@ -75,6 +76,11 @@ def tokenize(source: str) -> list[Token]:
             token = _number(source, position)
             tokens.append(token)
             position = token.end
+        elif char == "." and _MAP_KEY.match(source, position + 1):
+            # `.name` reads a map key (expr's member access on maps), nothing else: names
+            # starting with '_' never pass, so `__class__` and friends stay out of reach.
+            tokens.append(Token(TokenKind.OPERATOR, ".", ".", position, position + 1))
+            position += 1
         elif char in "\"'":
             token = _string(source, position)
             tokens.append(token)

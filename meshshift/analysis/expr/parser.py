@@ -257,7 +257,10 @@ class _Parser:
         return self._postfix(node)
 
     def _postfix(self, node: Node) -> Node:
-        while self._at("["):
+        while self._at("[") or self._at("."):
+            if self._at("."):
+                node = self._map_key(node)
+                continue
             opener = self._advance()
             if self._at(":"):
                 raise self._error("slices like x[1:3] are not supported", self._current.start)
@@ -267,6 +270,13 @@ class _Parser:
             closer = self._expect("]", opener)
             node = Index(node, key, node.start, closer.end, self._depth(opener.start, node, key))
         return node
+
+    def _map_key(self, node: Node) -> Node:
+        """`x.name` is `x["name"]`: a map lookup, never an attribute."""
+        self._advance()
+        token = self._advance()
+        key = Literal(str(token.value), token.start, token.end, self._depth(token.start))
+        return Index(node, key, node.start, token.end, self._depth(token.start, node, key))
 
     def _name(self) -> Node:
         token = self._advance()
@@ -297,7 +307,7 @@ class _Parser:
                 token.start,
             )
         following = self._current
-        if following.kind is TokenKind.NAME and following.start == token.end:
+        if following.kind is TokenKind.NAME and following.start == token.end:  # `#index` and the like
             raise self._error(
                 f"'#{following.text}' is not supported; '#' alone is the current element", token.start
             )
