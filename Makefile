@@ -54,6 +54,8 @@ demo: $(STAMP) system-deps-demo
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/providers.py
+	$(BIN)/python bench/standalone.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis test-artifacts

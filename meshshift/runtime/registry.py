@@ -6,10 +6,14 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
+import structlog
+
 from meshshift.engine.machine import Command, CommandKind, CommandOutcome
 from meshshift.runtime.controller import RolloutController, RolloutKey, RolloutSnapshot
 
 Listener = Callable[[RolloutKey, RolloutSnapshot | None], None]
+
+log = structlog.get_logger(__name__)
 
 
 class UnknownRolloutError(KeyError):
@@ -41,7 +45,10 @@ class RolloutRegistry:
 
     def _notify(self, key: RolloutKey, snapshot: RolloutSnapshot | None) -> None:
         for listener in list(self.listeners):
-            listener(key, snapshot)
+            try:
+                listener(key, snapshot)
+            except Exception:  # metrics, notifications, streams must never stop a rollout
+                log.exception("registry listener failed", rollout=str(key))
 
     def list(self) -> list[RolloutSnapshot]:
         return [self.snapshots[key] for key in sorted(self.snapshots)]
@@ -62,14 +69,3 @@ class RolloutRegistry:
             raise UnknownRolloutError(str(key))
         future = controller.submit(Command(kind, f"api-{uuid.uuid4().hex[:12]}"))
         return await asyncio.shield(future)
-
-    def changes(self) -> asyncio.Queue[RolloutKey]:
-        """A queue of the keys of rollouts that changed, for streaming endpoints."""
-        queue: asyncio.Queue[RolloutKey] = asyncio.Queue(maxsize=1000)
-
-        def enqueue(key: RolloutKey, _snapshot: RolloutSnapshot | None) -> None:
-            if not queue.full():
-                queue.put_nowait(key)
-
-        self.listeners.append(enqueue)
-        return queue

@@ -14,9 +14,11 @@
 | `meshshift.io/progress-deadline`     | duration, default `10m`                               |
 | `meshshift.io/command`               | `promote`, `promote-full`, `abort`, `retry` (kept raw) |
 | `meshshift.io/allow-non-monotonic`   | `"true"` lets a later setWeight be lower than an earlier one |
+| `meshshift.io/slack-webhook-url`     | Slack incoming webhook for this rollout's notifications |
+| `meshshift.io/webhook-url`           | generic JSON webhook for this rollout's notifications |
 
-`meshshift.io/allow-non-monotonic` is meshshift's one key beyond the contract: without it
-a schedule like `50 -> 10` is refused as a likely typo. The same key is honoured on an
+Beyond the contract: `meshshift.io/allow-non-monotonic` (without it a schedule like
+`50 -> 10` is refused as a likely typo) and the two notification receivers. The same key is honoured on an
 Argo Rollout's metadata.
 
 Any other `meshshift.io/*` key is reported as a warning with the closest known key, so
@@ -70,6 +72,8 @@ ON_FAILURE = "meshshift.io/on-failure"
 PROGRESS_DEADLINE = "meshshift.io/progress-deadline"
 COMMAND = "meshshift.io/command"
 ALLOW_NON_MONOTONIC = "meshshift.io/allow-non-monotonic"
+SLACK_WEBHOOK_URL = "meshshift.io/slack-webhook-url"
+WEBHOOK_URL = "meshshift.io/webhook-url"
 
 ANNOTATION_KEYS = (
     ENABLED,
@@ -84,6 +88,8 @@ ANNOTATION_KEYS = (
     PROGRESS_DEADLINE,
     COMMAND,
     ALLOW_NON_MONOTONIC,
+    SLACK_WEBHOOK_URL,
+    WEBHOOK_URL,
 )
 COMMANDS = ("promote", "promote-full", "abort", "retry")
 DEFAULT_NAMESPACE = "default"

@@ -1,0 +1,490 @@
+"""`meshshift demo`: the whole loop on this machine, with real processes and real traffic.
+
+It starts two versions of the demo app (`stable` and `canary`; the canary misbehaves in
+the bad scenarios), the proxy (Envoy or NGINX, from their wheels), Prometheus scraping
+the apps, a steady load through the proxy, and the meshshift daemon in this process
+(controller, /metrics, API and dashboard on `--listen`). The rollout is the tutorial's
+schedule with short intervals: 10 -> 25 -> 50 -> 100 % with an analysis at each step,
+plus a header route (`X-Canary: true` always reaches the canary).
+
+Without a `prometheus` binary the Envoy demo measures through Envoy's own admin endpoint
+(the builtin templates' `envoy-admin` source) and says so. NGINX reports no per-upstream
+metrics, so the NGINX demo needs Prometheus and says how to install it.
+
+Exit code: 0 when the outcome is the scenario's expectation (healthy: promoted; bad-errors
+and bad-latency: rolled back), 1 otherwise or on an error, 130 when interrupted
+(Ctrl-C or SIGTERM; every child process is stopped either way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+import yaml
+from rich.console import Console
+
+from meshshift.demo.load import LoadGenerator, LoadStats, running_load
+from meshshift.demo.processes import ManagedProcess, free_port, wait_until_http_ready
+from meshshift.demo.progress import DemoView, ProgressDisplay, Summary, build_view, print_summary
+from meshshift.demo.prometheus import PrometheusServer, ScrapeTarget, find_prometheus, prometheus_server
+from meshshift.engine.state import RevisionRecord
+from meshshift.runtime.controller import RolloutSnapshot
+from meshshift.settings import DaemonSettings
+from meshshift.standalone.daemon import (
+    FATAL_ERRORS,
+    StandaloneRuntime,
+    parse_rollout_text,
+    standalone_runtime,
+)
+
+log = structlog.get_logger(__name__)
+
+SERVICE = "demo"
+LOAD_RATE = 40.0  # requests per second through the weighted split
+HEADER_RATE = 2.0  # requests per second carrying X-Canary: true
+STABLE_LATENCY_MS = 5.0
+PAUSE = "3s"  # each step holds this long before its analysis
+DEADLINE = 150.0  # seconds for the rollout to decide (it takes well under a minute)
+AFTER_DECISION = 3.0  # seconds of traffic measured after the decision
+HEADER_ROUTE = "canary-by-header"
+# Set to 1 to measure through Envoy's admin endpoint even when Prometheus is installed.
+NO_PROMETHEUS_ENV = "MESHSHIFT_DEMO_NO_PROMETHEUS"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    canary_error_rate: float
+    canary_latency_ms: float
+    expected: str  # the outcome this scenario should end with
+    story: str
+
+
+SCENARIOS = {
+    "healthy": Scenario("healthy", 0.0, STABLE_LATENCY_MS, "Promoted", "the canary is as good as the stable"),
+    "bad-errors": Scenario(
+        "bad-errors", 0.3, STABLE_LATENCY_MS, "Aborted", "the canary answers 30 % with HTTP 500"
+    ),
+    "bad-latency": Scenario("bad-latency", 0.0, 800.0, "Aborted", "the canary takes 800 ms per request"),
+}
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run here; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoPorts:
+    stable: int
+    canary: int
+    proxy: int
+    admin: int
+
+    @classmethod
+    def pick(cls) -> DemoPorts:
+        return cls(stable=free_port(), canary=free_port(), proxy=free_port(), admin=free_port())
+
+
+# --- the rollout ------------------------------------------------------------------------
+
+
+def prometheus_template(address: str) -> dict[str, Any]:
+    """The tutorial's success-rate and latency queries, with windows short enough for a demo."""
+    selector = 'service="{{args.service-name}}", version="{{args.canary-hash}}"'
+    return {
+        "apiVersion": "meshshift.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "demo-health"},
+        "spec": {
+            "args": [{"name": "service-name"}, {"name": "canary-hash"}],
+            "metrics": [
+                {
+                    "name": "success-rate",
+                    "interval": "2s",
+                    "count": 2,
+                    "successCondition": "result[0] >= 0.95",
+                    "provider": {
+                        "prometheus": {
+                            "address": address,
+                            "query": f'sum(rate(http_requests_total{{{selector}, status!~"5.."}}[10s]))\n'
+                            f"/\nsum(rate(http_requests_total{{{selector}}}[10s]))",
+                        }
+                    },
+                },
+                {
+                    "name": "latency-p95",
+                    "interval": "2s",
+                    "count": 2,
+                    "successCondition": "result[0] <= 500",
+                    "provider": {
+                        "prometheus": {
+                            "address": address,
+                            "query": "histogram_quantile(0.95,\n  sum(rate("
+                            f"http_request_duration_seconds_bucket{{{selector}}}[10s])) by (le)\n) * 1000",
+                        }
+                    },
+                },
+            ],
+        },
+    }
+
+
+def rollout_document(
+    ports: DemoPorts, router: str, prometheus_url: str | None, state_file: str
+) -> list[dict[str, Any]]:
+    """The StandaloneRollout the demo runs (written to rollout.yaml for whoever wants to reuse it)."""
+    if prometheus_url is not None:
+        analysis: dict[str, Any] = {
+            "templates": [{"templateName": "demo-health"}],
+            "args": [{"name": "service-name", "value": SERVICE}],
+        }
+    else:  # Envoy's admin endpoint through the builtin templates
+        analysis = {
+            "templates": [{"templateName": "request-success-rate"}, {"templateName": "request-duration"}],
+            "args": [
+                {"name": "interval", "value": "5s"},
+                {"name": "count", "value": "2"},
+                {"name": "failure-limit", "value": "0"},
+                {"name": "min-success-rate", "value": "95"},
+                {"name": "max-duration", "value": "500"},
+                {"name": "quantile", "value": "0.95"},
+            ],
+        }
+    steps: list[dict[str, Any]] = [
+        {
+            "setHeaderRoute": {
+                "name": HEADER_ROUTE,
+                "match": [{"headerName": "X-Canary", "headerValue": {"exact": "true"}}],
+            }
+        }
+    ]
+    for weight in (10, 25, 50, 100):
+        steps += [{"setWeight": weight}, {"pause": {"duration": PAUSE}}, {"analysis": analysis}]
+    router_options: dict[str, Any] = {"listen": f"127.0.0.1:{ports.proxy}"}
+    if router == "envoy":
+        router_options["admin"] = f"127.0.0.1:{ports.admin}"
+    rollout: dict[str, Any] = {
+        "apiVersion": "meshshift.io/v1alpha1",
+        "kind": "StandaloneRollout",
+        "metadata": {"name": SERVICE},
+        "spec": {
+            "router": {router: router_options},
+            "stable": {"endpoints": [f"127.0.0.1:{ports.stable}"]},
+            "canary": {"endpoints": [f"127.0.0.1:{ports.canary}"]},
+            "steps": steps,
+            "onFailure": "rollback",
+            "progressDeadline": "1m",
+            "abortScaleDownDelay": "0s",
+            "stateFile": state_file,
+        },
+    }
+    templates = [prometheus_template(prometheus_url)] if prometheus_url is not None else []
+    return [rollout, *templates]
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+def app_process(
+    version: str, port: int, workdir: Path, *, error_rate: float, latency_ms: float
+) -> ManagedProcess:
+    argv = [
+        sys.executable,
+        "-m",
+        "meshshift.demo.app",
+        f"--version={version}",
+        f"--service={SERVICE}",
+        f"--port={port}",
+        f"--error-rate={error_rate}",
+        f"--latency-ms={latency_ms}",
+    ]
+    return ManagedProcess(f"app-{version}", argv, workdir / f"app-{version}.log")
+
+
+@contextlib.asynccontextmanager
+async def running_apps(scenario: Scenario, ports: DemoPorts, workdir: Path) -> AsyncIterator[None]:
+    stable = app_process("stable", ports.stable, workdir, error_rate=0.0, latency_ms=STABLE_LATENCY_MS)
+    canary = app_process(
+        "canary",
+        ports.canary,
+        workdir,
+        error_rate=scenario.canary_error_rate,
+        latency_ms=scenario.canary_latency_ms,
+    )
+    try:
+        await asyncio.gather(stable.start(), canary.start())
+        await asyncio.gather(
+            wait_until_http_ready(f"http://127.0.0.1:{ports.stable}/healthz", process=stable),
+            wait_until_http_ready(f"http://127.0.0.1:{ports.canary}/healthz", process=canary),
+        )
+        yield
+    finally:
+        await asyncio.gather(stable.stop(), canary.stop())
+
+
+def prometheus_wanted() -> bool:
+    return find_prometheus() is not None and os.environ.get(NO_PROMETHEUS_ENV, "") in ("", "0")
+
+
+@contextlib.asynccontextmanager
+async def maybe_prometheus(
+    targets: list[ScrapeTarget], workdir: Path
+) -> AsyncIterator[PrometheusServer | None]:
+    if not prometheus_wanted():
+        yield None
+        return
+    async with prometheus_server(targets, scrape_interval="1s", workdir=workdir / "prometheus") as server:
+        yield server
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+def decision(snapshot: RolloutSnapshot | None, revision: str | None) -> RevisionRecord | None:
+    """The history record that ends the rollout of `revision`, once there is one."""
+    if snapshot is None or snapshot.state is None:
+        return None
+    for record in reversed(snapshot.state.history):
+        if revision is None or record.revision == revision:
+            return record
+    return None
+
+
+def header_route_applied(snapshot: RolloutSnapshot) -> bool:
+    return any(HEADER_ROUTE in applied.header_routes for applied in snapshot.applied.values())
+
+
+class Demo:
+    def __init__(self, scenario: Scenario, router: str, listen: str, console: Console) -> None:
+        self.scenario = scenario
+        self.router = router
+        self.listen = listen
+        self.console = console
+        self.token = secrets.token_urlsafe(12)
+        self.workdir = Path(tempfile.mkdtemp(prefix="meshshift-demo-"))
+        self.ports = DemoPorts.pick()
+        self.load = LoadGenerator(f"http://127.0.0.1:{self.ports.proxy}/", rate=LOAD_RATE, clock=time.time)
+        self.header = LoadGenerator(
+            f"http://127.0.0.1:{self.ports.proxy}/",
+            rate=HEADER_RATE,
+            headers={"X-Canary": "true"},
+            clock=time.time,
+        )
+
+    def say(self, text: str) -> None:
+        self.console.print(text, highlight=False, soft_wrap=True)
+
+    async def run(self) -> Summary:
+        if not prometheus_wanted() and self.router == "nginx":
+            raise DemoError(
+                "the nginx demo needs Prometheus (NGINX reports no per-upstream metrics): "
+                "install it (`apt-get install prometheus`, or `make demo` as root) or use --router envoy"
+            )
+        self.say(
+            f"meshshift demo: scenario {self.scenario.name} ({self.scenario.story}), router {self.router}"
+        )
+        self.say(f"working directory (logs, configs, state): {self.workdir}")
+        targets = [
+            ScrapeTarget("app-stable", f"127.0.0.1:{self.ports.stable}"),
+            ScrapeTarget("app-canary", f"127.0.0.1:{self.ports.canary}"),
+            ScrapeTarget("meshshift", self.listen.replace("0.0.0.0", "127.0.0.1")),  # noqa: S104
+        ]
+        if self.router == "envoy":
+            targets.append(ScrapeTarget("envoy", f"127.0.0.1:{self.ports.admin}", "/stats/prometheus"))
+        async with (
+            running_apps(self.scenario, self.ports, self.workdir),
+            maybe_prometheus(targets, self.workdir) as prometheus,
+        ):
+            return await self._with_metrics(prometheus)
+
+    async def _with_metrics(self, prometheus: PrometheusServer | None) -> Summary:
+        if prometheus is None:
+            why = "no prometheus binary found" if find_prometheus() is None else f"{NO_PROMETHEUS_ENV} is set"
+            source = f"Envoy's admin endpoint (/stats/prometheus), read directly ({why})"
+            self.say(
+                f"no Prometheus ({why}): the analysis reads Envoy's admin endpoint /stats/prometheus instead"
+            )
+        else:
+            source = f"Prometheus at {prometheus.url}, the tutorial's queries on the apps' metrics"
+        documents = rollout_document(
+            self.ports,
+            self.router,
+            prometheus.url if prometheus else None,
+            str(self.workdir / "demo.state.json"),
+        )
+        text = yaml.safe_dump_all(documents, sort_keys=False)
+        (self.workdir / "rollout.yaml").write_text(text)
+        loaded = parse_rollout_text(text, str(self.workdir / "rollout.yaml"))
+        settings = DaemonSettings(
+            listen=self.listen, token=self.token, prometheus_address=prometheus.url if prometheus else None
+        )
+        async with standalone_runtime(
+            loaded, base_dir=self.workdir, settings=settings, start=False
+        ) as runtime:
+            self._print_urls(runtime, prometheus)
+            async with running_load(self.load):
+                if prometheus is not None:
+                    self.say("waiting for Prometheus' first scrapes (about 7 s)...")
+                    await prometheus.wait_for_data(
+                        f'sum(rate(http_requests_total{{service="{SERVICE}", version="stable"}}[10s]))',
+                        wait_seconds=60,
+                    )
+                runtime.start()
+                record = await self._follow(runtime)
+                after = await self._traffic_after()
+        return self._summary(record, after, source)
+
+    def _print_urls(self, runtime: StandaloneRuntime, prometheus: PrometheusServer | None) -> None:
+        base = runtime.http_url or f"http://{self.listen}"
+        base = base.replace("0.0.0.0", "127.0.0.1")  # noqa: S104
+        proxy = runtime.proxy_url
+        lines = [
+            f"proxy ({self.router}):  {proxy}/   try: curl -H 'X-Canary: true' {proxy}/",
+            f"dashboard:       {base}/",
+            f"metrics:         {base}/metrics",
+            f"control:         meshshift promote {SERVICE} -n standalone --server {base} "
+            f"--token {self.token}",
+        ]
+        if prometheus is not None:
+            lines.append(f"prometheus:      {prometheus.url}/")
+        if runtime.envoy_admin_url:
+            lines.append(f"envoy admin:     {runtime.envoy_admin_url}/")
+        for line in lines:
+            self.say(line)
+
+    async def _follow(self, runtime: StandaloneRuntime) -> RevisionRecord | None:
+        revision = runtime.workloads.revision
+        started = time.time()
+        title = f"meshshift demo: {self.scenario.name} on {self.router}"
+        header_load: asyncio.Task[LoadStats] | None = None
+        try:
+            with ProgressDisplay(self.console, title) as display:
+                while time.time() - started < DEADLINE:
+                    runtime.check_proxy()
+                    snapshot = runtime.registry.snapshots.get(runtime.key)
+                    if snapshot is not None:
+                        display.show(self._view(snapshot, started))
+                        if header_load is None and header_route_applied(snapshot):
+                            # QA traffic starts once its route is there, and stops at the decision.
+                            header_load = asyncio.create_task(self.header.run())
+                        record = decision(snapshot, revision)
+                        if record is not None:
+                            return record
+                    await asyncio.sleep(0.25)
+            return None
+        finally:
+            if header_load is not None:
+                header_load.cancel()
+                await asyncio.gather(header_load, return_exceptions=True)
+
+    def _view(self, snapshot: RolloutSnapshot, started: float) -> DemoView:
+        now = time.time()
+        return build_view(
+            snapshot,
+            elapsed=now - started,
+            load=self.load.stats,
+            header=self.header.stats,
+            window_start=now - 2.0,
+        )
+
+    async def _traffic_after(self) -> Counter[str]:
+        """The versions that answered the weighted traffic in the seconds after the decision."""
+        since = time.time() + 0.5  # let answers already in flight come back first
+        await asyncio.sleep(AFTER_DECISION)
+        return Counter(a.version for a in self.load.stats.recent if a.at >= since)
+
+    def _summary(self, record: RevisionRecord | None, after: Counter[str], source: str) -> Summary:
+        stats: LoadStats = self.load.stats
+        first_canary = stats.first_seen.get("canary")
+        decided = None
+        if record is not None and first_canary is not None:
+            decided = record.finished_at - first_canary
+        return Summary(
+            scenario=self.scenario.name,
+            router=self.router,
+            outcome=record.outcome if record is not None else f"no decision within {DEADLINE:g}s",
+            expected=self.scenario.expected,
+            decision_seconds=decided,
+            requests=dict(stats.requests),
+            failed=dict(stats.failures),
+            header_requests=dict(self._header_answers_until(record)),
+            after=dict(after),
+            metrics_source=source,
+        )
+
+    def _header_answers_until(self, record: RevisionRecord | None) -> Counter[str]:
+        """The QA requests sent while the header route was set (it goes with the decision)."""
+        stats = self.header.stats
+        counts = Counter(stats.requests)
+        if record is not None:
+            late = Counter(a.version for a in stats.recent if a.at - a.latency > record.finished_at)
+            counts -= late
+        return counts
+
+    def cleanup(self, *, keep: bool) -> None:
+        if keep:
+            self.say(f"logs kept in {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _log_to_file(path: Path) -> None:
+    """The daemon's JSON logs go to a file: the terminal belongs to the progress display."""
+    from meshshift.logs import configure_logging
+
+    configure_logging("json", "INFO")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=path.open("a")))
+
+
+async def run_demo(*, scenario: str, router: str, listen: str) -> int:
+    """Run one demo scenario; the exit code says whether it ended as the scenario expects."""
+    console = Console()
+    demo = Demo(SCENARIOS[scenario], router, listen, console)
+    _log_to_file(demo.workdir / "meshshift.log")
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    stopping = False
+
+    def stop() -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    keep = True
+    try:
+        summary = await demo.run()
+        print_summary(console, summary)
+        keep = not summary.as_expected
+        return 0 if summary.as_expected else 1
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+        console.print("interrupted: every process the demo started is stopped", highlight=False)
+        keep = False
+        return 130
+    except (DemoError, *FATAL_ERRORS) as error:
+        console.print(f"meshshift demo: {error}", style="red", highlight=False)
+        return 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        demo.cleanup(keep=keep)

@@ -1,0 +1,512 @@
+"""`meshshift run --config rollout.yaml`: one rollout, a local Envoy or NGINX, no Kubernetes.
+
+The same engine and RolloutController as Kubernetes mode, with standalone adapters:
+the router drives the proxy it runs (or attaches to), the workloads are the endpoint
+sets of the rollout file, and the state lives in one JSON file replaced atomically.
+
+The rollout file may hold AnalysisTemplate documents next to the StandaloneRollout
+(separated by `---`); its `spec.templates` and the builtin templates are known too. The
+file is re-read when it changes: new canary endpoints start a new rollout, new steps or
+analysis apply at once, and a file that does not parse keeps everything as it was (the
+rollout holds, traffic does not change) until it is fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from meshshift.analysis.providers import (
+    BuiltinTarget,
+    BuiltinTemplates,
+    ChainedTemplates,
+    InlineTemplates,
+    default_providers,
+)
+from meshshift.analysis.providers.builtin import Source
+from meshshift.demo.processes import ProcessFailedError
+from meshshift.engine.actions import StartAnalysis
+from meshshift.ports import MetricProvider, StoredRollout, TemplateSource
+from meshshift.routers import envoy as envoy_router
+from meshshift.routers import nginx_conf
+from meshshift.runtime.analysis import ArgContext, builtin_args
+from meshshift.runtime.controller import RolloutController, RolloutKey, RolloutSnapshot
+from meshshift.runtime.events import FanOutEvents, LogEvents
+from meshshift.runtime.lifecycle import run_until_stopped
+from meshshift.runtime.registry import RolloutRegistry
+from meshshift.settings import DaemonSettings
+from meshshift.spec.errors import Findings, SpecError, SpecIssue
+from meshshift.spec.model import (
+    AnalysisRef,
+    AnalysisTemplate,
+    EnvoyRouterConfig,
+    NginxRouterConfig,
+    RolloutSpec,
+    StandaloneRollout,
+    StepAnalysis,
+)
+from meshshift.spec.rollout import BUILTIN_TEMPLATE_NAMES
+from meshshift.spec.standalone import parse_standalone
+from meshshift.spec.templates import TEMPLATE_KINDS, read_template
+from meshshift.spec.yamldoc import load_all
+from meshshift.standalone.proxies import ProxyNotFoundError, ProxyProcess
+from meshshift.standalone.routing import (
+    CANARY,
+    STABLE,
+    DesiredRoutes,
+    ModelRouter,
+    RouterApplyError,
+    RouterConfigError,
+    endpoints_revision,
+)
+from meshshift.standalone.state_file import StateFile, StateFileError, StateFileStore, recorded_stable
+from meshshift.standalone.workloads import EndpointWorkloads
+
+log = structlog.get_logger(__name__)
+
+NAMESPACE = "standalone"  # RolloutKey(namespace, metadata.name)
+# The values of {{args.canary-hash}} / {{args.baseline-hash}}: the `version` labels of the
+# tutorial's queries (`http_requests_total{version="canary"}`) and Envoy's cluster names.
+CANARY_HASH, STABLE_HASH = CANARY, STABLE
+DEFAULT_LISTEN = DaemonSettings().listen
+RELOAD_INTERVAL = 1.0  # how often the rollout file and the endpoints' readiness are checked
+
+
+class ProxyExitedError(RuntimeError):
+    """The proxy the daemon runs has exited."""
+
+
+# What stops `meshshift run` with a message (and a non-zero exit) rather than a traceback.
+FATAL_ERRORS = (
+    ProxyExitedError,
+    StateFileError,
+    ProxyNotFoundError,
+    RouterConfigError,
+    RouterApplyError,
+    ProcessFailedError,
+    OSError,
+)
+
+
+class RolloutFileError(ValueError):
+    """The rollout file cannot be used; the message names the file, the field and the reason."""
+
+
+# --- the rollout file ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutFile:
+    rollout: StandaloneRollout
+    templates: Mapping[str, AnalysisTemplate]  # the file's template documents and spec.templates
+
+
+def load_rollout_file(path: Path) -> RolloutFile:
+    """The StandaloneRollout of `path`, with the AnalysisTemplate documents next to it."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise RolloutFileError(f"{path}: cannot read: {error.strerror or error}") from error
+    return parse_rollout_text(text, str(path))
+
+
+def parse_rollout_text(text: str, filename: str) -> RolloutFile:
+    documents, syntax = load_all(text)
+    if syntax is not None:
+        raise RolloutFileError(
+            f"{filename}: invalid YAML at line {syntax.line}, column {syntax.column}: {syntax.message}"
+        )
+    findings = Findings()
+    templates: dict[str, AnalysisTemplate] = {}
+    rollouts: list[tuple[int, Any]] = []
+    for document in documents:
+        data = document.data
+        kind = data.get("kind") if isinstance(data, Mapping) else None
+        if kind in TEMPLATE_KINDS:
+            template = read_template(data, findings, f"[document {document.index + 1}]")
+            if template is not None:
+                templates[template.name] = template
+        elif kind == "StandaloneRollout":
+            rollouts.append((document.index, data))
+        elif data is not None:
+            findings.error(
+                f"[document {document.index + 1}]",
+                f"kind {kind!r} is not a StandaloneRollout or an AnalysisTemplate",
+            )
+    if len(rollouts) != 1:
+        findings.error("", f"needs exactly one StandaloneRollout document, found {len(rollouts)}")
+    if findings.has_errors:
+        raise RolloutFileError(_describe(filename, findings.issues))
+    try:
+        rollout = parse_standalone(rollouts[0][1], templates=templates)
+    except SpecError as error:
+        raise RolloutFileError(_describe(filename, error.errors)) from error
+    templates.update({t.name: t for t in rollout.templates})
+    unsupported = unsupported_by_router(rollout, templates)
+    if unsupported:
+        raise RolloutFileError(_describe(filename, unsupported))
+    return RolloutFile(rollout, templates)
+
+
+def unsupported_by_router(
+    rollout: StandaloneRollout, templates: Mapping[str, AnalysisTemplate]
+) -> list[SpecIssue]:
+    if not isinstance(rollout.router, NginxRouterConfig):
+        return []
+    issues = nginx_conf.unsupported_steps(rollout.rollout.steps)
+    for path, ref in analysis_refs(rollout.rollout):
+        for index, template in enumerate(ref.templates):
+            name = template.template_name
+            if name in BUILTIN_TEMPLATE_NAMES and name not in templates:
+                issues.append(
+                    SpecIssue(
+                        f"{path}.templates[{index}].templateName",
+                        f'the builtin template "{name}" reads Envoy\'s metrics, and the nginx router '
+                        f"has none: define an AnalysisTemplate named {name} (e.g. on your app's metrics)",
+                    )
+                )
+    return issues
+
+
+def analysis_refs(spec: RolloutSpec) -> list[tuple[str, AnalysisRef]]:
+    refs = [
+        (f"spec.steps[{i}].analysis", s.analysis)
+        for i, s in enumerate(spec.steps)
+        if isinstance(s, StepAnalysis)
+    ]
+    if spec.analysis is not None:
+        refs.append(("spec.analysis", spec.analysis.analysis))
+    return refs
+
+
+def _describe(filename: str, issues: Sequence[SpecIssue]) -> str:
+    lines = [f"{filename}: {issue}" for issue in issues if issue.severity == "error"]
+    return "\n".join(lines) or f"{filename}: invalid"
+
+
+# --- templates and providers --------------------------------------------------------
+
+
+def analysis_plugins(
+    rollout: StandaloneRollout, *, prometheus_address: str | None, envoy_admin_url: str | None
+) -> tuple[dict[str, MetricProvider], TemplateSource | None]:
+    """The metric providers, and the builtin templates (Envoy only: NGINX reports no metrics).
+
+    The builtins query Prometheus when one is configured (it must scrape Envoy's admin
+    `/stats/prometheus`), else they read Envoy's admin endpoint directly.
+    """
+    providers = default_providers(
+        prometheus_address=prometheus_address, envoy_admin_url=envoy_admin_url, envoy_cluster=CANARY
+    )
+    if not isinstance(rollout.router, EnvoyRouterConfig):
+        return providers, None
+    source: Source = "prometheus" if prometheus_address else "envoy-admin"
+    return providers, BuiltinTemplates("envoy", BuiltinTarget(canary_cluster=CANARY), source=source)
+
+
+def template_source(
+    templates: Mapping[str, AnalysisTemplate], builtin: TemplateSource | None
+) -> ChainedTemplates:
+    user = InlineTemplates(*templates.values())
+    return ChainedTemplates(user, builtin) if builtin is not None else ChainedTemplates(user)
+
+
+def standalone_arg_context(_action: StartAnalysis) -> ArgContext:
+    return ArgContext(builtin_args=builtin_args(canary=CANARY_HASH, stable=STABLE_HASH, namespace=None))
+
+
+# --- the runtime --------------------------------------------------------------------
+
+
+@dataclass
+class StandaloneRuntime:
+    """A running standalone rollout: its proxy, its controller, its HTTP listener."""
+
+    rollout: StandaloneRollout
+    key: RolloutKey
+    registry: RolloutRegistry
+    controller: RolloutController
+    templates: ChainedTemplates
+    builtin_templates: TemplateSource | None
+    router: ModelRouter
+    workloads: EndpointWorkloads
+    state_file: StateFile
+    proxy_url: str
+    envoy_admin_url: str | None
+    proxy_process: ProxyProcess | None = None
+    http_url: str | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def check_proxy(self) -> None:
+        """Raise ProxyExitedError when the proxy this daemon runs is gone.
+
+        The daemon then stops with an error, and whoever restarts it (systemd, a
+        container runtime) gets a fresh proxy serving the routes of the state file.
+        """
+        process = self.proxy_process
+        if process is not None and not process.running:
+            raise ProxyExitedError(f"{self.router.name} exited; its log: {process.log_path}")
+
+    def start(self) -> None:
+        """Start reconciling (once): the rollout begins, or resumes from the state file."""
+        if not self.tasks:
+            self.tasks.append(asyncio.create_task(self.controller.run(), name=f"rollout:{self.key}"))
+            self.tasks.append(asyncio.create_task(_poke_on_readiness(self), name="readiness"))
+
+    def update(self, loaded: RolloutFile) -> None:
+        """A re-read rollout file: new steps, templates and analysis, and maybe a new canary."""
+        rollout = loaded.rollout
+        if rollout.router != self.rollout.router:
+            log.error("spec.router changed: restart meshshift to apply it; the running proxy stays as it is")
+            rollout = dataclasses.replace(rollout, router=self.rollout.router)
+        if rollout.stable != self.rollout.stable and recorded_stable(self.state_file) is not None:
+            log.warning(
+                "spec.stable changed, but the state file records the stable of the last promotion; "
+                "it stays the stable",
+                recorded=list(self.workloads.stable),
+            )
+        self.workloads.set_canary(rollout.canary.endpoints)
+        self.templates.sources = template_source(loaded.templates, self.builtin_templates).sources
+        self.rollout = rollout
+        self.controller.update_spec(rollout.rollout)
+
+
+def state_file_path(rollout: StandaloneRollout, base_dir: Path) -> Path:
+    if rollout.state_file:
+        path = Path(rollout.state_file).expanduser()
+        return path if path.is_absolute() else base_dir / path
+    return base_dir / f"{rollout.name}.state.json"
+
+
+def proxy_dir(rollout: StandaloneRollout, base_dir: Path) -> Path:
+    kind = "envoy" if isinstance(rollout.router, EnvoyRouterConfig) else "nginx"
+    return base_dir / ".meshshift" / rollout.name / kind
+
+
+def initial_routes(
+    rollout: StandaloneRollout, stored: StoredRollout | None, stable: Sequence[str]
+) -> DesiredRoutes:
+    """What the proxy serves before the controller resyncs: the persisted routes, if they still apply."""
+    routes = DesiredRoutes(stable=tuple(stable), canary=rollout.canary.endpoints)
+    if stored is None or stored.rollout.canary_revision != endpoints_revision(rollout.canary.endpoints):
+        return routes  # nothing persisted, or a different canary: all traffic on the stable
+    state = stored.rollout
+    return DesiredRoutes(
+        stable=routes.stable,
+        canary=routes.canary,
+        canary_weight=state.desired_weight,
+        header_routes=state.header_routes,
+        mirror_routes=state.mirror_routes,
+    )
+
+
+@contextlib.asynccontextmanager
+async def standalone_runtime(
+    loaded: RolloutFile,
+    *,
+    base_dir: Path,
+    settings: DaemonSettings,
+    serve_http: bool = True,
+    start: bool = True,
+) -> AsyncIterator[StandaloneRuntime]:
+    """Run the rollout until the block ends: proxy up, controller running, listener serving.
+
+    Relative paths of the rollout (state file, proxy directory) are taken from `base_dir`.
+    With `start=False` the proxy serves the stable (or the persisted routes) and nothing
+    moves until `runtime.start()`.
+    """
+    rollout = loaded.rollout
+    key = RolloutKey(NAMESPACE, rollout.name)
+    state_file = StateFile(state_file_path(rollout, base_dir))
+    store = StateFileStore(state_file)
+    stored = await store.load()
+    stable = recorded_stable(state_file) or rollout.stable.endpoints
+    desired = initial_routes(rollout, stored, stable)
+    async with contextlib.AsyncExitStack() as stack:
+        proxy = await _start_proxy(stack, rollout, desired, proxy_dir(rollout, base_dir))
+        router, admin_url = proxy.router, proxy.admin_url
+        workloads = EndpointWorkloads(
+            state_file, stable=stable, canary=rollout.canary.endpoints, set_upstreams=router.set_upstreams
+        )
+        prometheus = settings.prometheus_address or (rollout.extra.get("prometheus") or {}).get("address")
+        providers, builtin = analysis_plugins(
+            rollout, prometheus_address=prometheus, envoy_admin_url=admin_url
+        )
+        templates = template_source(loaded.templates, builtin)
+        registry = RolloutRegistry()
+        from meshshift.observe.metrics import RolloutMetrics
+        from meshshift.observe.server import serve
+
+        metrics = RolloutMetrics(registry)
+        stack.callback(metrics.close)
+        controller = RolloutController(
+            key,
+            spec=rollout.rollout,
+            routers=[router],
+            workloads=workloads,
+            store=store,
+            templates=templates,
+            providers=providers,
+            events=FanOutEvents([LogEvents(rollout=str(key)), metrics.event_sink(key)]),
+            arg_context=standalone_arg_context,
+            clock=time.time,
+            measurement_timeout=settings.measurement_timeout,
+        )
+        workloads.on_change = controller.poke
+        registry.add(controller)
+        registry.listeners.append(_ready_after_first_reconcile(registry))
+        runtime = StandaloneRuntime(
+            rollout=rollout,
+            key=key,
+            registry=registry,
+            controller=controller,
+            templates=templates,
+            builtin_templates=builtin,
+            router=router,
+            workloads=workloads,
+            state_file=state_file,
+            proxy_url=proxy.url,
+            envoy_admin_url=admin_url,
+            proxy_process=proxy.process,
+        )
+        if serve_http:
+            runtime.http_url = await stack.enter_async_context(
+                serve(registry, settings, rollout_metrics=metrics)
+            )
+        if start:
+            runtime.start()
+        try:
+            yield runtime
+        finally:
+            for task in runtime.tasks:
+                task.cancel()
+            await asyncio.gather(*runtime.tasks, return_exceptions=True)
+
+
+def _ready_after_first_reconcile(
+    registry: RolloutRegistry,
+) -> Callable[[RolloutKey, RolloutSnapshot | None], None]:
+    """/readyz answers 200 once the rollout has been reconciled (its state file read) once."""
+
+    def listener(_key: RolloutKey, snapshot: RolloutSnapshot | None) -> None:
+        if snapshot is not None and snapshot.reconcile_seconds is not None:
+            registry.ready = True
+
+    return listener
+
+
+@dataclass(frozen=True, slots=True)
+class _Proxy:
+    router: ModelRouter
+    url: str
+    admin_url: str | None
+    process: ProxyProcess | None  # None: attached to an Envoy someone else runs
+
+
+async def _start_proxy(
+    stack: contextlib.AsyncExitStack, rollout: StandaloneRollout, desired: DesiredRoutes, directory: Path
+) -> _Proxy:
+    config = rollout.router
+    if isinstance(config, EnvoyRouterConfig):
+        envoy = await stack.enter_async_context(
+            envoy_router.running_envoy(
+                config, desired, config_dir=directory, node_id=f"meshshift-{rollout.name}"
+            )
+        )
+        return _Proxy(envoy.router, envoy.proxy_url, envoy.admin_url, envoy.process)
+    nginx = await stack.enter_async_context(nginx_conf.running_nginx(config, desired, config_dir=directory))
+    return _Proxy(nginx.router, nginx.proxy_url, None, nginx.process)
+
+
+async def _poke_on_readiness(runtime: StandaloneRuntime) -> None:
+    """Reconcile when an endpoint set becomes ready or unready (nothing else would notice)."""
+    last: tuple[bool, bool] | None = None
+    while True:
+        status = await runtime.workloads.observe()
+        current = (status.stable_ready, status.canary_ready)
+        if last is not None and current != last:
+            runtime.controller.poke()
+        last = current
+        await asyncio.sleep(RELOAD_INTERVAL)
+
+
+async def follow_rollout_file(runtime: StandaloneRuntime, path: Path) -> None:
+    """Re-read the rollout file when it changes; a broken file changes nothing.
+
+    Returns (raising ProxyExitedError) when the proxy exits.
+    """
+    seen = _fingerprint(path)
+    while True:
+        await asyncio.sleep(RELOAD_INTERVAL)
+        runtime.check_proxy()
+        current = _fingerprint(path)
+        if current == seen:
+            continue
+        seen = current
+        try:
+            loaded = load_rollout_file(path)
+        except RolloutFileError as error:
+            log.error("the rollout file is invalid; nothing changes until it is fixed", error=str(error))
+            runtime.controller.update_spec(None, str(error))
+            continue
+        log.info("the rollout file changed", path=str(path))
+        runtime.update(loaded)
+
+
+def _fingerprint(path: Path) -> tuple[float, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime, stat.st_size
+
+
+def absolute(path: str) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
+def listen_address(settings: DaemonSettings, rollout: StandaloneRollout) -> str:
+    """--listen / MESHSHIFT_LISTEN when given, else the file's spec.metrics.listen, else the default."""
+    from_file = (rollout.extra.get("metrics") or {}).get("listen")
+    if settings.listen == DEFAULT_LISTEN and from_file:
+        return str(from_file)
+    return settings.listen
+
+
+async def run_standalone(settings: DaemonSettings) -> None:
+    """Run the rollout of `settings.config` until SIGINT or SIGTERM."""
+    assert settings.config is not None
+    path = absolute(settings.config)
+    try:
+        loaded = load_rollout_file(path)
+    except RolloutFileError as error:
+        log.error("cannot start: the rollout file is invalid", error=str(error))
+        raise SystemExit(f"meshshift: {error}") from None
+    settings = dataclasses.replace(settings, listen=listen_address(settings, loaded.rollout))
+    try:
+        await run_until_stopped(_run(loaded, path, settings))
+    except FATAL_ERRORS as error:
+        log.error("meshshift stopped", error=str(error), error_type=type(error).__name__)
+        raise SystemExit(f"meshshift: {error}") from None
+
+
+async def _run(loaded: RolloutFile, path: Path, settings: DaemonSettings) -> None:
+    async with standalone_runtime(loaded, base_dir=path.parent, settings=settings) as runtime:
+        log.info(
+            "standalone rollout running",
+            rollout=str(runtime.key),
+            router=runtime.router.name,
+            proxy=runtime.proxy_url,
+            listen=runtime.http_url,
+            state_file=str(runtime.state_file.path),
+        )
+        await follow_rollout_file(runtime, path)

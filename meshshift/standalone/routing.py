@@ -1,0 +1,134 @@
+"""What the standalone routers share: the desired routes, and applying them level-triggered.
+
+A router keeps the whole desired route model (upstreams, canary weight, header and mirror
+routes). Every change builds a new model, renders the whole proxy configuration from it
+and applies that; the model is only adopted once the proxy confirmed it, so a rejected
+change leaves both the proxy and the router where they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from meshshift.engine.state import HeaderRoute, MirrorRoute
+from meshshift.ports import AppliedRoutes
+from meshshift.spec.model import HeaderMatch, MirrorMatch
+
+STABLE = "stable"  # the upstream (Envoy cluster, NGINX upstream) names; analysis queries use them
+CANARY = "canary"
+
+
+class RouterConfigError(ValueError):
+    """The desired routes cannot be expressed on this router; nothing was changed."""
+
+
+class RouterApplyError(RuntimeError):
+    """The proxy did not accept or did not apply a configuration; it keeps the previous one."""
+
+
+def endpoints_revision(endpoints: Sequence[str]) -> str:
+    """A stable identifier of an endpoint set: order and duplicates do not matter."""
+    digest = hashlib.sha256("\n".join(sorted(set(endpoints))).encode()).hexdigest()
+    return f"ep-{digest[:10]}"
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredRoutes:
+    stable: tuple[str, ...]  # host:port endpoints
+    canary: tuple[str, ...]
+    canary_weight: int = 0
+    header_routes: tuple[HeaderRoute, ...] = ()  # in the order they were set; first match wins
+    mirror_routes: tuple[MirrorRoute, ...] = ()
+
+    def with_header_route(self, name: str, match: Sequence[HeaderMatch]) -> DesiredRoutes:
+        kept = tuple(r for r in self.header_routes if r.name != name)
+        return dataclasses.replace(self, header_routes=(*kept, HeaderRoute(name, tuple(match))))
+
+    def without_header_route(self, name: str) -> DesiredRoutes:
+        return dataclasses.replace(self, header_routes=tuple(r for r in self.header_routes if r.name != name))
+
+    def with_mirror_route(
+        self, name: str, match: Sequence[MirrorMatch], percentage: int | None
+    ) -> DesiredRoutes:
+        kept = tuple(r for r in self.mirror_routes if r.name != name)
+        route = MirrorRoute(name, tuple(match), percentage)
+        return dataclasses.replace(self, mirror_routes=(*kept, route))
+
+    def without_mirror_route(self, name: str) -> DesiredRoutes:
+        return dataclasses.replace(self, mirror_routes=tuple(r for r in self.mirror_routes if r.name != name))
+
+    def summary(self) -> AppliedRoutes:
+        """What a router that applied this model should read back."""
+        return AppliedRoutes(
+            canary_weight=self.canary_weight,
+            header_routes=tuple(r.name for r in self.header_routes),
+            mirror_routes=tuple(r.name for r in self.mirror_routes),
+        )
+
+
+def check_weight(weight: int) -> None:
+    if not 0 <= weight <= 100:
+        raise RouterConfigError(f"canary weight {weight} is outside 0..100")
+
+
+class ModelRouter(ABC):
+    """The Router port on top of a desired route model; subclasses render and apply it."""
+
+    name: str
+
+    def __init__(self, desired: DesiredRoutes) -> None:
+        self.desired = desired
+        self._lock = asyncio.Lock()
+
+    # --- the Router port ----------------------------------------------------------------
+
+    async def set_weight(self, canary_weight: int) -> None:
+        check_weight(canary_weight)
+        await self.change(lambda d: dataclasses.replace(d, canary_weight=canary_weight))
+
+    async def set_header_route(self, name: str, match: Sequence[HeaderMatch]) -> None:
+        await self.change(lambda d: d.with_header_route(name, match))
+
+    async def remove_header_route(self, name: str) -> None:
+        await self.change(lambda d: d.without_header_route(name))
+
+    async def set_mirror_route(self, name: str, match: Sequence[MirrorMatch], percentage: int | None) -> None:
+        await self.change(lambda d: d.with_mirror_route(name, match, percentage))
+
+    async def remove_mirror_route(self, name: str) -> None:
+        await self.change(lambda d: d.without_mirror_route(name))
+
+    async def remove_managed_routes(self) -> None:
+        await self.change(lambda d: dataclasses.replace(d, header_routes=(), mirror_routes=()))
+
+    @abstractmethod
+    async def read_back(self) -> AppliedRoutes: ...
+
+    # --- standalone extras ---------------------------------------------------------------
+
+    async def set_upstreams(self, stable: Sequence[str], canary: Sequence[str]) -> None:
+        """New endpoint sets (a promotion, or a new canary in the rollout file)."""
+        await self.change(lambda d: dataclasses.replace(d, stable=tuple(stable), canary=tuple(canary)))
+
+    async def change(self, edit: Callable[[DesiredRoutes], DesiredRoutes]) -> None:
+        """Apply `edit(desired)`; the model moves on only when the proxy applied it."""
+        async with self._lock:
+            desired = edit(self.desired)
+            self.check(desired)
+            await self.apply(desired)
+            self.desired = desired
+
+    def check(self, desired: DesiredRoutes) -> None:
+        """Raise RouterConfigError when `desired` cannot be expressed (before touching anything)."""
+        check_weight(desired.canary_weight)
+        if not desired.stable or not desired.canary:
+            raise RouterConfigError("both the stable and the canary need at least one endpoint")
+
+    @abstractmethod
+    async def apply(self, desired: DesiredRoutes) -> None:
+        """Render the whole configuration for `desired`, apply it and wait until it is live."""

@@ -1,0 +1,116 @@
+"""The Workloads port for endpoint sets: what runs where, outside Kubernetes.
+
+- The revision the user asks for is an identifier of the canary endpoint set (from the
+  rollout file); the stable revision identifies the stable endpoint set.
+- The stable endpoints are the file's `spec.stable` until a promotion: then the canary's
+  endpoints become the stable upstream and are recorded in the state file, which wins
+  over `spec.stable` from then on (so a restart does not undo a promotion).
+- The canary upstream of the router only changes when the engine scales the canary up
+  (the start of a rollout, after its weight went back to 0), so a new canary in the file
+  never receives the weight of the rollout it supersedes.
+- Ready means every endpoint of the set accepts a TCP connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+
+from meshshift.ports import WorkloadStatus
+from meshshift.settings import split_host_port
+from meshshift.spec.model import CanaryScale
+from meshshift.standalone.routing import endpoints_revision
+from meshshift.standalone.state_file import StateFile, record_stable, recorded_stable
+
+log = structlog.get_logger(__name__)
+
+UpstreamsCallback = Callable[[tuple[str, ...], tuple[str, ...]], Awaitable[None]]
+
+
+async def endpoint_accepts(endpoint: str, within: float = 1.0) -> bool:
+    host, port = split_host_port(endpoint)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), within)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def all_accept(endpoints: Sequence[str], within: float = 1.0) -> bool:
+    results = await asyncio.gather(*(endpoint_accepts(e, within) for e in endpoints))
+    return bool(results) and all(results)
+
+
+class EndpointWorkloads:
+    def __init__(
+        self,
+        state_file: StateFile,
+        *,
+        stable: Sequence[str],
+        canary: Sequence[str],
+        set_upstreams: UpstreamsCallback,
+        probe_timeout: float = 1.0,
+    ) -> None:
+        self.state_file = state_file
+        self.stable = recorded_stable(state_file) or tuple(stable)
+        self.canary = tuple(canary)  # what the rollout file asks for
+        self.routed_canary = self.canary  # what the router's canary upstream holds
+        self.set_upstreams = set_upstreams
+        self.probe_timeout = probe_timeout
+        # Called when what observe() reports changed by our own hand (a promotion, a new
+        # canary): the controller must reconcile, as an informer would make it in Kubernetes.
+        self.on_change: Callable[[], None] = lambda: None
+
+    @property
+    def revision(self) -> str:
+        return endpoints_revision(self.canary)
+
+    @property
+    def stable_revision(self) -> str:
+        return endpoints_revision(self.stable)
+
+    def set_canary(self, endpoints: Sequence[str]) -> None:
+        """The rollout file names new canary endpoints: a new revision to roll out."""
+        if tuple(endpoints) != self.canary:
+            self.canary = tuple(endpoints)
+            self.on_change()
+
+    async def observe(self) -> WorkloadStatus:
+        stable_ready, canary_ready = await asyncio.gather(
+            all_accept(self.stable, self.probe_timeout), all_accept(self.canary, self.probe_timeout)
+        )
+        return WorkloadStatus(
+            revision=self.revision,
+            stable_revision=self.stable_revision,
+            stable_ready=stable_ready,
+            canary_ready=canary_ready,
+            replicas={"desired": len(self.canary)},
+        )
+
+    async def promote(self, revision: str) -> None:
+        """The endpoints of `revision` become the stable upstream: recorded first, then routed."""
+        if revision == self.revision:
+            if self.stable != self.canary:
+                await record_stable(self.state_file, self.canary)  # before the router: survives a crash
+                log.info("promoted: the canary endpoints are the new stable", endpoints=list(self.canary))
+            self.stable = self.canary
+        elif revision != self.stable_revision:
+            raise RuntimeError(
+                f"cannot promote revision {revision}: the rollout file now names canary endpoints "
+                f"{list(self.canary)} (revision {self.revision})"
+            )
+        self.routed_canary = self.canary
+        await self.set_upstreams(self.stable, self.routed_canary)
+        self.on_change()
+
+    async def scale_canary(self, scale: CanaryScale, traffic_weight: int) -> None:
+        """Endpoint sets have no replicas; scaling up is when the router picks up a new canary."""
+        if scale.replicas_for(100, traffic_weight) > 0 and self.routed_canary != self.canary:
+            self.routed_canary = self.canary
+            await self.set_upstreams(self.stable, self.routed_canary)
