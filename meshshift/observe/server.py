@@ -1,18 +1,39 @@
-"""The daemon's one HTTP listener: /metrics, /healthz, /readyz (more in later modules)."""
+"""The daemon's one HTTP listener: /metrics, /healthz, /readyz, /api/v1 and the dashboard.
+
+`serve()` runs the whole observability surface for the block it wraps: the listener,
+the rollout metrics, and the notifications configured in the settings.
+
+/readyz is leader-aware: 503 until the first listing has been seen; then 200, saying
+`ok` on the leader and `ok (standby)` on a standby (header `X-Meshshift-Leader`).
+`/readyz?role=leader` answers 503 on a standby, for a Service that must reach the
+leader only (the API and dashboard of a replicated daemon).
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
+from meshshift.observe import api
+from meshshift.observe.metrics import CONTENT_TYPE, RolloutMetrics, render_off_loop
+from meshshift.observe.notifications import Notifier
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.settings import DaemonSettings, split_host_port
 
 REGISTRY_KEY = web.AppKey("registry", RolloutRegistry)
 METRICS_KEY = web.AppKey("metrics", CollectorRegistry)
+ROLLOUT_METRICS_KEY = web.AppKey("rollout_metrics", list[RolloutMetrics])
+STATIC_DIR = Path(__file__).parent / "static"
+
+# The dashboard loads only its own files: no CDN, no inline script.
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -21,41 +42,100 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY_KEY]
+    leader = {"X-Meshshift-Leader": "true" if registry.is_leader else "false"}
     if not registry.ready:
-        return web.Response(status=503, text="not ready")
-    return web.Response(text="ok" if registry.is_leader else "ok (standby)")
+        return web.Response(status=503, text="not ready", headers=leader)
+    if not registry.is_leader and request.query.get("role") == "leader":
+        return web.Response(status=503, text="standby", headers=leader)
+    return web.Response(text="ok" if registry.is_leader else "ok (standby)", headers=leader)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS_KEY])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    ours: list[RolloutMetrics] = request.app[ROLLOUT_METRICS_KEY]
+    body = await render_off_loop(request.app[METRICS_KEY], ours)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def dashboard(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+@web.middleware
+async def _security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if not request.path.startswith(("/api/", "/metrics")):
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+    return response
 
 
 def create_app(
-    registry: RolloutRegistry, settings: DaemonSettings, metrics_registry: CollectorRegistry
+    registry: RolloutRegistry,
+    settings: DaemonSettings,
+    metrics_registry: CollectorRegistry,
+    *,
+    command_timeout: float = 10.0,
+    rollout_metrics: RolloutMetrics | None = None,
 ) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_security_headers])
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = metrics_registry
+    app[ROLLOUT_METRICS_KEY] = [rollout_metrics] if rollout_metrics is not None else []
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    api.add_routes(app, registry, token=settings.token, command_timeout=command_timeout)
+    app.router.add_get("/", dashboard)
+    app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     return app
 
 
 @contextlib.asynccontextmanager
 async def serve(
-    registry: RolloutRegistry, settings: DaemonSettings, metrics_registry: CollectorRegistry | None = None
+    registry: RolloutRegistry,
+    settings: DaemonSettings,
+    metrics_registry: CollectorRegistry | None = None,
+    *,
+    rollout_metrics: RolloutMetrics | None = None,
+    notifier: Notifier | None = None,
+    command_timeout: float = 10.0,
 ) -> AsyncIterator[str]:
-    """Serve the HTTP listener while the block runs; yields the base URL actually bound."""
+    """Serve the HTTP listener while the block runs; yields the base URL actually bound.
+
+    Rollout metrics go into `metrics_registry` (a new one by default); pass your own
+    `rollout_metrics` to wire its `event_sink(key)` into each controller's events.
+    Notifications go to the receivers in `settings.notifications`, or through `notifier`.
+    """
     host, port = split_host_port(settings.listen, default_host="0.0.0.0")  # noqa: S104 - a daemon listens widely
-    app = create_app(registry, settings, metrics_registry or CollectorRegistry())
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0]
-    try:
+    collectors = metrics_registry if metrics_registry is not None else CollectorRegistry(auto_describe=False)
+    async with contextlib.AsyncExitStack() as stack:
+        if rollout_metrics is None:
+            rollout_metrics = RolloutMetrics(registry)
+            stack.callback(rollout_metrics.close)
+        collectors.register(rollout_metrics)
+        stack.callback(collectors.unregister, rollout_metrics)
+        if notifier is None:
+            notifier = Notifier.from_settings(settings.notifications)
+            stack.push_async_callback(notifier.close)
+        notifier.attach(registry)
+        stack.callback(notifier.detach, registry)
+        await notifier.start()
+        runner = web.AppRunner(
+            create_app(
+                registry,
+                settings,
+                collectors,
+                command_timeout=command_timeout,
+                rollout_metrics=rollout_metrics,
+            ),
+            access_log=None,
+            shutdown_timeout=5.0,
+        )
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, host, port).start()
+        bound = runner.addresses[0]
         yield f"http://{bound[0]}:{bound[1]}"
-    finally:
-        await runner.cleanup()

@@ -1,0 +1,523 @@
+"""`meshshift get rollout` and `meshshift promote|abort|retry|undo`, like `kubectl argo rollouts`.
+
+Two places a rollout can live:
+- a meshshift daemon's HTTP API (`--server URL`, standalone mode and `meshshift demo`):
+  views from /api/v1, commands POSTed with the bearer token (`--token` or MESHSHIFT_TOKEN);
+- a Kubernetes cluster (the default): the view is built from the Deployment, its
+  `-primary` and the state ConfigMap the daemon keeps; commands are written to the
+  `meshshift.io/command` annotation and the CLI waits for the daemon's record of what
+  it did. `undo` puts the stable revision's pod template back on the Deployment.
+
+Output: an Argo-like block and tree that fits the terminal's width, or the API's JSON
+view with `-o json|yaml`. `--watch` redraws on every change until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TextIO
+
+import aiohttp
+import yaml
+from rich.cells import cell_len, set_cell_size
+
+View = dict[str, Any]
+
+TOKEN_ENV = "MESHSHIFT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+COMMAND_WAIT = 30.0  # seconds to wait for the daemon to act on a command
+WATCH_REFRESH = 5.0  # seconds between redraws when nothing changes (ages move on)
+CLEAR = "\x1b[H\x1b[2J"
+ANALYSIS_RUN_ICON = "\N{GREEK SMALL LETTER ALPHA}"  # Argo's mark for an AnalysisRun
+
+STATUS_ICONS = {
+    "Healthy": "✔",
+    "Progressing": "◌",
+    "Paused": "॥",
+    "Degraded": "✖",
+    "InvalidSpec": "⚠",
+    "Successful": "✔",
+    "Running": "◌",
+    "Pending": "◌",
+    "Failed": "✖",
+    "Error": "⚠",
+    "Inconclusive": "⚠",
+}
+VERBS_DONE = {
+    "promote": "promoted",
+    "promote-full": "fully promoted",
+    "abort": "aborted",
+    "retry": "retried",
+    "undo": "undone",
+}
+
+
+class CliError(Exception):
+    """A problem the user can act on; printed without a traceback."""
+
+
+# --- entry points (sync: called from meshshift.cli.main) --------------------------------
+
+
+def get_rollout(args: argparse.Namespace) -> int:
+    return _run(_get(args))
+
+
+def control_rollout(args: argparse.Namespace) -> int:
+    return _run(_control(args))
+
+
+def _run(coro: Any) -> int:
+    try:
+        return int(asyncio.run(coro))
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C ends a watch; nothing was left half-done
+    except CliError as error:
+        print(f"meshshift: {error}", file=sys.stderr)
+        return 1
+
+
+# --- where rollouts come from ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ControlResult:
+    applied: bool | None  # None: requested, not acted on yet
+    message: str
+
+
+class Source(Protocol):
+    async def rollouts(self) -> list[View]: ...
+
+    async def rollout(self, namespace: str, name: str) -> View | None: ...
+
+    def watch(self, namespace: str, name: str) -> AsyncIterator[View | None]: ...
+
+    async def control(self, namespace: str, name: str, action: str) -> ControlResult: ...
+
+    async def close(self) -> None: ...
+
+
+class DaemonSource:
+    """A meshshift daemon's HTTP API."""
+
+    def __init__(self, server: str, token: str | None) -> None:
+        self.base = server.rstrip("/")
+        self.token = token
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def _get(self, path: str) -> tuple[int, Any]:
+        try:
+            async with self.session.get(
+                self.base + path, timeout=aiohttp.ClientTimeout(total=30)
+            ) as response:
+                return response.status, await _json_body(response)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise CliError(f"cannot reach meshshift at {self.base}: {error}") from error
+
+    async def rollouts(self) -> list[View]:
+        status, body = await self._get("/api/v1/rollouts")
+        if status != 200:
+            raise CliError(f"{self.base}/api/v1/rollouts answered {status}: {_error_text(body)}")
+        return list(body.get("rollouts") or [])
+
+    async def rollout(self, namespace: str, name: str) -> View | None:
+        status, body = await self._get(_rollout_path(namespace, name))
+        if status == 404:
+            return None
+        if status != 200:
+            raise CliError(f"{self.base} answered {status}: {_error_text(body)}")
+        return dict(body)
+
+    async def watch(self, namespace: str, name: str) -> AsyncIterator[View | None]:
+        url = self.base + _rollout_path(namespace, name) + "?watch=true"
+        try:
+            async with self.session.get(url) as response:
+                if response.status != 200:
+                    raise CliError(
+                        f"{url} answered {response.status}: {_error_text(await _json_body(response))}"
+                    )
+                event = "message"
+                async for raw in response.content:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("event: "):
+                        event = line.removeprefix("event: ")
+                    elif line.startswith("data: "):
+                        if event == "deleted":
+                            yield None
+                            return
+                        yield json.loads(line.removeprefix("data: "))
+                        event = "message"
+            raise CliError(f"{self.base} ended the watch (the daemon stopped?)")
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise CliError(f"lost the connection to {self.base}: {error}") from error
+
+    async def control(self, namespace: str, name: str, action: str) -> ControlResult:
+        if not self.token:
+            raise CliError(f"--token (or {TOKEN_ENV}) is needed to {action} through {self.base}")
+        url = self.base + _rollout_path(namespace, name) + f"/{action}"
+        try:
+            async with self.session.post(
+                url,
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=aiohttp.ClientTimeout(total=60),
+            ) as response:
+                status, body = response.status, await _json_body(response)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise CliError(f"cannot reach meshshift at {self.base}: {error}") from error
+        if status in (200, 409):
+            return ControlResult(bool(body.get("applied")), str(body.get("message", "")))
+        if status == 202:
+            return ControlResult(None, str(body.get("message", "")))
+        raise CliError(f"{action} refused ({status}): {_error_text(body)}")
+
+
+def _rollout_path(namespace: str, name: str) -> str:
+    from urllib.parse import quote
+
+    return f"/api/v1/rollouts/{quote(namespace, safe='')}/{quote(name, safe='')}"
+
+
+async def _json_body(response: aiohttp.ClientResponse) -> Any:
+    try:
+        return await response.json(content_type=None)
+    except (ValueError, aiohttp.ContentTypeError):
+        return {"error": (await response.text())[:200]}
+
+
+def _error_text(body: Any) -> str:
+    return str(body.get("error") or body) if isinstance(body, dict) else str(body)
+
+
+# --- the commands ---------------------------------------------------------------------------
+
+
+async def _source(args: argparse.Namespace) -> tuple[Source, str | None]:
+    """The source to use and the namespace it defaults to (None: find it by name)."""
+    if args.server:
+        return DaemonSource(args.server, args.token or os.environ.get(TOKEN_ENV)), args.namespace
+    from meshshift.observe.kubecli import ClusterSource
+
+    source = await ClusterSource.connect(kubeconfig=args.kubeconfig, context=args.context)
+    return source, args.namespace or source.default_namespace
+
+
+async def _get(args: argparse.Namespace) -> int:
+    source, namespace = await _source(args)
+    try:
+        if args.name is None:
+            if args.kind == "rollout":
+                raise CliError("a rollout name is needed (or `meshshift get rollouts` for all of them)")
+            views = await source.rollouts()
+            if namespace is not None:
+                views = [v for v in views if v["namespace"] == namespace]
+            _print_list(views, args.output)
+            return 0
+        namespace = await _resolve_namespace(source, namespace, args.name)
+        if args.watch:
+            await _watch(source, namespace, args.name, args.output)
+            return 0
+        view = await source.rollout(namespace, args.name)
+        if view is None:
+            raise CliError(f"rollout {namespace}/{args.name} not found")
+        print(render(view, args.output, width=_width()), end="")
+        return 0
+    finally:
+        await source.close()
+
+
+async def _control(args: argparse.Namespace) -> int:
+    action = "promote-full" if args.command == "promote" and args.full else args.command
+    source, namespace = await _source(args)
+    try:
+        namespace = await _resolve_namespace(source, namespace, args.name)
+        result = await source.control(namespace, args.name, action)
+    finally:
+        await source.close()
+    if result.applied is None:
+        print(f"rollout '{args.name}' {action} requested: {result.message}")
+        return 0
+    if result.applied:
+        print(f"rollout '{args.name}' {VERBS_DONE[action]}: {result.message}")
+        return 0
+    print(f"rollout '{args.name}' not {VERBS_DONE[action]}: {result.message}", file=sys.stderr)
+    return 1
+
+
+async def _resolve_namespace(source: Source, namespace: str | None, name: str) -> str:
+    """The namespace given, or the only one holding a rollout of that name."""
+    if namespace is not None:
+        return namespace
+    found = sorted({str(v["namespace"]) for v in await source.rollouts() if v["name"] == name})
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise CliError(f"no rollout named {name!r}")
+    raise CliError(f"rollouts named {name!r} exist in several namespaces ({', '.join(found)}): pass -n")
+
+
+async def _watch(source: Source, namespace: str, name: str, output: str, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    redraw = out.isatty() and output == "text"
+    updates = source.watch(namespace, name)
+    last: View | None = None
+    next_view = asyncio.ensure_future(anext(updates, None))
+    try:
+        while True:
+            done, _ = await asyncio.wait({next_view}, timeout=WATCH_REFRESH)
+            if done:
+                view = next_view.result()
+                if view is None:
+                    out.write(f"rollout {namespace}/{name} is gone\n")
+                    out.flush()
+                    return
+                last = view
+                next_view = asyncio.ensure_future(anext(updates, None))
+            elif last is None or output != "text":
+                continue  # nothing new; only the text block has ages to move on
+            assert last is not None
+            text = render(last, output, width=_width(), watching=True)
+            out.write((CLEAR + text) if redraw else (text + "\n" if output == "text" else text))
+            out.flush()
+    finally:
+        next_view.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, CliError):
+            await next_view
+        await updates.aclose()  # type: ignore[attr-defined]
+
+
+def _width() -> int:
+    return max(40, shutil.get_terminal_size((100, 24)).columns)
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def render(view: View, output: str, *, width: int, now: float | None = None, watching: bool = False) -> str:
+    if output == "json":
+        return (
+            json.dumps(view, separators=(",", ":")) + "\n" if watching else json.dumps(view, indent=2) + "\n"
+        )
+    if output == "yaml":
+        return ("---\n" if watching else "") + yaml.safe_dump(view, sort_keys=False)
+    return render_text(view, width=width, now=now)
+
+
+def render_text(view: View, *, width: int, now: float | None = None) -> str:
+    """The Argo-like block, then the tree; no line wider than `width` cells."""
+    now = time.time() if now is None else now
+    lines = [*_block(view), "", *_tree(view, width, now)]
+    return "".join(_fit(line, width) + "\n" for line in lines)
+
+
+def _status(phase: str | None) -> str:
+    phase = phase or "Unknown"
+    return f"{STATUS_ICONS.get(phase, '?')} {phase}"
+
+
+def _field(label: str, value: object, indent: int = 0) -> str:
+    return f"{' ' * indent}{label + ':':<{17 - indent}}{value}"
+
+
+def _block(view: View) -> list[str]:
+    weights = view.get("weights") or {}
+    lines = [
+        _field("Name", view["name"]),
+        _field("Namespace", view["namespace"]),
+        _field("Status", _status(view.get("phase"))),
+        _field("Message", _message(view)),
+        _field("Strategy", "Canary"),
+        _field("Step", view["step"]["label"], 2),
+        _field("SetWeight", weights.get("setWeight", 0), 2),
+        _field("ActualWeight", weights.get("actual", 0), 2),
+    ]
+    applied = weights.get("applied") or {}
+    if len(applied) > 1 or (applied and not weights.get("appliedAgree", True)):
+        shown = ", ".join(f"{router} {'?' if w is None else w}" for router, w in sorted(applied.items()))
+        lines.append(_field("Applied", shown, 2))
+    images = [
+        f"{image} ({role})"
+        for role in ("stable", "canary")
+        for image in (view.get("images") or {}).get(role, ())
+    ]
+    if images:
+        lines.append(_field("Images", images[0]))
+        lines.extend(" " * 17 + image for image in images[1:])
+    routes = view.get("headerRoutes") or []
+    if routes:
+        lines.append(_field("HeaderRoutes", ", ".join(_header_route(r) for r in routes)))
+    replicas = view.get("replicas") or {}
+    if replicas:
+        lines.append("Replicas:")
+        for key in ("desired", "updated", "available", "unavailable"):
+            if key in replicas:
+                lines.append(_field(key.capitalize(), replicas[key], 2))
+    return lines
+
+
+def _message(view: View) -> str:
+    message = str(view.get("message") or "")
+    if view.get("phase") == "Paused" and view.get("pauseReason"):
+        return f"{view['pauseReason']} ({message})" if message else str(view["pauseReason"])
+    if view.get("phase") == "Degraded" and view.get("abortReason"):
+        return f"{view['abortReason']}: {message}"
+    return message
+
+
+def _header_route(route: Mapping[str, Any]) -> str:
+    rules = " and ".join(
+        f"{m['headerName']} {m['value']['kind']} {m['value']['value']!r}" for m in route.get("match") or []
+    )
+    return f"{route['name']} ({rules})" if rules else str(route["name"])
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    name: str
+    kind: str
+    status: str
+    age: str
+    info: str
+
+
+def _tree(view: View, width: int, now: float) -> list[str]:
+    revisions = view.get("revisions") or {}
+    rows = [
+        _Row(
+            f"⟳ {view['name']}",
+            "Rollout",
+            _status(view.get("phase")),
+            _age(view.get("rolloutStartedAt"), now),
+            "",
+        )
+    ]
+    groups: list[tuple[str, list[_Row]]] = []
+    canary, stable = revisions.get("canary"), revisions.get("stable")
+    runs = [r for r in view.get("analysisRuns") or [] if not r.get("superseded")]
+    if canary and canary != stable:
+        children = [_Row(f"⧉ {canary}", "Revision", _status(_canary_health(view)), "", "canary")]
+        children += [
+            _Row(
+                f"{ANALYSIS_RUN_ICON} {run['name']}",
+                "AnalysisRun",
+                _status(run.get("phase")),
+                _age(run.get("startedAt"), now),
+                _counts(run),
+            )
+            for run in runs
+        ]
+        groups.append((f"# revision:{canary}", children))
+    if stable:
+        groups.append(
+            (f"# revision:{stable}", [_Row(f"⧉ {stable}", "Revision", _status("Healthy"), "", "stable")])
+        )
+    tree: list[tuple[str, _Row | None]] = [("", rows[0])]
+    for index, (label, children) in enumerate(groups):
+        last_group = index == len(groups) - 1
+        tree.append(("└──" if last_group else "├──", _Row(label, "", "", "", "")))
+        stem = "   " if last_group else "│  "
+        for child_index, child in enumerate(children):
+            branch = "└──" if child_index == len(children) - 1 else "├──"
+            tree.append((stem + branch, child))
+    return _table([(prefix + row.name, row) for prefix, row in tree if row is not None], width)
+
+
+def _canary_health(view: View) -> str:
+    return "Degraded" if view.get("phase") == "Degraded" else "Healthy"
+
+
+def _counts(run: Mapping[str, Any]) -> str:
+    total: dict[str, int] = {"successful": 0, "failed": 0, "error": 0, "inconclusive": 0}
+    for metric in run.get("metrics") or []:
+        for key in total:
+            total[key] += int((metric.get("counts") or {}).get(key, 0))
+    parts = [f"✔ {total['successful']}", f"✖ {total['failed']}"]
+    if total["error"]:
+        parts.append(f"⚠ {total['error']}")
+    if total["inconclusive"]:
+        parts.append(f"? {total['inconclusive']}")
+    return ",".join(parts)
+
+
+def _table(rows: Sequence[tuple[str, _Row]], width: int) -> list[str]:
+    header = ("NAME", "KIND", "STATUS", "AGE", "INFO")
+    cells = [header] + [(name, row.kind, row.status, row.age, row.info) for name, row in rows]
+    widths = [max(cell_len(c[i]) for c in cells) for i in range(1, 5)]
+    fixed = sum(widths) + 2 * 4
+    name_width = max(12, min(max(cell_len(c[0]) for c in cells), width - fixed))
+    lines = []
+    for cell in cells:
+        parts = [_pad(cell[0], name_width)] + [_pad(cell[i], widths[i - 1]) for i in range(1, 5)]
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def _pad(text: str, width: int) -> str:
+    if cell_len(text) > width:
+        return set_cell_size(text, width - 1) + "…"
+    return set_cell_size(text, width)
+
+
+def _fit(line: str, width: int) -> str:
+    return line if cell_len(line) <= width else set_cell_size(line, width - 1) + "…"
+
+
+def _age(since: float | None, now: float) -> str:
+    if since is None:
+        return ""
+    seconds = max(0, int(now - since))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def _print_list(views: list[View], output: str) -> None:
+    if output == "json":
+        print(json.dumps({"rollouts": views}, indent=2))
+        return
+    if output == "yaml":
+        print(yaml.safe_dump({"rollouts": views}, sort_keys=False), end="")
+        return
+    header = ("NAME", "NAMESPACE", "STATUS", "STEP", "SET-WEIGHT", "ACTUAL-WEIGHT")
+    rows = [header] + [
+        (
+            v["name"],
+            v["namespace"],
+            _status(v.get("phase")),
+            v["step"]["label"],
+            str(v["weights"].get("setWeight", "")),
+            str(v["weights"].get("actual", "")),
+        )
+        for v in views
+    ]
+    widths = [max(cell_len(r[i]) for r in rows) for i in range(len(header))]
+    width = _width()
+    for row in rows:
+        print(_fit("  ".join(_pad(c, w) for c, w in zip(row, widths, strict=True)).rstrip(), width))
+    if not views:
+        print("no rollouts")
+
+
+# --- helpers for the Kubernetes source -------------------------------------------------------
+
+
+def command_value(action: str, clock: Callable[[], float] = time.time) -> str:
+    """`promote/2026-11-26T10:00:00.123456Z`: the verb plus a token that makes it a new command."""
+    stamp = datetime.datetime.fromtimestamp(clock(), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{action}/{stamp}"

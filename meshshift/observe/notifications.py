@@ -1,0 +1,491 @@
+"""Notifications: Slack incoming webhooks and a generic JSON webhook.
+
+Events: a rollout started, a step completed, the rollout paused, was promoted (the
+canary is the new stable), was aborted (traffic back on the stable), or one of its
+analysis runs failed (Failed or Error).
+
+They are read off the RolloutRegistry's snapshots: the notifier compares each rollout's
+state with the one before, so it needs no hook in the engine and sees every pass,
+including a pause that ends on its own, which no engine event announces. On the first
+snapshot of a rollout it only takes note, so a restarted daemon does not announce
+again what happened before it started, unless the rollout started meanwhile.
+
+Sending never delays a rollout: the registry listener only puts the notification on
+one bounded queue per receiver, and each receiver's task sends with a timeout and a
+few retries (backoff), dropping the oldest notification when its queue is full.
+
+Receivers come from the daemon's flags or environment (`--slack-webhook-url`,
+`--webhook-url`, MESHSHIFT_SLACK_WEBHOOK_URL, MESHSHIFT_WEBHOOK_URL) and per
+Deployment from the annotations `meshshift.io/slack-webhook-url` and
+`meshshift.io/webhook-url` (see `receivers_from_annotations`), which add to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+
+from meshshift import __version__
+from meshshift.analysis.phases import AnalysisPhase
+from meshshift.analysis.run import MetricResult
+from meshshift.engine.state import RolloutPhase, RolloutState
+from meshshift.observe.status import SecretMask, describe_step, step_position
+from meshshift.runtime.controller import RolloutKey, RolloutSnapshot
+from meshshift.runtime.registry import RolloutRegistry
+from meshshift.settings import NotificationSettings
+
+log = structlog.get_logger(__name__)
+
+SLACK_ANNOTATION = "meshshift.io/slack-webhook-url"
+WEBHOOK_ANNOTATION = "meshshift.io/webhook-url"
+QUEUE_SIZE = 256
+FIRST_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 10.0
+
+
+class EventKind(StrEnum):
+    STARTED = "rollout-started"
+    STEP_COMPLETED = "step-completed"
+    PAUSED = "paused"
+    PROMOTED = "promoted"
+    ABORTED = "aborted"
+    ANALYSIS_FAILED = "analysis-failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    kind: EventKind
+    namespace: str
+    name: str
+    title: str  # one line, for people
+    message: str  # the engine's own words
+    at: float  # seconds since the epoch
+    phase: str
+    step: str  # "2/8"
+    weight: int
+    stable_revision: str | None
+    canary_revision: str | None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def warning(self) -> bool:
+        return self.kind in (EventKind.ABORTED, EventKind.ANALYSIS_FAILED)
+
+
+# --- what happened between two snapshots ---------------------------------------------
+
+
+def notifications_between(
+    previous: RolloutState, snapshot: RolloutSnapshot, *, at: float
+) -> list[Notification]:
+    """The notifications a change from `previous` to `snapshot.state` calls for, in order."""
+    current = snapshot.state
+    assert current is not None
+    found: list[Notification] = []
+
+    def note(kind: EventKind, title: str, **details: Any) -> None:
+        found.append(_notification(snapshot, kind, title, at=at, details=details))
+
+    key = snapshot.key
+    if current.attempt > previous.attempt:
+        note(
+            EventKind.STARTED,
+            f"Rollout {key} started: revision {current.canary_revision}",
+            attempt=current.attempt,
+        )
+        previous = dataclasses.replace(
+            previous, step_index=0, analysis_runs=(), phase=RolloutPhase.PROGRESSING
+        )
+    steps = snapshot.spec.steps if snapshot.spec is not None else ()
+    if not current.full_promotion and current.step_index > previous.step_index:
+        for index in range(previous.step_index, min(current.step_index, len(steps))):
+            note(
+                EventKind.STEP_COMPLETED,
+                f"Rollout {key}: step {index + 1}/{len(steps)} completed ({describe_step(steps[index])})",
+                stepIndex=index,
+            )
+    for record in current.current_runs():
+        before = previous.run(record.name)
+        if record.phase.blocks_rollout and (before is None or before.phase != record.phase):
+            run = snapshot.analysis_runs.get(record.name)
+            mask = SecretMask.for_run(record, run)
+            note(
+                EventKind.ANALYSIS_FAILED,
+                f"Rollout {key}: analysis {record.name} is {record.phase.value}",
+                analysisRun=record.name,
+                analysisPhase=record.phase.value,
+                failedMetrics=_failed_metrics(run.results if run else (), record.phase, mask),
+                reason=mask.text(run.message) if run else "",
+            )
+    paused_anew = current.phase == RolloutPhase.PAUSED and (
+        previous.phase != RolloutPhase.PAUSED
+        or previous.pause_reason != current.pause_reason
+        or previous.step_index != current.step_index
+    )
+    if paused_anew:
+        reason = current.pause_reason.value if current.pause_reason else ""
+        note(EventKind.PAUSED, f"Rollout {key} paused: {current.message}", pauseReason=reason)
+    if current.phase == RolloutPhase.DEGRADED and previous.phase != RolloutPhase.DEGRADED:
+        note(
+            EventKind.ABORTED,
+            f"Rollout {key} aborted: {current.message}",
+            reason=current.abort_reason or "",
+        )
+    promoted = [r for r in current.history if r.outcome == "Promoted" and r not in previous.history]
+    for finished in promoted:
+        note(
+            EventKind.PROMOTED,
+            f"Rollout {key} promoted: revision {finished.revision} is the new stable",
+            revision=finished.revision,
+            fullPromotion=finished.full_promotion,
+        )
+    return found
+
+
+def _failed_metrics(
+    results: Sequence[MetricResult], phase: AnalysisPhase, mask: SecretMask
+) -> list[dict[str, str]]:
+    return [
+        {"metric": r.name, "phase": r.phase.value, "message": mask.text(r.message) or ""}
+        for r in results
+        if r.phase == phase and not r.dry_run
+    ]
+
+
+def _notification(
+    snapshot: RolloutSnapshot, kind: EventKind, title: str, *, at: float, details: Mapping[str, Any]
+) -> Notification:
+    state = snapshot.state
+    assert state is not None
+    return Notification(
+        kind=kind,
+        namespace=snapshot.key.namespace,
+        name=snapshot.key.name,
+        title=title,
+        message=state.message,
+        at=at,
+        phase=state.phase.value,
+        step=str(step_position(snapshot)),
+        weight=state.desired_weight,
+        stable_revision=state.stable_revision,
+        canary_revision=state.canary_revision,
+        details=dict(details),
+    )
+
+
+# --- payloads -----------------------------------------------------------------------
+
+
+class Receiver(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    def payload(self, notification: Notification) -> dict[str, Any]: ...
+
+
+_COLORS = {
+    EventKind.STARTED: "#439FE0",
+    EventKind.STEP_COMPLETED: "#439FE0",
+    EventKind.PAUSED: "warning",
+    EventKind.PROMOTED: "good",
+    EventKind.ABORTED: "danger",
+    EventKind.ANALYSIS_FAILED: "danger",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SlackReceiver:
+    """A Slack incoming webhook: `text` for the notification, an attachment for details."""
+
+    url: str
+    kind: str = "slack"
+
+    def payload(self, notification: Notification) -> dict[str, Any]:
+        icon = ":rotating_light:" if notification.warning else ":arrows_counterclockwise:"
+        fields = [
+            {"title": "Rollout", "value": f"{notification.namespace}/{notification.name}", "short": True},
+            {"title": "Phase", "value": notification.phase, "short": True},
+            {"title": "Step", "value": notification.step, "short": True},
+            {"title": "Canary weight", "value": f"{notification.weight}%", "short": True},
+        ]
+        if notification.canary_revision:
+            fields.append({"title": "Canary", "value": notification.canary_revision, "short": True})
+        if notification.stable_revision:
+            fields.append({"title": "Stable", "value": notification.stable_revision, "short": True})
+        for failed in notification.details.get("failedMetrics", ()):
+            fields.append({"title": f"Metric {failed['metric']}", "value": failed["message"], "short": False})
+        return {
+            "text": f"{icon} {_slack_escape(notification.title)}",
+            "attachments": [
+                {
+                    "color": _COLORS[notification.kind],
+                    "fallback": _slack_escape(notification.title),
+                    "text": _slack_escape(notification.message),
+                    "fields": [{**f, "value": _slack_escape(str(f["value"]))} for f in fields],
+                    "footer": f"meshshift {__version__} · {notification.kind.value}",
+                    "ts": int(notification.at),
+                }
+            ],
+        }
+
+
+def _slack_escape(text: str) -> str:
+    """Slack's three control characters, so a message cannot ping @channel or fake a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookReceiver:
+    """A generic webhook: one JSON object per notification."""
+
+    url: str
+    kind: str = "webhook"
+
+    def payload(self, notification: Notification) -> dict[str, Any]:
+        return {
+            "event": notification.kind.value,
+            "rollout": {"namespace": notification.namespace, "name": notification.name},
+            "title": notification.title,
+            "message": notification.message,
+            "severity": "warning" if notification.warning else "info",
+            "phase": notification.phase,
+            "step": notification.step,
+            "canaryWeight": notification.weight,
+            "revisions": {"stable": notification.stable_revision, "canary": notification.canary_revision},
+            "details": dict(notification.details),
+            "timestamp": datetime.fromtimestamp(notification.at, UTC).isoformat(),
+            "source": f"meshshift/{__version__}",
+        }
+
+
+def receivers_from_settings(settings: NotificationSettings) -> tuple[Receiver, ...]:
+    receivers: list[Receiver] = []
+    if settings.slack_webhook_url:
+        receivers.append(SlackReceiver(_checked_url(settings.slack_webhook_url, "--slack-webhook-url")))
+    if settings.webhook_url:
+        receivers.append(WebhookReceiver(_checked_url(settings.webhook_url, "--webhook-url")))
+    return tuple(receivers)
+
+
+def receivers_from_annotations(annotations: Mapping[str, str]) -> tuple[Receiver, ...]:
+    """The receivers a Deployment asks for; ValueError naming the annotation when one is bad."""
+    receivers: list[Receiver] = []
+    if slack := annotations.get(SLACK_ANNOTATION):
+        receivers.append(SlackReceiver(_checked_url(slack, f"metadata.annotations[{SLACK_ANNOTATION!r}]")))
+    if webhook := annotations.get(WEBHOOK_ANNOTATION):
+        receivers.append(
+            WebhookReceiver(_checked_url(webhook, f"metadata.annotations[{WEBHOOK_ANNOTATION!r}]"))
+        )
+    return tuple(receivers)
+
+
+def _checked_url(url: str, where: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{where}: {url!r} is not an http(s) URL")
+    return url.strip()
+
+
+# --- sending --------------------------------------------------------------------------
+
+
+class _Delivery:
+    """One receiver's queue and the task that drains it."""
+
+    def __init__(self, receiver: Receiver, notifier: Notifier) -> None:
+        self.receiver = receiver
+        self.notifier = notifier
+        self.queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=notifier.queue_size)
+        self.task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def put(self, notification: Notification) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()  # the oldest goes: newer news matters more
+            self.queue.task_done()
+            self.dropped += 1
+            log.warning("notification queue full; dropped the oldest", receiver=self.receiver.kind)
+        self.queue.put_nowait(notification)
+        if self.notifier.session is not None:
+            self.ensure_running()
+
+    def ensure_running(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(
+                self._drain(), name=f"notify:{self.receiver.kind}"
+            )
+
+    async def _drain(self) -> None:
+        while True:
+            notification = await self.queue.get()
+            try:
+                await self.notifier.send(self.receiver, notification)
+            finally:
+                self.queue.task_done()
+
+
+class Notifier:
+    """Turns registry snapshots into notifications and sends them without blocking anyone."""
+
+    def __init__(
+        self,
+        receivers: Sequence[Receiver] = (),
+        *,
+        timeout: float = 5.0,
+        retries: int = 3,
+        queue_size: int = QUEUE_SIZE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.receivers = tuple(receivers)
+        self.timeout = timeout
+        self.retries = retries
+        self.queue_size = queue_size
+        self.clock = clock
+        self.session: aiohttp.ClientSession | None = None
+        self.sent = 0
+        self.failed = 0
+        self._per_rollout: dict[RolloutKey, tuple[Receiver, ...]] = {}
+        self._deliveries: dict[tuple[str, str], _Delivery] = {}
+        self._last: dict[RolloutKey, RolloutState | None] = {}
+        self._first_seen: dict[RolloutKey, float] = {}
+        self._registries: list[RolloutRegistry] = []
+
+    @classmethod
+    def from_settings(cls, settings: NotificationSettings) -> Notifier:
+        return cls(receivers_from_settings(settings), timeout=settings.timeout, retries=settings.retries)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"User-Agent": f"meshshift/{__version__}"},
+            )
+        for delivery in self._deliveries.values():
+            delivery.ensure_running()  # what was queued before we started
+
+    async def close(self, drain_for: float = 2.0) -> None:
+        """Give queued notifications `drain_for` seconds, then stop."""
+        pending = [d for d in self._deliveries.values() if d.task is not None]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(d.queue.join() for d in pending)), drain_for)
+        for delivery in pending:
+            assert delivery.task is not None
+            delivery.task.cancel()
+        await asyncio.gather(*(d.task for d in pending if d.task), return_exceptions=True)
+        self._deliveries.clear()
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def attach(self, registry: RolloutRegistry) -> None:
+        if registry not in self._registries:
+            registry.listeners.append(self.observe)
+            self._registries.append(registry)
+
+    def detach(self, registry: RolloutRegistry) -> None:
+        if registry in self._registries:
+            self._registries.remove(registry)
+            with contextlib.suppress(ValueError):
+                registry.listeners.remove(self.observe)
+
+    def set_receivers(self, key: RolloutKey, receivers: Sequence[Receiver]) -> None:
+        """Receivers for one rollout, on top of the daemon's (from its annotations)."""
+        if receivers:
+            self._per_rollout[key] = tuple(receivers)
+        else:
+            self._per_rollout.pop(key, None)
+
+    def receivers_for(self, key: RolloutKey) -> Iterator[Receiver]:
+        seen: set[tuple[str, str]] = set()
+        for receiver in (*self.receivers, *self._per_rollout.get(key, ())):
+            if (receiver.kind, receiver.url) not in seen:
+                seen.add((receiver.kind, receiver.url))
+                yield receiver
+
+    # --- the registry listener (synchronous: it must never wait) ------------------------
+
+    def observe(self, key: RolloutKey, snapshot: RolloutSnapshot | None) -> None:
+        try:
+            self._observe(key, snapshot)
+        except Exception:  # a bug here must never reach the controller that published
+            log.exception("cannot work out notifications", rollout=str(key))
+
+    def _observe(self, key: RolloutKey, snapshot: RolloutSnapshot | None) -> None:
+        if snapshot is None:
+            self._last.pop(key, None)
+            self._first_seen.pop(key, None)
+            self._per_rollout.pop(key, None)
+            return
+        first_seen = self._first_seen.setdefault(key, snapshot.updated_at)
+        current = snapshot.state
+        if current is None:
+            self._last.setdefault(key, None)
+            return
+        previous = self._last.get(key)
+        self._last[key] = current
+        if previous is None:
+            started = current.rollout_started_at
+            if started is None or started < first_seen or not current.in_rollout:
+                return  # what we find at start-up happened before us
+            previous = RolloutState(stable_revision=current.stable_revision)
+        if previous == current:
+            return
+        for notification in notifications_between(previous, snapshot, at=self.clock()):
+            self.notify(key, notification)
+
+    def notify(self, key: RolloutKey, notification: Notification) -> None:
+        log.info("rollout notification", rollout=str(key), kind=notification.kind.value)
+        for receiver in self.receivers_for(key):
+            delivery = self._deliveries.get((receiver.kind, receiver.url))
+            if delivery is None:
+                delivery = self._deliveries[(receiver.kind, receiver.url)] = _Delivery(receiver, self)
+            delivery.put(notification)
+
+    async def send(self, receiver: Receiver, notification: Notification) -> bool:
+        """POST one notification, retrying network errors, 429 and 5xx with backoff."""
+        session = self.session
+        if session is None:
+            return False
+        body = receiver.payload(notification)
+        delay = FIRST_RETRY_DELAY
+        problem = ""
+        for attempt in range(1 + max(0, self.retries)):
+            if attempt:
+                await asyncio.sleep(delay)
+                delay = min(MAX_RETRY_DELAY, delay * 2)
+            try:
+                async with session.post(receiver.url, json=body) as response:
+                    if response.status < 300:
+                        self.sent += 1
+                        return True
+                    problem = f"HTTP {response.status}"
+                    if response.status != 429 and response.status < 500:
+                        break  # the receiver refuses this payload; retrying will not help
+            except (aiohttp.ClientError, TimeoutError) as error:
+                problem = f"{type(error).__name__}: {error}"
+        self.failed += 1
+        log.warning(
+            "notification not delivered",
+            receiver=receiver.kind,
+            host=urlsplit(receiver.url).netloc,  # never log the path: webhook URLs hold secrets
+            kind=notification.kind.value,
+            rollout=f"{notification.namespace}/{notification.name}",
+            problem=problem,
+        )
+        return False

@@ -1,0 +1,410 @@
+// The meshshift dashboard: a list of rollouts and a page per rollout, fed by the
+// daemon's own API (/api/v1) through Server-Sent Events. No framework, no CDN: every
+// value goes into the page through textContent, never through HTML.
+"use strict";
+
+const TOKEN_KEY = "meshshift.token";
+const ACTIONS = [
+  ["promote", "Promote", "Skip the current pause"],
+  ["promote-full", "Promote full", "Skip every remaining step and analysis"],
+  ["abort", "Abort", "Send all traffic back to the stable"],
+  ["retry", "Retry", "Retry an aborted rollout or a blocked analysis"],
+];
+
+let info = { controlEnabled: false, leader: true, version: "" };
+let stream = null;
+let lastNotice = null; // the answer to the last button, kept across re-renders
+
+// --- tiny DOM helpers ----------------------------------------------------------------
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "text") node.textContent = String(value);
+    else if (key === "onclick") node.addEventListener("click", value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+  for (const child of children.flat(Infinity)) if (child) node.append(child);
+  return node;
+}
+
+function ago(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  const delta = Math.max(0, Date.now() / 1000 - seconds);
+  if (delta < 60) return `${Math.round(delta)}s ago`;
+  if (delta < 3600) return `${Math.round(delta / 60)}m ago`;
+  if (delta < 86400) return `${Math.round(delta / 3600)}h ago`;
+  return `${Math.round(delta / 86400)}d ago`;
+}
+
+function clock(seconds) {
+  return seconds ? new Date(seconds * 1000).toLocaleTimeString() : "";
+}
+
+function phaseBadge(phase) {
+  return el("span", { class: `badge phase-${String(phase).toLowerCase()}`, "data-testid": "phase", text: phase });
+}
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+// --- routing ---------------------------------------------------------------------------
+
+function route() {
+  if (stream) {
+    stream.close();
+    stream = null;
+  }
+  lastNotice = null;
+  const match = location.hash.match(/^#\/rollouts\/([^/]+)\/([^/]+)$/);
+  if (match) showRollout(decodeURIComponent(match[1]), decodeURIComponent(match[2]));
+  else showList();
+}
+
+function watch(url, render) {
+  stream = new EventSource(url);
+  stream.onmessage = (event) => render(JSON.parse(event.data));
+  stream.addEventListener("deleted", () => {
+    document.getElementById("view").replaceChildren(el("p", { class: "notice", text: "This rollout was deleted." }));
+    stream.close();
+  });
+  stream.onerror = () => {
+    const banner = document.getElementById("connection");
+    if (banner) banner.textContent = "reconnecting…";
+  };
+  stream.onopen = () => {
+    const banner = document.getElementById("connection");
+    if (banner) banner.textContent = "";
+  };
+}
+
+// --- the list --------------------------------------------------------------------------
+
+function showList() {
+  document.title = "meshshift: rollouts";
+  watch("/api/v1/rollouts?watch=true", renderList);
+}
+
+function renderList(data) {
+  const rows = data.rollouts.map((r) =>
+    el(
+      "tr",
+      { "data-testid": "rollout-row" },
+      el("td", {}, el("a", { href: `#/rollouts/${encodeURIComponent(r.namespace)}/${encodeURIComponent(r.name)}`, text: r.name })),
+      el("td", { text: r.namespace }),
+      el("td", {}, phaseBadge(r.phase)),
+      el("td", { text: r.step.label }),
+      el("td", {}, weightBar(r.weights.actual)),
+      el("td", { class: "message", text: r.message }),
+      el("td", { class: "muted", text: ago(r.updatedAt) }),
+    ),
+  );
+  const table = rows.length
+    ? el(
+        "table",
+        { class: "list" },
+        el("thead", {}, el("tr", {}, ["Rollout", "Namespace", "Phase", "Step", "Canary weight", "Message", "Updated"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, rows),
+      )
+    : el("p", { class: "muted", text: "No rollouts yet." });
+  document.getElementById("view").replaceChildren(el("h1", { text: "Rollouts" }), el("p", { id: "connection", class: "muted" }), table);
+}
+
+// --- one rollout -----------------------------------------------------------------------
+
+function showRollout(namespace, name) {
+  document.title = `meshshift: ${namespace}/${name}`;
+  const url = `/api/v1/rollouts/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}`;
+  fetch(url).then((response) => {
+    if (response.status === 404) {
+      document.getElementById("view").replaceChildren(el("p", { class: "notice", text: `No rollout ${namespace}/${name}.` }), el("a", { href: "#/", text: "All rollouts" }));
+      return;
+    }
+    watch(`${url}?watch=true`, (view) => renderRollout(view, url));
+  });
+}
+
+function renderRollout(view, url) {
+  const sections = [
+    el("nav", { class: "crumbs" }, el("a", { href: "#/", text: "Rollouts" }), " / ", `${view.namespace}/${view.name}`),
+    el(
+      "section",
+      { class: "summary" },
+      el("h1", {}, view.name, " ", phaseBadge(view.phase)),
+      el("p", { class: "message", "data-testid": "message", text: view.message }),
+      el("p", { id: "connection", class: "muted" }),
+      facts(view),
+      controls(view, url),
+    ),
+    el("section", {}, el("h2", { text: "Traffic" }), weights(view)),
+    el("section", {}, el("h2", { text: "Steps" }), steps(view)),
+    view.headerRoutes.length ? el("section", {}, el("h2", { text: "Header routes" }), headerRoutes(view)) : null,
+    el("section", {}, el("h2", { text: "Analysis" }), analysis(view)),
+    el("section", {}, el("h2", { text: "History" }), history(view)),
+  ];
+  document.getElementById("view").replaceChildren(...sections.filter(Boolean));
+}
+
+function facts(view) {
+  const items = [
+    ["Step", el("span", { "data-testid": "step", text: view.step.label })],
+    ["Strategy", `${view.strategy} (${view.trafficRouter || "no router"})`],
+    ["Stable", view.revisions.stable || "none"],
+    ["Canary", view.revisions.canary || "none"],
+    ["Images", Object.entries(view.images).map(([role, images]) => `${images.join(", ")} (${role})`).join("; ") || "unknown"],
+    ["Started", view.rolloutStartedAt ? `${clock(view.rolloutStartedAt)} (${ago(view.rolloutStartedAt)})` : "not rolling out"],
+  ];
+  if (view.pauseUntil) items.push(["Paused until", clock(view.pauseUntil)]);
+  if (view.lastError) items.push(["Last error", view.lastError]);
+  return el("dl", { class: "facts" }, items.map(([term, value]) => [el("dt", { text: term }), el("dd", {}, value)]));
+}
+
+function controls(view, url) {
+  const notice = el("p", { class: "notice", id: "control-result", "data-testid": "control-result", role: "status" });
+  if (lastNotice) {
+    notice.textContent = lastNotice.text;
+    notice.classList.add(lastNotice.ok ? "ok" : "bad");
+  }
+  if (!info.controlEnabled) {
+    return el("div", { class: "controls" }, el("p", { class: "muted", text: "Control is off: start meshshift with --token to enable these buttons." }));
+  }
+  const buttons = ACTIONS.map(([action, label, hint]) =>
+    el("button", {
+      type: "button",
+      class: `action action-${action}`,
+      "data-action": action,
+      title: hint,
+      text: label,
+      onclick: () => send(url, action, label),
+    }),
+  );
+  return el("div", { class: "controls" }, buttons, notice);
+}
+
+async function send(url, action, label) {
+  if (!token()) {
+    lastNotice = { ok: false, text: "Enter the control token first (top right)." };
+    const notice = document.getElementById("control-result");
+    if (notice) notice.textContent = lastNotice.text;
+    return;
+  }
+  for (const button of document.querySelectorAll("button.action")) button.disabled = true;
+  let text;
+  let ok = false;
+  try {
+    const response = await fetch(`${url}/${action}`, { method: "POST", headers: { Authorization: `Bearer ${token()}` } });
+    const body = await response.json();
+    ok = response.status === 200;
+    if (response.status === 401 || response.status === 403) text = `${label} refused: ${body.error}`;
+    else text = `${label}: ${body.message || body.error}`;
+  } catch (error) {
+    text = `${label} failed: ${error}`;
+  }
+  lastNotice = { ok, text };
+  const notice = document.getElementById("control-result");
+  if (notice) {
+    notice.textContent = text;
+    notice.className = `notice ${ok ? "ok" : "bad"}`;
+  }
+  for (const button of document.querySelectorAll("button.action")) button.disabled = false;
+}
+
+function weightBar(canary) {
+  const stable = 100 - canary;
+  return el(
+    "span",
+    { class: "bar", title: `stable ${stable}% / canary ${canary}%` },
+    svg(
+      "svg",
+      { width: 120, height: 12, viewBox: "0 0 100 10", preserveAspectRatio: "none", role: "img", "aria-label": `canary ${canary}%` },
+      svg("rect", { x: 0, y: 0, width: stable, height: 10, class: "stable" }),
+      svg("rect", { x: stable, y: 0, width: canary, height: 10, class: "canary" }),
+    ),
+    el("span", { class: "bar-label", text: ` ${canary}%` }),
+  );
+}
+
+function weights(view) {
+  const w = view.weights;
+  const applied = Object.entries(w.applied).map(([router, weight]) =>
+    el("li", { "data-testid": `applied-${router}`, text: `${router}: ${weight === null ? "unknown" : `${weight}%`} applied` }),
+  );
+  return el(
+    "div",
+    { class: "weights" },
+    weightBar(w.actual),
+    el(
+      "ul",
+      {},
+      el("li", { "data-testid": "weight-canary", text: `canary ${w.actual}%` }),
+      el("li", { "data-testid": "weight-stable", text: `stable ${w.stable}%` }),
+      el("li", { "data-testid": "weight-desired", text: `desired canary weight ${w.desired}% (setWeight ${w.setWeight})` }),
+      applied,
+      w.appliedAgree || !Object.keys(w.applied).length ? null : el("li", { class: "bad", text: "the data planes disagree" }),
+    ),
+  );
+}
+
+function steps(view) {
+  if (!view.steps.length) return el("p", { class: "muted", text: view.specError || "No steps." });
+  return el(
+    "ol",
+    { class: "steps" },
+    view.steps.map((step) =>
+      el(
+        "li",
+        {
+          class: `step step-${step.status}`,
+          "data-status": step.status,
+          "data-testid": step.status === "current" ? "current-step" : null,
+          "aria-current": step.status === "current" ? "step" : null,
+        },
+        el("span", { class: "marker", text: { completed: "✔", current: "▶", failed: "✖", pending: "○" }[step.status] || "○" }),
+        el("span", { class: "index", text: `${step.index + 1}.` }),
+        el("span", { text: step.description }),
+        step.status === "current" ? el("span", { class: "current-label", text: " (current)" }) : null,
+      ),
+    ),
+  );
+}
+
+function headerRoutes(view) {
+  return el(
+    "ul",
+    {},
+    view.headerRoutes.map((route) =>
+      el("li", {}, el("strong", { text: route.name }), ": ", route.match.map((m) => `${m.headerName} ${m.value.kind} "${m.value.value}"`).join(" and ")),
+    ),
+  );
+}
+
+function analysis(view) {
+  if (!view.analysisRuns.length) return el("p", { class: "muted", text: "No analysis runs in this rollout." });
+  return view.analysisRuns.map((run) =>
+    el(
+      "article",
+      { class: "run", "data-testid": "analysis-run" },
+      el(
+        "h3",
+        {},
+        run.name,
+        " ",
+        phaseBadge(run.phase || "Pending"),
+        el("span", { class: "muted", text: ` ${run.kind === "background" ? "background" : `step ${run.stepIndex + 1}`} · ${run.templates.join(", ")}${run.superseded ? " · superseded" : ""}` }),
+      ),
+      run.message ? el("p", { class: "message", text: run.message }) : null,
+      el(
+        "table",
+        { class: "metrics" },
+        el("thead", {}, el("tr", {}, ["Metric", "Phase", "✔", "✖", "?", "⚠", "Last value", "Values", "Condition"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, run.metrics.map(metricRow)),
+      ),
+      run.metrics.filter((m) => m.query).map((m) => el("details", {}, el("summary", { text: `${m.name}: resolved query` }), el("pre", { text: m.query }))),
+    ),
+  );
+}
+
+function metricRow(metric) {
+  const last = metric.measurements.length ? metric.measurements[metric.measurements.length - 1] : null;
+  const lastText = last ? (last.number !== null ? String(+last.number.toPrecision(6)) : JSON.stringify(last.value)) : "–";
+  return el(
+    "tr",
+    { "data-testid": "metric", "data-metric": metric.name },
+    el("td", {}, metric.name, metric.dryRun ? el("span", { class: "muted", text: " (dry run)" }) : null),
+    el("td", {}, phaseBadge(metric.phase)),
+    el("td", { text: metric.counts.successful }),
+    el("td", { text: metric.counts.failed }),
+    el("td", { text: metric.counts.inconclusive }),
+    el("td", { text: metric.counts.error }),
+    el("td", { "data-testid": "last-value", text: lastText, title: last ? last.message : "" }),
+    el("td", {}, plot(metric.measurements)),
+    el("td", { class: "condition", text: [metric.successCondition && `success: ${metric.successCondition}`, metric.failureCondition && `failure: ${metric.failureCondition}`].filter(Boolean).join("; ") || "none" }),
+  );
+}
+
+// A small line plot of a metric's values over time, one dot per measurement, colored by phase.
+function plot(measurements) {
+  const points = measurements.filter((m) => m.number !== null);
+  const width = 160;
+  const height = 40;
+  const pad = 4;
+  const chart = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "plot", role: "img", "aria-label": `${points.length} measured values` });
+  if (!points.length) return chart;
+  const times = points.map((p) => p.finishedAt);
+  const values = points.map((p) => p.number);
+  const [t0, t1] = [Math.min(...times), Math.max(...times)];
+  let [v0, v1] = [Math.min(...values), Math.max(...values)];
+  if (v0 === v1) [v0, v1] = [v0 - 1, v1 + 1];
+  const x = (t) => (t1 === t0 ? width / 2 : pad + ((t - t0) / (t1 - t0)) * (width - 2 * pad));
+  const y = (v) => height - pad - ((v - v0) / (v1 - v0)) * (height - 2 * pad);
+  const coords = points.map((p) => `${x(p.finishedAt).toFixed(1)},${y(p.number).toFixed(1)}`);
+  chart.append(svg("polyline", { points: coords.join(" "), class: "line" }));
+  points.forEach((p) => {
+    const dot = svg("circle", { cx: x(p.finishedAt).toFixed(1), cy: y(p.number).toFixed(1), r: 2.5, class: `dot dot-${p.phase.toLowerCase()}` });
+    dot.append(svg("title", {}, document.createTextNode(`${clock(p.finishedAt)}: ${p.number} (${p.phase})`)));
+    chart.append(dot);
+  });
+  return chart;
+}
+
+function history(view) {
+  if (!view.history.length) return el("p", { class: "muted", text: "No finished rollouts yet." });
+  return el(
+    "table",
+    { class: "history" },
+    el("thead", {}, el("tr", {}, ["Revision", "Outcome", "Started", "Finished", "Message"].map((h) => el("th", { text: h })))),
+    el(
+      "tbody",
+      {},
+      [...view.history].reverse().map((record) =>
+        el(
+          "tr",
+          {},
+          el("td", { text: record.revision }),
+          el("td", {}, phaseBadge(record.outcome)),
+          el("td", { text: clock(record.startedAt) }),
+          el("td", { text: `${clock(record.finishedAt)} (${ago(record.finishedAt)})` }),
+          el("td", { class: "message", text: `${record.message}${record.fullPromotion ? " (promote-full)" : ""}` }),
+        ),
+      ),
+    ),
+  );
+}
+
+// --- start -----------------------------------------------------------------------------
+
+function showTokenState() {
+  const state = document.getElementById("token-state");
+  state.textContent = token() ? "token set" : info.controlEnabled ? "no token" : "control off";
+}
+
+document.getElementById("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = document.getElementById("token-input");
+  if (input.value) sessionStorage.setItem(TOKEN_KEY, input.value);
+  else sessionStorage.removeItem(TOKEN_KEY);
+  input.value = "";
+  showTokenState();
+});
+
+fetch("/api/v1/info")
+  .then((response) => response.json())
+  .then((data) => {
+    info = data;
+    document.getElementById("daemon-info").textContent = `v${data.version}${data.leader ? "" : " · standby"}`;
+    showTokenState();
+    window.addEventListener("hashchange", route);
+    route();
+  });

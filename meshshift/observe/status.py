@@ -1,0 +1,260 @@
+"""What a rollout looks like from outside: the facts the metrics, the API, the CLI and
+the notifications all show, derived from one RolloutSnapshot in one place.
+
+Argo Rollouts' metric phase (`rollout_info{phase}`) from our engine's state:
+
+| our state                                              | Argo phase  |
+|--------------------------------------------------------|-------------|
+| spec missing or invalid (`spec_error`)                 | InvalidSpec |
+| the last reconcile failed (`last_error`)               | Error       |
+| Paused (a pause step, Inconclusive analysis, freeze)   | Paused      |
+| Degraded after ProgressDeadlineExceeded                | Timeout     |
+| Degraded otherwise (aborted by analysis or a user)     | Abort       |
+| Healthy                                                | Completed   |
+| Progressing, or not reconciled yet                     | Progressing |
+
+Steps are shown as Argo's CLI shows them during a rollout, `current/total`, with
+`current` 1-based (the step being run); `total/total` once promoted and `0/total`
+after an abort, as Argo resets its step index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from meshshift.analysis.run import AnalysisRun
+from meshshift.engine.state import AnalysisRunRecord, RolloutPhase, RolloutState, Stage
+from meshshift.runtime.controller import RolloutSnapshot
+from meshshift.spec.model import (
+    STEP_KINDS,
+    Metric,
+    Pause,
+    SetCanaryScale,
+    SetHeaderRoute,
+    SetMirrorRoute,
+    SetWeight,
+    Step,
+    StepAnalysis,
+)
+
+STRATEGY = "canary"  # the one strategy meshshift runs
+
+
+class ArgoPhase(StrEnum):
+    """The phase label values of Argo Rollouts' `rollout_info` and `rollout_phase`."""
+
+    COMPLETED = "Completed"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    TIMEOUT = "Timeout"
+    ERROR = "Error"
+    ABORT = "Abort"
+    INVALID_SPEC = "InvalidSpec"
+
+
+TIMEOUT_REASON = "ProgressDeadlineExceeded"
+
+# Router names as Argo's `traffic_router` label spells them.
+_ROUTER_LABELS = {"istio": "Istio", "nginx": "Nginx", "envoy": "Envoy"}
+
+# Provider kinds as Argo's `analysis_run_metric_type` label spells them.
+_PROVIDER_TYPES = {
+    "prometheus": "Prometheus",
+    "web": "Web",
+    "datadog": "Datadog",
+    "newRelic": "NewRelic",
+    "meshshift": "Meshshift",
+}
+UNKNOWN_PROVIDER = "Unknown Provider"  # Argo's own wording
+
+
+def argo_phase(snapshot: RolloutSnapshot) -> ArgoPhase:
+    if snapshot.spec is None or snapshot.spec_error is not None:
+        return ArgoPhase.INVALID_SPEC
+    if snapshot.last_error is not None:
+        return ArgoPhase.ERROR
+    state = snapshot.state
+    if state is None:
+        return ArgoPhase.PROGRESSING
+    if state.phase == RolloutPhase.PAUSED:
+        return ArgoPhase.PAUSED
+    if state.phase == RolloutPhase.DEGRADED:
+        return ArgoPhase.TIMEOUT if state.abort_reason == TIMEOUT_REASON else ArgoPhase.ABORT
+    if state.phase == RolloutPhase.HEALTHY:
+        return ArgoPhase.COMPLETED
+    return ArgoPhase.PROGRESSING
+
+
+def rollout_phase(snapshot: RolloutSnapshot) -> str:
+    """The phase people read (Argo's CLI words): Healthy, Progressing, Paused, Degraded, ..."""
+    if snapshot.spec is None or snapshot.spec_error is not None:
+        return "InvalidSpec"
+    if snapshot.state is None:
+        return "Progressing"
+    return snapshot.state.phase.value
+
+
+def traffic_router(snapshot: RolloutSnapshot) -> str:
+    return ",".join(_ROUTER_LABELS.get(name, name[:1].upper() + name[1:]) for name in snapshot.routers)
+
+
+def provider_type(metric: Metric) -> str:
+    if metric.provider is None:
+        return UNKNOWN_PROVIDER
+    kind = metric.provider.kind
+    return _PROVIDER_TYPES.get(kind, kind[:1].upper() + kind[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class StepPosition:
+    current: int  # 1-based; 0 after an abort
+    total: int
+
+    def __str__(self) -> str:
+        return f"{self.current}/{self.total}"
+
+
+def step_position(snapshot: RolloutSnapshot) -> StepPosition:
+    total = snapshot.spec.step_count if snapshot.spec is not None else 0
+    state = snapshot.state
+    if state is None:
+        return StepPosition(0, total)
+    return StepPosition(_current_step(state, total), total)
+
+
+def _current_step(state: RolloutState, total: int) -> int:
+    if state.phase == RolloutPhase.DEGRADED or state.stage == Stage.INITIALIZING:
+        return 0
+    if state.in_rollout:
+        return min(state.step_index + 1, total)
+    return total
+
+
+def current_step_index(snapshot: RolloutSnapshot) -> int | None:
+    """The 0-based index of the step being run, None when no rollout is stepping."""
+    state = snapshot.state
+    if state is None or snapshot.spec is None or state.stage != Stage.STEPPING:
+        return None
+    if state.step_index >= snapshot.spec.step_count:
+        return None
+    return state.step_index
+
+
+def set_weight(snapshot: RolloutSnapshot) -> int:
+    """The weight of the last setWeight step reached (Argo's SetWeight): 100 once promoted."""
+    state = snapshot.state
+    if state is None or snapshot.spec is None:
+        return 0
+    if not state.in_rollout or state.phase == RolloutPhase.DEGRADED:
+        return 100 if state.phase == RolloutPhase.HEALTHY else 0
+    reached = snapshot.spec.steps[: state.step_index + 1]
+    weights = [step.weight for step in reached if isinstance(step, SetWeight)]
+    return weights[-1] if weights else 0
+
+
+def desired_weight(snapshot: RolloutSnapshot) -> int:
+    return snapshot.state.desired_weight if snapshot.state is not None else 0
+
+
+def applied_weight(snapshot: RolloutSnapshot) -> int | None:
+    """What the data planes report when they all agree; None when unknown or split."""
+    weights = {a.canary_weight for a in snapshot.applied.values() if a.canary_weight is not None}
+    return weights.pop() if len(weights) == 1 else None
+
+
+def actual_weight(snapshot: RolloutSnapshot) -> int:
+    """The applied weight when known, else the one the engine asked for."""
+    applied = applied_weight(snapshot)
+    return applied if applied is not None else desired_weight(snapshot)
+
+
+def describe_step(step: Step) -> str:
+    """One short line per step, in the words of the YAML a user wrote."""
+    match step:
+        case SetWeight(weight=weight):
+            return f"setWeight: {weight}"
+        case Pause(duration=None):
+            return "pause: {} (until promoted)"
+        case Pause(duration=duration):
+            return f"pause: {{duration: {_seconds(duration or 0.0)}}}"
+        case StepAnalysis(analysis=analysis):
+            names = ", ".join(t.template_name for t in analysis.templates)
+            return f"analysis: {names}"
+        case SetHeaderRoute(name=name, match=match) if match:
+            rules = ", ".join(f"{m.header_name} {m.value.kind} {m.value.value!r}" for m in match)
+            return f"setHeaderRoute: {name} ({rules})"
+        case SetHeaderRoute(name=name):
+            return f"setHeaderRoute: {name} (removed)"
+        case SetMirrorRoute(name=name, percentage=percentage, match=match) if match:
+            share = f", {percentage}%" if percentage is not None else ""
+            return f"setMirrorRoute: {name}{share}"
+        case SetMirrorRoute(name=name):
+            return f"setMirrorRoute: {name} (removed)"
+        case SetCanaryScale(scale=scale):
+            if scale.replicas is not None:
+                return f"setCanaryScale: {scale.replicas} replicas"
+            if scale.match_traffic_weight:
+                return "setCanaryScale: matchTrafficWeight"
+            return f"setCanaryScale: {scale.weight}%"
+    return type(step).__name__  # pragma: no cover - every step kind is matched above
+
+
+_STEP_KEYS = {kind: key for key, kind in STEP_KINDS.items()}
+
+
+def step_kind(step: Step) -> str:
+    """The YAML key of the step: setWeight, pause, analysis, ..."""
+    return _STEP_KEYS[type(step)]
+
+
+def _seconds(value: float) -> str:
+    whole = int(value)
+    if whole == value and whole % 3600 == 0 and whole:
+        return f"{whole // 3600}h"
+    if whole == value and whole % 60 == 0 and whole:
+        return f"{whole // 60}m"
+    return f"{value:g}s"
+
+
+def numeric_value(value: object) -> float | None:
+    """A measurement's value as one number (`result[0]` for a vector); None if it has none."""
+    if isinstance(value, list | tuple):
+        return numeric_value(value[0]) if value else None
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+class SecretMask:
+    """Hides the values of args read from Secrets, wherever a resolved query or message repeats them."""
+
+    MASK = "<secret>"
+
+    def __init__(self, names: set[str], values: list[str]) -> None:
+        self.names = names
+        self.values = sorted((v for v in values if v), key=len, reverse=True)
+
+    @classmethod
+    def for_run(cls, record: AnalysisRunRecord | None, run: AnalysisRun | None) -> SecretMask:
+        refs = record.analysis.args if record is not None else ()
+        names = {a.name for a in refs if a.value_from is not None and a.value_from.secret_name is not None}
+        values = [run.args[n] for n in names if run is not None and n in run.args]
+        return cls(names, values)
+
+    def args(self, args: Mapping[str, str]) -> dict[str, str]:
+        return {k: self.MASK if k in self.names else v for k, v in args.items()}
+
+    def text(self, text: str | None) -> str | None:
+        if text:
+            for value in self.values:
+                text = text.replace(value, self.MASK)
+        return text
