@@ -7,7 +7,7 @@ StateStore, `analysis/providers/` for MetricProvider.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -108,6 +108,10 @@ class MetricProvider(Protocol):
     kind: str
 
     async def measure(self, metric: Metric, context: MeasureContext) -> ProviderResult: ...
+
+
+# (secret name, namespace or None for meshshift's own) -> the Secret's data, or None.
+SecretReader = Callable[[str, str | None], Awaitable[Mapping[str, str] | None]]
 
 
 class TemplateSource(Protocol):

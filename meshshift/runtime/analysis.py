@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ from meshshift.analysis.run import (
     terminate,
 )
 from meshshift.engine.actions import StartAnalysis
-from meshshift.ports import MeasureContext, MetricProvider, ProviderError, TemplateSource
+from meshshift.ports import MeasureContext, MetricProvider, ProviderError, SecretReader, TemplateSource
 from meshshift.spec.errors import SpecError
 from meshshift.spec.model import AnalysisTemplate, Arg, MeasurementRetention, Metric
 from meshshift.spec.templates import instantiate_template, resolve_args
@@ -34,6 +35,8 @@ from meshshift.spec.templates import instantiate_template, resolve_args
 log = structlog.get_logger(__name__)
 
 DEFAULT_MEASUREMENT_TIMEOUT = 30.0
+# What a value read from a Secret becomes wherever a run is persisted or shown.
+REDACTED = "*****"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,7 @@ class ArgContext:
 
     builtin_args: Mapping[str, str]  # canary-hash, baseline-hash, ... (see builtin_args())
     namespace: str | None = None
-    secrets: Mapping[str, Mapping[str, str]] | None = None  # secret name -> key -> value
+    secret_reader: SecretReader | None = None  # for args with valueFrom.secretKeyRef
 
 
 def builtin_args(*, canary: str, stable: str, namespace: str | None) -> dict[str, str]:
@@ -74,6 +77,7 @@ class AnalysisExecutor:
         self.measurement_timeout = measurement_timeout
         self.runs: dict[str, AnalysisRun] = {}
         self.contexts: dict[str, MeasureContext] = {}
+        self._secret_values: dict[str, tuple[str, ...]] = {}  # run -> values to redact
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def verdicts(self) -> dict[str, AnalysisPhase]:
@@ -90,14 +94,21 @@ class AnalysisExecutor:
             return
         context = self.arg_context(action)
         run = self.runs.get(name)
+        try:
+            # Read on every start: Secret values are never persisted, only used.
+            secret_args = await _secret_args(action.analysis.args, context)
+        except LookupError as error:
+            if run is None:
+                self._publish(self._error_run(action, f"cannot start analysis: {error}"))
+            return
         if run is None:
-            run = await self._new_run(action, context)
+            run = await self._new_run(action, context, secret_args)
             self._publish(run)
         else:
             log.info("analysis run resumed", run=name, phase=run.phase.value)
-        self.contexts[name] = MeasureContext(
-            args=dict(run.args), namespace=context.namespace, secrets=dict(context.secrets or {})
-        )
+        provider_args = {**run.args, **{k: v for k, v in secret_args.items() if k in run.args}}
+        self.contexts[name] = MeasureContext(args=provider_args, namespace=context.namespace)
+        self._secret_values[name] = tuple(v for v in secret_args.values() if v)
         if not run.phase.completed and not run.terminated:
             self._tasks[name] = asyncio.create_task(self._drive(name), name=f"analysis:{name}")
 
@@ -128,12 +139,14 @@ class AnalysisExecutor:
 
     # --- building a run ------------------------------------------------------------
 
-    async def _new_run(self, action: StartAnalysis, context: ArgContext) -> AnalysisRun:
+    async def _new_run(
+        self, action: StartAnalysis, context: ArgContext, secret_args: Mapping[str, str]
+    ) -> AnalysisRun:
         ref = action.analysis
         now = self.clock()
         try:
             templates = [await self._template(t.template_name, t.cluster_scope) for t in ref.templates]
-            given = _given_args(ref.args, context)
+            given = _given_args(ref.args, context) | dict(secret_args)
             metrics: list[Metric] = []
             args: dict[str, str] = {}
             dry_run: list[str] = list(ref.dry_run)
@@ -151,18 +164,22 @@ class AnalysisExecutor:
                 retention.extend(template.measurement_retention)
             _check_unique_metric_names(metrics)
         except (SpecError, LookupError, ValueError) as error:
-            message = f"cannot start analysis: {error}"
             log.warning("analysis run invalid", run=action.run_name, error=str(error))
-            return AnalysisRun(
-                name=action.run_name,
-                metrics=(),
-                args={},
-                results=(),
-                started_at=now,
-                phase=AnalysisPhase.ERROR,
-                message=message,
-            )
-        return start_run(action.run_name, metrics, args=args, now=now, dry_run=dry_run, retention=retention)
+            return self._error_run(action, f"cannot start analysis: {error}")
+        # The persisted run keeps no Secret value; start() supplies them to providers.
+        kept = {k: (REDACTED if k in secret_args else v) for k, v in args.items()}
+        return start_run(action.run_name, metrics, args=kept, now=now, dry_run=dry_run, retention=retention)
+
+    def _error_run(self, action: StartAnalysis, message: str) -> AnalysisRun:
+        return AnalysisRun(
+            name=action.run_name,
+            metrics=(),
+            args={},
+            results=(),
+            started_at=self.clock(),
+            phase=AnalysisPhase.ERROR,
+            message=message,
+        )
 
     async def _template(self, name: str, cluster_scope: bool) -> AnalysisTemplate:
         template = await self.templates.get(name, cluster_scope=cluster_scope)
@@ -188,7 +205,10 @@ class AnalysisExecutor:
                     return
                 due = due_metrics(run, self.clock())
                 if due:
-                    measurements = await asyncio.gather(*(self._measure(name, m) for m in due))
+                    measurements = [
+                        self._redact(name, m)
+                        for m in await asyncio.gather(*(self._measure(name, m) for m in due))
+                    ]
                     run = self.runs[name]
                     for metric, measurement in zip(due, measurements, strict=True):
                         run = record_measurement(run, metric.name, measurement)
@@ -200,6 +220,16 @@ class AnalysisExecutor:
                 await asyncio.sleep(max(0.0, at - self.clock()))
         finally:
             self._tasks.pop(name, None)
+
+    def _redact(self, run_name: str, measurement: Measurement) -> Measurement:
+        """The measurement with every Secret value of its run masked (Argo does the same)."""
+        secrets = self._secret_values.get(run_name, ())
+        if not secrets:
+            return measurement
+        query, message = measurement.query, measurement.message
+        for secret in secrets:
+            query, message = query.replace(secret, REDACTED), message.replace(secret, REDACTED)
+        return dataclasses.replace(measurement, query=query, message=message)
 
     async def _measure(self, run_name: str, metric: Metric) -> Measurement:
         started = self.clock()
@@ -232,6 +262,7 @@ class AnalysisExecutor:
 
 
 def _given_args(args: Sequence[Arg], context: ArgContext) -> dict[str, str]:
+    """Literal args and pod-template hashes; Secret args come from _secret_args."""
     values = {}
     for arg in args:
         if arg.value is not None:
@@ -244,15 +275,24 @@ def _given_args(args: Sequence[Arg], context: ArgContext) -> dict[str, str]:
             values[arg.name] = context.builtin_args["stable-hash"]
         elif source.pod_template_hash == "Latest":
             values[arg.name] = context.builtin_args["canary-hash"]
-        elif source.secret_name is not None and source.secret_key is not None:
-            secret = (context.secrets or {}).get(source.secret_name, {})
-            if source.secret_key not in secret:
-                raise LookupError(
-                    f"arg {arg.name}: secret {source.secret_name}/{source.secret_key} not found"
-                )
-            values[arg.name] = secret[source.secret_key]
         elif source.field_path is not None:
             raise LookupError(f"arg {arg.name}: fieldRef {source.field_path} is not supported")
+    return values
+
+
+async def _secret_args(args: Sequence[Arg], context: ArgContext) -> dict[str, str]:
+    """The args read from Secrets (valueFrom.secretKeyRef), in the rollout's namespace."""
+    values = {}
+    for arg in args:
+        source = arg.value_from
+        if source is None or source.secret_name is None or source.secret_key is None:
+            continue
+        if context.secret_reader is None:
+            raise LookupError(f"arg {arg.name}: Secrets can only be read in Kubernetes mode")
+        data = await context.secret_reader(source.secret_name, context.namespace)
+        if data is None or source.secret_key not in data:
+            raise LookupError(f"arg {arg.name}: Secret {source.secret_name} has no key {source.secret_key!r}")
+        values[arg.name] = data[source.secret_key]
     return values
 
 

@@ -25,7 +25,7 @@ from meshshift.spec.model import (
 )
 from meshshift.spec.templates import parse_template
 from tests.observe.conftest import TOKEN
-from tests.observe.inmemory import (
+from tests.support.inmemory import (
     PAUSING_SPEC,
     Harness,
     make_controller,

@@ -26,7 +26,7 @@ from meshshift.spec.model import (
     AnalysisTemplate,
 )
 from tests.observe.conftest import TOKEN
-from tests.observe.inmemory import (
+from tests.support.inmemory import (
     PAUSING_SPEC,
     Harness,
     make_controller,

@@ -12,7 +12,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.spec.model import Pause, RolloutSpec, SetWeight
 from tests.observe.conftest import ARTIFACTS, TOKEN
-from tests.observe.inmemory import (
+from tests.support.inmemory import (
     STEP_ANALYSIS,
     Harness,
     make_controller,

@@ -14,7 +14,7 @@ from meshshift.observe.server import serve
 from meshshift.runtime.controller import RolloutKey
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.settings import DaemonSettings
-from tests.observe.inmemory import (
+from tests.support.inmemory import (
     PAUSING_SPEC,
     make_controller,
     release_until_paused,

@@ -37,7 +37,7 @@ from meshshift.spec.model import (
     TemplateRef,
 )
 from meshshift.spec.templates import parse_template
-from tests.observe.inmemory import STEP_ANALYSIS, Harness, make_controller, running, success_rate_template
+from tests.support.inmemory import STEP_ANALYSIS, Harness, make_controller, running, success_rate_template
 
 
 @dataclass

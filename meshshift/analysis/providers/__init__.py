@@ -20,11 +20,10 @@ from meshshift.analysis.providers.builtin import (
 )
 from meshshift.analysis.providers.datadog import DatadogProvider
 from meshshift.analysis.providers.envoy_admin import EnvoyAdminProvider
-from meshshift.analysis.providers.http import SecretReader
 from meshshift.analysis.providers.newrelic import NewRelicProvider
 from meshshift.analysis.providers.prometheus import PrometheusProvider
 from meshshift.analysis.providers.web import WebProvider
-from meshshift.ports import MetricProvider
+from meshshift.ports import MetricProvider, SecretReader
 
 __all__ = [
     "BuiltinTarget",

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshshift.analysis.providers.http import (
-    SecretReader,
     decode_json,
     fetch,
     find_secret,
@@ -35,7 +34,7 @@ from meshshift.analysis.providers.http import (
     shorten,
 )
 from meshshift.analysis.templating import render_datadog
-from meshshift.ports import MeasureContext, ProviderError, ProviderResult
+from meshshift.ports import MeasureContext, ProviderError, ProviderResult, SecretReader
 from meshshift.spec.model import Metric
 
 DEFAULT_ADDRESS = "https://api.datadoghq.com"

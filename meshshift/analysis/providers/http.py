@@ -7,21 +7,18 @@ there is nothing to pool, and nothing to close when a provider is dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from meshshift.analysis.templating import render_header, render_plain
-from meshshift.ports import MeasureContext, ProviderError
+from meshshift.ports import MeasureContext, ProviderError, SecretReader
 from meshshift.spec.durations import parse_duration
 
 # A provider answer larger than this is not a metric; refuse it rather than hold it.
 MAX_BODY_BYTES = 8 * 1024 * 1024
-
-# (secret name, namespace or None for meshshift's own) -> the Secret's data, or None.
-SecretReader = Callable[[str, str | None], Awaitable[Mapping[str, str] | None]]
 
 
 @dataclass(frozen=True, slots=True)

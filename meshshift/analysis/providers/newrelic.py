@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshshift.analysis.providers.http import (
-    SecretReader,
     decode_json,
     fetch,
     find_secret,
@@ -33,7 +32,7 @@ from meshshift.analysis.providers.http import (
     shorten,
 )
 from meshshift.analysis.templating import render_nrql
-from meshshift.ports import MeasureContext, ProviderError, ProviderResult
+from meshshift.ports import MeasureContext, ProviderError, ProviderResult, SecretReader
 from meshshift.spec.model import Metric
 
 DEFAULT_SECRET = "newrelic"  # noqa: S105 (a Secret's name)

@@ -241,17 +241,22 @@ def make_controller(
     answer: Callable[[Metric], Any] = lambda metric: [0.99],
     sinks: Sequence[EventSink] = (),
     router: MemoryRouter | None = None,
+    store: MemoryStore | None = None,
     secrets: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Harness:
     key = RolloutKey(namespace, name)
     router = router or MemoryRouter()
     workloads = MemoryWorkloads()
-    store = MemoryStore()
+    store = store or MemoryStore()
     provider = ScriptedProvider(answer)
+
+    async def read_secret(secret: str, _namespace: str | None) -> Mapping[str, str] | None:
+        return (secrets or {}).get(secret)
 
     def arg_context(action: StartAnalysis) -> ArgContext:
         builtins = builtin_args(canary=action.revision, stable=action.stable_revision, namespace=namespace)
-        return ArgContext(builtin_args=builtins, namespace=namespace, secrets=secrets)
+        reader = read_secret if secrets is not None else None
+        return ArgContext(builtin_args=builtins, namespace=namespace, secret_reader=reader)
 
     controller = RolloutController(
         key,
