@@ -508,19 +508,16 @@ class _Reconciliation:
 
     def _background_verdict_stops_us(self) -> bool:
         record = self._current_run(AnalysisKind.BACKGROUND)
-        if record is None:
-            return False
+        return record is not None and self._stopped_by_verdict(record)
+
+    def _stopped_by_verdict(self, record: AnalysisRunRecord) -> bool:
+        """Failed/Error applies the failure policy and Inconclusive pauses; True if either did."""
+        what = f"{record.kind.value} analysis {record.name} is {record.phase.value}"
         if record.phase.blocks_rollout:
-            self._fail(
-                f"AnalysisRun{record.phase.value}",
-                f"background analysis {record.name} is {record.phase.value}",
-                blocking_run=record.name,
-            )
+            self._fail(f"AnalysisRun{record.phase.value}", what, blocking_run=record.name)
             return True
         if record.phase == AnalysisPhase.INCONCLUSIVE:
-            self._pause_for_human(
-                PauseReason.INCONCLUSIVE, record.name, f"background analysis {record.name} is Inconclusive"
-            )
+            self._pause_for_human(PauseReason.INCONCLUSIVE, record.name, what)
             return True
         return False
 
@@ -568,19 +565,7 @@ class _Reconciliation:
         if record.phase == AnalysisPhase.SUCCESSFUL:
             self._next_step()
             return True
-        if record.phase.blocks_rollout:
-            self._fail(
-                f"AnalysisRun{record.phase.value}",
-                f"analysis {record.name} is {record.phase.value}",
-                blocking_run=record.name,
-            )
-            return True
-        if record.phase == AnalysisPhase.INCONCLUSIVE:
-            self._pause_for_human(
-                PauseReason.INCONCLUSIVE, record.name, f"analysis {record.name} is Inconclusive"
-            )
-            return True
-        return False
+        return self._stopped_by_verdict(record)
 
     def _set_header_route(self, step: SetHeaderRoute) -> None:
         kept = tuple(r for r in self.state.header_routes if r.name != step.name)
@@ -655,19 +640,7 @@ class _Reconciliation:
         if record is None or record.phase == AnalysisPhase.SUCCESSFUL:
             self._begin_promotion(full=False)
             return True
-        if record.phase.blocks_rollout:
-            self._fail(
-                f"AnalysisRun{record.phase.value}",
-                f"background analysis {record.name} is {record.phase.value}",
-                blocking_run=record.name,
-            )
-            return True
-        if record.phase == AnalysisPhase.INCONCLUSIVE:
-            self._pause_for_human(
-                PauseReason.INCONCLUSIVE, record.name, f"background analysis {record.name} is Inconclusive"
-            )
-            return True
-        return False
+        return self._stopped_by_verdict(record)
 
     def _begin_promotion(self, *, full: bool) -> None:
         assert self.state.canary_revision is not None
