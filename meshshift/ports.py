@@ -93,13 +93,18 @@ class ProviderError(Exception):
     """A measurement could not be taken; it becomes an Error measurement with this message."""
 
 
+# (secret name, namespace or None for meshshift's own) -> the Secret's data, or None.
+SecretReader = Callable[[str, str | None], Awaitable[Mapping[str, str] | None]]
+
+
 @dataclass(frozen=True, slots=True)
 class MeasureContext:
-    """What a provider may need beyond the metric: resolved args, and where we run."""
+    """What a provider may need beyond the metric: resolved args, where we run, Secrets."""
 
     args: Mapping[str, str]
     namespace: str | None = None
-    secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # already read
+    secret_reader: SecretReader | None = None  # reads the others (Kubernetes mode)
 
 
 class MetricProvider(Protocol):
@@ -108,10 +113,6 @@ class MetricProvider(Protocol):
     kind: str
 
     async def measure(self, metric: Metric, context: MeasureContext) -> ProviderResult: ...
-
-
-# (secret name, namespace or None for meshshift's own) -> the Secret's data, or None.
-SecretReader = Callable[[str, str | None], Awaitable[Mapping[str, str] | None]]
 
 
 class TemplateSource(Protocol):

@@ -813,7 +813,9 @@ def resume_actions(spec: RolloutSpec, state: RolloutState) -> tuple[Action, ...]
     actions: list[Action] = [RemoveManagedRoutes(), SetCanaryWeight(state.desired_weight)]
     actions += [ApplyHeaderRoute(r.name, r.match) for r in state.header_routes]
     actions += [ApplyMirrorRoute(r.name, r.match, r.percentage) for r in state.mirror_routes]
-    actions.append(ScaleCanary(state.canary_scale, state.desired_weight))
+    if state.stage != Stage.INITIALIZING:
+        # While initializing, the user's Deployment runs the only pods there are.
+        actions.append(ScaleCanary(state.canary_scale, state.desired_weight))
     for record in state.current_runs():
         if record.phase.completed or state.canary_revision is None:
             continue

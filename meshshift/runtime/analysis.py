@@ -107,7 +107,9 @@ class AnalysisExecutor:
         else:
             log.info("analysis run resumed", run=name, phase=run.phase.value)
         provider_args = {**run.args, **{k: v for k, v in secret_args.items() if k in run.args}}
-        self.contexts[name] = MeasureContext(args=provider_args, namespace=context.namespace)
+        self.contexts[name] = MeasureContext(
+            args=provider_args, namespace=context.namespace, secret_reader=context.secret_reader
+        )
         self._secret_values[name] = tuple(v for v in secret_args.values() if v)
         if not run.phase.completed and not run.terminated:
             self._tasks[name] = asyncio.create_task(self._drive(name), name=f"analysis:{name}")

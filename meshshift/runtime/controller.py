@@ -229,8 +229,10 @@ class RolloutController:
 
     async def _sleep_until(self, wake_at: float | None) -> None:
         timeout = None if wake_at is None else max(0.0, wake_at - self.clock())
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
 
     async def reconcile_once(self) -> float | None:
         """One pass; returns when to come back at the latest."""

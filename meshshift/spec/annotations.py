@@ -27,6 +27,7 @@ that `meshshift.io/setps` does not silently leave a Deployment without steps.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -200,7 +201,8 @@ def _read_target(
     if routers is not None:
         _check_router_options(routers, values, ingress, findings)
     command = values.get(COMMAND)
-    if command is not None and command not in COMMANDS:
+    # A command may carry a unique token: `promote/2026-11-26T10:00:00Z` or `abort:1`.
+    if command is not None and re.split(r"[/:]", command, maxsplit=1)[0].strip() not in COMMANDS:
         known = ", ".join(COMMANDS)
         findings.warning(
             annotation_path(COMMAND),

@@ -91,10 +91,14 @@ class Runs:
             parsed = [t if isinstance(t, AnalysisTemplate) else parse_template(t) for t in templates]
             templates = InlineTemplates(*parsed)
         self.changed = asyncio.Event()
+
+        async def read_secret(name: str, _namespace: str | None) -> Mapping[str, str] | None:
+            return (secrets or {}).get(name)
+
         context = ArgContext(
             builtin_args=builtin_args(canary=canary, stable=stable, namespace=namespace),
             namespace=namespace,
-            secrets=secrets,
+            secret_reader=read_secret,
         )
         self.executor = AnalysisExecutor(
             templates=templates,

@@ -92,11 +92,12 @@ def decode_json(answer: HttpAnswer, what: str) -> Any:
 async def find_secret(
     name: str, *, context: MeasureContext, namespace: str | None, reader: SecretReader | None
 ) -> Mapping[str, str] | None:
-    """A Secret's data: from the run's resolved secrets, else through `reader` (Kubernetes)."""
+    """A Secret's data: from the run's resolved secrets, else read (the run's reader first)."""
     if name in context.secrets:
         return context.secrets[name]
-    if reader is not None:
-        return await reader(name, namespace)
+    for read in (context.secret_reader, reader):
+        if read is not None:
+            return await read(name, namespace)
     return None
 
 

@@ -1,0 +1,492 @@
+"""`meshshift run` in Kubernetes mode: one RolloutController per annotated Deployment.
+
+The daemon lists and watches Deployments (the namespace of `--namespace`, or all; the
+`--selector` label selector) and keeps a controller for each one annotated
+`meshshift.io/enabled: "true"`. Changes of the `meshshift.io/*` annotations update the
+controller's spec, or restart it when the routing target changes; deletion or opting
+out stops it. Status changes of the Deployment or of its `-primary` poke the controller,
+which is how it learns that pods became ready: there is no polling.
+
+Only the leader (a Lease, see leader.py; on by default) runs controllers, writes Events
+and handles commands. A standby keeps its informer warm and takes over when the Lease
+comes free. An invalid spec gets a Warning Event carrying the lint findings and changes
+no object: a new Deployment gets no controller, a running one holds where it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from meshshift.analysis.providers import BuiltinTarget, BuiltinTemplates, ChainedTemplates, default_providers
+from meshshift.engine.actions import StartAnalysis
+from meshshift.kube.client import connect, default_identity, pod_namespace
+from meshshift.kube.commands import COMMAND_ANNOTATION, CommandTracker, accepts
+from meshshift.kube.events import KubeEventSink, invalid_spec_event
+from meshshift.kube.informer import DELETED, Informer
+from meshshift.kube.leader import LeaderElector, LeaseTimings
+from meshshift.kube.resources import DEPLOYMENTS, JsonObject, KubeApi, object_key
+from meshshift.kube.state_store import ConfigMapStateStore
+from meshshift.kube.tasks import cancel_and_wait
+from meshshift.kube.templates import ClusterTemplates, KubeSecretReader
+from meshshift.kube.workloads import PRIMARY_OF_LABEL, KubeWorkloads
+from meshshift.observe.metrics import RolloutMetrics
+from meshshift.observe.notifications import Notifier, receivers_from_annotations
+from meshshift.observe.server import serve
+from meshshift.ports import MetricProvider
+from meshshift.routers.istio import IstioRouter
+from meshshift.routers.nginx_ingress import DEFAULT_PREFIX, NginxIngressRouter
+from meshshift.runtime.analysis import ArgContext, builtin_args
+from meshshift.runtime.controller import Backoff, RolloutController, RolloutKey
+from meshshift.runtime.events import FanOutEvents, LogEvents
+from meshshift.runtime.lifecycle import run_until_stopped
+from meshshift.runtime.registry import RolloutRegistry
+from meshshift.settings import DaemonSettings
+from meshshift.spec.annotations import COMMAND, ENABLED, PREFIX, annotation_path, read_deployment
+from meshshift.spec.errors import Findings, SpecIssue
+from meshshift.spec.model import AnnotatedDeployment, KubernetesTarget, RolloutSpec
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorOptions:
+    """Knobs beyond DaemonSettings (environment: MESHSHIFT_<NAME>)."""
+
+    request_timeout: float = 30.0
+    watch_timeout: int = 300  # seconds a watch stays open before it is renewed
+    abort_scale_down_delay: float | None = None  # None: the spec's (30 s)
+    nginx_annotation_prefix: str = DEFAULT_PREFIX
+    nginx_weight_total: int | None = None
+    istio_api_version: str = "v1beta1"
+    providers: Mapping[str, MetricProvider] | None = None  # None: default_providers()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorOptions:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if value := env.get("MESHSHIFT_REQUEST_TIMEOUT"):
+            values["request_timeout"] = float(value)
+        if value := env.get("MESHSHIFT_ABORT_SCALE_DOWN_DELAY"):
+            values["abort_scale_down_delay"] = float(value)
+        if value := env.get("MESHSHIFT_NGINX_ANNOTATION_PREFIX"):
+            values["nginx_annotation_prefix"] = value
+        if value := env.get("MESHSHIFT_NGINX_WEIGHT_TOTAL"):
+            values["nginx_weight_total"] = int(value)
+        if value := env.get("MESHSHIFT_ISTIO_API_VERSION"):
+            values["istio_api_version"] = value
+        return cls(**values)
+
+
+@dataclass
+class WatchedDeployment:
+    """What the informer last reported of one opted-in (or once opted-in) Deployment."""
+
+    manifest: JsonObject
+    fingerprint: str
+    enabled: bool
+    parsed: AnnotatedDeployment | None
+    issues: tuple[SpecIssue, ...]
+
+    @property
+    def errors(self) -> tuple[SpecIssue, ...]:
+        return tuple(issue for issue in self.issues if issue.severity == "error")
+
+    @property
+    def uid(self) -> str:
+        return str((self.manifest.get("metadata") or {}).get("uid") or "")
+
+    @property
+    def command(self) -> str | None:
+        value = ((self.manifest.get("metadata") or {}).get("annotations") or {}).get(COMMAND_ANNOTATION)
+        return value if isinstance(value, str) else None
+
+
+@dataclass
+class RunningRollout:
+    controller: RolloutController
+    tracker: CommandTracker
+    target: KubernetesTarget
+    spec: RolloutSpec
+    uid: str
+    task: asyncio.Task[None] | None = None
+
+
+def _fingerprint(manifest: Mapping[str, Any]) -> str:
+    meta = manifest.get("metadata") or {}
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if isinstance(k, str) and k.startswith(PREFIX) and k != COMMAND_ANNOTATION
+    }
+    return json.dumps([meta.get("uid"), annotations], sort_keys=True, default=str)
+
+
+def _opted_in(manifest: Mapping[str, Any]) -> bool:
+    value = ((manifest.get("metadata") or {}).get("annotations") or {}).get(ENABLED)
+    return value in ("true", True)
+
+
+def _target_key(target: KubernetesTarget) -> KubernetesTarget:
+    return dataclasses.replace(target, command=None)
+
+
+class Operator:
+    def __init__(self, settings: DaemonSettings, options: OperatorOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or OperatorOptions()
+        self.identity = settings.identity or default_identity()
+        self.registry = RolloutRegistry()
+        self.registry.is_leader = not settings.leader_elect
+        self.metrics = RolloutMetrics(self.registry)
+        self.notifier = Notifier.from_settings(settings.notifications)
+        self.watched: dict[RolloutKey, WatchedDeployment] = {}
+        self.running: dict[RolloutKey, RunningRollout] = {}
+        self.leading = not settings.leader_elect
+        self.url: str | None = None
+        self.ready = asyncio.Event()  # listening, and the first listing is in
+        self.leader = asyncio.Event()  # set while this daemon leads
+        if self.leading:
+            self.leader.set()
+        self.elector: LeaderElector | None = None
+        self.informer: Informer | None = None
+        self._api: KubeApi | None = None
+        self._providers: Mapping[str, MetricProvider] = {}
+        self._secrets: KubeSecretReader | None = None
+        self._changed = asyncio.Event()
+        self._dirty: set[RolloutKey] = set()
+        self._reported_invalid: dict[RolloutKey, str] = {}
+        self.log = log.bind(identity=self.identity)
+
+    @property
+    def api(self) -> KubeApi:
+        assert self._api is not None, "the operator is not running"
+        return self._api
+
+    @property
+    def secrets(self) -> KubeSecretReader:
+        assert self._secrets is not None, "the operator is not running"
+        return self._secrets
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled; on the way out, controllers stop before the Lease is released."""
+        async with contextlib.AsyncExitStack() as stack:
+            client = await stack.enter_async_context(connect(self.settings, self.identity))
+            self._api = KubeApi(client, request_timeout=self.options.request_timeout)
+            self._secrets = KubeSecretReader(self.api, own_namespace=self._own_namespace())
+            self._providers = self.options.providers or default_providers(
+                prometheus_address=self.settings.prometheus_address, secret_reader=self._secrets
+            )
+            stack.callback(self.metrics.close)
+            self.url = await stack.enter_async_context(
+                serve(self.registry, self.settings, rollout_metrics=self.metrics, notifier=self.notifier)
+            )
+            stack.push_async_callback(self.notifier.close)
+            self.informer = Informer(
+                self.api,
+                DEPLOYMENTS,
+                on_event=self._on_deployment,
+                namespace=self.settings.namespace,
+                label_selector=self.settings.selector,
+                watch_timeout=self.options.watch_timeout,
+            )
+            tasks = [asyncio.create_task(self.informer.run(), name="informer:deployments")]
+            if self.settings.leader_elect:
+                self.elector = LeaderElector(
+                    self.api,
+                    name=self.settings.lease_name,
+                    namespace=self._lease_namespace(),
+                    identity=self.identity,
+                    timings=LeaseTimings.for_duration(self.settings.lease_duration),
+                    on_change=self._on_leadership,
+                )
+                tasks.append(asyncio.create_task(self.elector.run(), name="leader-election"))
+            try:
+                await self.informer.synced.wait()
+                self.registry.ready = True
+                self.ready.set()
+                self.log.info("meshshift is running", url=self.url, leading=self.leading)
+                tasks.append(asyncio.create_task(self._manage(), name="rollouts"))
+                await asyncio.gather(*tasks)
+            finally:
+                await cancel_and_wait(tasks)
+                await self._stop_all()
+                if self.elector is not None:
+                    await self.elector.release()
+
+    def _own_namespace(self) -> str:
+        return pod_namespace() or self.settings.namespace or "default"
+
+    def _lease_namespace(self) -> str:
+        return self.settings.lease_namespace or pod_namespace() or self.settings.namespace or "default"
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def _on_leadership(self, leading: bool) -> None:
+        self.leading = leading
+        if leading:
+            self.leader.set()
+        else:
+            self.leader.clear()
+        self.registry.is_leader = leading
+        self._dirty.update(self.watched)
+        self._dirty.update(self.running)
+        self._changed.set()
+
+    def _on_deployment(self, kind: str, manifest: JsonObject) -> None:
+        namespace, name = object_key(manifest)
+        labels = (manifest.get("metadata") or {}).get("labels") or {}
+        primary_of = labels.get(PRIMARY_OF_LABEL)
+        if primary_of:
+            running = self.running.get(RolloutKey(namespace, primary_of))
+            if running is not None:
+                running.controller.poke()  # the primary's status moved
+            return
+        key = RolloutKey(namespace, name)
+        if kind == DELETED:
+            if self.watched.pop(key, None) is not None:
+                self._mark(key)
+            return
+        previous = self.watched.get(key)
+        fingerprint = _fingerprint(manifest)
+        if previous is not None and previous.fingerprint == fingerprint:
+            previous.manifest = manifest
+            running = self.running.get(key)
+            if running is not None:
+                running.controller.poke()
+                if self.leading:
+                    running.tracker.offer(previous.command)
+            return
+        if previous is None and not _opted_in(manifest):
+            return
+        self.watched[key] = self._read(manifest, fingerprint)
+        self._mark(key)
+
+    def _read(self, manifest: JsonObject, fingerprint: str) -> WatchedDeployment:
+        enabled = _opted_in(manifest)
+        findings = Findings()
+        parsed = read_deployment(manifest, findings) if enabled else None
+        command = ((manifest.get("metadata") or {}).get("annotations") or {}).get(COMMAND)
+        command_path = annotation_path(COMMAND)
+        issues = tuple(
+            issue
+            for issue in findings
+            # A suffixed command (`promote/2`) is valid here, whatever the linter says.
+            if not (issue.path == command_path and isinstance(command, str) and accepts(command))
+        )
+        return WatchedDeployment(manifest, fingerprint, enabled, parsed, issues)
+
+    def _mark(self, key: RolloutKey) -> None:
+        self._dirty.add(key)
+        self._changed.set()
+
+    # --- bringing controllers in line -----------------------------------------------------------
+
+    async def _manage(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            dirty, self._dirty = self._dirty, set()
+            if not self.leading:
+                await self._stop_all()
+                continue
+            for key in sorted(dirty):
+                try:
+                    await self._sync(key)
+                except Exception:
+                    self.log.exception("cannot sync rollout", rollout=str(key))
+
+    async def _sync(self, key: RolloutKey) -> None:
+        watched = self.watched.get(key)
+        running = self.running.get(key)
+        if watched is None or not watched.enabled:
+            if running is not None:
+                self.log.info("rollout no longer managed", rollout=str(key), deleted=watched is None)
+                await self._stop(key)
+            self._reported_invalid.pop(key, None)
+            if watched is not None and not watched.enabled:
+                del self.watched[key]
+            return
+        if watched.errors or watched.parsed is None:
+            await self._report_invalid(key, watched)
+            if running is not None:
+                running.controller.update_spec(None, "; ".join(str(e) for e in watched.errors))
+            return
+        self._reported_invalid.pop(key, None)
+        for issue in watched.issues:
+            self.log.warning("spec warning", rollout=str(key), finding=str(issue))
+        target = _target_key(watched.parsed.target)
+        spec = self._spec(watched.parsed.rollout)
+        if running is not None and (running.target != target or running.uid != watched.uid):
+            self.log.info("routing target changed; restarting the rollout's controller", rollout=str(key))
+            await self._stop(key)
+            running = None
+        if running is None:
+            running = self._start(key, watched, target, spec)
+        elif running.spec != spec or running.controller.spec is None:
+            running.spec = spec
+            running.controller.update_spec(spec)
+        running.tracker.offer(watched.command)
+
+    def _spec(self, spec: RolloutSpec) -> RolloutSpec:
+        if self.options.abort_scale_down_delay is None:
+            return spec
+        return dataclasses.replace(spec, abort_scale_down_delay=self.options.abort_scale_down_delay)
+
+    async def _report_invalid(self, key: RolloutKey, watched: WatchedDeployment) -> None:
+        event = invalid_spec_event(watched.issues)
+        if self._reported_invalid.get(key) == event.message:
+            return
+        self.log.warning(
+            "invalid spec; nothing changes", rollout=str(key), findings=[str(i) for i in watched.issues]
+        )
+        sink = KubeEventSink(self.api, involved=watched.manifest, instance=self.identity)
+        await FanOutEvents([sink, self.metrics.event_sink(key)]).record(event)
+        self._reported_invalid[key] = event.message
+
+    def _start(
+        self, key: RolloutKey, watched: WatchedDeployment, target: KubernetesTarget, spec: RolloutSpec
+    ) -> RunningRollout:
+        owner = watched.manifest
+        store = ConfigMapStateStore(self.api, namespace=key.namespace, deployment=key.name, owner=owner)
+        events = FanOutEvents(
+            [
+                LogEvents(rollout=str(key)),
+                KubeEventSink(self.api, involved=owner, instance=self.identity),
+                self.metrics.event_sink(key),
+            ]
+        )
+        routers = self._routers(key, target, owner)
+
+        async def write_staged_traffic() -> None:
+            for router in routers:
+                await router.commit()
+
+        controller = RolloutController(
+            key,
+            spec=spec,
+            routers=list(routers),
+            workloads=KubeWorkloads(
+                self.api,
+                namespace=key.namespace,
+                deployment=key.name,
+                service=target.service,
+                before_write=write_staged_traffic,
+            ),
+            store=store,
+            templates=self._templates(key, target),
+            providers=self._providers,
+            events=events,
+            arg_context=_arg_context(key.namespace, self.secrets),
+            measurement_timeout=self.settings.measurement_timeout,
+        )
+        running = RunningRollout(
+            controller, CommandTracker(store, controller, events, rollout=str(key)), target, spec, watched.uid
+        )
+        self.running[key] = running
+        self.registry.add(controller)
+        self._set_receivers(key, owner)
+        running.task = asyncio.create_task(self._supervise(key, running), name=f"rollout:{key}")
+        self.log.info("managing rollout", rollout=str(key), routers=list(target.routers))
+        return running
+
+    def _routers(
+        self, key: RolloutKey, target: KubernetesTarget, owner: JsonObject
+    ) -> list[IstioRouter | NginxIngressRouter]:
+        routers: list[IstioRouter | NginxIngressRouter] = []
+        for kind in target.routers:
+            if kind == "istio":
+                routers.append(
+                    IstioRouter(
+                        self.api,
+                        namespace=key.namespace,
+                        virtual_service=target.istio_virtual_service,
+                        service=target.service,
+                        routes=target.istio_routes,
+                        owner=owner,
+                        api_version=self.options.istio_api_version,
+                    )
+                )
+            elif kind == "nginx" and target.nginx_ingress:
+                routers.append(
+                    NginxIngressRouter(
+                        self.api,
+                        namespace=key.namespace,
+                        stable_ingress=target.nginx_ingress,
+                        service=target.service,
+                        owner=owner,
+                        annotation_prefix=self.options.nginx_annotation_prefix,
+                        weight_total=self.options.nginx_weight_total,
+                    )
+                )
+        return routers
+
+    def _templates(self, key: RolloutKey, target: KubernetesTarget) -> ChainedTemplates:
+        builtin = BuiltinTemplates(
+            target.routers[0] if target.routers else "istio",
+            BuiltinTarget(namespace=key.namespace, target=key.name, ingress=target.nginx_ingress or ""),
+        )
+        return ChainedTemplates(ClusterTemplates(self.api, namespace=key.namespace), builtin)
+
+    def _set_receivers(self, key: RolloutKey, manifest: JsonObject) -> None:
+        annotations = (manifest.get("metadata") or {}).get("annotations") or {}
+        try:
+            self.notifier.set_receivers(key, receivers_from_annotations(annotations))
+        except ValueError as error:
+            self.log.warning("notification annotation ignored", rollout=str(key), error=str(error))
+
+    async def _supervise(self, key: RolloutKey, running: RunningRollout) -> None:
+        """Run the controller; if it fails outside its own retry loop (loading state), start it again."""
+        backoff = Backoff(first=1.0, cap=30.0)
+        while True:
+            try:
+                await running.controller.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                running.controller.last_error = f"{type(error).__name__}: {error}"
+                self.log.exception("rollout controller stopped; restarting", rollout=str(key))
+            await asyncio.sleep(backoff.next())
+            watched = self.watched.get(key)
+            running.tracker.offer(watched.command if watched else None)
+
+    async def _stop(self, key: RolloutKey) -> None:
+        running = self.running.pop(key, None)
+        if running is None:
+            return
+        if running.task is not None:
+            await cancel_and_wait([running.task])
+        await running.tracker.close()
+        self.registry.remove(key)
+        self.notifier.set_receivers(key, ())
+
+    async def _stop_all(self) -> None:
+        for key in list(self.running):
+            await self._stop(key)
+
+
+def _arg_context(namespace: str, secrets: KubeSecretReader) -> Callable[[StartAnalysis], ArgContext]:
+    def context(action: StartAnalysis) -> ArgContext:
+        return ArgContext(
+            builtin_args(canary=action.revision, stable=action.stable_revision, namespace=namespace),
+            namespace=namespace,
+            secret_reader=secrets,  # args with valueFrom.secretKeyRef, in the rollout's namespace
+        )
+
+    return context
+
+
+async def run_operator(settings: DaemonSettings, options: OperatorOptions | None = None) -> None:
+    """`meshshift run` without --config: run until SIGINT or SIGTERM."""
+    operator = Operator(settings, options or OperatorOptions.from_env())
+    await run_until_stopped(operator.run())

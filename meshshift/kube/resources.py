@@ -1,0 +1,333 @@
+"""A small dynamic client over kubernetes-asyncio: raw JSON objects, one code path for all kinds.
+
+meshshift reads and writes a handful of kinds, built-in and custom, always as plain
+dicts (the annotations parser and the routers work on manifests, not models). Every
+call goes through `ApiClient.call_api`, so authentication, TLS and token refresh are
+the client's. Writes are JSON merge patches carrying `metadata.resourceVersion` when the
+caller wants optimistic concurrency; strategic merge patch is never used.
+
+Transient failures (5xx, 429, timeouts, dropped connections) are retried here with a
+short exponential backoff; anything else is raised as `KubeApiError` for the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+log = structlog.get_logger(__name__)
+
+JsonObject = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceType:
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        path = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            path += f"/namespaces/{quote(namespace, safe='')}"
+        path += f"/{self.plural}"
+        if name:
+            path += f"/{quote(name, safe='')}"
+        if subresource:
+            path += f"/{subresource}"
+        return path
+
+    def __str__(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+DEPLOYMENTS = ResourceType("apps", "v1", "deployments", "Deployment")
+SERVICES = ResourceType("", "v1", "services", "Service")
+CONFIG_MAPS = ResourceType("", "v1", "configmaps", "ConfigMap")
+EVENTS = ResourceType("", "v1", "events", "Event")
+LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease")
+INGRESSES = ResourceType("networking.k8s.io", "v1", "ingresses", "Ingress")
+
+
+def virtual_services(version: str = "v1beta1") -> ResourceType:
+    return ResourceType("networking.istio.io", version, "virtualservices", "VirtualService")
+
+
+def analysis_templates(group: str, *, cluster: bool = False) -> ResourceType:
+    if cluster:
+        return ResourceType(group, "v1alpha1", "clusteranalysistemplates", "ClusterAnalysisTemplate", False)
+    return ResourceType(group, "v1alpha1", "analysistemplates", "AnalysisTemplate")
+
+
+class KubeApiError(Exception):
+    """A Kubernetes API call failed; `status` is the HTTP status (0: no answer)."""
+
+    def __init__(self, status: int, reason: str, message: str, *, what: str = "") -> None:
+        self.status, self.reason, self.message = status, reason, message
+        prefix = f"{what}: " if what else ""
+        super().__init__(f"{prefix}{status} {reason}: {message}".rstrip(": "))
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        """409: a stale resourceVersion, or the object exists already."""
+        return self.status == 409
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+    @property
+    def transient(self) -> bool:
+        return self.status == 0 or self.status in TRANSIENT_STATUSES
+
+
+def error_from_status(status: Mapping[str, Any], *, what: str = "") -> KubeApiError:
+    """A KubeApiError from a `kind: Status` body (an ERROR watch event, an error response)."""
+    return KubeApiError(
+        int(status.get("code") or 0),
+        str(status.get("reason") or ""),
+        str(status.get("message") or ""),
+        what=what,
+    )
+
+
+def _from_api_exception(error: ApiException, what: str) -> KubeApiError:
+    body: Any = error.body
+    if isinstance(body, bytes | str) and body:
+        try:
+            body = json.loads(body)
+        except ValueError:
+            body = None
+    if isinstance(body, dict) and body.get("kind") == "Status":
+        status = dict(body)
+        status.setdefault("code", error.status)
+        return error_from_status(status, what=what)
+    return KubeApiError(int(error.status or 0), str(error.reason or ""), "", what=what)
+
+
+def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def resource_version(obj: Mapping[str, Any] | None) -> str | None:
+    if obj is None:
+        return None
+    value = (obj.get("metadata") or {}).get("resourceVersion")
+    return str(value) if value else None
+
+
+def owner_reference(owner: Mapping[str, Any], *, controller: bool = True) -> JsonObject:
+    """An ownerReference to `owner` (a Deployment), so its deletion collects ours."""
+    meta = owner.get("metadata") or {}
+    return {
+        "apiVersion": owner.get("apiVersion") or DEPLOYMENTS.api_version,
+        "kind": owner.get("kind") or DEPLOYMENTS.kind,
+        "name": meta.get("name"),
+        "uid": meta.get("uid"),
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+class KubeApi:
+    """Raw-JSON calls to the API server, with retries of transient failures."""
+
+    def __init__(
+        self,
+        client: ApiClient,
+        *,
+        request_timeout: float = 30.0,
+        retries: int = 4,
+        retry_delay: float = 0.2,
+    ) -> None:
+        self.client = client
+        self.request_timeout = request_timeout
+        self.retries = retries
+        self.retry_delay = retry_delay
+
+    # --- reads --------------------------------------------------------------------
+
+    async def get(self, rt: ResourceType, name: str, namespace: str | None = None) -> JsonObject | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self._call("GET", rt.path(namespace, name), what=f"get {rt} {name}")
+        except KubeApiError as error:
+            if error.not_found:
+                return None
+            raise
+
+    async def list_objects(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        page_size: int = 500,
+    ) -> JsonObject:
+        """Every object (following `continue` tokens); the list's metadata is the last page's."""
+        items: list[JsonObject] = []
+        token: str | None = None
+        while True:
+            query: list[tuple[str, str]] = [("limit", str(page_size))]
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            if token:
+                query.append(("continue", token))
+            page = await self._call("GET", rt.path(namespace), query=query, what=f"list {rt}")
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or None
+            if not token:
+                page["items"] = items
+                return page
+
+    # --- writes -------------------------------------------------------------------
+
+    async def create(
+        self, rt: ResourceType, body: Mapping[str, Any], namespace: str | None = None
+    ) -> JsonObject:
+        name = (body.get("metadata") or {}).get("name", "")
+        return await self._call("POST", rt.path(namespace), body=dict(body), what=f"create {rt} {name}")
+
+    async def merge_patch(
+        self,
+        rt: ResourceType,
+        name: str,
+        patch: Mapping[str, Any],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> JsonObject:
+        """An RFC 7386 merge patch; put `metadata.resourceVersion` in it for a conflict check."""
+        what = f"patch {rt}{'/' + subresource if subresource else ''} {name}"
+        return await self._call(
+            "PATCH",
+            rt.path(namespace, name, subresource),
+            body=dict(patch),
+            content_type=MERGE_PATCH,
+            what=what,
+        )
+
+    async def delete(self, rt: ResourceType, name: str, namespace: str | None = None) -> None:
+        try:
+            await self._call("DELETE", rt.path(namespace, name), what=f"delete {rt} {name}")
+        except KubeApiError as error:
+            if not error.not_found:
+                raise
+
+    # --- watches ------------------------------------------------------------------
+
+    async def open_watch(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        *,
+        resource_version: str | None,
+        timeout_seconds: int,
+        label_selector: str | None = None,
+    ) -> aiohttp.ClientResponse:
+        """A streaming watch response; the caller reads its lines and closes it.
+
+        `watch=true` is sent in lower case, as the API server documents it.
+        """
+        query: list[tuple[str, str]] = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        # The server ends the stream after timeoutSeconds; the read timeout only catches
+        # a connection that died silently.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.request_timeout, sock_read=timeout_seconds + 30
+        )
+        try:
+            response = await self.client.call_api(
+                rt.path(namespace),
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeApiError(0, type(error).__name__, str(error), what=f"watch {rt}") from error
+        return cast(aiohttp.ClientResponse, response)
+
+    # --- plumbing -----------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: JsonObject | None = None,
+        content_type: str = "application/json",
+        what: str,
+    ) -> JsonObject:
+        delay = self.retry_delay
+        for attempt in range(self.retries + 1):
+            try:
+                return await self._call_once(method, path, query, body, content_type, what)
+            except KubeApiError as error:
+                if not error.transient or attempt == self.retries:
+                    raise
+                log.info("transient API error; retrying", call=what, error=str(error), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    async def _call_once(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]] | None,
+        body: JsonObject | None,
+        content_type: str,
+        what: str,
+    ) -> JsonObject:
+        try:
+            result = await self.client.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body,
+                response_types_map={200: "object", 201: "object", 202: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _request_timeout=self.request_timeout,
+            )
+        except ApiException as error:
+            raise _from_api_exception(error, what) from error
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeApiError(0, type(error).__name__, str(error) or "no answer", what=what) from error
+        return cast(JsonObject, result) if isinstance(result, dict) else {}

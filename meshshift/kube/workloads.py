@@ -1,0 +1,388 @@
+"""The Workloads port in Kubernetes: Flagger's primary/canary model over plain Deployments.
+
+The user's Deployment `<name>` is the canary: its pod template is what the user asks for.
+meshshift keeps `<name>-primary`, a copy of that template with every selector label
+value suffixed `-primary`, and three Services: `<svc>-primary` and `<svc>-canary` (the
+hosts the routers split traffic between) and the apex `<svc>`, which selects the primary
+pods (created when missing; an existing one is re-pointed at the primary, its original
+selector kept in an annotation). Everything meshshift creates is owned by the user's
+Deployment, so deleting it collects them.
+
+A revision is a stable hash of the user's pod template. The primary's pod template
+carries it as the label `meshshift.io/revision`, which is how meshshift tells which
+revision the stable runs, and what analysis queries select stable pods on
+(`baseline-hash`); canary pods are the pods of `<name>` (see the README notes).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+
+from meshshift.kube.resources import DEPLOYMENTS, SERVICES, JsonObject, KubeApi, owner_reference
+from meshshift.kube.rmw import comparable, read_modify_write
+from meshshift.ports import WorkloadStatus
+from meshshift.spec.model import CanaryScale
+
+log = structlog.get_logger(__name__)
+
+REVISION_LABEL = "meshshift.io/revision"
+PRIMARY_OF_LABEL = "meshshift.io/primary-of"
+ORIGINAL_SELECTOR_ANNOTATION = "meshshift.io/original-selector"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "meshshift"
+PRIMARY_SUFFIX = "-primary"
+CANARY_SUFFIX = "-canary"
+# Metadata never copied from the user's Deployment to the primary.
+_NOT_COPIED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration", "deployment.kubernetes.io/")
+_COPIED_SPEC_FIELDS = ("minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit", "strategy")
+_TEMPLATES_KEPT = 8
+
+
+class WorkloadError(RuntimeError):
+    """The workloads cannot be brought where the rollout needs them (a clear reason inside)."""
+
+
+def template_revision(template: Mapping[str, Any]) -> str:
+    """A stable hash of a pod template: equal templates, equal revisions."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def primary_name(deployment: str) -> str:
+    return deployment + PRIMARY_SUFFIX
+
+
+def rolled_out(deployment: Mapping[str, Any]) -> bool:
+    """kubectl's `rollout status` rule: the controller saw the spec, every replica is new and available."""
+    status = deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    if generation is not None and (observed is None or observed < generation):
+        return False
+    wanted = spec_replicas(deployment)
+    updated = status.get("updatedReplicas") or 0
+    return (
+        updated >= wanted
+        and (status.get("replicas") or 0) <= updated
+        and (status.get("availableReplicas") or 0) >= wanted
+    )
+
+
+def spec_replicas(deployment: Mapping[str, Any]) -> int:
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    return 1 if replicas is None else int(replicas)
+
+
+def selector_labels(deployment: Mapping[str, Any]) -> dict[str, str]:
+    """The Deployment's matchLabels; meshshift needs them (it rewrites them for the primary)."""
+    selector = (deployment.get("spec") or {}).get("selector") or {}
+    name = (deployment.get("metadata") or {}).get("name")
+    if selector.get("matchExpressions"):
+        raise WorkloadError(
+            f"Deployment {name}: spec.selector.matchExpressions is not supported; "
+            "use matchLabels so the primary's selector can be told apart"
+        )
+    labels = dict(selector.get("matchLabels") or {})
+    if not labels:
+        raise WorkloadError(f"Deployment {name}: spec.selector.matchLabels is empty")
+    return labels
+
+
+def primary_selector(labels: Mapping[str, str]) -> dict[str, str]:
+    return {key: value + PRIMARY_SUFFIX for key, value in labels.items()}
+
+
+def _images(deployment: Mapping[str, Any] | None) -> tuple[str, ...]:
+    if deployment is None:
+        return ()
+    containers = ((deployment.get("spec") or {}).get("template") or {}).get("spec", {}).get(
+        "containers"
+    ) or []
+    return tuple(str(c.get("image", "")) for c in containers)
+
+
+def _status_count(deployment: Mapping[str, Any] | None, key: str) -> int:
+    if deployment is None:
+        return 0
+    return int((deployment.get("status") or {}).get(key) or 0)
+
+
+def _copied_annotations(annotations: Mapping[str, str]) -> dict[str, str]:
+    return {
+        key: value
+        for key, value in annotations.items()
+        if not key.startswith("meshshift.io/") and not key.startswith(_NOT_COPIED_ANNOTATIONS)
+    }
+
+
+def service_ports_from(service: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An existing Service's ports, minus what is specific to that Service (nodePort)."""
+    ports = []
+    for port in (service.get("spec") or {}).get("ports") or []:
+        ports.append({k: v for k, v in port.items() if k != "nodePort"})
+    return ports
+
+
+def container_ports(template: Mapping[str, Any]) -> list[dict[str, Any]]:
+    ports = []
+    seen: set[int] = set()
+    for container in (template.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            number = port.get("containerPort")
+            if number is None or number in seen:
+                continue
+            seen.add(number)
+            entry: dict[str, Any] = {
+                "port": number,
+                "targetPort": number,
+                "protocol": port.get("protocol", "TCP"),
+            }
+            if port.get("name"):
+                entry["name"] = port["name"]
+            ports.append(entry)
+    return ports
+
+
+class KubeWorkloads:
+    """One annotated Deployment and everything meshshift keeps beside it."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        namespace: str,
+        deployment: str,
+        service: str,
+        before_write: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.api = api
+        # The routers stage their edits; the engine orders traffic changes before the
+        # workload changes that depend on them (route away, then scale down), so staged
+        # traffic edits are written before any workload write.
+        self.before_write = before_write
+        self.namespace = namespace
+        self.name = deployment
+        self.service = service
+        self.primary = primary_name(deployment)
+        # Pod templates seen per revision, so a revision can still be promoted after the
+        # user's Deployment moved on (the engine finishes a promotion before a new rollout).
+        self._templates: dict[str, JsonObject] = {}
+        self.log = log.bind(rollout=f"{namespace}/{deployment}")
+
+    # --- the port -------------------------------------------------------------------------
+
+    async def observe(self) -> WorkloadStatus:
+        canary = await self._canary()
+        template = (canary.get("spec") or {}).get("template") or {}
+        revision = template_revision(template)
+        self._remember(revision, template)
+        primary = await self.api.get(DEPLOYMENTS, self.primary, self.namespace)
+        stable_revision = None
+        if primary is not None:
+            labels = ((primary.get("spec") or {}).get("template") or {}).get("metadata", {}).get(
+                "labels"
+            ) or {}
+            stable_revision = labels.get(REVISION_LABEL)
+        return WorkloadStatus(
+            revision=revision,
+            stable_revision=stable_revision,
+            stable_ready=primary is not None and rolled_out(primary),
+            canary_ready=spec_replicas(canary) > 0 and rolled_out(canary),
+            images={"stable": _images(primary), "canary": _images(canary)},
+            replicas={
+                "desired": spec_replicas(primary) if primary is not None else spec_replicas(canary),
+                "updated": _status_count(primary, "updatedReplicas"),
+                "available": _status_count(primary, "availableReplicas")
+                + _status_count(canary, "availableReplicas"),
+                "unavailable": _status_count(primary, "unavailableReplicas")
+                + _status_count(canary, "unavailableReplicas"),
+            },
+        )
+
+    async def promote(self, revision: str) -> None:
+        """Make the primary run `revision`'s pod template; make sure the Services exist."""
+        await self._flush_traffic()
+        canary = await self._canary()
+        template = self._template_for(canary, revision)
+
+        def build(current: JsonObject | None) -> JsonObject:
+            return self._desired_primary(canary, copy.deepcopy(template), revision, current)
+
+        _, written = await read_modify_write(self.api, DEPLOYMENTS, self.primary, self.namespace, build)
+        if written:
+            self.log.info("primary updated", revision=revision)
+        await self._ensure_services(canary)
+
+    async def scale_canary(self, scale: CanaryScale, traffic_weight: int) -> None:
+        await self._flush_traffic()
+        canary = await self._canary()
+        primary = await self.api.get(DEPLOYMENTS, self.primary, self.namespace)
+        base = spec_replicas(primary) if primary is not None else max(1, spec_replicas(canary))
+        replicas = scale.replicas_for(base, traffic_weight)
+        if replicas == 0:
+            if primary is None or not rolled_out(primary):
+                # The user's Deployment is all that serves until the primary is up (a resync
+                # during initialization asks for zero before the primary exists). The engine
+                # asks again once the primary is ready.
+                self.log.info("canary kept: the primary is not ready yet", replicas=spec_replicas(canary))
+                return
+            # The apex must not select the pods about to go away.
+            await self._point_apex_at_primary(canary)
+        if spec_replicas(canary) != replicas:
+            await self.api.merge_patch(
+                DEPLOYMENTS, self.name, {"spec": {"replicas": replicas}}, self.namespace, subresource="scale"
+            )
+            self.log.info("canary scaled", replicas=replicas)
+
+    async def _flush_traffic(self) -> None:
+        if self.before_write is not None:
+            await self.before_write()
+
+    # --- the primary -------------------------------------------------------------------
+
+    async def _canary(self) -> JsonObject:
+        canary = await self.api.get(DEPLOYMENTS, self.name, self.namespace)
+        if canary is None:
+            raise WorkloadError(f"Deployment {self.namespace}/{self.name} is gone")
+        return canary
+
+    def _remember(self, revision: str, template: Mapping[str, Any]) -> None:
+        if revision not in self._templates:
+            self._templates[revision] = copy.deepcopy(dict(template))
+            while len(self._templates) > _TEMPLATES_KEPT:
+                del self._templates[next(iter(self._templates))]
+
+    def _template_for(self, canary: Mapping[str, Any], revision: str) -> JsonObject:
+        template = copy.deepcopy((canary.get("spec") or {}).get("template") or {})
+        if template_revision(template) == revision:
+            return template
+        known = self._templates.get(revision)
+        if known is None:
+            raise WorkloadError(
+                f"the pod template of revision {revision} is no longer known "
+                f"(Deployment {self.name} changed since); it cannot be promoted"
+            )
+        return copy.deepcopy(known)
+
+    def _desired_primary(
+        self,
+        canary: Mapping[str, Any],
+        template: JsonObject,
+        revision: str,
+        primary: Mapping[str, Any] | None,
+    ) -> JsonObject:
+        meta = canary.get("metadata") or {}
+        spec = canary.get("spec") or {}
+        selector = primary_selector(selector_labels(canary))
+        template_meta = template.setdefault("metadata", {})
+        template_meta["labels"] = {
+            **(template_meta.get("labels") or {}),
+            **selector,
+            REVISION_LABEL: revision,
+        }
+        labels = {**(meta.get("labels") or {}), PRIMARY_OF_LABEL: self.name, MANAGED_BY_LABEL: MANAGED_BY}
+        desired_spec: JsonObject = {key: spec[key] for key in _COPIED_SPEC_FIELDS if key in spec}
+        desired_spec["template"] = template
+        if primary is None:
+            desired_spec["selector"] = {"matchLabels": selector}
+            desired_spec["replicas"] = max(1, spec_replicas(canary))
+            return {
+                "apiVersion": DEPLOYMENTS.api_version,
+                "kind": DEPLOYMENTS.kind,
+                "metadata": {
+                    "name": self.primary,
+                    "namespace": self.namespace,
+                    "labels": labels,
+                    "annotations": _copied_annotations(meta.get("annotations") or {}),
+                    "ownerReferences": [owner_reference(canary)],
+                },
+                "spec": desired_spec,
+            }
+        # An existing primary keeps its selector (immutable), its replicas (an HPA may own
+        # them) and any metadata others added; the template and rollout settings follow.
+        desired = comparable(primary)
+        desired["metadata"]["labels"] = {**(desired["metadata"].get("labels") or {}), **labels}
+        desired["spec"] = {**desired.get("spec", {}), **desired_spec}
+        return desired
+
+    # --- services ----------------------------------------------------------------------
+
+    async def _ensure_services(self, canary: Mapping[str, Any]) -> None:
+        labels = selector_labels(canary)
+        apex = await self.api.get(SERVICES, self.service, self.namespace)
+        if apex is not None:
+            ports = service_ports_from(apex)
+        else:
+            ports = container_ports((canary.get("spec") or {}).get("template") or {})
+        if not ports:
+            raise WorkloadError(
+                f"cannot create Services for {self.name}: no Service {self.service} to copy ports from "
+                "and no containerPort in the pod template"
+            )
+        await self._ensure_service(self.service + PRIMARY_SUFFIX, primary_selector(labels), ports, canary)
+        await self._ensure_service(self.service + CANARY_SUFFIX, labels, ports, canary)
+        if apex is None:
+            await self._ensure_service(self.service, primary_selector(labels), ports, canary)
+
+    async def _ensure_service(
+        self, name: str, selector: Mapping[str, str], ports: list[dict[str, Any]], owner: Mapping[str, Any]
+    ) -> None:
+        def build(current: JsonObject | None) -> JsonObject | None:
+            if current is None:
+                return {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {
+                        "name": name,
+                        "namespace": self.namespace,
+                        "labels": {MANAGED_BY_LABEL: MANAGED_BY},
+                        "ownerReferences": [owner_reference(owner)],
+                    },
+                    "spec": {"type": "ClusterIP", "selector": dict(selector), "ports": ports},
+                }
+            if (current["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
+                return None  # the user's own Service: theirs to configure
+            spec = current.setdefault("spec", {})
+            spec["selector"] = dict(selector)
+            spec["ports"] = _merge_ports(spec.get("ports") or [], ports)
+            return current
+
+        _, written = await read_modify_write(self.api, SERVICES, name, self.namespace, build)
+        if written:
+            self.log.info("service written", service=name)
+
+    async def _point_apex_at_primary(self, canary: Mapping[str, Any]) -> None:
+        """Flagger's apex: `<svc>` selects the primary pods once the primary exists."""
+        wanted = primary_selector(selector_labels(canary))
+
+        def build(current: JsonObject | None) -> JsonObject | None:
+            if current is None:
+                return None  # created with the primary Services (promote)
+            spec = current.setdefault("spec", {})
+            selector = spec.get("selector")
+            if not selector or selector == wanted:
+                return None  # no selector: endpoints managed by hand; leave them be
+            annotations = current["metadata"].setdefault("annotations", {})
+            annotations.setdefault(ORIGINAL_SELECTOR_ANNOTATION, json.dumps(selector, sort_keys=True))
+            spec["selector"] = wanted
+            return current
+
+        _, written = await read_modify_write(self.api, SERVICES, self.service, self.namespace, build)
+        if written:
+            self.log.info("apex service now selects the primary", service=self.service)
+
+
+def _merge_ports(current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`wanted`, keeping fields the API server filled in on the current ports (clusterIP-side defaults)."""
+    by_port = {p.get("port"): p for p in current}
+    merged = []
+    for port in wanted:
+        existing = by_port.get(port.get("port"), {})
+        merged.append({**existing, **port})
+    return merged

@@ -1,0 +1,407 @@
+"""Istio router: the weights and header/mirror routes of a VirtualService (after Argo Rollouts).
+
+The user's VirtualService is patched in place. The managed routes are the HTTP routes
+named in `meshshift.io/istio-routes`, or by default every route whose destinations
+include both the primary host (`<svc>-primary`) and the canary host (`<svc>-canary`).
+Only the weights of those two destinations change; every other route and field stays.
+If the VirtualService does not exist, meshshift creates one, owned by the Deployment.
+
+Header and mirror routes are prepended, one per managed route, each a copy of the
+route it shadows minus its destinations (so corsPolicy, retries, timeout, headers,
+rewrite... still apply) with the header conditions added to each of its match blocks.
+Their names are kept in the annotation `meshshift.io/managed-routes` on the
+VirtualService, so a restarted daemon can still remove them.
+
+Router calls are staged and written together, as one JSON merge patch carrying the
+resourceVersion that was read: when the controller reads back (it does after every
+batch of routing actions), and before any workload change (the operator wires
+`KubeWorkloads.before_write` to `commit`), so traffic leaves the canary before its pods
+go, in the order the engine asks. A resync after a restart, which re-asserts the whole
+routing state, therefore writes nothing when nothing changed. On 409 the object is read
+again and the staged edits are applied again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from meshshift.kube.resources import JsonObject, KubeApi, ResourceType, owner_reference, virtual_services
+from meshshift.kube.rmw import read_modify_write
+from meshshift.ports import AppliedRoutes
+from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
+
+log = structlog.get_logger(__name__)
+
+MANAGED_ROUTES_ANNOTATION = "meshshift.io/managed-routes"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+DEFAULT_ROUTE_NAME = "primary"
+HEADER, MIRROR = "header", "mirror"
+# Fields of a route that say where traffic goes; a shadowing route replaces them.
+_DESTINATION_FIELDS = (
+    "name",
+    "match",
+    "route",
+    "redirect",
+    "directResponse",
+    "delegate",
+    "mirror",
+    "mirrors",
+    "mirrorPercentage",
+    "mirrorPercent",
+)
+
+
+class RouterConfigError(RuntimeError):
+    """The VirtualService cannot be managed as configured (the message says what to fix)."""
+
+
+def _string_match(match: StringMatch) -> dict[str, str]:
+    return {match.kind: match.value}
+
+
+def _header_conditions(match: HeaderMatch) -> dict[str, Any]:
+    # Istio wants header keys in lowercase; HTTP header names are case-insensitive anyway,
+    # so `X-Canary` from an Argo step matches exactly what `x-canary` does.
+    return {match.header_name.lower(): _string_match(match.value)}
+
+
+def _mirror_conditions(match: MirrorMatch) -> dict[str, Any]:
+    block: dict[str, Any] = {}
+    if match.method is not None:
+        block["method"] = _string_match(match.method)
+    if match.path is not None:
+        block["uri"] = _string_match(match.path)
+    if match.headers:
+        block["headers"] = {k: v for h in match.headers for k, v in _header_conditions(h).items()}
+    return block
+
+
+def combine_matches(
+    original: Sequence[Mapping[str, Any]] | None, extra: Sequence[Mapping[str, Any]]
+) -> list[Any]:
+    """Each original match block AND each extra block, OR-ed: the shadow catches no more than its route."""
+    combined = []
+    for block in original or [{}]:
+        for condition in extra:
+            merged = copy.deepcopy(dict(block))
+            for key, value in condition.items():
+                if key == "headers":
+                    merged["headers"] = {**(merged.get("headers") or {}), **copy.deepcopy(value)}
+                else:
+                    merged[key] = copy.deepcopy(value)
+            combined.append(merged)
+    return combined
+
+
+@dataclass(frozen=True, slots=True)
+class Hosts:
+    stable: str
+    canary: str
+    namespace: str
+
+    def is_host(self, destination: Mapping[str, Any], host: str) -> bool:
+        """`svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local` all name the same Service."""
+        name = str((destination.get("destination") or {}).get("host") or "")
+        if name == host:
+            return True
+        parts = name.split(".")
+        return parts[0] == host and len(parts) >= 2 and parts[1] == self.namespace
+
+
+class VirtualServiceEdit:
+    """Pure edits of one VirtualService document (no I/O), applied in order."""
+
+    def __init__(self, doc: JsonObject, hosts: Hosts, route_names: Sequence[str]) -> None:
+        self.doc = doc
+        self.hosts = hosts
+        self.route_names = tuple(route_names)
+        self.name = str(doc.get("metadata", {}).get("name", ""))
+        annotations = doc.setdefault("metadata", {}).get("annotations") or {}
+        try:
+            managed = json.loads(annotations.get(MANAGED_ROUTES_ANNOTATION) or "{}")
+        except ValueError:
+            managed = {}
+        # VirtualService route name -> {"kind": header|mirror, "step": the step's route name}
+        self.managed: dict[str, dict[str, str]] = managed if isinstance(managed, dict) else {}
+        http = doc.setdefault("spec", {}).setdefault("http", [])
+        self.ours = [r for r in http if r.get("name") in self.managed]
+        self.theirs = [r for r in http if r.get("name") not in self.managed]
+
+    # --- which routes -------------------------------------------------------------------
+
+    def managed_routes(self) -> list[JsonObject]:
+        if self.route_names:
+            by_name = {r.get("name"): r for r in self.theirs}
+            routes = []
+            for name in self.route_names:
+                route = by_name.get(name)
+                if route is None:
+                    raise RouterConfigError(
+                        f'VirtualService {self.name} has no HTTP route named "{name}" '
+                        "(listed in meshshift.io/istio-routes)"
+                    )
+                self._check_destinations(route)
+                routes.append(route)
+            return routes
+        routes = [r for r in self.theirs if self._has_both_hosts(r)]
+        if not routes:
+            raise RouterConfigError(
+                f"VirtualService {self.name} has no HTTP route with both {self.hosts.stable} and "
+                f"{self.hosts.canary} as destinations; add them, or name routes in meshshift.io/istio-routes"
+            )
+        return routes
+
+    def _has_both_hosts(self, route: Mapping[str, Any]) -> bool:
+        destinations = route.get("route") or []
+        return any(self.hosts.is_host(d, self.hosts.stable) for d in destinations) and any(
+            self.hosts.is_host(d, self.hosts.canary) for d in destinations
+        )
+
+    def _check_destinations(self, route: Mapping[str, Any]) -> None:
+        for host in (self.hosts.stable, self.hosts.canary):
+            count = sum(self.hosts.is_host(d, host) for d in route.get("route") or [])
+            if count != 1:
+                raise RouterConfigError(
+                    f'VirtualService {self.name} route "{route.get("name", "")}" has {count} destinations '
+                    f"for {host}; it needs exactly one"
+                )
+
+    # --- weights ------------------------------------------------------------------------
+
+    def set_weight(self, weight: int) -> None:
+        for route in self.managed_routes():
+            self._set_weights(route, weight)
+        for route in self.ours:
+            if self.managed.get(route.get("name", ""), {}).get("kind") == MIRROR:
+                self._set_weights(route, weight)
+
+    def _set_weights(self, route: JsonObject, weight: int) -> None:
+        self._check_destinations(route)
+        destinations = route["route"]
+        others = sum(
+            int(d.get("weight") or 0)
+            for d in destinations
+            if not self.hosts.is_host(d, self.hosts.stable) and not self.hosts.is_host(d, self.hosts.canary)
+        )
+        pool = max(0, 100 - others)  # other destinations keep their share
+        canary = round(pool * weight / 100)
+        for destination in destinations:
+            if self.hosts.is_host(destination, self.hosts.stable):
+                destination["weight"] = pool - canary
+            elif self.hosts.is_host(destination, self.hosts.canary):
+                destination["weight"] = canary
+
+    def canary_weights(self) -> list[int]:
+        """The canary's percentage of the stable+canary share, per managed route."""
+        weights = []
+        for route in self.managed_routes():
+            stable = canary = 0
+            for destination in route.get("route") or []:
+                if self.hosts.is_host(destination, self.hosts.stable):
+                    stable += int(destination.get("weight") or 0)
+                elif self.hosts.is_host(destination, self.hosts.canary):
+                    canary += int(destination.get("weight") or 0)
+            if stable + canary:
+                weights.append(round(100 * canary / (stable + canary)))
+        return weights
+
+    # --- header and mirror routes ---------------------------------------------------------
+
+    def _shadow_name(self, step_name: str, route: Mapping[str, Any], count: int, index: int) -> str:
+        if count == 1:
+            return step_name
+        return f"{step_name}-{route.get('name') or index}"
+
+    def _add_shadows(self, kind: str, step_name: str, make: Callable[[JsonObject, str], JsonObject]) -> None:
+        self._drop(kind, step_name)
+        routes = self.managed_routes()
+        taken = {r.get("name") for r in self.theirs}
+        for index, route in enumerate(routes):
+            name = self._shadow_name(step_name, route, len(routes), index)
+            if name in taken:
+                raise RouterConfigError(
+                    f'VirtualService {self.name} already has a route named "{name}"; '
+                    f"rename the {kind} route of the step"
+                )
+            self.ours.append(make(route, name))
+            self.managed[name] = {"kind": kind, "step": step_name}
+
+    def set_header_route(self, step_name: str, match: Sequence[HeaderMatch]) -> None:
+        conditions = [{"headers": _header_conditions(m)} for m in match]
+
+        def make(route: JsonObject, name: str) -> JsonObject:
+            canary = next(d for d in route["route"] if self.hosts.is_host(d, self.hosts.canary))
+            shadow: JsonObject = {"name": name, "match": combine_matches(route.get("match"), conditions)}
+            shadow["route"] = [{**copy.deepcopy(canary), "weight": 100}]
+            shadow.update({k: copy.deepcopy(v) for k, v in route.items() if k not in _DESTINATION_FIELDS})
+            return shadow
+
+        self._add_shadows(HEADER, step_name, make)
+
+    def set_mirror_route(self, step_name: str, match: Sequence[MirrorMatch], percentage: int | None) -> None:
+        conditions = [_mirror_conditions(m) for m in match]
+
+        def make(route: JsonObject, name: str) -> JsonObject:
+            canary = next(d for d in route["route"] if self.hosts.is_host(d, self.hosts.canary))
+            shadow: JsonObject = {"name": name, "match": combine_matches(route.get("match"), conditions)}
+            shadow["route"] = copy.deepcopy(route["route"])
+            shadow["mirror"] = copy.deepcopy(canary.get("destination") or {})
+            shadow["mirrorPercentage"] = {"value": float(100 if percentage is None else percentage)}
+            shadow.update({k: copy.deepcopy(v) for k, v in route.items() if k not in _DESTINATION_FIELDS})
+            return shadow
+
+        self._add_shadows(MIRROR, step_name, make)
+
+    def remove_header_route(self, step_name: str) -> None:
+        self._drop(HEADER, step_name)
+
+    def remove_mirror_route(self, step_name: str) -> None:
+        self._drop(MIRROR, step_name)
+
+    def remove_managed_routes(self) -> None:
+        self.ours = []
+        self.managed = {}
+
+    def _drop(self, kind: str, step_name: str) -> None:
+        names = {
+            n
+            for n, info in self.managed.items()
+            if info.get("kind") == kind and info.get("step") == step_name
+        }
+        self.ours = [r for r in self.ours if r.get("name") not in names]
+        self.managed = {n: info for n, info in self.managed.items() if n not in names}
+
+    def step_names(self, kind: str) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(i["step"] for i in self.managed.values() if i.get("kind") == kind))
+
+    # --- the result -----------------------------------------------------------------------
+
+    def result(self) -> JsonObject:
+        doc = self.doc
+        doc["spec"]["http"] = [*self.ours, *self.theirs]
+        annotations = dict(doc["metadata"].get("annotations") or {})
+        if self.managed:
+            annotations[MANAGED_ROUTES_ANNOTATION] = json.dumps(self.managed, sort_keys=True)
+        else:
+            annotations.pop(MANAGED_ROUTES_ANNOTATION, None)
+        if annotations:
+            doc["metadata"]["annotations"] = annotations
+        else:
+            doc["metadata"].pop("annotations", None)
+        return doc
+
+
+Edit = Callable[[VirtualServiceEdit], None]
+
+
+class IstioRouter:
+    name = "istio"
+
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        namespace: str,
+        virtual_service: str,
+        service: str,
+        routes: Sequence[str] = (),
+        owner: Mapping[str, Any],
+        api_version: str = "v1beta1",
+    ) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.virtual_service = virtual_service
+        self.service = service
+        self.route_names = tuple(routes)
+        self.owner = owner
+        self.rt: ResourceType = virtual_services(api_version)
+        self.hosts = Hosts(f"{service}-primary", f"{service}-canary", namespace)
+        self.writes = 0
+        self._staged: list[Edit] = []
+        self._desired_weight: int | None = None
+        self.log = log.bind(virtual_service=f"{namespace}/{virtual_service}")
+
+    # --- the Router port: staged edits ------------------------------------------------------
+
+    async def set_weight(self, canary_weight: int) -> None:
+        self._desired_weight = canary_weight
+        self._staged.append(lambda edit: edit.set_weight(canary_weight))
+
+    async def set_header_route(self, name: str, match: Sequence[HeaderMatch]) -> None:
+        self._staged.append(lambda edit: edit.set_header_route(name, match))
+
+    async def remove_header_route(self, name: str) -> None:
+        self._staged.append(lambda edit: edit.remove_header_route(name))
+
+    async def set_mirror_route(self, name: str, match: Sequence[MirrorMatch], percentage: int | None) -> None:
+        self._staged.append(lambda edit: edit.set_mirror_route(name, match, percentage))
+
+    async def remove_mirror_route(self, name: str) -> None:
+        self._staged.append(lambda edit: edit.remove_mirror_route(name))
+
+    async def remove_managed_routes(self) -> None:
+        self._staged.append(lambda edit: edit.remove_managed_routes())
+
+    async def read_back(self) -> AppliedRoutes:
+        """Write what is staged, then read the VirtualService back and report what it holds."""
+        await self.commit()
+        current = await self.api.get(self.rt, self.virtual_service, self.namespace)
+        if current is None:
+            return AppliedRoutes(canary_weight=None)
+        edit = VirtualServiceEdit(copy.deepcopy(current), self.hosts, self.route_names)
+        weights = edit.canary_weights()
+        if not weights:
+            return AppliedRoutes(canary_weight=None)
+        # Routes that disagree: report the one that is off, so the controller resyncs.
+        weight = next((w for w in weights if w != self._desired_weight), weights[0])
+        return AppliedRoutes(weight, edit.step_names(HEADER), edit.step_names(MIRROR))
+
+    # --- writing --------------------------------------------------------------------------
+
+    async def commit(self) -> None:
+        if not self._staged:
+            return
+        edits, self._staged = self._staged, []
+
+        def build(current: JsonObject | None) -> JsonObject:
+            doc = self._new_virtual_service() if current is None else current
+            edit = VirtualServiceEdit(doc, self.hosts, self.route_names)
+            for apply in edits:
+                apply(edit)
+            return edit.result()
+
+        _, written = await read_modify_write(self.api, self.rt, self.virtual_service, self.namespace, build)
+        if written:
+            self.writes += 1
+            self.log.info("virtual service written", canary_weight=self._desired_weight)
+
+    def _new_virtual_service(self) -> JsonObject:
+        route_name = self.route_names[0] if self.route_names else DEFAULT_ROUTE_NAME
+        return {
+            "apiVersion": self.rt.api_version,
+            "kind": self.rt.kind,
+            "metadata": {
+                "name": self.virtual_service,
+                "namespace": self.namespace,
+                "labels": {MANAGED_BY_LABEL: "meshshift"},
+                "ownerReferences": [owner_reference(self.owner)],
+            },
+            "spec": {
+                "hosts": [self.service],
+                "http": [
+                    {
+                        "name": route_name,
+                        "route": [
+                            {"destination": {"host": self.hosts.stable}, "weight": 100},
+                            {"destination": {"host": self.hosts.canary}, "weight": 0},
+                        ],
+                    }
+                ],
+            },
+        }
