@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/providers.py
 	$(BIN)/python bench/standalone.py
+	$(BIN)/python bench/observe.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis test-artifacts
