@@ -111,7 +111,7 @@ def build_view(
         header_share=header.share(CANARY, since=window_start),
         metrics=latest_metrics(snapshot),
         requests=dict(load.requests),
-        failed=dict(load.failures),
+        failed=dict(load.failures + header.failures),  # QA's X-Canary requests count too
     )
 
 

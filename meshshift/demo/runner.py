@@ -420,7 +420,9 @@ class Demo:
             expected=self.scenario.expected,
             decision_seconds=decided,
             requests=dict(stats.requests),
-            failed=dict(stats.failures),
+            # Every request the demo sent that failed: the weighted traffic's and the QA
+            # testers' (X-Canary), who are users too.
+            failed=dict(stats.failures + self.header.stats.failures),
             header_requests=dict(self._header_answers_until(record)),
             after=dict(after),
             metrics_source=source,
