@@ -1,7 +1,8 @@
 """Every Kubernetes API call the daemon makes, for its RBAC role: (API group, resource, verbs).
 
 Kept next to the code that makes the calls; tests/kube/test_api_access.py checks it
-against the requests the daemon sends while running the test scenarios.
+against the requests the daemon sends while running the test scenarios, and
+tests/ship/test_rbac.py checks that manifests/rbac.yaml grants exactly these.
 """
 
 from __future__ import annotations
@@ -9,15 +10,13 @@ from __future__ import annotations
 API_ACCESS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("apps", "deployments", ("get", "list", "watch", "create", "patch")),  # watched; the -primary
     ("apps", "deployments/scale", ("patch",)),  # scaling the user's Deployment (the canary)
-    # Not a call: objects meshshift creates name the Deployment as owner with
-    # blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement admission
-    # plugin (OpenShift, hardened clusters) allows only with this permission.
-    ("apps", "deployments/finalizers", ("update",)),
     ("", "services", ("get", "create", "patch")),  # <svc>, <svc>-primary, <svc>-canary
     ("", "configmaps", ("get", "create", "patch")),  # <deployment>-meshshift-state
     ("", "events", ("create",)),
-    ("", "secrets", ("get",)),  # Datadog / New Relic credentials named by templates
-    ("coordination.k8s.io", "leases", ("get", "create", "patch")),  # leader election
+    ("", "secrets", ("get",)),  # secretKeyRef args; Datadog / New Relic credentials
+    # Leader election, in the daemon's own namespace only: manifests/rbac.yaml grants it
+    # with a Role there (get and patch of the one Lease by name), not the ClusterRole.
+    ("coordination.k8s.io", "leases", ("get", "create", "patch")),
     ("networking.istio.io", "virtualservices", ("get", "create", "patch")),
     ("networking.k8s.io", "ingresses", ("get", "create", "patch")),  # the stable one read, the canary written
     ("meshshift.io", "analysistemplates", ("get",)),

@@ -141,7 +141,12 @@ def resource_version(obj: Mapping[str, Any] | None) -> str | None:
 
 
 def owner_reference(owner: Mapping[str, Any], *, controller: bool = True) -> JsonObject:
-    """An ownerReference to `owner` (a Deployment), so its deletion collects ours."""
+    """An ownerReference to `owner` (a Deployment), so its deletion collects ours.
+
+    Without `blockOwnerDeletion`: setting it needs `update` on `deployments/finalizers`
+    where the OwnerReferencesPermissionEnforcement admission plugin runs, a permission
+    the daemon would hold for nothing else; garbage collection works without it.
+    """
     meta = owner.get("metadata") or {}
     return {
         "apiVersion": owner.get("apiVersion") or DEPLOYMENTS.api_version,
@@ -149,7 +154,6 @@ def owner_reference(owner: Mapping[str, Any], *, controller: bool = True) -> Jso
         "name": meta.get("name"),
         "uid": meta.get("uid"),
         "controller": controller,
-        "blockOwnerDeletion": True,
     }
 
 

@@ -21,6 +21,7 @@ import kmock
 
 from tests.kube.harness import (
     HANG_GUARD,
+    TEMPLATE_VERSION,
     KubeEnv,
     Observer,
     World,
@@ -714,6 +715,52 @@ async def argo_template_with_secret(env: KubeEnv) -> None:
         assert all("s3cr3t" not in m["query"] for m in measured)  # the recorded query hides it
 
 
+def template_source_steps(cluster_template: str) -> str:
+    return f"""\
+- setWeight: 10
+- analysis:
+    templates:
+    - {{templateName: web-check}}
+    - {{templateName: {cluster_template}, clusterScope: true}}
+    args:
+    - {{name: check, value: sources}}
+    - name: token
+      valueFrom: {{secretKeyRef: {{name: metric-token, key: token}}}}
+- pause: {{}}
+"""
+
+
+async def template_sources(env: KubeEnv) -> None:
+    """Every place a template or an arg comes from, in one analysis (the RBAC audit needs each call):
+    an argoproj.io AnalysisTemplate (meshshift.io has none of that name), an argoproj.io
+    ClusterAnalysisTemplate (likewise), and an arg read from a Secret."""
+    group, version, plural = "argoproj.io", TEMPLATE_VERSION, "clusteranalysistemplates"
+    cluster_name = f"platform-{env.namespace}"  # cluster-scoped: unique per run on a shared cluster
+    async with world(env) as w:
+        cluster_template = w.metrics.template(cluster_name)
+        cluster_template.update(apiVersion=f"{group}/{version}", kind="ClusterAnalysisTemplate")
+        cluster_template["spec"]["metrics"][0]["name"] = "platform"  # metric names are unique per run
+        await w.cluster.custom.create_cluster_custom_object(group, version, plural, cluster_template)
+        try:
+            await w.cluster.create_template(w.metrics.template(token=True), group="argoproj.io")
+            await w.cluster.create_secret("metric-token", {"token": "s3cr3t"})
+            await w.cluster.create_virtual_service(virtual_service())
+            steps = template_source_steps(cluster_name)
+            await w.cluster.create_deployment(deployment(annotations=opt_in("istio", steps)))
+            async with running_daemon(env):
+                await wait_initialized(w)
+                await w.cluster.patch_deployment(APP, new_version("v2"))
+                state = await wait_state(w, "the pause after the analysis", phase="Paused", stepIndex=2)
+        finally:
+            await w.cluster.custom.delete_cluster_custom_object(group, version, plural, cluster_name)
+    assert [r["phase"] for r in state["analysisRuns"]] == ["Successful"]
+    runs = json.loads(w.observer.get("ConfigMap", f"{APP}-meshshift-state")["data"]["state.json"])  # type: ignore[index]
+    results = runs["analysisRuns"][state["analysisRuns"][0]["name"]]["results"]
+    assert sorted(r["name"] for r in results) == ["check", "platform"]
+    assert w.metrics.hits[("sources", state["canaryRevision"])] == 4  # two measurements per template
+    assert w.metrics.tokens == ["s3cr3t", "s3cr3t"]  # only the namespaced template asks for it
+
+
 # --- scope -----------------------------------------------------------------------------------
 
 
@@ -1272,5 +1319,6 @@ SCENARIOS: dict[str, Callable[[KubeEnv], Awaitable[None]]] = {
     "commands": commands,
     "scope": scope,
     "argo_template_with_secret": argo_template_with_secret,
+    "template_sources": template_sources,
 }
 KMOCK_ONLY: dict[str, Callable[[KubeEnv], Awaitable[None]]] = {"injected_faults": injected_faults}

@@ -29,7 +29,6 @@ async def test_every_call_is_listed_and_the_list_is_used(kube_env: KubeEnv) -> N
     # Listed but not exercised here: calls made only for some templates (secrets, Argo's
     # templates when meshshift.io has none, cluster-scoped templates).
     conditional = {
-        ("apps", "deployments/finalizers", "update"),  # a permission for ownerReferences, not a call
         ("", "secrets", "get"),
         ("argoproj.io", "analysistemplates", "get"),
         ("argoproj.io", "clusteranalysistemplates", "get"),

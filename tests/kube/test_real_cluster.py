@@ -26,8 +26,8 @@ KUBECONFIG = os.environ.get("MESHSHIFT_E2E_KUBECONFIG")
 
 pytestmark = pytest.mark.skipif(
     not KUBECONFIG,
-    reason="real-cluster lane: set MESHSHIFT_E2E_KUBECONFIG to a kubeconfig (kind/k3s with Istio's and "
-    "meshshift's CRDs) to run the Kubernetes scenarios against it",
+    reason="real-cluster lane: set MESHSHIFT_E2E_KUBECONFIG to a kubeconfig (kind/k3s with Istio's, "
+    "meshshift's and Argo Rollouts' template CRDs) to run the Kubernetes scenarios against it",
 )
 
 
