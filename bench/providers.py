@@ -20,6 +20,7 @@ from meshshift.analysis.assess import assess_value
 from meshshift.analysis.providers import PrometheusProvider
 from meshshift.demo.exporter import ServiceTraffic, TrafficExporter, VersionTraffic
 from meshshift.demo.prometheus import ScrapeTarget, prometheus_server
+from meshshift.logs import configure_logging
 from meshshift.ports import MeasureContext
 from meshshift.spec.model import Metric, ProviderSpec
 
@@ -62,4 +63,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    configure_logging("console", "WARNING")  # the figures, not the proxies' chatter
     asyncio.run(main())

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from meshshift.demo.app import VERSION_HEADER, AppConfig, DemoApp
 from meshshift.demo.processes import free_port
+from meshshift.logs import configure_logging
 from meshshift.routers.envoy import running_envoy
 from meshshift.routers.nginx_conf import running_nginx
 from meshshift.spec.model import EnvoyRouterConfig, NginxRouterConfig
@@ -114,4 +115,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    configure_logging("console", "WARNING")  # the figures, not the proxies' chatter
     asyncio.run(main())
