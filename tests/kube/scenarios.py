@@ -276,6 +276,12 @@ async def wait_state(w: World, what: str, **expected: Any) -> dict[str, Any]:
     return await w.observer.wait_for(state_is(**expected), what=what)
 
 
+async def release_and_pause(w: World, step_index: int = PAUSED_AT, what: str = "the pause") -> dict[str, Any]:
+    """Deploy v2 and wait until its rollout holds at the pause at `step_index`."""
+    await w.cluster.patch_deployment(APP, new_version("v2"))
+    return await wait_state(w, what, phase="Paused", stepIndex=step_index)
+
+
 async def wait_event(w: World, reason: str, contains: str = "") -> dict[str, Any]:
     def found(observer: Observer) -> dict[str, Any] | None:
         for event in observer.events(APP):
@@ -429,8 +435,7 @@ async def nginx_custom_prefix(env: KubeEnv) -> None:
         options = fast_options(nginx_annotation_prefix="canary.example.com", nginx_weight_total=10000)
         async with running_daemon(env, options=options):
             await wait_initialized(w)
-            await w.cluster.patch_deployment(APP, new_version("v2"))
-            await wait_state(w, "the pause", phase="Paused", stepIndex=2)
+            await release_and_pause(w, 2)
             ingress = await w.observer.wait_for(
                 lambda o: (
                     i
@@ -456,8 +461,7 @@ async def both_routers(env: KubeEnv) -> None:
         await given(w, "istio,nginx", user_virtual_service=False)
         async with running_daemon(env):
             await wait_initialized(w)
-            await w.cluster.patch_deployment(APP, new_version("v2"))
-            await wait_state(w, "the pause for promotion", phase="Paused", stepIndex=PAUSED_AT)
+            await release_and_pause(w, what="the pause for promotion")
             await promote(w, "1")
             await check_promoted(w)
         assert vs_history(w.observer) == SCHEDULE  # created by meshshift (none existed)
@@ -518,8 +522,7 @@ async def unmanaged_content(env: KubeEnv) -> None:
         await w.cluster.create_deployment(deployment(annotations=opt_in("istio", HEADER_STEPS)))
         async with running_daemon(env):
             await wait_initialized(w)
-            await w.cluster.patch_deployment(APP, new_version("v2"))
-            await wait_state(w, "the pause", phase="Paused", stepIndex=2)
+            await release_and_pause(w, 2)
             vs = await w.observer.wait_for(
                 lambda o: (
                     v
@@ -663,8 +666,7 @@ async def invalid_update_holds(env: KubeEnv) -> None:
         await given(w, "istio")
         async with running_daemon(env):
             await wait_initialized(w)
-            await w.cluster.patch_deployment(APP, new_version("v2"))
-            await wait_state(w, "the pause", phase="Paused", stepIndex=PAUSED_AT)
+            await release_and_pause(w)
             before = await snapshot_objects(w)
             await w.cluster.annotate(APP, **{"meshshift.io/steps": "- setWeight: banana\n"})
             await wait_event(w, "InvalidSpec", "setWeight")
@@ -706,8 +708,7 @@ async def argo_template_with_secret(env: KubeEnv) -> None:
         await w.cluster.create_deployment(deployment(annotations=opt_in("istio", SECRET_STEPS)))
         async with running_daemon(env):
             await wait_initialized(w)
-            await w.cluster.patch_deployment(APP, new_version("v2"))
-            state = await wait_state(w, "the pause after the analysis", phase="Paused", stepIndex=2)
+            state = await release_and_pause(w, 2, what="the pause after the analysis")
         assert [r["phase"] for r in state["analysisRuns"]] == ["Successful"]
         assert w.metrics.tokens == ["s3cr3t", "s3cr3t"]
         runs = json.loads(w.observer.get("ConfigMap", f"{APP}-meshshift-state")["data"]["state.json"])  # type: ignore[index]
@@ -749,8 +750,7 @@ async def template_sources(env: KubeEnv) -> None:
             await w.cluster.create_deployment(deployment(annotations=opt_in("istio", steps)))
             async with running_daemon(env):
                 await wait_initialized(w)
-                await w.cluster.patch_deployment(APP, new_version("v2"))
-                state = await wait_state(w, "the pause after the analysis", phase="Paused", stepIndex=2)
+                state = await release_and_pause(w, 2, what="the pause after the analysis")
         finally:
             await w.cluster.custom.delete_cluster_custom_object(group, version, plural, cluster_name)
     assert [r["phase"] for r in state["analysisRuns"]] == ["Successful"]
@@ -806,8 +806,7 @@ async def commands(env: KubeEnv) -> None:
         await given(w, "istio")
         async with running_daemon(env):
             await wait_initialized(w)
-            await w.cluster.patch_deployment(APP, new_version("v2"))
-            await wait_state(w, "the pause", phase="Paused", stepIndex=PAUSED_AT)
+            await release_and_pause(w)
             await command(w, "abort:1")
             assert (await wait_command(w, "abort:1"))["applied"] is True
             state = await wait_state(w, "the abort", phase="Degraded", abortReason="AbortedByUser")
@@ -910,8 +909,7 @@ async def restart_rollout(env: KubeEnv, *, stops: str) -> RunRecord:
         if stops == "never":
             async with running_daemon(env):
                 await wait_initialized(w)
-                await w.cluster.patch_deployment(APP, new_version("v2"))
-                await wait_state(w, "the pause", phase="Paused", stepIndex=PAUSED_AT)
+                await release_and_pause(w)
                 await promote(w, "1")
                 await check_promoted(w)
         elif stops == "after-each-step":
@@ -1208,8 +1206,7 @@ async def leader_election(env: KubeEnv) -> None:
             async with running_daemon(env, "daemon-a") as a:
                 b = await stack_b.enter_async_context(running_daemon(env, "daemon-b", wait_leading=False))
                 await wait_initialized(w)
-                await w.cluster.patch_deployment(APP, new_version("v2"))
-                await wait_state(w, "the pause", phase="Paused", stepIndex=PAUSED_AT)
+                await release_and_pause(w)
                 # Stopped mid-pass, a daemon leaves that pass's Events unwritten (the state and
                 # traffic are re-asserted by the next one, Events are not): let it finish.
                 await w.observer.wait_for(
@@ -1251,8 +1248,7 @@ async def leader_crash(env: KubeEnv) -> None:
         async with daemon_process(env, "proc-b") as second:
             await w.observer.wait_for(lambda o: lease_holder(o) == "proc-b", what="proc-b leading")
             async with running_daemon(env, "daemon-c", wait_leading=False) as standby:
-                await w.cluster.patch_deployment(APP, new_version("v2"))
-                await wait_state(w, "the pause", phase="Paused", stepIndex=PAUSED_AT)
+                await release_and_pause(w)
                 await w.observer.wait_for(
                     lambda o: o.event_reasons(APP).count("RolloutPaused") == 2, what="the pause's Event"
                 )

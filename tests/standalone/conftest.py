@@ -19,6 +19,7 @@ import pytest_asyncio
 from meshshift.demo.load import count_versions
 from meshshift.demo.processes import ManagedProcess, free_port, wait_until_http_ready
 from meshshift.demo.prometheus import PrometheusServer, ScrapeTarget, prometheus_server
+from meshshift.spec.model import HeaderMatch, StringMatch
 
 SHARE_REQUESTS = 2000  # per measured split: the tolerance (+-5 points) is > 4 standard deviations
 TOLERANCE = 5.0
@@ -108,3 +109,8 @@ def assert_share(counts: Counter[str], weight: int, canary: str = "canary", stab
     if weight in (0, 100):  # no randomness at the ends: every request goes one way
         assert share == weight, f"canary share {share:.1f}% for weight {weight}: {counts}"
     assert abs(share - weight) <= TOLERANCE, f"canary share {share:.1f}% for weight {weight}: {counts}"
+
+
+def header(name: str, kind: str, value: str) -> HeaderMatch:
+    """A header match as a setHeaderRoute step writes it."""
+    return HeaderMatch(name, StringMatch(kind, value))  # type: ignore[arg-type]

@@ -15,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from meshshift.demo.processes import ManagedProcess, free_port
 from meshshift.routers.envoy import EnvoyFiles, EnvoyInstance, running_envoy
-from meshshift.spec.model import EnvoyRouterConfig, HeaderMatch, MirrorMatch, StringMatch
+from meshshift.spec.model import EnvoyRouterConfig, MirrorMatch, StringMatch
 from meshshift.standalone.proxies import find_envoy
 from meshshift.standalone.routing import DesiredRoutes, RouterApplyError, RouterConfigError
-from tests.standalone.conftest import Apps, assert_share, versions
+from tests.standalone.conftest import Apps, assert_share, header, versions
 
 pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.e2e]
 
@@ -29,10 +29,6 @@ async def envoy(apps: Apps, tmp_path: Path) -> AsyncIterator[EnvoyInstance]:
     desired = DesiredRoutes((apps.stable.endpoint,), (apps.canary.endpoint,))
     async with running_envoy(config, desired, config_dir=tmp_path / "envoy") as instance:
         yield instance
-
-
-def header(name: str, kind: str, value: str) -> HeaderMatch:
-    return HeaderMatch(name, StringMatch(kind, value))  # type: ignore[arg-type]
 
 
 async def test_weights_split_the_traffic_and_read_back(envoy: EnvoyInstance) -> None:

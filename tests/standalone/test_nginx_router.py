@@ -11,7 +11,6 @@ import pytest_asyncio
 from meshshift.demo.processes import free_port
 from meshshift.routers.nginx_conf import NginxInstance, running_nginx, unsupported_steps
 from meshshift.spec.model import (
-    HeaderMatch,
     MirrorMatch,
     NginxRouterConfig,
     SetHeaderRoute,
@@ -21,7 +20,7 @@ from meshshift.spec.model import (
 )
 from meshshift.standalone.proxies import process_alive
 from meshshift.standalone.routing import DesiredRoutes, RouterApplyError, RouterConfigError
-from tests.standalone.conftest import Apps, assert_share, versions
+from tests.standalone.conftest import Apps, assert_share, header, versions
 
 pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.e2e]
 
@@ -32,10 +31,6 @@ async def nginx(apps: Apps, tmp_path: Path) -> AsyncIterator[NginxInstance]:
     desired = DesiredRoutes((apps.stable.endpoint,), (apps.canary.endpoint,))
     async with running_nginx(config, desired, config_dir=tmp_path / "nginx") as instance:
         yield instance
-
-
-def header(name: str, kind: str, value: str) -> HeaderMatch:
-    return HeaderMatch(name, StringMatch(kind, value))  # type: ignore[arg-type]
 
 
 async def test_weights_split_the_traffic_and_read_back(nginx: NginxInstance) -> None:
