@@ -7,6 +7,7 @@ the analysis tests use the real web provider against a local HTTP server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -18,7 +19,7 @@ from meshshift import codec
 from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.providers.web import WebProvider
 from meshshift.analysis.run import AnalysisRun
-from meshshift.engine.actions import AnalysisKind, StartAnalysis
+from meshshift.engine.actions import AnalysisKind, RecordEvent, StartAnalysis
 from meshshift.engine.machine import CommandKind
 from meshshift.ports import StoredRollout
 from meshshift.runtime.analysis import REDACTED, AnalysisExecutor, ArgContext, builtin_args
@@ -335,3 +336,49 @@ async def test_a_restarted_controller_resumes_from_the_store_and_re_asserts_rout
         assert outcome.applied
         await second.wait_for(lambda: second.state_is(stable_revision="v2"), what="promotion")
     assert second.router.weights_written == [25, 75, 0]
+
+
+class EventList:
+    """An event sink that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    async def record(self, event: RecordEvent) -> None:
+        self.reasons.append(event.reason)
+
+
+class SlowRouter(MemoryRouter):
+    """A data plane whose weight writes wait until the test lets them through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = asyncio.Event()
+        self.proceed = asyncio.Event()
+
+    async def set_weight(self, canary_weight: int) -> None:
+        if canary_weight:
+            self.writing.set()
+            await self.proceed.wait()
+        await super().set_weight(canary_weight)
+
+
+async def test_a_stop_during_a_pass_lets_the_pass_finish() -> None:
+    router, events = SlowRouter(), EventList()
+    harness = make_controller(
+        RolloutRegistry(), RolloutSpec(steps=(SetWeight(30), Pause())), router=router, sinks=[events]
+    )
+    async with running(harness):
+        await harness.wait_for(lambda: harness.state_is(stable_revision="v1"))
+        harness.workloads.release("v2")
+        async with asyncio.timeout(20):  # hang guard
+            await router.writing.wait()
+        assert harness.task is not None
+        harness.task.cancel()  # the daemon stops while the pass is writing weight 30
+        await asyncio.sleep(0)
+        router.proceed.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await harness.task
+    # The saved state announced weight 30 and its Events: all of them went out.
+    assert router.weight == 30
+    assert "SetWeight" in events.reasons and "RolloutPaused" in events.reasons

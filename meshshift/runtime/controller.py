@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -51,6 +52,8 @@ from meshshift.spec.model import RolloutSpec
 
 log = structlog.get_logger(__name__)
 
+# How long a stopping controller lets its current pass finish.
+FINISH_PASS_SECONDS = 5.0
 ROUTING_ACTIONS = (
     SetCanaryWeight,
     ApplyHeaderRoute,
@@ -192,7 +195,7 @@ class RolloutController:
                 self._wakeup.clear()
                 started = time.perf_counter()
                 try:
-                    wake_at = await self.reconcile_once()
+                    wake_at = await self._finish_even_if_cancelled(self.reconcile_once())
                     self._backoff.reset()
                     self.last_error = None
                 except asyncio.CancelledError:
@@ -212,6 +215,22 @@ class RolloutController:
             for pending in self._pending.values():
                 if not pending.outcome.done():
                     pending.outcome.cancel()
+
+    async def _finish_even_if_cancelled(self, reconcile: Coroutine[Any, Any, float | None]) -> float | None:
+        """Run one pass; a stop that arrives meanwhile waits for it (up to FINISH_PASS_SECONDS).
+
+        A pass saves its state and then applies what that state announces; cutting it in
+        between would lose the Events of that pass (the world itself is re-asserted on
+        restart). Stopping between passes loses nothing.
+        """
+        work = asyncio.ensure_future(reconcile)
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await asyncio.wait({work}, timeout=FINISH_PASS_SECONDS)
+            raise
+        finally:
+            work.cancel()  # a no-op once it is done; stops it if the grace ran out
 
     async def _restore(self) -> None:
         stored = await self.store.load()
