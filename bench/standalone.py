@@ -25,8 +25,8 @@ import aiohttp
 from aiohttp import web
 
 from meshshift.demo.app import VERSION_HEADER, AppConfig, DemoApp
-from meshshift.demo.processes import free_port
 from meshshift.logs import configure_logging
+from meshshift.processes import free_port
 from meshshift.routers.envoy import running_envoy
 from meshshift.routers.nginx_conf import running_nginx
 from meshshift.spec.model import EnvoyRouterConfig, NginxRouterConfig

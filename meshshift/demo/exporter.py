@@ -23,7 +23,7 @@ import prometheus_client
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from meshshift.demo.processes import free_port
+from meshshift.processes import free_port
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ import aiohttp
 import structlog
 import yaml
 
-from meshshift.demo.processes import ManagedProcess, ProcessFailedError, free_port, running
+from meshshift.processes import ManagedProcess, ProcessFailedError, free_port, running
 
 log = structlog.get_logger(__name__)
 

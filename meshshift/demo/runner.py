@@ -38,10 +38,10 @@ import yaml
 from rich.console import Console
 
 from meshshift.demo.load import LoadGenerator, LoadStats, running_load
-from meshshift.demo.processes import ManagedProcess, free_port, wait_until_http_ready
 from meshshift.demo.progress import DemoView, ProgressDisplay, Summary, build_view, print_summary
 from meshshift.demo.prometheus import PrometheusServer, ScrapeTarget, find_prometheus, prometheus_server
 from meshshift.engine.state import RevisionRecord
+from meshshift.processes import ManagedProcess, free_port, wait_until_http_ready
 from meshshift.runtime.controller import RolloutSnapshot
 from meshshift.settings import DaemonSettings
 from meshshift.standalone.daemon import (

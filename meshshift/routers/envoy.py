@@ -35,8 +35,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from meshshift.demo.processes import ManagedProcess, ProcessFailedError, free_port, wait_until_http_ready
 from meshshift.ports import AppliedRoutes
+from meshshift.processes import ManagedProcess, ProcessFailedError, free_port, wait_until_http_ready
 from meshshift.settings import split_host_port
 from meshshift.spec.model import EnvoyRouterConfig, HeaderMatch, MirrorMatch, StringMatch
 from meshshift.standalone.proxies import (

@@ -39,8 +39,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from meshshift.demo.processes import ManagedProcess, free_port
 from meshshift.ports import AppliedRoutes
+from meshshift.processes import ManagedProcess, free_port
 from meshshift.spec.errors import SpecIssue
 from meshshift.spec.model import (
     NginxRouterConfig,

@@ -33,9 +33,9 @@ from meshshift.analysis.providers import (
     default_providers,
 )
 from meshshift.analysis.providers.builtin import Source
-from meshshift.demo.processes import ProcessFailedError
 from meshshift.engine.actions import StartAnalysis
 from meshshift.ports import MetricProvider, StoredRollout, TemplateSource
+from meshshift.processes import ProcessFailedError
 from meshshift.routers import envoy as envoy_router
 from meshshift.routers import nginx_conf
 from meshshift.runtime.analysis import ArgContext, builtin_args

@@ -15,9 +15,9 @@ from aiohttp import web
 from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.providers import InlineTemplates
 from meshshift.analysis.run import AnalysisRun
-from meshshift.demo.processes import free_port
 from meshshift.engine.actions import AnalysisKind, StartAnalysis
 from meshshift.ports import MeasureContext, MetricProvider, TemplateSource
+from meshshift.processes import free_port
 from meshshift.runtime.analysis import AnalysisExecutor, ArgContext, builtin_args
 from meshshift.spec.model import AnalysisRef, AnalysisTemplate, Arg, Metric, ProviderSpec, TemplateRef
 from meshshift.spec.templates import parse_template

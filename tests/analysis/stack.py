@@ -16,8 +16,8 @@ import yaml
 from aiohttp import web
 
 from meshshift.demo.exporter import ServiceTraffic, TrafficExporter, VersionTraffic
-from meshshift.demo.processes import ManagedProcess, free_port, running
 from meshshift.demo.prometheus import PrometheusServer
+from meshshift.processes import ManagedProcess, free_port, running
 from tests.analysis.helpers import serve
 
 # A label value full of characters that PromQL strings must escape.

@@ -15,8 +15,8 @@ from meshshift.analysis.providers.envoy_admin import (
     parse_cluster_stats,
     success_rate,
 )
-from meshshift.demo.processes import free_port
 from meshshift.ports import ProviderError
+from meshshift.processes import free_port
 from tests.analysis.helpers import measure
 from tests.analysis.stack import Stack
 

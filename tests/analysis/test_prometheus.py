@@ -15,8 +15,8 @@ from aiohttp import web
 
 from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.providers import PrometheusProvider, default_providers
-from meshshift.demo.processes import free_port
 from meshshift.ports import MetricProvider, ProviderError
+from meshshift.processes import free_port
 from meshshift.spec.errors import SpecError
 from meshshift.spec.templates import parse_template, substitute_args
 from tests.analysis.helpers import (

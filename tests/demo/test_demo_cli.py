@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from meshshift.demo.processes import free_port
+from meshshift.processes import free_port
 from meshshift.standalone.proxies import process_alive, process_command_line
 
 pytestmark = pytest.mark.e2e

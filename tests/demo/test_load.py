@@ -10,7 +10,7 @@ from aiohttp import web
 
 from meshshift.demo.app import AppConfig, DemoApp
 from meshshift.demo.load import NO_ANSWER, Answer, LoadGenerator, LoadStats, count_versions
-from meshshift.demo.processes import free_port
+from meshshift.processes import free_port
 
 
 @pytest_asyncio.fixture

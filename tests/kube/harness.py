@@ -27,8 +27,8 @@ import yaml
 from aiohttp import web
 from kubernetes_asyncio import client, config, watch
 
-from meshshift.demo.processes import free_port
 from meshshift.kube.operator import Operator, OperatorOptions
+from meshshift.processes import free_port
 from meshshift.settings import DaemonSettings
 
 T = TypeVar("T")

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from meshshift.demo.processes import free_port
 from meshshift.observe.server import serve
+from meshshift.processes import free_port
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.settings import DaemonSettings
 from meshshift.spec.model import (

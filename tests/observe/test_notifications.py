@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from meshshift.demo.processes import free_port
 from meshshift.engine.machine import CommandKind
 from meshshift.observe.notifications import (
     Notifier,
@@ -24,6 +23,7 @@ from meshshift.observe.notifications import (
 )
 from meshshift.observe.server import serve
 from meshshift.ports import ProviderError
+from meshshift.processes import free_port
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.settings import DaemonSettings, NotificationSettings
 from meshshift.spec.model import (

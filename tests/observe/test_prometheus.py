@@ -15,8 +15,8 @@ from pathlib import Path
 
 import aiohttp
 
-from meshshift.demo.processes import free_port
 from meshshift.demo.prometheus import find_prometheus
+from meshshift.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "manifests" / "grafana" / "dashboard.json"

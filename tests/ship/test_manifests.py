@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from meshshift.cli import build_parser
-from meshshift.demo.processes import free_port
 from meshshift.observe.server import serve
+from meshshift.processes import free_port
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.settings import DaemonSettings, split_host_port
 from tests.ship.support import (

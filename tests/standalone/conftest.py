@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 
 from meshshift.demo.load import count_versions
-from meshshift.demo.processes import ManagedProcess, free_port, wait_until_http_ready
 from meshshift.demo.prometheus import PrometheusServer, ScrapeTarget, prometheus_server
+from meshshift.processes import ManagedProcess, free_port, wait_until_http_ready
 from meshshift.spec.model import HeaderMatch, StringMatch
 
 SHARE_REQUESTS = 2000  # per measured split: the tolerance (+-5 points) is > 4 standard deviations

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import yaml
 
-from meshshift.demo.processes import ManagedProcess, free_port, wait_until_http_ready
+from meshshift.processes import ManagedProcess, free_port, wait_until_http_ready
 from meshshift.standalone.proxies import process_alive, read_pid
 from tests.standalone.conftest import Apps, assert_share, versions
 

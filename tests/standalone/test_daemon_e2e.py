@@ -18,10 +18,10 @@ import yaml
 
 from meshshift.analysis.phases import AnalysisPhase
 from meshshift.demo.load import LoadGenerator, running_load
-from meshshift.demo.processes import free_port
 from meshshift.demo.prometheus import PrometheusServer
 from meshshift.engine.machine import CommandKind
 from meshshift.engine.state import RolloutPhase
+from meshshift.processes import free_port
 from meshshift.runtime.controller import RolloutSnapshot
 from meshshift.settings import DaemonSettings
 from meshshift.standalone.daemon import (

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from meshshift.demo.processes import ManagedProcess, free_port
+from meshshift.processes import ManagedProcess, free_port
 from meshshift.routers.envoy import EnvoyFiles, EnvoyInstance, running_envoy
 from meshshift.spec.model import EnvoyRouterConfig, MirrorMatch, StringMatch
 from meshshift.standalone.proxies import find_envoy

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from meshshift.demo.processes import free_port
+from meshshift.processes import free_port
 from meshshift.routers.nginx_conf import NginxInstance, running_nginx, unsupported_steps
 from meshshift.spec.model import (
     MirrorMatch,
