@@ -29,8 +29,8 @@ from meshshift.logs import configure_logging
 from meshshift.processes import free_port
 from meshshift.routers.envoy import running_envoy
 from meshshift.routers.nginx_conf import running_nginx
+from meshshift.routers.proxy_routes import DesiredRoutes, ModelRouter
 from meshshift.spec.model import EnvoyRouterConfig, NginxRouterConfig
-from meshshift.standalone.routing import DesiredRoutes, ModelRouter
 
 FLIPS = 20
 

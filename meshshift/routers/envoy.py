@@ -37,9 +37,7 @@ import structlog
 
 from meshshift.ports import AppliedRoutes
 from meshshift.processes import ManagedProcess, ProcessFailedError, free_port, wait_until_http_ready
-from meshshift.settings import split_host_port
-from meshshift.spec.model import EnvoyRouterConfig, HeaderMatch, MirrorMatch, StringMatch
-from meshshift.standalone.proxies import (
+from meshshift.routers.proxy_process import (
     AdoptedProcess,
     ProxyProcess,
     client_url,
@@ -47,7 +45,7 @@ from meshshift.standalone.proxies import (
     find_envoy,
     last_log_line,
 )
-from meshshift.standalone.routing import (
+from meshshift.routers.proxy_routes import (
     CANARY,
     STABLE,
     DesiredRoutes,
@@ -55,6 +53,8 @@ from meshshift.standalone.routing import (
     RouterApplyError,
     RouterConfigError,
 )
+from meshshift.settings import split_host_port
+from meshshift.spec.model import EnvoyRouterConfig, HeaderMatch, MirrorMatch, StringMatch
 
 log = structlog.get_logger(__name__)
 

@@ -41,15 +41,7 @@ import structlog
 
 from meshshift.ports import AppliedRoutes
 from meshshift.processes import ManagedProcess, free_port
-from meshshift.spec.errors import SpecIssue
-from meshshift.spec.model import (
-    NginxRouterConfig,
-    SetHeaderRoute,
-    SetMirrorRoute,
-    Step,
-    StringMatch,
-)
-from meshshift.standalone.proxies import (
+from meshshift.routers.proxy_process import (
     AdoptedProcess,
     ProxyProcess,
     child_pids,
@@ -61,13 +53,21 @@ from meshshift.standalone.proxies import (
     process_command_line,
     read_pid,
 )
-from meshshift.standalone.routing import (
+from meshshift.routers.proxy_routes import (
     CANARY,
     STABLE,
     DesiredRoutes,
     ModelRouter,
     RouterApplyError,
     RouterConfigError,
+)
+from meshshift.spec.errors import SpecIssue
+from meshshift.spec.model import (
+    NginxRouterConfig,
+    SetHeaderRoute,
+    SetMirrorRoute,
+    Step,
+    StringMatch,
 )
 
 log = structlog.get_logger(__name__)

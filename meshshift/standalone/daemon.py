@@ -38,6 +38,15 @@ from meshshift.ports import MetricProvider, StoredRollout, TemplateSource
 from meshshift.processes import ProcessFailedError
 from meshshift.routers import envoy as envoy_router
 from meshshift.routers import nginx_conf
+from meshshift.routers.proxy_process import ProxyNotFoundError, ProxyProcess
+from meshshift.routers.proxy_routes import (
+    CANARY,
+    STABLE,
+    DesiredRoutes,
+    ModelRouter,
+    RouterApplyError,
+    RouterConfigError,
+)
 from meshshift.runtime.analysis import ArgContext, builtin_args
 from meshshift.runtime.controller import RolloutController, RolloutKey, RolloutSnapshot
 from meshshift.runtime.events import FanOutEvents, LogEvents
@@ -58,18 +67,8 @@ from meshshift.spec.rollout import BUILTIN_TEMPLATE_NAMES
 from meshshift.spec.standalone import parse_standalone
 from meshshift.spec.templates import TEMPLATE_KINDS, read_template
 from meshshift.spec.yamldoc import load_all
-from meshshift.standalone.proxies import ProxyNotFoundError, ProxyProcess
-from meshshift.standalone.routing import (
-    CANARY,
-    STABLE,
-    DesiredRoutes,
-    ModelRouter,
-    RouterApplyError,
-    RouterConfigError,
-    endpoints_revision,
-)
 from meshshift.standalone.state_file import StateFile, StateFileError, StateFileStore, recorded_stable
-from meshshift.standalone.workloads import EndpointWorkloads
+from meshshift.standalone.workloads import EndpointWorkloads, endpoints_revision
 
 log = structlog.get_logger(__name__)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -22,7 +23,6 @@ import structlog
 from meshshift.ports import WorkloadStatus
 from meshshift.settings import split_host_port
 from meshshift.spec.model import CanaryScale
-from meshshift.standalone.routing import endpoints_revision
 from meshshift.standalone.state_file import StateFile, record_stable, recorded_stable
 
 log = structlog.get_logger(__name__)
@@ -45,6 +45,12 @@ async def endpoint_accepts(endpoint: str, within: float = 1.0) -> bool:
 async def all_accept(endpoints: Sequence[str], within: float = 1.0) -> bool:
     results = await asyncio.gather(*(endpoint_accepts(e, within) for e in endpoints))
     return bool(results) and all(results)
+
+
+def endpoints_revision(endpoints: Sequence[str]) -> str:
+    """A stable identifier of an endpoint set: order and duplicates do not matter."""
+    digest = hashlib.sha256("\n".join(sorted(set(endpoints))).encode()).hexdigest()
+    return f"ep-{digest[:10]}"
 
 
 class EndpointWorkloads:

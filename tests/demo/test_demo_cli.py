@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from meshshift.processes import free_port
-from meshshift.standalone.proxies import process_alive, process_command_line
+from meshshift.routers.proxy_process import process_alive, process_command_line
 
 pytestmark = pytest.mark.e2e
 

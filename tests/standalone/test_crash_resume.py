@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from meshshift.processes import ManagedProcess, free_port, wait_until_http_ready
-from meshshift.standalone.proxies import process_alive, read_pid
+from meshshift.routers.proxy_process import process_alive, read_pid
 from tests.standalone.conftest import Apps, assert_share, versions
 
 pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.e2e]

@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from meshshift.processes import ManagedProcess, free_port
 from meshshift.routers.envoy import EnvoyFiles, EnvoyInstance, running_envoy
+from meshshift.routers.proxy_process import find_envoy
+from meshshift.routers.proxy_routes import DesiredRoutes, RouterApplyError, RouterConfigError
 from meshshift.spec.model import EnvoyRouterConfig, MirrorMatch, StringMatch
-from meshshift.standalone.proxies import find_envoy
-from meshshift.standalone.routing import DesiredRoutes, RouterApplyError, RouterConfigError
 from tests.standalone.conftest import Apps, assert_share, header, versions
 
 pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.e2e]

@@ -10,6 +10,8 @@ import pytest_asyncio
 
 from meshshift.processes import free_port
 from meshshift.routers.nginx_conf import NginxInstance, running_nginx, unsupported_steps
+from meshshift.routers.proxy_process import process_alive
+from meshshift.routers.proxy_routes import DesiredRoutes, RouterApplyError, RouterConfigError
 from meshshift.spec.model import (
     MirrorMatch,
     NginxRouterConfig,
@@ -18,8 +20,6 @@ from meshshift.spec.model import (
     SetWeight,
     StringMatch,
 )
-from meshshift.standalone.proxies import process_alive
-from meshshift.standalone.routing import DesiredRoutes, RouterApplyError, RouterConfigError
 from tests.standalone.conftest import Apps, assert_share, header, versions
 
 pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.e2e]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,12 +28,6 @@ class RouterConfigError(ValueError):
 
 class RouterApplyError(RuntimeError):
     """The proxy did not accept or did not apply a configuration; it keeps the previous one."""
-
-
-def endpoints_revision(endpoints: Sequence[str]) -> str:
-    """A stable identifier of an endpoint set: order and duplicates do not matter."""
-    digest = hashlib.sha256("\n".join(sorted(set(endpoints))).encode()).hexdigest()
-    return f"ep-{digest[:10]}"
 
 
 @dataclass(frozen=True, slots=True)
