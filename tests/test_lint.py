@@ -10,7 +10,7 @@ from textwrap import dedent
 
 import pytest
 
-from meshshift.lint import main
+from meshshift.cli.lint import main
 
 SEED = Path(__file__).parent / "data" / "seed"
 
@@ -192,7 +192,7 @@ def test_usage_error_exits_two(capsys: pytest.CaptureFixture[str]) -> None:
 def test_python_dash_m(tmp_path: Path) -> None:
     rollout = write(tmp_path, "rollout.yaml", ROLLOUT.replace("setWeight: 100", "setWeight: 10"))
     result = subprocess.run(
-        [sys.executable, "-m", "meshshift.lint", rollout, "-"],
+        [sys.executable, "-m", "meshshift.cli.lint", rollout, "-"],
         input=TEMPLATE,
         capture_output=True,
         text=True,

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from rich.cells import cell_len
 
+from meshshift.cli.rollouts import render_text
 from meshshift.observe.api import rollout_view
-from meshshift.observe.cli import render_text
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.spec.model import (
     AnalysisTemplate,

@@ -19,7 +19,7 @@ from typing import Any
 
 from dockerfile_parse import DockerfileParser
 
-from meshshift.cli import build_parser
+from meshshift.cli.main import build_parser
 from tests.kube import scenarios
 from tests.kube.conftest import NAMESPACE
 from tests.kube.harness import HANG_GUARD, lease_holder, world
@@ -96,7 +96,7 @@ def test_the_entrypoint_is_meshshift_run() -> None:
     assert json.loads(values(final, "ENTRYPOINT")[-1]) == ["meshshift", "run"]
     assert values(final, "CMD") == []  # the Deployment's args follow the entrypoint
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
-    assert scripts["meshshift"] == "meshshift.cli:main"
+    assert scripts["meshshift"] == "meshshift.cli.main:main"
     assert build_parser().parse_args(["run"]).command == "run"
     # `meshshift` resolves to the virtualenv built in the first stage and copied over.
     venv = re.search(r"python -m venv (?:--\S+ )*(\S+)", values(build, "RUN")[0])

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from meshshift.cli import build_parser
+from meshshift.cli.main import build_parser
 from meshshift.observe.server import serve
 from meshshift.processes import free_port
 from meshshift.runtime.registry import RolloutRegistry

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from meshshift.cli import main
+from meshshift.cli.main import main
 from meshshift.kube.resources import (
     DEPLOYMENTS,
     INGRESSES,

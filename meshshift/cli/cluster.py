@@ -22,6 +22,7 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import list_kube_config_contexts
 from kubernetes_asyncio.config.config_exception import ConfigException
 
+from meshshift.cli.rollouts import COMMAND_WAIT, CliError, ControlResult, View, command_value
 from meshshift.kube.client import load_configuration, pod_namespace
 from meshshift.kube.commands import COMMAND_ANNOTATION
 from meshshift.kube.patches import merge_diff, with_resource_version
@@ -43,7 +44,6 @@ from meshshift.kube.workloads import (
     template_revision,
 )
 from meshshift.observe.api import rollout_view
-from meshshift.observe.cli import COMMAND_WAIT, CliError, ControlResult, View, command_value
 from meshshift.ports import StoredRollout
 from meshshift.runtime.controller import RolloutKey, RolloutSnapshot
 from meshshift.settings import DaemonSettings

@@ -118,7 +118,7 @@ def daemon_settings(args: argparse.Namespace) -> DaemonSettings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "lint":
-        from meshshift.lint import run_lint
+        from meshshift.cli.lint import run_lint
 
         return run_lint(args.files, args.output)
     if args.command == "run":
@@ -139,10 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_demo(scenario=args.scenario, router=args.router, listen=args.listen))
     if args.command == "get":
-        from meshshift.observe.cli import get_rollout
+        from meshshift.cli.rollouts import get_rollout
 
         return get_rollout(args)
-    from meshshift.observe.cli import control_rollout
+    from meshshift.cli.rollouts import control_rollout
 
     return control_rollout(args)
 

@@ -208,7 +208,7 @@ async def _source(args: argparse.Namespace) -> tuple[Source, str | None]:
     """The source to use and the namespace it defaults to (None: find it by name)."""
     if args.server:
         return DaemonSource(args.server, args.token or os.environ.get(TOKEN_ENV)), args.namespace
-    from meshshift.observe.kubecli import ClusterSource
+    from meshshift.cli.cluster import ClusterSource
 
     source = await ClusterSource.connect(kubeconfig=args.kubeconfig, context=args.context)
     return source, args.namespace or source.default_namespace
