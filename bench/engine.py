@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 
 from meshshift.analysis.expr import compile_condition
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.engine.machine import Command, CommandKind, Observation, reconcile
 from meshshift.engine.state import RolloutPhase, RolloutState, Stage
 from meshshift.spec.model import (
+    AnalysisPhase,
     AnalysisRef,
     HeaderMatch,
     Pause,

@@ -10,7 +10,6 @@ import statistics
 import time
 from collections.abc import Callable
 
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.run import Measurement, record_measurement, start_run
 from meshshift.engine.actions import AnalysisKind
 from meshshift.engine.state import AnalysisRunRecord, RolloutPhase, RolloutState, Stage
@@ -19,7 +18,16 @@ from meshshift.observe.metrics import metrics_registry, render
 from meshshift.ports import AppliedRoutes, WorkloadStatus
 from meshshift.runtime.controller import RolloutKey, RolloutSnapshot
 from meshshift.runtime.registry import RolloutRegistry
-from meshshift.spec.model import AnalysisRef, Metric, Pause, ProviderSpec, RolloutSpec, SetWeight, TemplateRef
+from meshshift.spec.model import (
+    AnalysisPhase,
+    AnalysisRef,
+    Metric,
+    Pause,
+    ProviderSpec,
+    RolloutSpec,
+    SetWeight,
+    TemplateRef,
+)
 
 RUNS = 15
 SPEC = RolloutSpec(steps=(SetWeight(10), Pause(60), SetWeight(50), Pause()))

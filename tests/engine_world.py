@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.engine.actions import (
     Action,
     ApplyHeaderRoute,
@@ -29,7 +28,7 @@ from meshshift.engine.actions import (
 )
 from meshshift.engine.machine import Command, CommandKind, Decision, Observation, reconcile
 from meshshift.engine.state import RolloutPhase, RolloutState
-from meshshift.spec.model import CanaryScale, HeaderMatch, RolloutSpec
+from meshshift.spec.model import AnalysisPhase, CanaryScale, HeaderMatch, RolloutSpec
 
 VerdictPolicy = Callable[[StartAnalysis], AnalysisPhase]
 

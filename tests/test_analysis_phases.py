@@ -7,14 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from meshshift.analysis.phases import (
-    AnalysisPhase,
-    MetricCounts,
-    measurement_phase,
-    metric_phase,
-    run_phase,
-    worst,
-)
+from meshshift.analysis.phases import MetricCounts, measurement_phase, metric_phase, run_phase, worst
 from meshshift.analysis.run import (
     ERROR_RETRY_INTERVAL,
     Measurement,
@@ -24,7 +17,7 @@ from meshshift.analysis.run import (
     start_run,
     terminate,
 )
-from meshshift.spec.model import MeasurementRetention, Metric, ProviderSpec
+from meshshift.spec.model import AnalysisPhase, MeasurementRetention, Metric, ProviderSpec
 
 S, F, E, INC = AnalysisPhase.SUCCESSFUL, AnalysisPhase.FAILED, AnalysisPhase.ERROR, AnalysisPhase.INCONCLUSIVE
 PROVIDER = ProviderSpec("prometheus", {"query": "up"})

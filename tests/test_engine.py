@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.engine.actions import (
     AnalysisKind,
     ApplyHeaderRoute,
@@ -24,6 +23,7 @@ from meshshift.engine.actions import (
 from meshshift.engine.machine import Command, CommandKind, Observation, reconcile, resume_actions
 from meshshift.engine.state import PauseReason, RolloutPhase, RolloutState, Stage
 from meshshift.spec.model import (
+    AnalysisPhase,
     AnalysisRef,
     BackgroundAnalysis,
     CanaryScale,

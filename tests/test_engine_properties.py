@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.engine.actions import AnalysisKind, PromoteCanary, SetCanaryWeight, StartAnalysis
 from meshshift.engine.machine import Command, CommandKind
 from meshshift.engine.state import RolloutState
 from meshshift.spec.model import (
+    AnalysisPhase,
     AnalysisRef,
     BackgroundAnalysis,
     CanaryScale,

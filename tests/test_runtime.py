@@ -16,7 +16,6 @@ import pytest
 from aiohttp import web
 
 from meshshift import codec
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.providers.web import WebProvider
 from meshshift.analysis.run import AnalysisRun
 from meshshift.engine.actions import AnalysisKind, RecordEvent, StartAnalysis
@@ -25,6 +24,7 @@ from meshshift.ports import StoredRollout
 from meshshift.runtime.analysis import REDACTED, AnalysisExecutor, ArgContext, builtin_args
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.spec.model import (
+    AnalysisPhase,
     AnalysisRef,
     AnalysisTemplate,
     Arg,

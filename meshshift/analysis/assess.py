@@ -10,8 +10,8 @@ from meshshift.analysis.expr import (
     EmptyResultIndexError,
     compile_condition,
 )
-from meshshift.analysis.phases import AnalysisPhase, measurement_phase
-from meshshift.spec.model import Metric
+from meshshift.analysis.phases import measurement_phase
+from meshshift.spec.model import AnalysisPhase, Metric
 
 
 def _check(condition: str | None, value: Any) -> bool | None:

@@ -10,28 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 
-from meshshift.spec.model import Metric
-
-
-class AnalysisPhase(StrEnum):
-    PENDING = "Pending"
-    RUNNING = "Running"
-    SUCCESSFUL = "Successful"
-    FAILED = "Failed"
-    ERROR = "Error"
-    INCONCLUSIVE = "Inconclusive"
-
-    @property
-    def completed(self) -> bool:
-        return self not in (AnalysisPhase.PENDING, AnalysisPhase.RUNNING)
-
-    @property
-    def blocks_rollout(self) -> bool:
-        """Failed and Error abort a rollout (per its failure policy)."""
-        return self in (AnalysisPhase.FAILED, AnalysisPhase.ERROR)
-
+from meshshift.spec.model import AnalysisPhase, Metric
 
 # Successful < Running < Pending < Inconclusive < Error < Failed
 _SEVERITY = {

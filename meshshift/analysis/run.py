@@ -12,8 +12,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshshift.analysis.phases import AnalysisPhase, MetricCounts, metric_phase, run_phase
-from meshshift.spec.model import MeasurementRetention, Metric
+from meshshift.analysis.phases import MetricCounts, metric_phase, run_phase
+from meshshift.spec.model import AnalysisPhase, MeasurementRetention, Metric
 
 # Argo's DefaultErrorRetryInterval: an errored measurement of a metric without an
 # interval is retried after this long.

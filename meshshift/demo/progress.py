@@ -16,10 +16,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.demo.load import LoadStats
 from meshshift.observe.status import applied_weight, describe_step, numeric_value, step_position
 from meshshift.runtime.controller import RolloutSnapshot
+from meshshift.spec.model import AnalysisPhase
 
 CANARY, STABLE = "canary", "stable"
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.engine.actions import (
     Action,
     AnalysisKind,
@@ -53,6 +52,7 @@ from meshshift.engine.state import (
     Stage,
 )
 from meshshift.spec.model import (
+    AnalysisPhase,
     CanaryScale,
     FailurePolicy,
     Pause,

@@ -13,9 +13,8 @@ from enum import StrEnum
 from typing import Any
 
 from meshshift import codec
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.engine.actions import AnalysisKind
-from meshshift.spec.model import AnalysisRef, CanaryScale, HeaderMatch, MirrorMatch
+from meshshift.spec.model import AnalysisPhase, AnalysisRef, CanaryScale, HeaderMatch, MirrorMatch
 
 SCHEMA_VERSION = 1
 HANDLED_COMMANDS_KEPT = 32

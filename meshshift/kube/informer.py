@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from meshshift.backoff import Backoff
 from meshshift.kube.resources import (
     JsonObject,
     KubeApi,
@@ -28,7 +29,6 @@ from meshshift.kube.resources import (
     object_key,
     resource_version,
 )
-from meshshift.runtime.controller import Backoff
 
 log = structlog.get_logger(__name__)
 

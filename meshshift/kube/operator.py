@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from meshshift.analysis.providers import BuiltinTarget, BuiltinTemplates, ChainedTemplates, default_providers
+from meshshift.backoff import Backoff
 from meshshift.engine.actions import StartAnalysis
 from meshshift.kube.client import connect, default_identity, pod_namespace
 from meshshift.kube.commands import COMMAND_ANNOTATION, CommandTracker, accepts
@@ -45,7 +46,7 @@ from meshshift.ports import MetricProvider
 from meshshift.routers.istio import IstioRouter
 from meshshift.routers.nginx_ingress import DEFAULT_PREFIX, NginxIngressRouter
 from meshshift.runtime.analysis import ArgContext, builtin_args
-from meshshift.runtime.controller import Backoff, RolloutController, RolloutKey
+from meshshift.runtime.controller import RolloutController, RolloutKey
 from meshshift.runtime.events import FanOutEvents, LogEvents
 from meshshift.runtime.lifecycle import run_until_stopped
 from meshshift.runtime.registry import RolloutRegistry

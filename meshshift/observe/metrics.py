@@ -55,7 +55,6 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from meshshift import __version__
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.run import AnalysisRun, Measurement, MetricResult
 from meshshift.engine.actions import RecordEvent
 from meshshift.engine.state import RevisionRecord, RolloutPhase, RolloutState
@@ -72,6 +71,7 @@ from meshshift.observe.status import (
 from meshshift.ports import EventSink
 from meshshift.runtime.controller import RolloutKey, RolloutSnapshot
 from meshshift.runtime.registry import RolloutRegistry
+from meshshift.spec.model import AnalysisPhase
 from meshshift.spec.model import Metric as AnalysisMetric
 
 log = structlog.get_logger(__name__)

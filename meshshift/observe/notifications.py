@@ -37,13 +37,13 @@ import aiohttp
 import structlog
 
 from meshshift import __version__
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.run import MetricResult
 from meshshift.engine.state import RolloutPhase, RolloutState
 from meshshift.observe.status import SecretMask, describe_step, step_position
 from meshshift.runtime.controller import RolloutKey, RolloutSnapshot
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.settings import NotificationSettings
+from meshshift.spec.model import AnalysisPhase
 
 log = structlog.get_logger(__name__)
 

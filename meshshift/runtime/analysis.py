@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import structlog
 
 from meshshift.analysis.assess import assess_value
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.run import (
     AnalysisRun,
     Measurement,
@@ -29,7 +28,7 @@ from meshshift.analysis.run import (
 from meshshift.engine.actions import StartAnalysis
 from meshshift.ports import MeasureContext, MetricProvider, ProviderError, SecretReader, TemplateSource
 from meshshift.spec.errors import SpecError
-from meshshift.spec.model import AnalysisTemplate, Arg, MeasurementRetention, Metric
+from meshshift.spec.model import AnalysisPhase, AnalysisTemplate, Arg, MeasurementRetention, Metric
 from meshshift.spec.templates import instantiate_template, resolve_args
 
 log = structlog.get_logger(__name__)

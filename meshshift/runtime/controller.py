@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from meshshift.analysis.run import AnalysisRun
+from meshshift.backoff import Backoff
 from meshshift.engine.actions import (
     Action,
     ApplyHeaderRoute,
@@ -88,20 +89,6 @@ class RolloutSnapshot:
     updated_at: float
     last_error: str | None = None
     reconcile_seconds: float | None = None
-
-
-class Backoff:
-    """0.5 s, 1 s, 2 s, ... up to `cap`; reset after a success."""
-
-    def __init__(self, first: float = 0.5, cap: float = 30.0) -> None:
-        self.first, self.cap, self.delay = first, cap, first
-
-    def next(self) -> float:
-        delay, self.delay = self.delay, min(self.cap, self.delay * 2)
-        return delay
-
-    def reset(self) -> None:
-        self.delay = self.first
 
 
 class WeightMismatchError(RuntimeError):

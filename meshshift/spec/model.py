@@ -11,6 +11,27 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+# --- analysis phases (shared by the engine and the analysis rules) ----------------
+
+
+class AnalysisPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    ERROR = "Error"
+    INCONCLUSIVE = "Inconclusive"
+
+    @property
+    def completed(self) -> bool:
+        return self not in (AnalysisPhase.PENDING, AnalysisPhase.RUNNING)
+
+    @property
+    def blocks_rollout(self) -> bool:
+        """Failed and Error abort a rollout (per its failure policy)."""
+        return self in (AnalysisPhase.FAILED, AnalysisPhase.ERROR)
+
+
 # --- matching ----------------------------------------------------------------------
 
 MatchKind = Literal["exact", "prefix", "regex"]

@@ -12,14 +12,21 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.providers import InlineTemplates
 from meshshift.analysis.run import AnalysisRun
 from meshshift.engine.actions import AnalysisKind, StartAnalysis
 from meshshift.ports import MeasureContext, MetricProvider, TemplateSource
 from meshshift.processes import free_port
 from meshshift.runtime.analysis import AnalysisExecutor, ArgContext, builtin_args
-from meshshift.spec.model import AnalysisRef, AnalysisTemplate, Arg, Metric, ProviderSpec, TemplateRef
+from meshshift.spec.model import (
+    AnalysisPhase,
+    AnalysisRef,
+    AnalysisTemplate,
+    Arg,
+    Metric,
+    ProviderSpec,
+    TemplateRef,
+)
 from meshshift.spec.templates import parse_template
 
 SEED = Path(__file__).parent.parent / "data" / "seed"

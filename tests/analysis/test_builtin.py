@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.providers import (
     BuiltinTarget,
     BuiltinTemplates,
@@ -17,6 +16,7 @@ from meshshift.analysis.providers import (
     default_providers,
 )
 from meshshift.ports import MetricProvider
+from meshshift.spec.model import AnalysisPhase
 from meshshift.spec.templates import parse_template
 from tests.analysis.helpers import Runs
 from tests.analysis.stack import Stack

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.providers import DatadogProvider, NewRelicProvider
 from meshshift.ports import MeasureContext, ProviderError
+from meshshift.spec.model import AnalysisPhase
 from tests.analysis.helpers import Runs, metric, seed_document, serve
 
 NOW = 1_700_000_000

@@ -13,11 +13,11 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.providers import PrometheusProvider, default_providers
 from meshshift.ports import MetricProvider, ProviderError
 from meshshift.processes import free_port
 from meshshift.spec.errors import SpecError
+from meshshift.spec.model import AnalysisPhase
 from meshshift.spec.templates import parse_template, substitute_args
 from tests.analysis.helpers import (
     Runs,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshshift.analysis.templating import (
+from meshshift.analysis.providers.templating import (
     render_datadog,
     render_header,
     render_json_text,

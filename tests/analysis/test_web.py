@@ -8,10 +8,10 @@ import json
 import pytest
 from aiohttp import web
 
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.providers import WebProvider
 from meshshift.analysis.providers.web import display_url, to_jsonpath
 from meshshift.ports import ProviderError
+from meshshift.spec.model import AnalysisPhase
 from tests.analysis.helpers import Runs, measure, seed_document, serve
 
 # Async tests run in the shared stack's loop (conftest.py); the plain ones need no loop.

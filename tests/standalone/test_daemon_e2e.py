@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import yaml
 
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.demo.load import LoadGenerator, running_load
 from meshshift.demo.prometheus import PrometheusServer
 from meshshift.engine.machine import CommandKind
@@ -24,6 +23,7 @@ from meshshift.engine.state import RolloutPhase
 from meshshift.processes import free_port
 from meshshift.runtime.controller import RolloutSnapshot
 from meshshift.settings import DaemonSettings
+from meshshift.spec.model import AnalysisPhase
 from meshshift.standalone.daemon import (
     StandaloneRuntime,
     follow_rollout_file,

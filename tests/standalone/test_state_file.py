@@ -8,12 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from meshshift.analysis.phases import AnalysisPhase
 from meshshift.analysis.run import Measurement, record_measurement, start_run
 from meshshift.engine.actions import AnalysisKind
 from meshshift.engine.state import AnalysisRunRecord, HeaderRoute, RolloutPhase, RolloutState, Stage
 from meshshift.ports import StoredRollout
-from meshshift.spec.model import AnalysisRef, HeaderMatch, Metric, ProviderSpec, StringMatch, TemplateRef
+from meshshift.spec.model import (
+    AnalysisPhase,
+    AnalysisRef,
+    HeaderMatch,
+    Metric,
+    ProviderSpec,
+    StringMatch,
+    TemplateRef,
+)
 from meshshift.standalone.state_file import (
     StateFile,
     StateFileError,

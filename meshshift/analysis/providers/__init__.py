@@ -3,7 +3,7 @@
 `default_providers()` is what the runtime plugs into the AnalysisExecutor: one provider
 per provider kind a template may name (`prometheus`, `web`, `datadog`, `newRelic`,
 `meshshift`). Every provider resolves its options' `{{args.x}}` itself, escaped for its
-query language (see meshshift.analysis.templating), and raises ProviderError for anything
+query language (see meshshift.analysis.providers.templating), and raises ProviderError for anything
 that makes the measurement an Error.
 """
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshshift.analysis.providers.http import fetch, seconds_option
-from meshshift.analysis.templating import render_plain, render_url
+from meshshift.analysis.providers.templating import render_plain, render_url
 from meshshift.ports import MeasureContext, ProviderError, ProviderResult
 from meshshift.spec.model import Metric
 

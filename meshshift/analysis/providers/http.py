@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from meshshift.analysis.templating import render_header, render_plain
+from meshshift.analysis.providers.templating import render_header, render_plain
 from meshshift.ports import MeasureContext, ProviderError, SecretReader
 from meshshift.spec.durations import parse_duration
 

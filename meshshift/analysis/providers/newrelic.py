@@ -31,7 +31,7 @@ from meshshift.analysis.providers.http import (
     seconds_option,
     shorten,
 )
-from meshshift.analysis.templating import render_nrql
+from meshshift.analysis.providers.templating import render_nrql
 from meshshift.ports import MeasureContext, ProviderError, ProviderResult, SecretReader
 from meshshift.spec.model import Metric
 

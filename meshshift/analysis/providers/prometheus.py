@@ -29,7 +29,7 @@ from meshshift.analysis.providers.http import (
     seconds_option,
     shorten,
 )
-from meshshift.analysis.templating import render_promql, render_url
+from meshshift.analysis.providers.templating import render_promql, render_url
 from meshshift.ports import MeasureContext, ProviderError, ProviderResult
 from meshshift.spec.model import Metric
 

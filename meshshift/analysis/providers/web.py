@@ -21,7 +21,7 @@ from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
 from meshshift.analysis.providers.http import fetch, is_true, render_headers, seconds_option, shorten
-from meshshift.analysis.templating import (
+from meshshift.analysis.providers.templating import (
     render_json_text,
     render_json_value,
     render_plain,
