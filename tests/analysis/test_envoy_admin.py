@@ -23,7 +23,7 @@ from tests.analysis.stack import Stack
 # Async tests run in the shared stack's loop (conftest.py); the plain ones need no loop.
 in_stack_loop = pytest.mark.asyncio(loop_scope="package")
 
-# Real lines from /work/notes/proxies.md §2 (Envoy 1.40), trimmed.
+# Real lines of Envoy 1.40's /stats/prometheus, trimmed.
 STATS = """\
 # TYPE envoy_cluster_upstream_rq counter
 envoy_cluster_upstream_rq{envoy_response_code="200",envoy_cluster_name="canary"} 162

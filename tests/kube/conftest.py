@@ -1,4 +1,4 @@
-"""kmock as the Kubernetes API for the suite (see /work/notes/kmock.md).
+"""kmock as the Kubernetes API for the suite.
 
 The emulator is `K8sEmulator` (tests/kube/kmock_ext.py): kmock 0.8 plus resourceVersion,
 conflict checks, subresources, selectors and `watch=True`. Every test gets a fresh one.

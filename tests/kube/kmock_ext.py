@@ -1,6 +1,6 @@
 """kmock 0.8 + kubernetes_asyncio 36.1: an emulator closer to the real API server.
 
-From the research spike (/work/notes/kmock.md, Appendix), with type hints added. It fixes
+Written against kmock 0.8's behaviour, with type hints. It fixes
 `watch=True`, adds resourceVersion, conflict checks (409 on a stale resourceVersion), PUT,
 `/status` and `/scale` subresources, label/field selectors, `timeoutSeconds` on watches,
 201 on create, and makes an injected error skip the write (as a real failed write does).

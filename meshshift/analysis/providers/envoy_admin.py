@@ -17,7 +17,7 @@ condition on `result[0]` is an Error saying the result is empty, as with Prometh
 Options: `builtin` (required), `window` (default 1m), `quantile`, and, to override what the
 runtime configured, `source` (only envoy-admin), `adminUrl`, `cluster`.
 
-Caveats (see /work/notes/proxies.md §2): counters are live, but Envoy refreshes histograms
+Caveats (measured on Envoy 1.40): counters are live, but Envoy refreshes histograms
 only when it flushes stats (every 5 s by default; set `stats_flush_interval: 1s`), so the
 latency lags by up to one flush. The first measurement has no earlier reading: it takes
 two, `first_sample_wait` apart (at most `window`). Envoy restarting resets its counters;
