@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from meshshift.analysis.run import AnalysisRun
 from meshshift.engine.actions import RecordEvent
-from meshshift.engine.state import RolloutState
+from meshshift.engine.state import HeaderRoute, MirrorRoute, RolloutState
 from meshshift.spec.model import AnalysisTemplate, CanaryScale, HeaderMatch, Metric, MirrorMatch
 
 
@@ -45,6 +45,12 @@ class Router(Protocol):
     async def remove_mirror_route(self, name: str) -> None: ...
 
     async def remove_managed_routes(self) -> None: ...
+
+    async def set_managed_routes(
+        self, header_routes: Sequence[HeaderRoute], mirror_routes: Sequence[MirrorRoute]
+    ) -> None:
+        """Make meshshift's header and mirror routes exactly these, in one write (no gap)."""
+        ...
 
     async def read_back(self) -> AppliedRoutes: ...
 

@@ -22,6 +22,7 @@ from meshshift.engine.actions import (
     RollBack,
     ScaleCanary,
     SetCanaryWeight,
+    SetManagedRoutes,
     StartAnalysis,
     StopAnalysis,
     WaitUntil,
@@ -132,6 +133,9 @@ class World:
             case RemoveManagedRoutes():
                 self.header_routes.clear()
                 self.mirror_routes.clear()
+            case SetManagedRoutes(header_routes=header_routes, mirror_routes=mirror_routes):
+                self.header_routes = {r.name: r.match for r in header_routes}
+                self.mirror_routes = {r.name for r in mirror_routes}
             case ScaleCanary(scale=scale):
                 self.canary_scale = scale
             case StartAnalysis():

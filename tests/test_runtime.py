@@ -11,6 +11,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -336,6 +337,48 @@ async def test_a_restarted_controller_resumes_from_the_store_and_re_asserts_rout
         assert outcome.applied
         await second.wait_for(lambda: second.state_is(stable_revision="v2"), what="promotion")
     assert second.router.weights_written == [25, 75, 0]
+
+
+class WatchedRouter(MemoryRouter):
+    """A data plane that records which header routes it serves after every write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.served: list[set[str]] = []
+
+    def __getattribute__(self, name: str) -> Any:
+        method = super().__getattribute__(name)
+        if name.startswith(("set_", "remove_")):
+
+            async def recorded(*args: Any) -> None:
+                await method(*args)
+                self.served.append(set(self.header_routes))
+
+            return recorded
+        return method
+
+
+async def test_a_restart_never_drops_the_header_routes_the_state_holds() -> None:
+    registry = RolloutRegistry()
+    spec = RolloutSpec(steps=(SetWeight(25), QA, Pause(), SetWeight(75)))
+    first = make_controller(registry, spec)
+    async with running(first):
+        await first.wait_for(lambda: first.state_is(stable_revision="v1"))
+        first.workloads.release("v2")
+        await first.wait_for(lambda: first.state_is(phase="Paused"))
+    stored = first.store.stored
+    assert stored is not None
+
+    # The daemon restarts; its proxy kept serving (adopted), header route included.
+    router = WatchedRouter()
+    router.weight, router.header_routes = 25, dict(first.router.header_routes)
+    second = make_controller(RolloutRegistry(), spec, router=router)
+    second.store.stored = stored
+    second.workloads.revision, second.workloads.stable = "v2", "v1"
+    async with running(second):
+        await second.wait_for(lambda: second.controller.applied.get("envoy") is not None, what="resync")
+    assert router.served, "the restart re-asserted nothing"
+    assert all(served == {"qa"} for served in router.served), router.served
 
 
 class EventList:

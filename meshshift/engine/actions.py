@@ -48,6 +48,31 @@ class RemoveManagedRoutes:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderRoute:
+    name: str
+    match: tuple[HeaderMatch, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorRoute:
+    name: str
+    match: tuple[MirrorMatch, ...]
+    percentage: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SetManagedRoutes:
+    """Make meshshift's header and mirror routes exactly these, in one change.
+
+    What a restart re-asserts: removing the routes and adding them back would send
+    header-routed requests to the stable in between.
+    """
+
+    header_routes: tuple[HeaderRoute, ...]
+    mirror_routes: tuple[MirrorRoute, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ScaleCanary:
     scale: CanaryScale
     traffic_weight: int  # for matchTrafficWeight
@@ -113,6 +138,7 @@ Action = (
     | ApplyMirrorRoute
     | RemoveMirrorRoute
     | RemoveManagedRoutes
+    | SetManagedRoutes
     | ScaleCanary
     | StartAnalysis
     | StopAnalysis

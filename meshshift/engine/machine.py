@@ -35,6 +35,7 @@ from meshshift.engine.actions import (
     RollBack,
     ScaleCanary,
     SetCanaryWeight,
+    SetManagedRoutes,
     StartAnalysis,
     StopAnalysis,
     WaitUntil,
@@ -808,11 +809,14 @@ def resume_actions(spec: RolloutSpec, state: RolloutState) -> tuple[Action, ...]
     """The actions that re-establish everything `state` announces, after a restart.
 
     The state is saved before its actions are applied, so a crash can leave some of
-    them unapplied; re-asserting the whole desired world is idempotent and safe.
+    them unapplied; re-asserting the whole desired world is idempotent and safe. The
+    managed routes are replaced in one change, never removed and added back: a header
+    route the state holds keeps reaching the canary throughout a restart.
     """
-    actions: list[Action] = [RemoveManagedRoutes(), SetCanaryWeight(state.desired_weight)]
-    actions += [ApplyHeaderRoute(r.name, r.match) for r in state.header_routes]
-    actions += [ApplyMirrorRoute(r.name, r.match, r.percentage) for r in state.mirror_routes]
+    actions: list[Action] = [
+        SetManagedRoutes(state.header_routes, state.mirror_routes),
+        SetCanaryWeight(state.desired_weight),
+    ]
     if state.stage != Stage.INITIALIZING:
         # While initializing, the user's Deployment runs the only pods there are.
         actions.append(ScaleCanary(state.canary_scale, state.desired_weight))

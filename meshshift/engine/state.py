@@ -14,7 +14,11 @@ from typing import Any
 
 from meshshift import codec
 from meshshift.engine.actions import AnalysisKind
-from meshshift.spec.model import AnalysisPhase, AnalysisRef, CanaryScale, HeaderMatch, MirrorMatch
+
+# Defined with the actions that carry them; the state holds them too.
+from meshshift.engine.actions import HeaderRoute as HeaderRoute
+from meshshift.engine.actions import MirrorRoute as MirrorRoute
+from meshshift.spec.model import AnalysisPhase, AnalysisRef, CanaryScale
 
 SCHEMA_VERSION = 1
 HANDLED_COMMANDS_KEPT = 32
@@ -63,19 +67,6 @@ class AnalysisRunRecord:
     started_at: float = 0.0
     stop_requested: bool = False
     superseded: bool = False  # replaced by a retry; its verdict no longer counts
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderRoute:
-    name: str
-    match: tuple[HeaderMatch, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class MirrorRoute:
-    name: str
-    match: tuple[MirrorMatch, ...]
-    percentage: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from typing import Any
 
 import structlog
 
+from meshshift.engine.state import HeaderRoute, MirrorRoute
 from meshshift.kube.resources import JsonObject, KubeApi, ResourceType, owner_reference, virtual_services
 from meshshift.kube.rmw import read_modify_write
 from meshshift.ports import AppliedRoutes
@@ -347,6 +348,16 @@ class IstioRouter:
 
     async def remove_managed_routes(self) -> None:
         self._staged.append(lambda edit: edit.remove_managed_routes())
+
+    async def set_managed_routes(
+        self, header_routes: Sequence[HeaderRoute], mirror_routes: Sequence[MirrorRoute]
+    ) -> None:
+        # Staged edits are written together (one update of the VirtualService): no gap.
+        await self.remove_managed_routes()
+        for header in header_routes:
+            await self.set_header_route(header.name, header.match)
+        for mirror in mirror_routes:
+            await self.set_mirror_route(mirror.name, mirror.match, mirror.percentage)
 
     async def read_back(self) -> AppliedRoutes:
         """Write what is staged, then read the VirtualService back and report what it holds."""

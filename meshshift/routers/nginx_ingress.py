@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from meshshift.engine.state import HeaderRoute, MirrorRoute
 from meshshift.kube.resources import INGRESSES, JsonObject, KubeApi, owner_reference
 from meshshift.kube.rmw import read_modify_write
 from meshshift.ports import AppliedRoutes
@@ -168,6 +169,16 @@ class NginxIngressRouter:
 
     async def remove_managed_routes(self) -> None:
         self._staged.append(lambda model: model.headers.clear())
+
+    async def set_managed_routes(
+        self, header_routes: Sequence[HeaderRoute], mirror_routes: Sequence[MirrorRoute]
+    ) -> None:
+        # Staged edits are written together (one update of the canary Ingress): no gap.
+        await self.remove_managed_routes()
+        for header in header_routes:
+            await self.set_header_route(header.name, header.match)
+        for mirror in mirror_routes:
+            await self.set_mirror_route(mirror.name, mirror.match, mirror.percentage)
 
     async def read_back(self) -> AppliedRoutes:
         await self.commit()

@@ -99,6 +99,12 @@ class ModelRouter(ABC):
     async def remove_managed_routes(self) -> None:
         await self.change(lambda d: dataclasses.replace(d, header_routes=(), mirror_routes=()))
 
+    async def set_managed_routes(
+        self, header_routes: Sequence[HeaderRoute], mirror_routes: Sequence[MirrorRoute]
+    ) -> None:
+        routes = tuple(header_routes), tuple(mirror_routes)
+        await self.change(lambda d: dataclasses.replace(d, header_routes=routes[0], mirror_routes=routes[1]))
+
     @abstractmethod
     async def read_back(self) -> AppliedRoutes: ...
 

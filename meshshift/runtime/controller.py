@@ -31,6 +31,7 @@ from meshshift.engine.actions import (
     RollBack,
     ScaleCanary,
     SetCanaryWeight,
+    SetManagedRoutes,
     StartAnalysis,
     StopAnalysis,
     WaitUntil,
@@ -62,6 +63,7 @@ ROUTING_ACTIONS = (
     ApplyMirrorRoute,
     RemoveMirrorRoute,
     RemoveManagedRoutes,
+    SetManagedRoutes,
 )
 
 
@@ -315,6 +317,9 @@ class RolloutController:
             case RemoveManagedRoutes():
                 for router in self.routers:
                     await router.remove_managed_routes()
+            case SetManagedRoutes(header_routes=header_routes, mirror_routes=mirror_routes):
+                for router in self.routers:
+                    await router.set_managed_routes(header_routes, mirror_routes)
             case ScaleCanary(scale=scale, traffic_weight=traffic_weight):
                 await self.workloads.scale_canary(scale, traffic_weight)
             case StartAnalysis():

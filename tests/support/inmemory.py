@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshshift.engine.actions import StartAnalysis
+from meshshift.engine.state import HeaderRoute, MirrorRoute
 from meshshift.ports import (
     AppliedRoutes,
     EventSink,
@@ -83,6 +84,12 @@ class MemoryRouter:
     async def remove_managed_routes(self) -> None:
         self.header_routes.clear()
         self.mirror_routes.clear()
+
+    async def set_managed_routes(
+        self, header_routes: Sequence[HeaderRoute], mirror_routes: Sequence[MirrorRoute]
+    ) -> None:
+        self.header_routes = {r.name: r.match for r in header_routes}
+        self.mirror_routes = {r.name: r.match for r in mirror_routes}
 
     async def read_back(self) -> AppliedRoutes:
         return AppliedRoutes(self.weight, tuple(self.header_routes), tuple(self.mirror_routes))
