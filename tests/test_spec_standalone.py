@@ -16,6 +16,7 @@ from meshshift.spec.model import (
     NginxRouterConfig,
     SetWeight,
     StandaloneRollout,
+    TraefikRouterConfig,
     Upstream,
 )
 from meshshift.spec.standalone import host_port_problem
@@ -145,6 +146,17 @@ def test_nginx_router() -> None:
     assert isinstance(default.router, NginxRouterConfig) and default.router.canary_header == "X-Canary"
 
 
+def test_traefik_router() -> None:
+    rollout = parse_standalone(
+        doc(router={"traefik": {"listen": "127.0.0.1:8080", "api": "127.0.0.1:8081", "configDir": "/etc/t"}})
+    )
+    assert rollout.router == TraefikRouterConfig(
+        listen="127.0.0.1:8080", api="127.0.0.1:8081", config_dir="/etc/t"
+    )
+    default = parse_standalone(doc(router={"traefik": {"listen": "127.0.0.1:8080"}}))
+    assert default.router == TraefikRouterConfig(listen="127.0.0.1:8080")
+
+
 @pytest.mark.parametrize(
     ("router", "path"),
     [
@@ -156,6 +168,10 @@ def test_nginx_router() -> None:
         ({"envoy": {"listen": "127.0.0.1:1", "baseId": -1}}, "spec.router.envoy.baseId"),
         ({"envoy": {"listen": "127.0.0.1:1", "attach": "yes"}}, "spec.router.envoy.attach"),
         ({"envoy": {"listen": "127.0.0.1:1", "adminn": "127.0.0.1:2"}}, "spec.router.envoy.adminn"),
+        ({"traefik": {"listen": "127.0.0.1:1", "attach": True}}, "spec.router.traefik.api"),
+        ({"traefik": {"listen": "127.0.0.1:1", "api": "127.0.0.1:1"}}, "spec.router.traefik.api"),
+        ({"traefik": {"listen": "127.0.0.1:1", "admin": "127.0.0.1:2"}}, "spec.router.traefik.admin"),
+        ({"traefik": {}}, "spec.router.traefik.listen"),
     ],
 )
 def test_router_mistakes(router: dict[str, Any], path: str) -> None:

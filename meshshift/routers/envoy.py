@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import ipaddress
 import json
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -44,6 +43,7 @@ from meshshift.routers.proxy_process import (
     find_adoptable,
     find_envoy,
     last_log_line,
+    replace_file,
 )
 from meshshift.routers.proxy_routes import (
     CANARY,
@@ -285,10 +285,7 @@ def render_routes(desired: DesiredRoutes, version: str) -> dict[str, Any]:
 
 def write_atomically(path: Path, document: Mapping[str, Any]) -> None:
     """Temp file in the same directory, then rename: the only change Envoy's watcher sees."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(document, indent=1))
-    os.replace(temp, path)
+    replace_file(path, json.dumps(document, indent=1))
 
 
 # --- reading back --------------------------------------------------------------------

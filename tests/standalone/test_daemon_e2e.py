@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from meshshift.demo.load import LoadGenerator, running_load
-from meshshift.demo.prometheus import PrometheusServer
+from meshshift.demo.prometheus import PrometheusServer, ScrapeTarget, prometheus_server
 from meshshift.engine.machine import CommandKind
 from meshshift.engine.state import RolloutPhase
 from meshshift.processes import free_port
@@ -264,3 +264,70 @@ async def test_a_new_canary_in_the_file_starts_the_next_rollout(apps: Apps, tmp_
         )
         assert snapshot.state is not None and len(snapshot.state.history) == 2
         assert await versions(runtime.proxy_url + "/", 200) == {"canary-2": 200}
+
+
+async def test_traefik_healthy_rollout_promotes(
+    apps: Apps, prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    steps = [QA, {"setWeight": 10}, HOLD, {"setWeight": 25}, HOLD, analysis("shop"), {"setWeight": 50}, HOLD]
+    steps += [{"setWeight": 75}, HOLD, {"setWeight": 100}, HOLD]
+    loaded = parse_rollout_text(
+        rollout_text("traefik", apps.stable, apps.canary, steps, prometheus=prometheus), "r"
+    )
+    async with standalone_runtime(loaded, base_dir=tmp_path, settings=settings(prometheus)) as runtime:
+        url = runtime.proxy_url + "/"
+        async with running_load(LoadGenerator(url, rate=25)) as load:
+            for index, weight in [(2, 10), (4, 25), (7, 50), (9, 75), (11, 100)]:
+                snapshot = await wait_until(runtime, paused_at(index, weight))
+                assert_share(await versions(url), weight)  # 2000 requests, within 5 points
+                assert await versions(url, 100, X_Canary="true") == {"canary": 100}
+                if index == 7:
+                    assert snapshot.state is not None
+                    assert [r.phase for r in snapshot.state.analysis_runs] == [AnalysisPhase.SUCCESSFUL]
+                await promote(runtime)
+            await wait_until(runtime, finished("Promoted"))
+        assert load.stats.failed == 0, load.stats.as_dict()  # no request failed across the changes
+        assert await versions(url, 300) == {"canary": 300}
+        applied = await runtime.router.read_back()
+        assert (applied.canary_weight, applied.header_routes) == (0, ())
+
+
+async def test_traefik_rolls_back_on_the_builtin_success_rate_of_traefiks_own_metrics(
+    apps: Apps, tmp_path: Path
+) -> None:
+    """The builtin request-success-rate, on Traefik's `traefik_service_requests_total{service="canary@file"}`."""
+    api = f"127.0.0.1:{free_port()}"
+    steps: list[dict[str, Any]] = [
+        QA,
+        {"setWeight": 30},
+        {"pause": {"duration": "2s"}},
+        {
+            "analysis": {
+                "templates": [{"templateName": "request-success-rate"}],
+                "args": [{"name": "interval", "value": "5s"}, {"name": "count", "value": "2"}],
+            }
+        },
+        {"setWeight": 60},
+    ]
+    text = rollout_text("traefik", apps.stable, apps.bad, steps)
+    document = yaml.safe_load(text)
+    document["spec"]["router"]["traefik"]["api"] = api
+    loaded = parse_rollout_text(yaml.safe_dump(document), "r")
+    targets = [ScrapeTarget("traefik", api)]
+    async with (
+        prometheus_server(targets, workdir=tmp_path / "prometheus") as prometheus,
+        standalone_runtime(loaded, base_dir=tmp_path, settings=settings(prometheus)) as runtime,
+    ):
+        url = runtime.proxy_url + "/"
+        async with running_load(LoadGenerator(url, rate=25)):
+            snapshot = await wait_until(runtime, finished("Aborted"), within=120)
+        assert snapshot.state is not None and snapshot.state.abort_reason == "AnalysisRunFailed"
+        run = snapshot.state.analysis_runs[-1]
+        assert run.phase == AnalysisPhase.FAILED
+        measured = [m for r in snapshot.analysis_runs.values() for res in r.results for m in res.measurements]
+        assert measured and all('service=~"canary@file"' in m.query for m in measured)
+        assert any(m.phase == AnalysisPhase.FAILED and m.value[0] < 99 for m in measured), measured
+        assert await versions(url, 300) == {"stable": 300}  # all of it back on the stable
+        assert await versions(url, 50, X_Canary="true") == {"stable": 50}  # the header route is gone
+        applied = await runtime.router.read_back()
+        assert (applied.canary_weight, applied.header_routes) == (0, ())

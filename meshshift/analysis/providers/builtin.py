@@ -19,12 +19,14 @@ Args (each has a default; a step's `args` override them):
     namespace, target       istio: the workload's namespace and name (regex, as in Flagger)
     namespace, ingress      nginx: the ingress' namespace and name
     canary-cluster          envoy: the canary cluster's name (regex)
+    traefik-service         traefik: Traefik's name of the canary service (regex; `canary@file`
+                            standalone, `<ns>-<svc>-canary-<port>@kubernetescrd` in Kubernetes)
 
 meshshift fills the selector args from the rollout through `BuiltinTarget` (and the
 executor fills `namespace` in Kubernetes mode).
 
-The queries are Flagger's (pkg/metrics/observers/istio.go, nginx.go, and for a
-standalone Envoy scraped by Prometheus crossover.go/contour.go) with three changes:
+The queries are Flagger's (pkg/metrics/observers/istio.go, nginx.go, traefik.go, and for a
+standalone Envoy scraped by Prometheus crossover.go/contour.go) with four changes:
 - the success rate divides by `(... > 0)` and adds `or vector(0)` to the numerator, so
   no traffic gives an empty result (an Error measurement saying the result is empty, like
   Flagger's "no values found") instead of NaN, and a canary answering only 5xx gives 0
@@ -34,8 +36,15 @@ standalone Envoy scraped by Prometheus crossover.go/contour.go) with three chang
   `_seconds` histogram Flagger once read no longer exists), and NGINX's is a P99 of
   `nginx_ingress_controller_request_duration_seconds_bucket` * 1000 where Flagger averages
   the upstream latency summary (the P99 is what meshshift promises for every mesh).
+- Traefik's success rate counts `traefik_service_requests_total` (by `code`) where Flagger
+  reads the `le="+Inf"` bucket of the duration histogram: the same numbers, from the counter.
 As in Flagger, the NGINX queries select by ingress: ingress-nginx counts requests sent to
 the canary under the stable ingress' name, so they measure the whole ingress.
+
+Gateway API routes run on some implementation's data plane, so their builtins are that
+implementation's: `gateway-api/istio` (Istio's destination metrics, as for the istio mesh) and
+`gateway-api/traefik` (Traefik's Gateway provider names the canary service
+`<ns>-<svc>-canary-<port>@kubernetesgateway`). See GATEWAY_API_MESHES.
 
 Without Prometheus, a standalone Envoy's builtins read its admin endpoint instead
 (`source="envoy-admin"`, provider kind `meshshift`, see envoy_admin.py).
@@ -51,7 +60,11 @@ from meshshift.ports import TemplateSource
 from meshshift.spec.model import AnalysisTemplate
 from meshshift.spec.templates import BUILTIN_METRICS, parse_template
 
-MESHES = ("istio", "nginx", "envoy")
+MESHES = ("istio", "nginx", "envoy", "traefik", "gateway-api/istio", "gateway-api/traefik")
+GATEWAY_API_MESHES = {"istio": "gateway-api/istio", "traefik": "gateway-api/traefik"}
+# Traefik's per-service counter and latency histogram (Flagger's traefik observer reads them).
+TRAEFIK_REQUESTS = "traefik_service_requests_total"
+TRAEFIK_DURATION = "traefik_service_request_duration_seconds_bucket"
 Source = Literal["prometheus", "envoy-admin"]
 
 # PromQL comments explain the guards to whoever reads the recorded query.
@@ -113,7 +126,16 @@ _MESHES: Mapping[str, _Mesh] = {
         selector='envoy_cluster_name=~"{{args.canary-cluster}}"',
         args=("canary-cluster",),
     ),
+    "traefik": _Mesh(
+        requests=TRAEFIK_REQUESTS,
+        code_label="code",
+        duration=TRAEFIK_DURATION,
+        duration_scale=" * 1000",
+        selector='service=~"{{args.traefik-service}}"',
+        args=("traefik-service",),
+    ),
 }
+_MESHES = {**_MESHES, "gateway-api/istio": _MESHES["istio"], "gateway-api/traefik": _MESHES["traefik"]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +146,7 @@ class BuiltinTarget:
     target: str = ""  # istio: the canary workload (Deployment) name
     ingress: str = ""  # nginx: the stable Ingress name
     canary_cluster: str = "canary"  # envoy: the canary cluster
+    traefik_service: str = "canary@file"  # traefik: Traefik's name of the canary service (regex)
     interval: str = "1m"
 
     def value(self, arg: str) -> str:
@@ -132,6 +155,7 @@ class BuiltinTarget:
             "target": self.target,
             "ingress": self.ingress,
             "canary-cluster": self.canary_cluster,
+            "traefik-service": self.traefik_service,
         }[arg]
 
 
