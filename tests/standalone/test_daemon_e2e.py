@@ -295,7 +295,7 @@ async def test_traefik_healthy_rollout_promotes(
 async def test_traefik_rolls_back_on_the_builtin_success_rate_of_traefiks_own_metrics(
     apps: Apps, tmp_path: Path
 ) -> None:
-    """The builtin request-success-rate, on Traefik's `traefik_service_requests_total{service="canary@file"}`."""
+    """The builtin request-success-rate on Traefik's own `traefik_service_requests_total` of `canary@file`."""
     api = f"127.0.0.1:{free_port()}"
     steps: list[dict[str, Any]] = [
         QA,
