@@ -75,8 +75,19 @@ def test_all_seed_yaml_lints_together_with_warnings_only() -> None:
                 for i in (2, 5, 8, 11)
             ),
             *(("12-exercise-starter.yaml", f"spec.metrics[{i}]") for i in range(3)),
+            # Fields of a pasted Rollout meshshift does not act on are named, never ignored.
+            *(
+                ("09-rollout-istio.yaml", f"spec.strategy.canary.{field}")
+                for field in ("canaryService", "stableService", "trafficRouting.istio")
+            ),
+            *(
+                ("10-strategy-header-routing.yaml", f"strategy.canary.{field}")
+                for field in ("canaryMetadata", "stableMetadata", "trafficRouting.istio")
+            ),
         ]
     )
+    routing = next(f for f in findings if f.path.endswith("trafficRouting.istio"))
+    assert "not acted on by meshshift" in routing.reason and "meshshift.io/router: istio" in routing.reason
     unbounded = next(f for f in findings if f.file.startswith("03"))
     assert "runs until the rollout is promoted" in unbounded.reason
     assert "set count" in unbounded.reason

@@ -94,14 +94,23 @@ class AnalysisExecutor:
         context = self.arg_context(action)
         run = self.runs.get(name)
         try:
-            # Read on every start: Secret values are never persisted, only used.
-            secret_args = await _secret_args(action.analysis.args, context)
+            templates = await self._templates(action, required=run is None)
+            # Read on every start: Secret values are never persisted, only used. A template's
+            # own `valueFrom.secretKeyRef` args count unless the rollout gives the arg.
+            given = {arg.name for arg in action.analysis.args}
+            template_secrets = [
+                Arg(arg.name, value_from=arg.value_from)
+                for template in templates
+                for arg in template.args
+                if arg.value_from is not None and arg.value_from.secret_name and arg.name not in given
+            ]
+            secret_args = await _secret_args([*action.analysis.args, *template_secrets], context)
         except LookupError as error:
             if run is None:
                 self._publish(self._error_run(action, f"cannot start analysis: {error}"))
             return
         if run is None:
-            run = await self._new_run(action, context, secret_args)
+            run = await self._new_run(action, templates, context, secret_args)
             self._publish(run)
         else:
             log.info("analysis run resumed", run=name, phase=run.phase.value)
@@ -141,12 +150,15 @@ class AnalysisExecutor:
     # --- building a run ------------------------------------------------------------
 
     async def _new_run(
-        self, action: StartAnalysis, context: ArgContext, secret_args: Mapping[str, str]
+        self,
+        action: StartAnalysis,
+        templates: Sequence[AnalysisTemplate],
+        context: ArgContext,
+        secret_args: Mapping[str, str],
     ) -> AnalysisRun:
         ref = action.analysis
         now = self.clock()
         try:
-            templates = [await self._template(t.template_name, t.cluster_scope) for t in ref.templates]
             given = _given_args(ref.args, context) | dict(secret_args)
             metrics: list[Metric] = []
             args: dict[str, str] = {}
@@ -181,6 +193,18 @@ class AnalysisExecutor:
             phase=AnalysisPhase.ERROR,
             message=message,
         )
+
+    async def _templates(self, action: StartAnalysis, *, required: bool) -> list[AnalysisTemplate]:
+        """The run's templates (LookupError if one is missing and `required`); a resumed run
+        goes on without those that are gone."""
+        found = []
+        for ref in action.analysis.templates:
+            try:
+                found.append(await self._template(ref.template_name, ref.cluster_scope))
+            except LookupError:
+                if required:
+                    raise
+        return found
 
     async def _template(self, name: str, cluster_scope: bool) -> AnalysisTemplate:
         template = await self.templates.get(name, cluster_scope=cluster_scope)

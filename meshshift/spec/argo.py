@@ -1,9 +1,12 @@
 """Argo Rollouts `kind: Rollout` documents, and bare `strategy:` fragments.
 
 meshshift runs the canary part: `spec.strategy.canary.steps` and `.analysis`. The other
-fields Argo defines are accepted and ignored (traffic routing, services, metadata,
-surge...), so a Rollout can be pasted unchanged; a field Argo does not define is an
-error, as is a `blueGreen` strategy.
+fields Argo defines are accepted, so a Rollout can be pasted unchanged, and each one
+meshshift does not act on gets a warning naming it and saying what meshshift does
+instead (`NOT_ACTED_ON`): nothing is accepted and then silently ignored. A field Argo does
+not define is an error, as is a `blueGreen` strategy. The pod-template fields
+(`replicas`, `selector`, `template`, `workloadRef`, `minReadySeconds`,
+`revisionHistoryLimit`) describe the workload, which meshshift takes from the Deployment.
 
 `spec.progressDeadlineSeconds` and `canary.abortScaleDownDelaySeconds` are honoured.
 The `meshshift.io/allow-non-monotonic: "true"` annotation on the Rollout allows weights
@@ -68,6 +71,34 @@ IGNORED_CANARY_FIELDS = (
     "replicaProgressThreshold",
 )
 CANARY_FIELDS = ("steps", "analysis", *IGNORED_CANARY_FIELDS)
+
+# The routers meshshift drives, and the annotations that say which (a Rollout's
+# trafficRouting is not read: the Deployment's annotations are).
+ROUTER_ANNOTATIONS = {
+    "istio": "meshshift.io/router: istio (and meshshift.io/istio-virtual-service, -routes)",
+    "nginx": "meshshift.io/router: nginx (with meshshift.io/nginx-ingress)",
+}
+_SCALING = "meshshift scales the canary Deployment itself (setCanaryScale, or the traffic weight)"
+# Field (relative to spec.strategy.canary, or `spec.` for the Rollout's spec) -> why a
+# Rollout's value has no effect in meshshift. Each gets one warning.
+NOT_ACTED_ON: Mapping[str, str] = {
+    "spec.paused": "meshshift starts every rollout; use a `pause: {}` step, or `meshshift abort`",
+    "spec.restartAt": "meshshift does not restart pods; use `kubectl rollout restart` on the Deployment",
+    "spec.rollbackWindow": "meshshift rolls every revision out through the steps",
+    "canaryService": "meshshift routes to the Service <name>-canary it manages",
+    "stableService": "meshshift routes to the Service <name>-primary it manages",
+    "canaryMetadata": "meshshift does not label the canary pods of a Rollout",
+    "stableMetadata": "meshshift does not label the stable pods of a Rollout",
+    "maxSurge": _SCALING,
+    "maxUnavailable": _SCALING,
+    "minPodsPerReplicaSet": _SCALING,
+    "replicaProgressThreshold": _SCALING,
+    "dynamicStableScale": "the stable (<name>-primary) keeps its replicas until promotion",
+    "scaleDownDelaySeconds": "the stable is updated in place at promotion; there is no old ReplicaSet",
+    "scaleDownDelayRevisionLimit": "the stable is updated in place at promotion; there is no old ReplicaSet",
+    "antiAffinity": "the stable and the canary are separate Deployments; set affinity in the pod template",
+    "pingPong": "meshshift keeps one stable (<name>-primary) and one canary Deployment",
+}
 STRATEGIES = ("canary", "blueGreen")
 
 
@@ -111,6 +142,9 @@ def read_argo_rollout(
             spec["progressDeadlineSeconds"], "spec.progressDeadlineSeconds", findings, minimum=1
         )
         deadline = deadline if seconds is None else float(seconds)
+    for field in ("paused", "restartAt", "rollbackWindow", "progressDeadlineAbort"):
+        if spec.get(field) not in (None, False) and f"spec.{field}" in NOT_ACTED_ON:
+            _not_acted_on(at("spec", field), NOT_ACTED_ON[f"spec.{field}"], findings)
     strategy = require(spec, "strategy", "spec", findings)
     if strategy is None:
         return None
@@ -172,6 +206,11 @@ def _read_canary(
     if canary is None:
         return None
     check_keys(canary, CANARY_FIELDS, path, findings)
+    for field, reason in NOT_ACTED_ON.items():
+        if canary.get(field) is not None:
+            _not_acted_on(at(path, field), reason, findings)
+    if canary.get("trafficRouting") is not None:
+        _read_traffic_routing(canary["trafficRouting"], at(path, "trafficRouting"), findings)
     paths = RolloutPaths(
         steps=at(path, "steps"),
         analysis=at(path, "analysis"),
@@ -187,3 +226,23 @@ def _read_canary(
         if seconds is not None:
             policy = dataclasses.replace(policy, abort_scale_down_delay=float(seconds))
     return build_rollout(steps, analysis, policy, paths, findings, catalog)
+
+
+def _not_acted_on(path: str, reason: str, findings: Findings) -> None:
+    findings.warning(path, f"not acted on by meshshift: {reason}")
+
+
+def _read_traffic_routing(value: object, path: str, findings: Findings) -> None:
+    """One warning per router a Rollout names: meshshift takes the router from annotations."""
+    routing = expect_mapping(value, path, findings)
+    if routing is None:
+        return
+    for key in routing:
+        if key in ROUTER_ANNOTATIONS:
+            reason = f"meshshift reads the router from the Deployment: {ROUTER_ANNOTATIONS[key]}"
+        elif key == "managedRoutes":
+            reason = "meshshift manages the header and mirror routes of its steps without a list"
+        else:
+            known = ", ".join(sorted(ROUTER_ANNOTATIONS))
+            reason = f"meshshift has no {key} router (it drives {known}; Envoy and NGINX in standalone mode)"
+        _not_acted_on(at(path, str(key)), reason, findings)

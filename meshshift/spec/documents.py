@@ -168,8 +168,8 @@ def check_documents(
 ) -> list[DocumentFinding]:
     """Check templates first (from all documents), then everything that references them."""
     results: dict[int, Findings] = {}
-    templates = _collect_templates(documents, results)
-    catalog = TemplateCatalog(templates, builtin_templates)
+    templates, cluster_templates = _collect_templates(documents, results)
+    catalog = TemplateCatalog(templates, builtin_templates, cluster_templates)
     for position, document in enumerate(documents):
         kind = classify(document.data)
         if kind == TEMPLATE or kind not in _CHECKERS:
@@ -192,10 +192,12 @@ def check_documents(
 
 def _collect_templates(
     documents: Sequence[Document], results: dict[int, Findings]
-) -> dict[str, AnalysisTemplate]:
-    """Templates by name. When names repeat the first one is kept; a namespaced template
-    wins over a cluster one of the same name (a reference picks it by clusterScope)."""
+) -> tuple[dict[str, AnalysisTemplate], dict[str, AnalysisTemplate]]:
+    """Templates by name, and the ClusterAnalysisTemplates a namespaced one of the same name
+    hides there. When names repeat the first one is kept; a namespaced template wins over a
+    cluster one of the same name (a reference picks it by clusterScope)."""
     templates: dict[str, AnalysisTemplate] = {}
+    cluster_templates: dict[str, AnalysisTemplate] = {}
     where: dict[str, str] = {}
     for position, document in enumerate(documents):
         if classify(document.data) != TEMPLATE:
@@ -205,6 +207,8 @@ def _collect_templates(
         if template is None:
             continue
         here = f"{document.filename}:{document.index}"
+        if template.cluster_scope:
+            cluster_templates.setdefault(template.name, template)
         existing = templates.get(template.name)
         if existing is None or (existing.cluster_scope and not template.cluster_scope):
             templates[template.name] = template
@@ -214,7 +218,7 @@ def _collect_templates(
                 "metadata.name",
                 f'template "{template.name}" is also defined at {where[template.name]}; this one is ignored',
             )
-    return templates
+    return templates, cluster_templates
 
 
 def _check_deployment(data: object, findings: Findings, catalog: TemplateCatalog) -> None:

@@ -65,6 +65,15 @@ class TemplateCatalog:
 
     templates: Mapping[str, AnalysisTemplate] = field(default_factory=dict)
     builtin: Collection[str] = BUILTIN_TEMPLATE_NAMES
+    # ClusterAnalysisTemplates by name, when one shares its name with an AnalysisTemplate
+    # (which `templates` then holds): Argo keeps the two scopes apart.
+    cluster_templates: Mapping[str, AnalysisTemplate] = field(default_factory=dict)
+
+    def find(self, name: str, *, cluster_scope: bool) -> AnalysisTemplate | None:
+        """The template a reference with this scope gets, else the other scope's (to report it)."""
+        if cluster_scope and name in self.cluster_templates:
+            return self.cluster_templates[name]
+        return self.templates.get(name)
 
     def names(self) -> list[str]:
         return [*self.templates, *self.builtin]
@@ -220,7 +229,7 @@ def _resolve_templates(
     for index, template_ref in enumerate(ref.templates):
         where = at(at(path, "templates"), index)
         name = template_ref.template_name
-        template = catalog.templates.get(name)
+        template = catalog.find(name, cluster_scope=template_ref.cluster_scope)
         if not name:
             continue  # already reported
         if template is None:
