@@ -173,7 +173,7 @@ CASES = [
     pytest.param(
         steps("- setWeight: 10\n  pause: {}"),
         "steps[0]",
-        "exactly one kind, found 2: setWeight, pause",
+        "at most one of setWeight, pause, experiment, analysis, found setWeight, pause",
         id="two-kinds",
     ),
     pytest.param(steps("- {}"), "steps[0]", "empty step", id="empty-step"),

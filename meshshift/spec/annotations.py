@@ -48,12 +48,12 @@ from meshshift.spec.model import (
     BackgroundAnalysis,
     KubernetesTarget,
     RolloutSpec,
-    Step,
 )
 from meshshift.spec.rollout import (
     RolloutPaths,
     RolloutPolicy,
     TemplateCatalog,
+    WrittenStep,
     build_rollout,
     read_on_failure,
 )
@@ -315,7 +315,7 @@ def _read_policy(values: Mapping[str, str], findings: Findings) -> RolloutPolicy
     )
 
 
-def _read_steps(values: Mapping[str, str], path: str, findings: Findings) -> tuple[Step | None, ...]:
+def _read_steps(values: Mapping[str, str], path: str, findings: Findings) -> tuple[WrittenStep, ...]:
     if STEPS not in values:
         return ()
     ok, data = load_value(values[STEPS], path, findings, where="the annotation value")

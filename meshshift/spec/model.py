@@ -187,6 +187,15 @@ class SetCanaryScale:
 
 Step = SetWeight | Pause | StepAnalysis | SetHeaderRoute | SetMirrorRoute | SetCanaryScale
 
+
+@dataclass(frozen=True, slots=True)
+class StepGroup:
+    """One step as written with several kinds, as Argo allows (setCanaryScale with setHeaderRoute,
+    a setWeight with a setMirrorRoute...): the rollout runs its parts one after the other, the
+    scale and routes first, then the setWeight, pause or analysis."""
+
+    parts: tuple[Step, ...]
+
 STEP_KINDS: Mapping[str, type[Step]] = {
     "setWeight": SetWeight,
     "pause": Pause,

@@ -9,6 +9,7 @@ dryRun names, unbounded step analyses).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from meshshift.spec.model import (
     SetWeight,
     Step,
     StepAnalysis,
+    StepGroup,
 )
 from meshshift.spec.templates import check_metric_names
 
@@ -84,8 +86,12 @@ def read_on_failure(value: object, path: str, findings: Findings) -> FailurePoli
     return None if choice is None else FailurePolicy(choice)
 
 
+# A step as written: one kind, several (a StepGroup), or None where it is invalid (reported).
+WrittenStep = Step | StepGroup | None
+
+
 def build_rollout(
-    steps: Sequence[Step | None],
+    steps: Sequence[WrittenStep],
     analysis: BackgroundAnalysis | None,
     policy: RolloutPolicy,
     paths: RolloutPaths,
@@ -105,8 +111,15 @@ def build_rollout(
         _check_starting_step(analysis.starting_step, len(steps), paths, findings)
     if catalog is not None:
         check_analysis_refs(steps, analysis, catalog, paths, findings)
+    run: list[Step] = []  # a StepGroup runs as its parts, one step each
+    first_part: list[int] = []
+    for step in steps:
+        first_part.append(len(run))
+        run.extend(step.parts if isinstance(step, StepGroup) else () if step is None else (step,))
+    if analysis is not None and 0 < analysis.starting_step < len(first_part):
+        analysis = dataclasses.replace(analysis, starting_step=first_part[analysis.starting_step])
     return RolloutSpec(
-        steps=tuple(step for step in steps if step is not None),
+        steps=tuple(run),
         analysis=analysis,
         on_failure=policy.on_failure,
         progress_deadline=policy.progress_deadline,
@@ -133,14 +146,24 @@ def validate_rollout(
 # --- whole-schedule checks ---------------------------------------------------------
 
 
+def _each_step(steps: Sequence[WrittenStep]) -> Iterator[tuple[int, Step]]:
+    """(index as written, step) for every valid step, the parts of a StepGroup under its index."""
+    for index, step in enumerate(steps):
+        if isinstance(step, StepGroup):
+            for part in step.parts:
+                yield index, part
+        elif step is not None:
+            yield index, step
+
+
 def _check_monotonic(
-    steps: Sequence[Step | None], allowed: bool, paths: RolloutPaths, findings: Findings
+    steps: Sequence[WrittenStep], allowed: bool, paths: RolloutPaths, findings: Findings
 ) -> None:
     """A later setWeight below an earlier one sends traffic back to stable: usually a typo."""
     if allowed:
         return
     highest: tuple[int, int] | None = None  # (weight, step index)
-    for index, step in enumerate(steps):
+    for index, step in _each_step(steps):
         if not isinstance(step, SetWeight):
             continue
         if highest is not None and step.weight < highest[0]:
@@ -153,10 +176,10 @@ def _check_monotonic(
             highest = (step.weight, index)
 
 
-def _check_route_removals(steps: Sequence[Step | None], paths: RolloutPaths, findings: Findings) -> None:
+def _check_route_removals(steps: Sequence[WrittenStep], paths: RolloutPaths, findings: Findings) -> None:
     """Removing a route that no earlier step set does nothing: probably a misspelt name."""
     set_names: set[str] = set()
-    for index, step in enumerate(steps):
+    for index, step in _each_step(steps):
         if not isinstance(step, SetHeaderRoute | SetMirrorRoute):
             continue
         kind = "setHeaderRoute" if isinstance(step, SetHeaderRoute) else "setMirrorRoute"
@@ -186,10 +209,10 @@ def _check_starting_step(
 
 
 def _analysis_refs(
-    steps: Sequence[Step | None], analysis: BackgroundAnalysis | None, paths: RolloutPaths
+    steps: Sequence[WrittenStep], analysis: BackgroundAnalysis | None, paths: RolloutPaths
 ) -> Iterator[tuple[str, AnalysisRef, bool]]:
     """(path, reference, is a step analysis) for every analysis of the rollout."""
-    for index, step in enumerate(steps):
+    for index, step in _each_step(steps):
         if isinstance(step, StepAnalysis):
             yield at(at(paths.steps, index), "analysis"), step.analysis, True
     if analysis is not None:
@@ -197,7 +220,7 @@ def _analysis_refs(
 
 
 def check_analysis_refs(
-    steps: Sequence[Step | None],
+    steps: Sequence[WrittenStep],
     analysis: BackgroundAnalysis | None,
     catalog: TemplateCatalog,
     paths: RolloutPaths,

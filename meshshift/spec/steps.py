@@ -58,12 +58,16 @@ from meshshift.spec.model import (
     SetWeight,
     Step,
     StepAnalysis,
+    StepGroup,
     StringMatch,
     TemplateRef,
 )
 
 # Argo step kinds meshshift does not run: named so the error says so instead of "unknown".
 UNSUPPORTED_STEP_KINDS = ("experiment", "plugin")
+# The kinds of which one step holds at most one (Argo's validation); the others (canary
+# scale, header and mirror routes) may join them, and run first.
+EXCLUSIVE_STEP_KINDS = ("setWeight", "pause", "experiment", "analysis")
 MATCH_KINDS: tuple[MatchKind, ...] = ("exact", "prefix", "regex")
 
 ANALYSIS_FIELDS = ("templates", "args", "dryRun", "measurementRetention", "analysisRunMetadata")
@@ -75,7 +79,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # --- the steps list ----------------------------------------------------------------
 
 
-def read_steps(value: object, path: str, findings: Findings) -> tuple[Step | None, ...]:
+def read_steps(value: object, path: str, findings: Findings) -> tuple[Step | StepGroup | None, ...]:
     """Every step as written, None where a step is invalid (its errors are reported)."""
     steps = expect_list(value, path, findings)
     if steps is None:
@@ -83,32 +87,43 @@ def read_steps(value: object, path: str, findings: Findings) -> tuple[Step | Non
     return tuple(read_step(raw, at(path, index), findings) for index, raw in enumerate(steps))
 
 
-def read_step(value: object, path: str, findings: Findings) -> Step | None:
+def read_step(value: object, path: str, findings: Findings) -> Step | StepGroup | None:
     step = expect_mapping(value, path, findings)
     if step is None:
         return None
-    kind = _step_kind(step, path, findings)
-    if kind is None:
+    kinds = _step_kinds(step, path, findings)
+    if not kinds:
         return None
-    return _STEP_READERS[kind](step[kind], at(path, kind), findings)
+    parts = [_STEP_READERS[kind](step[kind], at(path, kind), findings) for kind in kinds]
+    if any(part is None for part in parts):
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return StepGroup(tuple(part for part in parts if part is not None))
 
 
-def _step_kind(step: Mapping[str, Any], path: str, findings: Findings) -> str | None:
+def _step_kinds(step: Mapping[str, Any], path: str, findings: Findings) -> list[str]:
+    """The kinds of one step, in the order its parts run; [] when it is invalid (reported)."""
     unsupported = [key for key in step if key in UNSUPPORTED_STEP_KINDS]
     for key in unsupported:
         findings.error(at(path, key), f'"{key}" is an Argo Rollouts step that meshshift does not run')
     others = {key: value for key, value in step.items() if key not in UNSUPPORTED_STEP_KINDS}
     check_keys(others, STEP_KINDS, path, findings, what="step kind")
     kinds = [key for key in step if key in STEP_KINDS]
-    if len(kinds) > 1:
+    # Argo lets only setWeight, pause, experiment and analysis exclude each other.
+    exclusive = [key for key in step if key in EXCLUSIVE_STEP_KINDS]
+    if len(exclusive) > 1:
         findings.error(
             path,
-            f"a step has exactly one kind, found {len(kinds)}: {', '.join(kinds)}; write one step per kind",
+            f"a step has at most one of {', '.join(EXCLUSIVE_STEP_KINDS)}, found {', '.join(exclusive)}; "
+            "write one step for each",
         )
-        return None
+        return []
     if not step:
         findings.error(path, f"empty step; expected one of {', '.join(STEP_KINDS)}")
-    return kinds[0] if kinds and not unsupported else None
+    if unsupported:
+        return []
+    return sorted(kinds, key=lambda kind: kind in EXCLUSIVE_STEP_KINDS)
 
 
 def _read_set_weight(value: object, path: str, findings: Findings) -> Step | None:
