@@ -1,8 +1,10 @@
 """Turn a syntax tree into nested Python closures, and wrap them as a Condition.
 
-Every closure takes (result, element): `element` is what `#` means in the innermost predicate. All
-type and operand checks happen inside the closures, and every failure becomes a ConditionEvalError
-that starts with the sub-expression that failed.
+Every closure takes (result, frame): `frame` holds the slots of this evaluation, one for the current
+element of each predicate and one per `let` variable (None when the condition has none). All type
+and operand checks happen inside the closures, and every failure becomes a ConditionEvalError that
+starts with the sub-expression that failed. Before evaluating, expr's type check runs for the type
+of the measured value (checker.py), as Argo compiles every condition against its value.
 """
 
 from __future__ import annotations
@@ -12,20 +14,24 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from meshshift.analysis.expr.errors import ConditionEvalError, EmptyResultIndexError
-from meshshift.analysis.expr.functions import FUNCTIONS, total
+from meshshift.analysis.expr.checker import UNKNOWN, CheckError, Nature, check, nature_of
+from meshshift.analysis.expr.errors import ConditionEvalError, ConditionSyntaxError, EmptyResultIndexError
+from meshshift.analysis.expr.functions import FUNCTIONS, RESULT_FUNCTIONS, total
 from meshshift.analysis.expr.limits import MAX_PREDICATE_ITERATIONS
 from meshshift.analysis.expr.nodes import (
     Binary,
     Call,
     ElementRef,
     Index,
+    Let,
     ListLiteral,
     Literal,
     Node,
     ResultRef,
     Ternary,
     Unary,
+    Variable,
+    walk,
 )
 from meshshift.analysis.expr.parser import parse
 from meshshift.analysis.expr.values import (
@@ -37,7 +43,8 @@ from meshshift.analysis.expr.values import (
     type_name,
 )
 
-Evaluator = Callable[[object, object], object]
+Frame = list[object] | None
+Evaluator = Callable[[object, Frame], object]
 
 _CANONICAL_OPERATORS = {"and": "&&", "or": "||", "^": "**"}
 _QUOTE_WIDTH = 60
@@ -46,21 +53,37 @@ _QUOTE_WIDTH = 60
 class Condition:
     """A compiled condition. Never changed after construction, so instances are shared and cached."""
 
-    __slots__ = ("_evaluator", "_uses_predicates", "source")
+    __slots__ = ("_evaluator", "_slot_count", "_tree", "_uses_predicates", "functions", "source")
 
-    def __init__(self, source: str, evaluator: Evaluator, uses_predicates: bool) -> None:
+    def __init__(
+        self, source: str, evaluator: Evaluator, uses_predicates: bool, tree: Node, slot_count: int
+    ) -> None:
         self.source = source
         self._evaluator = evaluator
         self._uses_predicates = uses_predicates
+        self._tree = tree
+        self._slot_count = slot_count
+        # The functions the condition calls, so callers can tell how it treats missing data.
+        self.functions = frozenset(node.name for node in walk(tree) if isinstance(node, Call))
+
+    @property
+    def tree(self) -> Node:
+        return self._tree
 
     def evaluate(self, result: object) -> object:
         """The value of the condition for this `result`; ConditionEvalError if it has none."""
+        nature = nature_of(result)
+        if nature is not UNKNOWN:
+            problem = _type_problem(self, nature)
+            if problem is not None:
+                raise ConditionEvalError(problem)
+        frame: Frame = [None] * self._slot_count if self._slot_count else None
         try:
             if not self._uses_predicates:
-                return self._evaluator(result, None)
+                return self._evaluator(result, frame)
             token = _predicate_budget.set(_PredicateBudget())
             try:
-                return self._evaluator(result, None)
+                return self._evaluator(result, frame)
             finally:
                 _predicate_budget.reset(token)
         except RecursionError:  # comparing or searching absurdly nested provider data
@@ -89,9 +112,27 @@ def compile_condition(source: str) -> Condition:
 
 @functools.lru_cache(maxsize=1024)
 def _compile_cached(source: str) -> Condition:
+    tree, slot_count = parse(source)
+    try:
+        check(tree, UNKNOWN, slot_count)  # what fails whatever the result is, fails at compile time
+    except CheckError as error:
+        raise ConditionSyntaxError(
+            f"{_quote(source[error.node.start : error.node.end])}: {error.message}", source, error.node.start
+        ) from None
     compiler = _Compiler(source)
-    evaluator = compiler.compile(parse(source))
-    return Condition(source, evaluator, compiler.uses_predicates)
+    evaluator = compiler.compile(tree)
+    return Condition(source, evaluator, compiler.uses_predicates, tree, slot_count)
+
+
+@functools.lru_cache(maxsize=4096)
+def _type_problem(condition: Condition, nature: Nature) -> str | None:
+    """expr's type check of `condition` for a result of this nature: the problem, or None."""
+    try:
+        check(condition.tree, nature, condition._slot_count)
+    except CheckError as error:
+        where = _quote(condition.source[error.node.start : error.node.end])
+        return f"{where}: {error.message} (result is {nature}; expr refuses this before evaluating)"
+    return None
 
 
 class _PredicateBudget:
@@ -186,8 +227,10 @@ class _Compiler:
                 return _constant(node.value)
             case ResultRef():
                 return _result
-            case ElementRef():
-                return _element
+            case ElementRef() | Variable():
+                return _slot_reader(node.slot)
+            case Let():
+                return self._let(node)
             case ListLiteral():
                 return self._list(node)
             case Unary():
@@ -198,16 +241,50 @@ class _Compiler:
                 return self._ternary(node)
             case Index():
                 return self._index(node)
+            case Call() if node.name in RESULT_FUNCTIONS:
+                return self._result_call(node)
             case Call() if node.name in FUNCTIONS:
                 return self._call(node)
             case Call():
                 return self._predicate_call(node)
 
+    def _let(self, node: Let) -> Evaluator:
+        value = self.compile(node.value)
+        body = self.compile(node.body)
+        slot = node.slot
+
+        def let(result: object, frame: Frame) -> object:
+            assert frame is not None
+            frame[slot] = value(result, frame)
+            return body(result, frame)
+
+        return let
+
+    def _result_call(self, node: Call) -> Evaluator:
+        """Argo's `default(x, d)` and `isNil(x)`: they look at `result`, not at x (x is still
+        evaluated, so its errors are errors, as in expr, which evaluates arguments first)."""
+        arguments = [self.compile(argument) for argument in node.arguments]
+        if node.name == "isNil":
+            (argument,) = arguments
+
+            def is_nil(result: object, frame: Frame) -> object:
+                argument(result, frame)
+                return result is None
+
+            return is_nil
+        ignored, fallback = arguments
+
+        def default(result: object, frame: Frame) -> object:
+            ignored(result, frame)
+            return fallback(result, frame) if result is None else result
+
+        return default
+
     def _list(self, node: ListLiteral) -> Evaluator:
         items = [self.compile(item) for item in node.items]
 
-        def list_literal(result: object, element: object) -> object:
-            return [item(result, element) for item in items]
+        def list_literal(result: object, frame: Frame) -> object:
+            return [item(result, frame) for item in items]
 
         return list_literal
 
@@ -218,8 +295,8 @@ class _Compiler:
             operand_text = self._text(node.operand)
             role = f"the operand of '{node.operator}'"
 
-            def logical_not(result: object, element: object) -> object:
-                value = operand(result, element)
+            def logical_not(result: object, frame: Frame) -> object:
+                value = operand(result, frame)
                 if value is True:
                     return False
                 if value is False:
@@ -229,8 +306,8 @@ class _Compiler:
             return logical_not
         operation = UNARY_OPERATIONS[node.operator]
 
-        def unary(result: object, element: object) -> object:
-            value = operand(result, element)
+        def unary(result: object, frame: Frame) -> object:
+            value = operand(result, frame)
             try:
                 return operation(value)
             except OperandError as problem:
@@ -246,9 +323,9 @@ class _Compiler:
         right = self.compile(node.right)
         if operator == "??":
 
-            def coalesce(result: object, element: object) -> object:
-                value = left(result, element)
-                return right(result, element) if value is None else value
+            def coalesce(result: object, frame: Frame) -> object:
+                value = left(result, frame)
+                return right(result, frame) if value is None else value
 
             return coalesce
         operation = BINARY_OPERATIONS[operator]
@@ -256,8 +333,8 @@ class _Compiler:
         if isinstance(node.right, Literal):  # `result[0] >= 0.95`: the common shape, one call less
             constant = node.right.value
 
-            def binary_with_constant(result: object, element: object) -> object:
-                value = left(result, element)
+            def binary_with_constant(result: object, frame: Frame) -> object:
+                value = left(result, frame)
                 try:
                     return operation(value, constant)
                 except OperandError as problem:
@@ -265,9 +342,9 @@ class _Compiler:
 
             return binary_with_constant
 
-        def binary(result: object, element: object) -> object:
-            left_value = left(result, element)
-            right_value = right(result, element)
+        def binary(result: object, frame: Frame) -> object:
+            left_value = left(result, frame)
+            right_value = right(result, frame)
             try:
                 return operation(left_value, right_value)
             except OperandError as problem:
@@ -283,28 +360,28 @@ class _Compiler:
         right_text = self._text(node.right)
         role = f"each side of '{node.operator}'"
 
-        def right_side(result: object, element: object) -> object:
-            value = right(result, element)
+        def right_side(result: object, frame: Frame) -> object:
+            value = right(result, frame)
             if value is True or value is False:
                 return value
             raise _not_a_bool(right_text, role, value)
 
         if operator == "&&":
 
-            def logical_and(result: object, element: object) -> object:
-                value = left(result, element)
+            def logical_and(result: object, frame: Frame) -> object:
+                value = left(result, frame)
                 if value is True:
-                    return right_side(result, element)
+                    return right_side(result, frame)
                 if value is False:
                     return False
                 raise _not_a_bool(left_text, role, value)
 
             return logical_and
 
-        def logical_or(result: object, element: object) -> object:
-            value = left(result, element)
+        def logical_or(result: object, frame: Frame) -> object:
+            value = left(result, frame)
             if value is False:
-                return right_side(result, element)
+                return right_side(result, frame)
             if value is True:
                 return True
             raise _not_a_bool(left_text, role, value)
@@ -317,12 +394,12 @@ class _Compiler:
         if_false = self.compile(node.if_false)
         condition_text = self._text(node.condition)
 
-        def ternary(result: object, element: object) -> object:
-            value = condition(result, element)
+        def ternary(result: object, frame: Frame) -> object:
+            value = condition(result, frame)
             if value is True:
-                return if_true(result, element)
+                return if_true(result, frame)
             if value is False:
-                return if_false(result, element)
+                return if_false(result, frame)
             raise _not_a_bool(condition_text, "the condition before '?'", value)
 
         return ternary
@@ -330,11 +407,21 @@ class _Compiler:
     def _index(self, node: Index) -> Evaluator:
         target = self.compile(node.target)
         site = _IndexSite(self._text(node), self._text(node.target), isinstance(node.target, ResultRef))
+        if node.optional:  # `x?.key`: nil when x is nil
+            key_of = self.compile(node.key)
+
+            def optional_index(result: object, frame: Frame) -> object:
+                container = target(result, frame)
+                if container is None:
+                    return None
+                return site.lookup(container, key_of(result, frame))
+
+            return optional_index
         if isinstance(node.key, Literal) and type(node.key.value) is int:  # `result[0]`
             constant: int = node.key.value
 
-            def index_constant(result: object, element: object) -> object:
-                container = target(result, element)
+            def index_constant(result: object, frame: Frame) -> object:
+                container = target(result, frame)
                 if type(container) is list:
                     try:
                         return container[constant]
@@ -345,9 +432,9 @@ class _Compiler:
             return index_constant
         key = self.compile(node.key)
 
-        def index(result: object, element: object) -> object:
-            container = target(result, element)
-            key_value = key(result, element)
+        def index(result: object, frame: Frame) -> object:
+            container = target(result, frame)
+            key_value = key(result, frame)
             if type(container) is list and type(key_value) is int:
                 try:
                     return container[key_value]
@@ -364,8 +451,8 @@ class _Compiler:
         if len(arguments) == 1:
             (argument,) = arguments
 
-            def call_one(result: object, element: object) -> object:
-                value = argument(result, element)
+            def call_one(result: object, frame: Frame) -> object:
+                value = argument(result, frame)
                 try:
                     return function(value)
                 except OperandError as problem:
@@ -373,8 +460,8 @@ class _Compiler:
 
             return call_one
 
-        def call(result: object, element: object) -> object:
-            values = [argument(result, element) for argument in arguments]
+        def call(result: object, frame: Frame) -> object:
+            values = [argument(result, frame) for argument in arguments]
             try:
                 return function(*values)
             except OperandError as problem:
@@ -387,18 +474,26 @@ class _Compiler:
         name = node.name
         collection = self.compile(node.arguments[0])
         predicate = None if node.predicate is None else self.compile(node.predicate)
+        slot = node.slot
         where = self._text(node)
 
-        def elements(result: object, element: object) -> list[object]:
-            value = collection(result, element)
+        def elements(result: object, frame: Frame) -> list[object]:
+            value = collection(result, frame)
             if not isinstance(value, list):
                 raise ConditionEvalError(f"{where}: {name}() needs a list, got {describe(value)}")
             _predicate_budget.get().charge(len(value), where)
             return value
 
-        def outcomes(result: object, items: list[object]) -> Iterator[bool]:
+        def apply(result: object, frame: Frame, item: object) -> object:
+            if predicate is None:
+                return item
+            assert frame is not None
+            frame[slot] = item
+            return predicate(result, frame)
+
+        def outcomes(result: object, frame: Frame, items: list[object]) -> Iterator[bool]:
             for item in items:
-                outcome = item if predicate is None else predicate(result, item)
+                outcome = apply(result, frame, item)
                 if outcome is True or outcome is False:
                     yield outcome
                 else:
@@ -406,47 +501,64 @@ class _Compiler:
                         f"{where}: expected true or false for element {render(item)}, got {describe(outcome)}"
                     )
 
-        def values(result: object, items: list[object]) -> list[object]:
-            if predicate is None:
-                return items
-            return [predicate(result, item) for item in items]
+        def values(result: object, frame: Frame, items: list[object]) -> list[object]:
+            return [apply(result, frame, item) for item in items]
 
-        def sum_values(result: object, items: list[object]) -> object:
+        def sum_values(result: object, frame: Frame, items: list[object]) -> object:
             try:
-                return total(values(result, items))
+                return total(values(result, frame, items))
             except OperandError as problem:
                 raise ConditionEvalError(f"{where}: {problem}") from None
 
-        reducers: dict[str, Callable[[object, list[object]], object]] = {
-            "all": lambda result, items: all(outcomes(result, items)),
-            "any": lambda result, items: any(outcomes(result, items)),
-            "none": lambda result, items: not any(outcomes(result, items)),
-            "one": lambda result, items: sum(outcomes(result, items)) == 1,
-            "count": lambda result, items: sum(outcomes(result, items)),
-            "filter": lambda result, items: [
-                item for item, keep in zip(items, outcomes(result, items), strict=True) if keep
+        def find_index(result: object, frame: Frame, items: list[object], backwards: bool) -> int:
+            order = range(len(items) - 1, -1, -1) if backwards else range(len(items))
+            for index in order:
+                if next(outcomes(result, frame, [items[index]])):
+                    return index
+            return -1
+
+        def find(result: object, frame: Frame, items: list[object], backwards: bool) -> object:
+            index = find_index(result, frame, items, backwards)
+            return None if index == -1 else items[index]
+
+        reducers: dict[str, Callable[[object, Frame, list[object]], object]] = {
+            "all": lambda result, frame, items: all(outcomes(result, frame, items)),
+            "any": lambda result, frame, items: any(outcomes(result, frame, items)),
+            "none": lambda result, frame, items: not any(outcomes(result, frame, items)),
+            "one": lambda result, frame, items: sum(outcomes(result, frame, items)) == 1,
+            "count": lambda result, frame, items: sum(outcomes(result, frame, items)),
+            "filter": lambda result, frame, items: [
+                item for item, keep in zip(items, outcomes(result, frame, items), strict=True) if keep
             ],
             "map": values,
             "sum": sum_values,
+            "find": lambda result, frame, items: find(result, frame, items, False),
+            "findLast": lambda result, frame, items: find(result, frame, items, True),
+            "findIndex": lambda result, frame, items: find_index(result, frame, items, False),
+            "findLastIndex": lambda result, frame, items: find_index(result, frame, items, True),
         }
         reduce = reducers[name]
 
-        def predicate_call(result: object, element: object) -> object:
-            return reduce(result, elements(result, element))
+        def predicate_call(result: object, frame: Frame) -> object:
+            return reduce(result, frame, elements(result, frame))
 
         return predicate_call
 
 
 def _constant(value: object) -> Evaluator:
-    def constant(result: object, element: object) -> object:
+    def constant(result: object, frame: Frame) -> object:
         return value
 
     return constant
 
 
-def _result(result: object, element: object) -> object:
+def _result(result: object, frame: Frame) -> object:
     return result
 
 
-def _element(result: object, element: object) -> object:
-    return element
+def _slot_reader(slot: int) -> Evaluator:
+    def read_slot(result: object, frame: Frame) -> object:
+        assert frame is not None
+        return frame[slot]
+
+    return read_slot

@@ -7,10 +7,15 @@ OperandError with the problem in plain words; the compiler prefixes the sub-expr
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
 from typing import Any
+
+import re2
+
+from meshshift.analysis.expr.limits import MAX_PATTERN_LENGTH, MAX_RANGE_ITEMS
 
 NUMBER_TYPES: tuple[type, ...] = (int, float)
 INT64_MIN = -(2**63)
@@ -229,22 +234,104 @@ def not_equal(left: object, right: object) -> object:
     return not values_equal(left, right)
 
 
-def contains(needle: object, container: object) -> object:
-    """`needle in container`: an equal element of a list, a key of a map, a substring of a string."""
+def member(needle: object, container: object) -> object:
+    """`needle in container`: an equal element of a list, or a key of a map (expr's `in`; a substring
+    is `contains`)."""
     if isinstance(container, list):
         return any(values_equal(item, needle) for item in container)
-    if isinstance(container, (dict, str)):
+    if isinstance(container, dict):
         if not isinstance(needle, str):
-            kind = "map keys" if isinstance(container, dict) else "substrings"
-            raise OperandError(f"'in' looks for {kind}, which are strings, not {describe(needle)}")
+            raise OperandError(f"'in' looks for map keys, which are strings, not {describe(needle)}")
         return needle in container
     if container is None:
         return False  # as in expr
-    raise OperandError(f"'in' needs a list, map or string on its right, got {describe(container)}")
+    if isinstance(container, str):
+        raise OperandError(
+            f"'in' needs a list or map on its right, got {describe(container)}; "
+            "for a substring write 'x contains y'"
+        )
+    raise OperandError(f"'in' needs a list or map on its right, got {describe(container)}")
 
 
-def not_contains(needle: object, container: object) -> object:
-    return not contains(needle, container)
+def not_member(needle: object, container: object) -> object:
+    return not member(needle, container)
+
+
+def _two_strings(symbol: str, left: object, right: object) -> tuple[str, str]:
+    if type(left) is str and type(right) is str:
+        return left, right
+    raise _cannot(symbol, "two strings", left, right)
+
+
+def contains(left: object, right: object) -> object:
+    text, part = _two_strings("contains", left, right)
+    return part in text
+
+
+def starts_with(left: object, right: object) -> object:
+    text, prefix = _two_strings("startsWith", left, right)
+    return text.startswith(prefix)
+
+
+def ends_with(left: object, right: object) -> object:
+    text, suffix = _two_strings("endsWith", left, right)
+    return text.endswith(suffix)
+
+
+class PatternError(ValueError):
+    """A regular expression RE2 does not accept."""
+
+
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print every refused pattern to stderr
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+@functools.lru_cache(maxsize=256)
+def compile_pattern(pattern: str) -> Any:
+    """`pattern` compiled with RE2, the engine of Go's regexp (linear time: no catastrophic
+    backtracking); PatternError when RE2 refuses it."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise PatternError(
+            f"the pattern is too long ({len(pattern)} characters; the limit is {MAX_PATTERN_LENGTH})"
+        )
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as error:
+        reason = error.args[0] if error.args else error
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise PatternError(f"invalid regular expression {json.dumps(pattern[:60])}: {reason}") from None
+
+
+def matches(left: object, right: object) -> object:
+    """expr's `matches`: the RE2 pattern on the right is found anywhere in the string on the left."""
+    text, pattern = _two_strings("matches", left, right)
+    try:
+        compiled = compile_pattern(pattern)
+    except PatternError as error:
+        raise OperandError(str(error)) from None
+    return compiled.search(text) is not None
+
+
+def not_(operation: Callable[[object, object], object]) -> Callable[[object, object], object]:
+    def negated(left: object, right: object) -> object:
+        return not operation(left, right)
+
+    return negated
+
+
+def integer_range(left: Any, right: Any) -> object:
+    """`a..b`: the integers from a to b, both included (empty when b < a), as in expr."""
+    if type(left) is not int or type(right) is not int:
+        raise _cannot("..", "two integers", left, right)
+    if right - left + 1 > MAX_RANGE_ITEMS:
+        raise OperandError(f"the range {left}..{right} is too large (at most {MAX_RANGE_ITEMS} numbers)")
+    return list(range(left, right + 1))
 
 
 def negate(operand: Any) -> object:
@@ -274,8 +361,17 @@ BINARY_OPERATIONS: dict[str, Callable[[object, object], object]] = {
     ">=": greater_equal,
     "==": equal,
     "!=": not_equal,
-    "in": contains,
-    "not in": not_contains,
+    "in": member,
+    "not in": not_member,
+    "contains": contains,
+    "not contains": not_(contains),
+    "startsWith": starts_with,
+    "not startsWith": not_(starts_with),
+    "endsWith": ends_with,
+    "not endsWith": not_(ends_with),
+    "matches": matches,
+    "not matches": not_(matches),
+    "..": integer_range,
 }
 UNARY_OPERATIONS: dict[str, Callable[[object], object]] = {
     "-": negate,
