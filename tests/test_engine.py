@@ -741,3 +741,140 @@ def test_weights_in_actions_match_the_state() -> None:
         weights = [a.weight for a in decision.actions if isinstance(a, SetCanaryWeight)]
         if weights:
             assert weights[-1] == decision.state.desired_weight
+
+
+# --- Argo Rollouts' event reasons ------------------------------------------------------------
+
+
+def test_events_carry_argo_reasons_for_steps_pauses_and_weights() -> None:
+    """Argo's reasons (utils/conditions/conditions.go): RolloutUpdated, TrafficWeightUpdated,
+    RolloutStepCompleted with Argo's message, RolloutPaused/RolloutResumed, RolloutCompleted."""
+    world = World(spec_of(SetWeight(10), Pause(30), SetWeight(10), Pause(None), SetWeight(50)))
+    start(world)
+    world.settle()
+    world.command(CommandKind.PROMOTE)
+    world.settle()
+    assert world.event_reasons() == [
+        "RolloutUpdated",
+        "TrafficWeightUpdated",  # 0 -> 10
+        "RolloutStepCompleted",
+        "RolloutPaused",
+        "RolloutStepCompleted",  # the timed pause ended...
+        "RolloutResumed",  # ...which Argo announces as a resume
+        "RolloutStepCompleted",  # setWeight 10 again: the weight did not change, no TrafficWeightUpdated
+        "RolloutPaused",
+        "RolloutStepCompleted",
+        "RolloutResumed",
+        "CommandApplied",
+        "TrafficWeightUpdated",
+        "RolloutStepCompleted",
+        "RolloutPromoting",
+        "RolloutCompleted",
+    ]
+    completed = [e.message for e in world.events if e.reason == "RolloutStepCompleted"]
+    assert completed == [
+        "Rollout step 1/5 completed (setWeight: 10)",
+        "Rollout step 2/5 completed (pause: 30s)",
+        "Rollout step 3/5 completed (setWeight: 10)",
+        "Rollout step 4/5 completed (pause)",
+        "Rollout step 5/5 completed (setWeight: 50)",
+    ]
+    weights = [e.message for e in world.events if e.reason == "TrafficWeightUpdated"]
+    assert weights == [
+        "step 1/5: traffic weight updated from 0 to 10",
+        "step 5/5: traffic weight updated from 10 to 50",
+    ]
+
+
+def test_step_words_follow_argo_for_every_step_kind() -> None:
+    world = World(
+        spec_of(
+            SetCanaryScale(CanaryScale(weight=25)),
+            SetCanaryScale(CanaryScale(match_traffic_weight=True)),
+            SetCanaryScale(CanaryScale(replicas=2)),
+            SetHeaderRoute("qa", QA_MATCH),
+            SetMirrorRoute("shadow", (MirrorMatch(method=StringMatch("exact", "GET")),), 50),
+            StepAnalysis(ANALYSIS),
+        )
+    )
+    start(world)
+    world.settle()
+    words = [e.message.split("(", 1)[1][:-1] for e in world.events if e.reason == "RolloutStepCompleted"]
+    assert words == [
+        "setCanaryScale{weight: 25}",
+        "setCanaryScale{matchTrafficWeight: true}",
+        "setCanaryScale{replicas: 2}",
+        "setHeaderRoute: qa",
+        "setMirrorRoute: shadow",
+        "analysis",
+    ]
+
+
+def test_an_abort_is_no_resume() -> None:
+    world = World(spec_of(SetWeight(10), Pause(None), SetWeight(50)))
+    start(world)
+    world.command(CommandKind.ABORT)
+    assert "RolloutAborted" in world.event_reasons()
+    assert "RolloutResumed" not in world.event_reasons()
+
+
+def test_retry_and_promote_full_out_of_a_human_pause_resume() -> None:
+    world = World(spec_of(SetWeight(10), StepAnalysis(ANALYSIS)), verdict=always(AnalysisPhase.INCONCLUSIVE))
+    start(world)
+    world.settle()
+    assert world.current.pause_reason == PauseReason.INCONCLUSIVE
+    world.command(CommandKind.RETRY)
+    assert world.event_reasons().count("RolloutResumed") == 1
+    world.settle()
+    world.command(CommandKind.PROMOTE_FULL)
+    assert world.event_reasons().count("RolloutResumed") == 2
+
+
+def test_going_back_to_the_stable_is_argos_skip_steps() -> None:
+    world = World(spec_of(SetWeight(10), Pause(None)))
+    start(world)
+    world.revision = "v1"
+    world.tick()
+    assert world.events[-1].reason == "SkipSteps"
+    assert world.events[-1].message == "rollback to the stable revision v1"
+
+
+# --- manual pause time (Argo's rollout_manual_pause_duration_seconds) --------------------------
+
+
+def test_manual_pause_time_counts_only_pauses_a_human_ends() -> None:
+    world = World(spec_of(SetWeight(10), Pause(60), Pause(None), SetWeight(50)))
+    start(world)
+    world.settle()  # the timed pause passed on its own: not manual
+    assert world.current.manual_pause_started_at == world.now
+    world.tick(300)
+    world.command(CommandKind.PROMOTE)
+    world.settle()
+    record = world.current.history[-1]
+    assert record.outcome == "Promoted"
+    assert record.manual_pause_seconds == 300
+    assert record.finished_at - (record.started_at or 0) == 360
+
+
+def test_manual_pause_time_includes_inconclusive_pauses_and_restarts_with_each_rollout() -> None:
+    world = World(spec_of(SetWeight(10), StepAnalysis(ANALYSIS)), verdict=always(AnalysisPhase.INCONCLUSIVE))
+    start(world)
+    world.settle()
+    world.tick(120)
+    world.command(CommandKind.ABORT)
+    assert world.current.history[-1].manual_pause_seconds == 120
+    assert world.current.manual_pause_started_at is None
+    world.revision = "v3"
+    world.tick()
+    assert world.current.manual_pause_seconds == 0.0
+
+
+def test_manual_pause_time_survives_a_restart() -> None:
+    world = World(spec_of(SetWeight(10), Pause(None)))
+    start(world)
+    world.tick(50)
+    world.state = RolloutState.from_json(world.current.to_json())  # a restarted daemon
+    world.tick(50)
+    world.command(CommandKind.PROMOTE)
+    world.settle()
+    assert world.current.history[-1].manual_pause_seconds == 100

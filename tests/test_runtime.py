@@ -424,4 +424,4 @@ async def test_a_stop_during_a_pass_lets_the_pass_finish() -> None:
             await harness.task
     # The saved state announced weight 30 and its Events: all of them went out.
     assert router.weight == 30
-    assert "SetWeight" in events.reasons and "RolloutPaused" in events.reasons
+    assert "TrafficWeightUpdated" in events.reasons and "RolloutPaused" in events.reasons

@@ -153,6 +153,7 @@ class _Reconciliation:
         for _ in range(len(self.spec.steps) + 8):
             if not self._advance():
                 break
+        self._track_manual_pause()
         self._scale_down_when_due()
         self._schedule_wake()
         return Decision(self.state, tuple(self.actions), tuple(self.outcomes))
@@ -313,10 +314,12 @@ class _Reconciliation:
             next_rollback_at=None,
             scale_down_at=None,
             full_promotion=False,
+            manual_pause_seconds=0.0,
+            manual_pause_started_at=None,
         )
         self.emit(ScaleCanary(CanaryScale.full(), 0))
         self.event(
-            "RolloutStarted", f"rolling out revision {revision} ({reason}, attempt {self.state.attempt})"
+            "RolloutUpdated", f"rolling out revision {revision} ({reason}, attempt {self.state.attempt})"
         )
 
     def _reset_routes(self) -> None:
@@ -331,7 +334,7 @@ class _Reconciliation:
         self._reset_routes()
         self.emit(ScaleCanary(CanaryScale.zero(), 0))
         self._record_history("Undone", "the workload went back to the stable revision")
-        self.event("RolloutCancelled", f"back on the stable revision {self.state.stable_revision}")
+        self.event("SkipSteps", f"rollback to the stable revision {self.state.stable_revision}")
         self.update(
             phase=RolloutPhase.HEALTHY,
             stage=Stage.IDLE,
@@ -353,6 +356,7 @@ class _Reconciliation:
             finished_at=self.now,
             message=message,
             full_promotion=self.state.full_promotion,
+            manual_pause_seconds=self._manual_pause_so_far(),
         )
         self.update(history=(*self.state.history, record)[-HISTORY_KEPT:])
 
@@ -428,6 +432,7 @@ class _Reconciliation:
         if state.stage == Stage.STEPPING and needs_human:
             if state.blocking_run:
                 self._supersede(state.blocking_run)
+            self.event("RolloutResumed", "Rollout is resumed")
             self.update(
                 phase=RolloutPhase.PROGRESSING,
                 pause_reason=None,
@@ -498,6 +503,14 @@ class _Reconciliation:
         return True
 
     def _next_step(self) -> None:
+        index = self.state.step_index
+        if index < len(self.steps):
+            words = _step_words(self.steps[index])
+            self.event(
+                "RolloutStepCompleted", f"Rollout step {index + 1}/{len(self.steps)} completed ({words})"
+            )
+        if self.state.phase == RolloutPhase.PAUSED:
+            self.event("RolloutResumed", "Rollout is resumed")
         self.update(
             step_index=self.state.step_index + 1,
             step_started_at=None,
@@ -532,8 +545,11 @@ class _Reconciliation:
             return self._wait_on_workload(f"{self._step_label()}: waiting for the canary to become ready")
         if state.desired_weight != step.weight:
             self.emit(SetCanaryWeight(step.weight))
+            self.event(
+                "TrafficWeightUpdated",
+                f"{self._step_label()}: traffic weight updated from {state.desired_weight} to {step.weight}",
+            )
             self.update(desired_weight=step.weight)
-        self.event("SetWeight", f"{self._step_label()}: canary weight {step.weight}")
         self._next_step()
         return True
 
@@ -646,6 +662,8 @@ class _Reconciliation:
     def _begin_promotion(self, *, full: bool) -> None:
         assert self.state.canary_revision is not None
         self._stop_running_analyses()
+        if self.state.phase == RolloutPhase.PAUSED:
+            self.event("RolloutResumed", "Rollout is resumed")
         self.update(
             phase=RolloutPhase.PROGRESSING,
             stage=Stage.PROMOTING,
@@ -774,6 +792,26 @@ class _Reconciliation:
 
     # --- timers ----------------------------------------------------------------------------
 
+    def _in_manual_pause(self) -> bool:
+        """Paused until a human acts: `pause: {}`, an Inconclusive analysis, a freeze."""
+        state = self.state
+        reason = state.pause_reason
+        if state.phase != RolloutPhase.PAUSED or reason is None:
+            return False
+        return reason.needs_human or state.pause_until is None
+
+    def _manual_pause_so_far(self) -> float:
+        started = self.state.manual_pause_started_at
+        ongoing = self.now - started if started is not None else 0.0
+        return self.state.manual_pause_seconds + max(0.0, ongoing)
+
+    def _track_manual_pause(self) -> None:
+        paused, started = self._in_manual_pause(), self.state.manual_pause_started_at
+        if paused and started is None:
+            self.update(manual_pause_started_at=self.now)
+        elif not paused and started is not None:
+            self.update(manual_pause_seconds=self._manual_pause_so_far(), manual_pause_started_at=None)
+
     def _scale_down_when_due(self) -> None:
         at = self.state.scale_down_at
         if at is not None and self.now >= at:
@@ -843,3 +881,27 @@ def _describe_scale(scale: CanaryScale) -> str:
     if scale.match_traffic_weight:
         return "matching the traffic weight"
     return f"{scale.weight}% of the replicas"
+
+
+def _step_words(step: Step) -> str:
+    """A step as Argo's RolloutStepCompleted message names it (`setWeight: 20`, `pause: 30s`)."""
+    match step:
+        case SetWeight(weight=weight):
+            return f"setWeight: {weight}"
+        case Pause(duration=None):
+            return "pause"
+        case Pause(duration=duration):
+            return f"pause: {duration:g}s"
+        case StepAnalysis():
+            return "analysis"
+        case SetCanaryScale(scale=scale) if scale.weight is not None:
+            return f"setCanaryScale{{weight: {scale.weight}}}"
+        case SetCanaryScale(scale=scale) if scale.match_traffic_weight:
+            return "setCanaryScale{matchTrafficWeight: true}"
+        case SetCanaryScale(scale=scale):
+            return f"setCanaryScale{{replicas: {scale.replicas}}}"
+        case SetHeaderRoute(name=name):
+            return f"setHeaderRoute: {name}"
+        case SetMirrorRoute(name=name):
+            return f"setMirrorRoute: {name}"
+    return type(step).__name__  # pragma: no cover - every step kind is matched above

@@ -79,6 +79,7 @@ class RevisionRecord:
     finished_at: float
     message: str = ""
     full_promotion: bool = False
+    manual_pause_seconds: float = 0.0  # time spent waiting for a human (Argo's manual pause)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,9 @@ class RolloutState:
     next_rollback_at: float | None = None
     scale_down_at: float | None = None
     full_promotion: bool = False
+    # This rollout's time in pauses only a human ends (`pause: {}`, Inconclusive, freeze).
+    manual_pause_seconds: float = 0.0
+    manual_pause_started_at: float | None = None
     handled_commands: tuple[str, ...] = ()
     history: tuple[RevisionRecord, ...] = ()
     schema_version: int = SCHEMA_VERSION

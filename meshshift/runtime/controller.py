@@ -346,7 +346,7 @@ class RolloutController:
                     f"{router.name} reports canary weight {applied.canary_weight}, "
                     f"expected {self.state.desired_weight}"
                 )
-                await self.events.record(RecordEvent(EventType.WARNING, "WeightMismatch", message))
+                await self.events.record(RecordEvent(EventType.WARNING, "WeightVerifyError", message))
                 raise WeightMismatchError(message)
 
     def snapshot(self) -> RolloutSnapshot:

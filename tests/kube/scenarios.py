@@ -621,7 +621,7 @@ async def failed_analysis(env: KubeEnv) -> None:
         # setWeight and setHeaderRoute take effect in one pass: one write.
         assert vs_history(w.observer) == [(0, ()), (20, (HEADER_ROUTE,)), (0, ())]
         reasons = w.observer.event_reasons(APP)
-        assert reasons.count("RolloutAborted") == 1 and "SetWeight" in reasons
+        assert reasons.count("RolloutAborted") == 1 and "TrafficWeightUpdated" in reasons
         assert 60 not in [weight for weight, _ in vs_history(w.observer)]
 
 
@@ -954,20 +954,20 @@ async def stop_after_each_step(env: KubeEnv, w: World) -> int:
     w.sim.hold(APP)  # the canary's pods do not get ready yet
     await one_daemon(
         state_seen(stage="Stepping", stepIndex=0),
-        seen("RolloutStarted"),
+        seen("RolloutUpdated"),
         lambda o: (o.get("Deployment", APP) or {})["spec"]["replicas"] == 2,
         what="the canary scaled up",
     )
     await w.sim.release(APP)
     await one_daemon(
         state_seen(stepIndex=1),
-        seen("SetWeight"),
+        seen("TrafficWeightUpdated"),
         seen("RolloutPaused"),
         lambda o: vs_split(o.get("VirtualService", APP) or {})[0] == 20,
         what="step 1",
     )
     await one_daemon(
-        state_seen(stepIndex=4), seen("AnalysisRunStarted"), seen("SetWeight", 2), what="analysis"
+        state_seen(stepIndex=4), seen("AnalysisRunStarted"), seen("TrafficWeightUpdated", 2), what="analysis"
     )
     await one_daemon(
         state_seen(stepIndex=PAUSED_AT, phase="Paused"),
@@ -1072,17 +1072,27 @@ async def restarts(env: KubeEnv) -> None:
 EXPECTED_REASONS = [
     "Initializing",
     "Initialized",
-    "RolloutStarted",
-    "SetWeight",
+    "RolloutUpdated",
+    "TrafficWeightUpdated",
+    "RolloutStepCompleted",  # 1/8 setWeight: 20
     "RolloutPaused",
+    "RolloutStepCompleted",  # 2/8 pause: 0.5s
+    "RolloutResumed",
     "HeaderRouteSet",
-    "SetWeight",
+    "RolloutStepCompleted",  # 3/8 setHeaderRoute
+    "TrafficWeightUpdated",
+    "RolloutStepCompleted",  # 4/8 setWeight: 50
     "AnalysisRunStarted",
     "AnalysisRunSuccessful",
+    "RolloutStepCompleted",  # 5/8 analysis
     "RolloutPaused",
+    "RolloutStepCompleted",  # 6/8 pause, promoted
+    "RolloutResumed",
     "CommandApplied",
-    "SetWeight",
+    "TrafficWeightUpdated",
+    "RolloutStepCompleted",  # 7/8 setWeight: 80
     "HeaderRouteRemoved",
+    "RolloutStepCompleted",  # 8/8 setHeaderRoute (removed)
     "RolloutPromoting",
     "RolloutCompleted",
 ]

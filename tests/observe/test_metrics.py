@@ -160,7 +160,7 @@ async def test_every_name_and_label_set_during_a_rollout(
     assert buckets == ["0.01", "0.15", "0.25", "0.5", "1", "+Inf"]
     assert only(found["rollout_reconcile_count"], **ours)[0] >= 3
     assert only(found["rollout_reconcile_error"], **ours) == [0]
-    assert only(found["rollout_events_total"], **ours, type="Normal", reason="RolloutStarted") == [1]
+    assert only(found["rollout_events_total"], **ours, type="Normal", reason="RolloutUpdated") == [1]
     assert only(found["rollout_events_total"], **ours, type="Normal", reason="RolloutPaused") == [1]
     assert {labels["status"] for labels, _ in found["rollout_duration_seconds_count"]} == {
         "Promoted",
