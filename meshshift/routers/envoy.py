@@ -3,7 +3,8 @@
 Layout of the config directory (all JSON, which Envoy reads by the file extension):
 
     bootstrap.json          listener + admin; CDS and RDS come from the two files below
-    clusters/clusters.json  the `stable` and `canary` clusters (CDS, a DiscoveryResponse)
+    clusters/clusters.json  the stable and canary clusters (CDS, a DiscoveryResponse), named
+                            `<rollout>-primary` and `<rollout>-canary` by the standalone daemon
     routes/routes.json      route configuration `meshshift_routes` (RDS, a DiscoveryResponse)
     envoy.pid, envoy.log    the Envoy process meshshift runs (not in attach mode)
 
@@ -13,9 +14,9 @@ over the old one (an in-place write is ignored). Envoy accepts or rejects each v
 as a whole; the router waits until the admin endpoint's `config_dump` reports the version
 it wrote, and reads weights and routes back from there.
 
-Routes, first match wins: one route per header-route match entry (to `canary`; entries of
+Routes, first match wins: one route per header-route match entry (to the canary; entries of
 one setHeaderRoute are ORed, as Argo Rollouts does on Istio), then one route per mirror
-match entry (the weighted split, plus a request mirror to `canary`), then the weighted split.
+match entry (the weighted split, plus a request mirror to the canary), then the weighted split.
 """
 
 from __future__ import annotations
@@ -46,12 +47,11 @@ from meshshift.routers.proxy_process import (
     replace_file,
 )
 from meshshift.routers.proxy_routes import (
-    CANARY,
-    STABLE,
     DesiredRoutes,
     ModelRouter,
     RouterApplyError,
     RouterConfigError,
+    UpstreamNames,
 )
 from meshshift.settings import split_host_port
 from meshshift.spec.model import EnvoyRouterConfig, HeaderMatch, MirrorMatch, StringMatch
@@ -205,7 +205,10 @@ def render_cluster(name: str, endpoints: Sequence[str]) -> dict[str, Any]:
 def render_clusters(desired: DesiredRoutes, version: str) -> dict[str, Any]:
     return {
         "version_info": version,
-        "resources": [render_cluster(STABLE, desired.stable), render_cluster(CANARY, desired.canary)],
+        "resources": [
+            render_cluster(desired.names.stable, desired.stable),
+            render_cluster(desired.names.canary, desired.canary),
+        ],
     }
 
 
@@ -236,18 +239,19 @@ def mirror_route_match(match: MirrorMatch) -> dict[str, Any]:
     return route_match
 
 
-def weighted_split(canary_weight: int) -> dict[str, Any]:
+def weighted_split(canary_weight: int, names: UpstreamNames) -> dict[str, Any]:
     return {
         "weighted_clusters": {
             "clusters": [
-                {"name": STABLE, "weight": 100 - canary_weight},
-                {"name": CANARY, "weight": canary_weight},
+                {"name": names.stable, "weight": 100 - canary_weight},
+                {"name": names.canary, "weight": canary_weight},
             ]
         }
     }
 
 
 def render_routes(desired: DesiredRoutes, version: str) -> dict[str, Any]:
+    names = desired.names
     routes: list[dict[str, Any]] = []
     for header_route in desired.header_routes:
         for match in header_route.match:
@@ -255,13 +259,13 @@ def render_routes(desired: DesiredRoutes, version: str) -> dict[str, Any]:
                 {
                     "name": HEADER_ROUTE_PREFIX + header_route.name,
                     "match": {"prefix": "/", "headers": [header_matcher(match)]},
-                    "route": {"cluster": CANARY},
+                    "route": {"cluster": names.canary},
                 }
             )
     for mirror_route in desired.mirror_routes:
         percentage = 100 if mirror_route.percentage is None else mirror_route.percentage
         mirror = {
-            "cluster": CANARY,
+            "cluster": names.canary,
             "runtime_fraction": {"default_value": {"numerator": percentage, "denominator": "HUNDRED"}},
         }
         for mirror_match in mirror_route.match:
@@ -269,11 +273,18 @@ def render_routes(desired: DesiredRoutes, version: str) -> dict[str, Any]:
                 {
                     "name": MIRROR_ROUTE_PREFIX + mirror_route.name,
                     "match": mirror_route_match(mirror_match),
-                    "route": {**weighted_split(desired.canary_weight), "request_mirror_policies": [mirror]},
+                    "route": {
+                        **weighted_split(desired.canary_weight, names),
+                        "request_mirror_policies": [mirror],
+                    },
                 }
             )
     routes.append(
-        {"name": DEFAULT_ROUTE, "match": {"prefix": "/"}, "route": weighted_split(desired.canary_weight)}
+        {
+            "name": DEFAULT_ROUTE,
+            "match": {"prefix": "/"},
+            "route": weighted_split(desired.canary_weight, names),
+        }
     )
     route_config = {
         "@type": _ROUTE_TYPE,
@@ -291,25 +302,25 @@ def write_atomically(path: Path, document: Mapping[str, Any]) -> None:
 # --- reading back --------------------------------------------------------------------
 
 
-def applied_from_dump(dump: Mapping[str, Any]) -> tuple[str | None, AppliedRoutes]:
+def applied_from_dump(dump: Mapping[str, Any], names: UpstreamNames) -> tuple[str | None, AppliedRoutes]:
     """(version, routes) of `meshshift_routes` in a `dynamic_route_configs` config dump."""
     for config in dump.get("configs", []):
         route_config = config.get("route_config", {})
         if route_config.get("name") != ROUTE_CONFIG_NAME:
             continue
         routes = [r for host in route_config.get("virtual_hosts", []) for r in host.get("routes", [])]
-        return config.get("version_info"), _applied_routes(routes)
+        return config.get("version_info"), _applied_routes(routes, names)
     return None, AppliedRoutes(canary_weight=None)
 
 
-def _applied_routes(routes: Sequence[Mapping[str, Any]]) -> AppliedRoutes:
+def _applied_routes(routes: Sequence[Mapping[str, Any]], names: UpstreamNames) -> AppliedRoutes:
     weight = None
     headers: list[str] = []
     mirrors: list[str] = []
     for route in routes:
         name = str(route.get("name", ""))
         if name == DEFAULT_ROUTE:
-            weight = _canary_weight(route.get("route", {}))
+            weight = _canary_weight(route.get("route", {}), names)
         elif name.startswith(HEADER_ROUTE_PREFIX):
             _append_once(headers, name.removeprefix(HEADER_ROUTE_PREFIX))
         elif name.startswith(MIRROR_ROUTE_PREFIX):
@@ -317,16 +328,16 @@ def _applied_routes(routes: Sequence[Mapping[str, Any]]) -> AppliedRoutes:
     return AppliedRoutes(canary_weight=weight, header_routes=tuple(headers), mirror_routes=tuple(mirrors))
 
 
-def _canary_weight(action: Mapping[str, Any]) -> int | None:
-    if action.get("cluster") in (STABLE, CANARY):
-        return 100 if action["cluster"] == CANARY else 0
+def _canary_weight(action: Mapping[str, Any], names: UpstreamNames) -> int | None:
+    if action.get("cluster") in (names.stable, names.canary):
+        return 100 if action["cluster"] == names.canary else 0
     clusters = action.get("weighted_clusters", {}).get("clusters", [])
     # proto3 JSON leaves zero values out: a missing weight is 0.
     weights = {c.get("name"): int(c.get("weight", 0)) for c in clusters}
     total = sum(weights.values())
-    if total <= 0 or set(weights) - {STABLE, CANARY}:
+    if total <= 0 or set(weights) - {names.stable, names.canary}:
         return None
-    return round(100 * weights.get(CANARY, 0) / total)
+    return round(100 * weights.get(names.canary, 0) / total)
 
 
 def _append_once(names: list[str], name: str) -> None:
@@ -348,7 +359,7 @@ class EnvoyRouter(ModelRouter):
         self.admin_url = admin_url.rstrip("/")
         self._token = secrets.token_hex(3)
         self._sequence = 0
-        self._applied_clusters: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._applied_clusters: tuple[tuple[str, ...], tuple[str, ...], UpstreamNames] | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -367,7 +378,7 @@ class EnvoyRouter(ModelRouter):
         write_atomically(self.files.routes, render_routes(desired, self._next_version()))
 
     async def apply(self, desired: DesiredRoutes) -> None:
-        clusters = (desired.stable, desired.canary)
+        clusters = (desired.stable, desired.canary, desired.names)
         if clusters != self._applied_clusters:
             version = self._next_version()
             await self._write_and_wait(
@@ -380,7 +391,7 @@ class EnvoyRouter(ModelRouter):
 
     async def read_back(self) -> AppliedRoutes:
         dump = await self._get_json("/config_dump?resource=dynamic_route_configs")
-        return applied_from_dump(dump)[1]
+        return applied_from_dump(dump, self.desired.names)[1]
 
     # --- admin API -------------------------------------------------------------------------
 

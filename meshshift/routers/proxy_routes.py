@@ -18,8 +18,22 @@ from meshshift.engine.state import HeaderRoute, MirrorRoute
 from meshshift.ports import AppliedRoutes
 from meshshift.spec.model import HeaderMatch, MirrorMatch
 
-STABLE = "stable"  # the upstream (Envoy cluster, NGINX upstream) names; analysis queries use them
+STABLE = "stable"  # the default upstream names (Envoy clusters, NGINX upstreams)
 CANARY = "canary"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamNames:
+    """What the two upstreams are called in the proxy, and so in its metrics (`envoy_cluster_name`)."""
+
+    stable: str = STABLE
+    canary: str = CANARY
+
+
+def upstream_names(rollout: str) -> UpstreamNames:
+    """`<name>-primary` and `<name>-canary`: the cluster names Flagger's dashboards select
+    (`envoy_cluster_name=~"$target-primary"`, `"$target-canary"`)."""
+    return UpstreamNames(stable=f"{rollout}-primary", canary=f"{rollout}-canary")
 
 
 class RouterConfigError(ValueError):
@@ -37,6 +51,7 @@ class DesiredRoutes:
     canary_weight: int = 0
     header_routes: tuple[HeaderRoute, ...] = ()  # in the order they were set; first match wins
     mirror_routes: tuple[MirrorRoute, ...] = ()
+    names: UpstreamNames = UpstreamNames()
 
     def with_header_route(self, name: str, match: Sequence[HeaderMatch]) -> DesiredRoutes:
         kept = tuple(r for r in self.header_routes if r.name != name)

@@ -46,6 +46,7 @@ from meshshift.routers.proxy_routes import (
     ModelRouter,
     RouterApplyError,
     RouterConfigError,
+    upstream_names,
 )
 from meshshift.runtime.analysis import ArgContext, builtin_args
 from meshshift.runtime.controller import RolloutController, RolloutKey, RolloutSnapshot
@@ -75,7 +76,8 @@ log = structlog.get_logger(__name__)
 
 NAMESPACE = "standalone"  # RolloutKey(namespace, metadata.name)
 # The values of {{args.canary-hash}} / {{args.baseline-hash}}: the `version` labels of the
-# tutorial's queries (`http_requests_total{version="canary"}`) and Envoy's cluster names.
+# tutorial's queries (`http_requests_total{version="canary"}`). The proxy's upstreams are
+# named `<name>-primary` and `<name>-canary` (upstream_names), as Flagger's dashboards expect.
 CANARY_HASH, STABLE_HASH = CANARY, STABLE
 DEFAULT_LISTEN = DaemonSettings().listen
 RELOAD_INTERVAL = 1.0  # how often the rollout file and the endpoints' readiness are checked
@@ -205,8 +207,9 @@ def analysis_plugins(
     `/stats/prometheus`), else they read Envoy's admin endpoint directly. Traefik's query the
     Prometheus that scrapes Traefik's `/metrics` (on its API entry point) for `canary@file`.
     """
+    canary_cluster = upstream_names(rollout.name).canary
     providers = default_providers(
-        prometheus_address=prometheus_address, envoy_admin_url=envoy_admin_url, envoy_cluster=CANARY
+        prometheus_address=prometheus_address, envoy_admin_url=envoy_admin_url, envoy_cluster=canary_cluster
     )
     if isinstance(rollout.router, TraefikRouterConfig):
         target = BuiltinTarget(traefik_service=f"{CANARY}@{traefik_file.PROVIDER}")
@@ -214,7 +217,8 @@ def analysis_plugins(
     if not isinstance(rollout.router, EnvoyRouterConfig):
         return providers, None
     source: Source = "prometheus" if prometheus_address else "envoy-admin"
-    return providers, BuiltinTemplates("envoy", BuiltinTarget(canary_cluster=CANARY), source=source)
+    target = BuiltinTarget(canary_cluster=canary_cluster)
+    return providers, BuiltinTemplates("envoy", target, source=source)
 
 
 def template_source(
@@ -299,7 +303,8 @@ def initial_routes(
     rollout: StandaloneRollout, stored: StoredRollout | None, stable: Sequence[str]
 ) -> DesiredRoutes:
     """What the proxy serves before the controller resyncs: the persisted routes, if they still apply."""
-    routes = DesiredRoutes(stable=tuple(stable), canary=rollout.canary.endpoints)
+    names = upstream_names(rollout.name)
+    routes = DesiredRoutes(stable=tuple(stable), canary=rollout.canary.endpoints, names=names)
     if stored is None or stored.rollout.canary_revision != endpoints_revision(rollout.canary.endpoints):
         return routes  # nothing persisted, or a different canary: all traffic on the stable
     state = stored.rollout
@@ -309,6 +314,7 @@ def initial_routes(
         canary_weight=state.desired_weight,
         header_routes=state.header_routes,
         mirror_routes=state.mirror_routes,
+        names=names,
     )
 
 

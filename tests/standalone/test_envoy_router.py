@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from meshshift.processes import ManagedProcess, free_port
 from meshshift.routers.envoy import EnvoyFiles, EnvoyInstance, running_envoy
 from meshshift.routers.proxy_process import find_envoy
-from meshshift.routers.proxy_routes import DesiredRoutes, RouterApplyError, RouterConfigError
+from meshshift.routers.proxy_routes import DesiredRoutes, RouterApplyError, RouterConfigError, upstream_names
 from meshshift.spec.model import EnvoyRouterConfig, MirrorMatch, StringMatch
 from tests.standalone.conftest import Apps, assert_share, header, versions
 
@@ -194,3 +194,31 @@ async def test_attach_mode_drives_an_envoy_someone_else_runs(apps: Apps, tmp_pat
         await starter
         with contextlib.suppress(Exception):
             await theirs.stop()
+
+
+async def test_clusters_carry_flaggers_names_and_their_stats_follow(apps: Apps, tmp_path: Path) -> None:
+    """`<name>-primary` / `<name>-canary`: what Flagger's Envoy dashboard selects
+    (`envoy_cluster_name=~"$target-primary"`), counted by Envoy itself."""
+    config = EnvoyRouterConfig(listen=f"127.0.0.1:{free_port()}")
+    names = upstream_names("shop")
+    desired = DesiredRoutes((apps.stable.endpoint,), (apps.canary.endpoint,), names=names)
+    async with running_envoy(config, desired, config_dir=tmp_path / "envoy") as instance:
+        await instance.router.set_weight(50)
+        await instance.router.set_header_route("qa", [header("X-Canary", "exact", "true")])
+        assert (await instance.router.read_back()).canary_weight == 50
+        url = instance.proxy_url + "/"
+        split = await versions(url, 2000)
+        assert_share(split, 50)
+        assert await versions(url, 50, X_Canary="true") == {"canary": 50}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(instance.admin_url + "/stats/prometheus") as response,
+        ):
+            text = await response.text()
+    sent = {
+        sample.labels["envoy_cluster_name"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "envoy_cluster_upstream_rq_total"
+    }
+    assert sent == {"shop-primary": split["stable"], "shop-canary": split["canary"] + 50}
