@@ -11,10 +11,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from meshshift.analysis.run import AnalysisRun
+from meshshift.analysis.run import AnalysisRun, Measurement
 from meshshift.engine.actions import RecordEvent
 from meshshift.engine.state import HeaderRoute, MirrorRoute, RolloutState
-from meshshift.spec.model import AnalysisTemplate, CanaryScale, HeaderMatch, Metric, MirrorMatch
+from meshshift.spec.model import (
+    AnalysisPhase,
+    AnalysisTemplate,
+    CanaryScale,
+    HeaderMatch,
+    Metric,
+    MirrorMatch,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,15 @@ class StateStore(Protocol):
 class ProviderResult:
     value: Any  # a number, a list of numbers, or a JSON value
     query: str  # the query as sent, placeholders resolved
+    # A provider that decides the phase itself (as Argo's Job and Kayenta providers do) sets
+    # it; the metric's conditions, if it has any, still have the last word on a completed one.
+    phase: AnalysisPhase | None = None
+    message: str = ""
+    # phase RUNNING: the measurement is in progress; resume it after this many seconds, and
+    # complete it as `stop_phase` if the run stops before that. `metadata` is handed back.
+    resume_after: float | None = None
+    stop_phase: AnalysisPhase | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 class ProviderError(Exception):
@@ -111,6 +127,7 @@ class MeasureContext:
     namespace: str | None = None
     secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # already read
     secret_reader: SecretReader | None = None  # reads the others (Kubernetes mode)
+    in_progress: Measurement | None = None  # the metric's Running measurement, to resume
 
 
 class MetricProvider(Protocol):

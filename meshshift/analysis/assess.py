@@ -20,8 +20,21 @@ def _check(condition: str | None, value: Any) -> bool | None:
     return compile_condition(condition).test(value)
 
 
-def assess_value(metric: Metric, value: Any, *, query: str = "") -> tuple[AnalysisPhase, str]:
-    """The phase of a measurement that returned `value`, and a message explaining it."""
+def assess_value(
+    metric: Metric,
+    value: Any,
+    *,
+    query: str = "",
+    provider_phase: AnalysisPhase | None = None,
+    provider_message: str = "",
+) -> tuple[AnalysisPhase, str]:
+    """The phase of a measurement that returned `value`, and a message explaining it.
+
+    A provider that decided a completed phase itself (`provider_phase`) keeps it, unless the
+    metric has conditions: then they decide, as for any other value.
+    """
+    if provider_phase is not None and metric.success_condition is None and metric.failure_condition is None:
+        return provider_phase, provider_message
     try:
         success = _check(metric.success_condition, value)
         failure = _check(metric.failure_condition, value)

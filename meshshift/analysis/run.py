@@ -24,12 +24,20 @@ DEFAULT_MEASUREMENT_RETENTION = 10
 
 @dataclass(frozen=True, slots=True)
 class Measurement:
+    """One measurement. A Running one is in progress (Argo's in-flight measurement, as a Job's
+    or the sequential judge's): it is resumed at `resume_at` and replaced by each update, until
+    its provider completes it; `finished_at` is then its last update. If the run stops first,
+    it completes as `stop_phase` (what its provider said it would be at that moment)."""
+
     phase: AnalysisPhase
     started_at: float
     finished_at: float
     value: Any = None
     message: str = ""
     query: str = ""  # the resolved query, as sent to the provider
+    resume_at: float | None = None  # Running only: when to take it up again
+    stop_phase: AnalysisPhase | None = None  # Running only: its phase if the run stops now
+    metadata: Mapping[str, str] = field(default_factory=dict)  # the provider's, for resuming
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +104,19 @@ def start_run(
     return _reassess(run)
 
 
+def in_progress(result: MetricResult) -> Measurement | None:
+    """The metric's Running measurement, if it has one."""
+    last = result.measurements[-1] if result.measurements else None
+    return last if last is not None and last.phase == AnalysisPhase.RUNNING else None
+
+
 def _due_at(run: AnalysisRun, metric: Metric, result: MetricResult) -> float | None:
     """When this metric's next measurement is due; None when it takes no more."""
     if run.terminated or run.phase.completed or result.phase.completed:
         return None
+    running = in_progress(result)
+    if running is not None:
+        return running.resume_at if running.resume_at is not None else running.finished_at
     if result.last_finished_at is None:
         return run.started_at + (metric.initial_delay or 0.0)
     effective_count = metric.effective_count
@@ -138,23 +155,53 @@ def record_measurement(run: AnalysisRun, metric_name: str, measurement: Measurem
     for index, result in enumerate(results):
         if result.name != metric_name:
             continue
-        kept = (*result.measurements, measurement)[-result.retention :] if result.retention > 0 else ()
-        results[index] = dataclasses.replace(
-            result,
-            counts=result.counts.after(measurement.phase),
-            measurements=kept,
-            last_finished_at=measurement.finished_at,
-            last_phase=measurement.phase,
-        )
-        return _reassess(dataclasses.replace(run, results=tuple(results)))
+        # An update or the completion of an in-progress measurement replaces it.
+        earlier = result.measurements[:-1] if in_progress(result) is not None else result.measurements
+        if measurement.phase == AnalysisPhase.RUNNING:
+            # In progress: counts nothing yet, and is kept whatever the retention.
+            results[index] = dataclasses.replace(
+                result, measurements=(*earlier, measurement), last_phase=measurement.phase
+            )
+        else:
+            kept = (*earlier, measurement)[-result.retention :] if result.retention > 0 else ()
+            results[index] = dataclasses.replace(
+                result,
+                counts=result.counts.after(measurement.phase),
+                measurements=kept,
+                last_finished_at=measurement.finished_at,
+                last_phase=measurement.phase,
+            )
+        return _settle(_reassess(dataclasses.replace(run, results=tuple(results))))
     raise KeyError(metric_name)
+
+
+def _settle(run: AnalysisRun) -> AnalysisRun:
+    """A run that has completed terminates its in-progress measurements, keeping its phase."""
+    if not run.phase.completed or not any(in_progress(result) for result in run.results):
+        return run
+    settled = _complete_in_progress(run)
+    return dataclasses.replace(settled, phase=run.phase, message=run.message)
+
+
+def _complete_in_progress(run: AnalysisRun) -> AnalysisRun:
+    """Every Running measurement completed as its `stop_phase` (Argo terminates them)."""
+    for result in run.results:
+        running = in_progress(result)
+        if running is not None:
+            phase = running.stop_phase or AnalysisPhase.INCONCLUSIVE
+            message = f"Metric Terminated: {running.message}" if running.message else "Metric Terminated"
+            final = dataclasses.replace(
+                running, phase=phase, message=message, resume_at=None, stop_phase=None
+            )
+            run = record_measurement(run, result.name, final)
+    return run
 
 
 def terminate(run: AnalysisRun, message: str = "run stopped") -> AnalysisRun:
     """Stop taking measurements; metrics still running get their final phase now."""
     if run.terminated or run.phase.completed:
         return dataclasses.replace(run, terminated=True)
-    return _reassess(dataclasses.replace(run, terminated=True, message=message))
+    return _reassess(dataclasses.replace(_complete_in_progress(run), terminated=True, message=message))
 
 
 def _reassess(run: AnalysisRun) -> AnalysisRun:
@@ -164,6 +211,8 @@ def _reassess(run: AnalysisRun) -> AnalysisRun:
             results.append(result)
             continue
         phase, why = metric_phase(metric, result.counts, terminating=run.terminated)
+        if phase == AnalysisPhase.PENDING and in_progress(result) is not None:
+            phase = AnalysisPhase.RUNNING  # its first measurement is under way
         message = why
         if result.measurements and result.measurements[-1].message:
             message = (

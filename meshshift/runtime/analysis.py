@@ -20,6 +20,7 @@ from meshshift.analysis.run import (
     AnalysisRun,
     Measurement,
     due_metrics,
+    in_progress,
     next_due_at,
     record_measurement,
     start_run,
@@ -258,6 +259,10 @@ class AnalysisExecutor:
 
     async def _measure(self, run_name: str, metric: Metric) -> Measurement:
         started = self.clock()
+        context = self.contexts[run_name]
+        running = in_progress(self.runs[run_name].result(metric.name))
+        if running is not None:
+            context = dataclasses.replace(context, in_progress=running)
         provider = self.providers.get(metric.provider.kind) if metric.provider else None
         if provider is None:
             reason = (
@@ -268,7 +273,7 @@ class AnalysisExecutor:
             return Measurement(AnalysisPhase.ERROR, started, self.clock(), message=reason)
         try:
             result = await asyncio.wait_for(
-                provider.measure(metric, self.contexts[run_name]), timeout=self.measurement_timeout
+                provider.measure(metric, context), timeout=self.measurement_timeout
             )
         except TimeoutError:
             message = f"{provider.kind} did not answer within {self.measurement_timeout:g}s"
@@ -280,9 +285,36 @@ class AnalysisExecutor:
             return Measurement(
                 AnalysisPhase.ERROR, started, self.clock(), message=f"{provider.kind}: {error!r}"
             )
-        phase, message = assess_value(metric, result.value, query=result.query)
+        if running is not None:
+            started = running.started_at  # the same measurement, taken up again
+        now = self.clock()
+        if result.phase == AnalysisPhase.RUNNING:
+            return Measurement(
+                AnalysisPhase.RUNNING,
+                started,
+                now,
+                value=result.value,
+                message=result.message,
+                query=result.query,
+                resume_at=now + (result.resume_after if result.resume_after is not None else 1.0),
+                stop_phase=result.stop_phase,
+                metadata=result.metadata,
+            )
+        phase, message = assess_value(
+            metric,
+            result.value,
+            query=result.query,
+            provider_phase=result.phase,
+            provider_message=result.message,
+        )
         return Measurement(
-            phase, started, self.clock(), value=result.value, message=message, query=result.query
+            phase,
+            started,
+            now,
+            value=result.value,
+            message=message,
+            query=result.query,
+            metadata=result.metadata,
         )
 
 
