@@ -1,7 +1,9 @@
 """Child processes we start (Envoy, NGINX, Prometheus, demo apps) and always stop.
 
 Each child gets its own process group, so stopping it also stops anything it forked,
-and it is killed if it ignores SIGTERM for too long.
+and it is killed if it ignores SIGTERM for too long. The group is stopped even when its
+leader is already gone: NGINX workers outlive a master killed with SIGKILL, and keep
+serving the old configuration on the old sockets until someone stops them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,51 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def process_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, process group id) of a process (Linux /proc), None if there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The fields after the command name, which is in parentheses and may hold spaces.
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        return fields[0], int(fields[2])
+    except (IndexError, ValueError):
+        return None
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        state = process_state(int(entry.name))
+        if state is not None and state[1] == pgid and state[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
+async def stop_processes(pids: Sequence[int], grace: float = 5.0) -> None:
+    """SIGTERM `pids`, and SIGKILL those still alive after `grace` seconds; wait until all are gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 30.0)
+        while time.monotonic() < deadline:
+            pids = [pid for pid in pids if _alive(pid)]
+            if not pids:
+                return
+            await asyncio.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    state = process_state(pid)
+    return state is not None and state[0] not in ("Z", "X")
 
 
 class ProcessFailedError(RuntimeError):
@@ -76,18 +123,25 @@ class ManagedProcess:
             )
 
     async def stop(self, grace: float = 5.0) -> None:
+        """Stop the child and everything left in its process group, even if the child is gone."""
         process = self.process
-        if process is None or process.returncode is not None:
+        if process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), grace)
-        except TimeoutError:
+        if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-        log.debug("stopped", process=self.name, code=process.returncode)
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+            log.debug("stopped", process=self.name, code=process.returncode)
+        # The group id is the child's pid, which cannot be reused while the group has members.
+        orphans = group_members(process.pid)
+        if orphans:
+            log.warning("stopping what the process left behind", process=self.name, pids=orphans)
+            await stop_processes(orphans, grace)
 
 
 async def wait_until_http_ready(

@@ -45,6 +45,7 @@ from meshshift.routers.proxy_process import (
     find_envoy,
     last_log_line,
     replace_file,
+    stop_orphans,
 )
 from meshshift.routers.proxy_routes import (
     DesiredRoutes,
@@ -533,8 +534,10 @@ async def _start_or_adopt(
     desired: DesiredRoutes,
 ) -> ProxyProcess:
     pid = find_adoptable(files.pid, files.bootstrap)
-    if pid is not None:
-        adopted = AdoptedProcess("envoy", pid, files.log)
+    if pid is None:
+        await stop_orphans("envoy", files.pid, files.root)
+    else:
+        adopted = AdoptedProcess("envoy", pid, files.log, files.root)
         if _same_bootstrap(files, bootstrap):
             log.info("adopting the running Envoy", pid=pid)
             try:

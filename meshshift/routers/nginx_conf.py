@@ -52,6 +52,7 @@ from meshshift.routers.proxy_process import (
     process_alive,
     process_command_line,
     read_pid,
+    stop_orphans,
 )
 from meshshift.routers.proxy_routes import (
     DesiredRoutes,
@@ -455,8 +456,10 @@ async def running_nginx(
 
 async def _start_or_adopt(router: NginxRouter, desired: DesiredRoutes, pid: int | None) -> ProxyProcess:
     files = router.files
-    if pid is not None:
-        adopted = AdoptedProcess("nginx", pid, files.error_log)
+    if pid is None:
+        await stop_orphans("nginx", files.pid, files.root)  # workers of a master killed hard
+    else:
+        adopted = AdoptedProcess("nginx", pid, files.error_log, files.root)
         router.master_pid = pid
         try:
             await router.apply(desired)

@@ -4,6 +4,12 @@ The daemon starts Envoy, NGINX or Traefik as a child in its own process group (M
 If the daemon is killed hard (kill -9), that child keeps serving traffic; the restarted
 daemon finds it again through its pid file and adopts it instead of starting a second
 proxy on the same ports, so a crash of the daemon never interrupts traffic.
+
+When the proxy itself dies hard (kill -9 of the NGINX master), what it forked lives on:
+the workers keep serving the last split on the old sockets, and a new proxy cannot bind.
+Those orphans are found through the pid file (their process group is the dead master's
+pid) and the config path (they hold files open in the proxy's directory), never by a
+process name, and stopped before a new proxy starts.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Protocol
 
 import structlog
 
+from meshshift.processes import group_members, stop_processes
 from meshshift.settings import split_host_port
 
 log = structlog.get_logger(__name__)
@@ -191,13 +198,56 @@ def find_adoptable(pid_file: Path, config_path: Path) -> int | None:
     return pid if str(config_path) in " ".join(process_command_line(pid)) else None
 
 
-class AdoptedProcess:
-    """A proxy started by an earlier daemon: not our child, so we poll instead of wait()."""
+def holds_files_under(pid: int, root: Path) -> bool:
+    """True when `pid` has a file open under `root`, or runs there (its cwd)."""
+    prefix = str(root.resolve()) + os.sep
+    links = [Path(f"/proc/{pid}/cwd")]
+    try:
+        links += list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for link in links:
+        try:
+            target = os.readlink(link)
+        except OSError:
+            continue
+        if (target + os.sep).startswith(prefix):
+            return True
+    return False
 
-    def __init__(self, name: str, pid: int, log_path: Path) -> None:
+
+def orphans_of(pid_file: Path, root: Path) -> list[int]:
+    """What an earlier proxy of ours left running after its leader died.
+
+    The members of the process group named by `pid_file` (ManagedProcess starts each proxy
+    as a group leader) that hold files open under `root`, the proxy's own directory.
+    """
+    pgid = read_pid(pid_file)
+    if pgid is None or pgid == os.getpgid(0) or process_alive(pgid):
+        return []  # nothing recorded, our own group, or a live leader (adopt it instead)
+    return [pid for pid in group_members(pgid) if holds_files_under(pid, root)]
+
+
+async def stop_orphans(name: str, pid_file: Path, root: Path) -> None:
+    """Stop what an earlier proxy of ours left behind, so a new one can bind its ports."""
+    orphans = orphans_of(pid_file, root)
+    if orphans:
+        log.warning("stopping the orphans of an earlier proxy", process=name, pids=orphans)
+        await stop_processes(orphans)
+
+
+class AdoptedProcess:
+    """A proxy started by an earlier daemon: not our child, so we poll instead of wait().
+
+    `root` is the proxy's directory: once the leader is gone, whatever of its group still
+    holds files there is its orphan, and is stopped with it.
+    """
+
+    def __init__(self, name: str, pid: int, log_path: Path, root: Path | None = None) -> None:
         self.name = name
         self.pid = pid
         self.log_path = log_path
+        self.root = root
 
     @property
     def running(self) -> bool:
@@ -208,13 +258,17 @@ class AdoptedProcess:
             raise RuntimeError(f"{self.name} (pid {self.pid}, adopted) is no longer running")
 
     async def stop(self, grace: float = 5.0) -> None:
-        if not self.running:
-            return
-        self._signal(signal.SIGTERM)
-        if not await self._wait_gone(grace):
-            self._signal(signal.SIGKILL)
-            await self._wait_gone(None)
-        log.debug("stopped adopted process", process=self.name, pid=self.pid)
+        if self.running:
+            self._signal(signal.SIGTERM)
+            if not await self._wait_gone(grace):
+                self._signal(signal.SIGKILL)
+                await self._wait_gone(None)
+            log.debug("stopped adopted process", process=self.name, pid=self.pid)
+        if self.root is not None:
+            orphans = [pid for pid in group_members(self.pid) if holds_files_under(pid, self.root)]
+            if orphans:
+                log.warning("stopping what the process left behind", process=self.name, pids=orphans)
+                await stop_processes(orphans, grace)
 
     async def _wait_gone(self, within: float | None) -> bool:
         """Poll (it is not our child, so there is nothing to wait() on) until it exits."""

@@ -61,6 +61,7 @@ from meshshift.routers.proxy_process import (
     find_traefik,
     last_log_line,
     replace_file,
+    stop_orphans,
 )
 from meshshift.routers.proxy_routes import (
     CANARY,
@@ -527,8 +528,10 @@ async def _start_or_adopt(
     desired: DesiredRoutes,
 ) -> ProxyProcess:
     pid = find_adoptable(files.pid, files.static)
-    if pid is not None:
-        adopted = AdoptedProcess("traefik", pid, files.log)
+    if pid is None:
+        await stop_orphans("traefik", files.pid, files.root)
+    else:
+        adopted = AdoptedProcess("traefik", pid, files.log, files.root)
         if _same_static(files, static):
             log.info("adopting the running Traefik", pid=pid)
             try:

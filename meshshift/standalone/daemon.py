@@ -62,6 +62,7 @@ from meshshift.spec.model import (
     NginxRouterConfig,
     RolloutSpec,
     StandaloneRollout,
+    StandaloneRouterConfig,
     StepAnalysis,
     TraefikRouterConfig,
 )
@@ -288,15 +289,39 @@ class StandaloneRuntime:
         self.controller.update_spec(rollout.rollout)
 
 
+def resolve_path(path: str, base_dir: Path) -> Path:
+    """A path of the rollout file: relative ones are relative to the file, not to the cwd.
+
+    A daemon restarted from another directory must find the same state, the same proxy
+    directory (and so the proxy it started) and the same binaries.
+    """
+    expanded = Path(path).expanduser()
+    return expanded if expanded.is_absolute() else base_dir / expanded
+
+
 def state_file_path(rollout: StandaloneRollout, base_dir: Path) -> Path:
     if rollout.state_file:
-        path = Path(rollout.state_file).expanduser()
-        return path if path.is_absolute() else base_dir / path
+        return resolve_path(rollout.state_file, base_dir)
     return base_dir / f"{rollout.name}.state.json"
 
 
 def proxy_dir(rollout: StandaloneRollout, base_dir: Path) -> Path:
+    """spec.router.*.configDir, else `.meshshift/<name>/<router>` next to the rollout file."""
+    if rollout.router.config_dir:
+        return resolve_path(rollout.router.config_dir, base_dir)
     return base_dir / ".meshshift" / rollout.name / router_kind(rollout.router)
+
+
+def router_config(rollout: StandaloneRollout, base_dir: Path) -> StandaloneRouterConfig:
+    """spec.router with its paths resolved against the rollout file's directory.
+
+    A binary given as a bare name (`nginx`) is looked up on PATH, as a shell would.
+    """
+    config = rollout.router
+    binary = config.binary
+    if binary and os.sep in binary:
+        binary = str(resolve_path(binary, base_dir))
+    return dataclasses.replace(config, config_dir=str(proxy_dir(rollout, base_dir)), binary=binary)
 
 
 def initial_routes(
@@ -341,7 +366,7 @@ async def standalone_runtime(
     stable = recorded_stable(state_file) or rollout.stable.endpoints
     desired = initial_routes(rollout, stored, stable)
     async with contextlib.AsyncExitStack() as stack:
-        proxy = await _start_proxy(stack, rollout, desired, proxy_dir(rollout, base_dir))
+        proxy = await _start_proxy(stack, rollout, desired, base_dir)
         router, admin_url = proxy.router, proxy.admin_url
         workloads = EndpointWorkloads(
             state_file, stable=stable, canary=rollout.canary.endpoints, set_upstreams=router.set_upstreams
@@ -422,9 +447,10 @@ class _Proxy:
 
 
 async def _start_proxy(
-    stack: contextlib.AsyncExitStack, rollout: StandaloneRollout, desired: DesiredRoutes, directory: Path
+    stack: contextlib.AsyncExitStack, rollout: StandaloneRollout, desired: DesiredRoutes, base_dir: Path
 ) -> _Proxy:
-    config = rollout.router
+    config = router_config(rollout, base_dir)
+    directory = proxy_dir(rollout, base_dir)
     if isinstance(config, EnvoyRouterConfig):
         envoy = await stack.enter_async_context(
             envoy_router.running_envoy(
