@@ -268,3 +268,95 @@ def test_terminate_keeps_a_completed_phase() -> None:
     run = start_run("r", [metric()], args={}, now=0.0)
     run = record_measurement(run, "m", measured(F, 1.0))
     assert terminate(run).phase == F
+
+
+# --- issue 11: termination, error retry, zero values, regex rules ------------------------
+
+
+def test_a_stopped_run_is_successful_unless_a_limit_was_violated() -> None:
+    """Argo's analysis docs: a run stopped before it completes (background analysis at the end of the
+    steps, an interval metric without count) ends Successful unless a limit was violated."""
+    streak = metric(interval=10.0, failure_limit=3, consecutive_success_limit=5)
+    assert phase_of(streak, [S, F, S, S]) == AnalysisPhase.RUNNING
+    assert phase_of(streak, [S, F, S, S], terminating=True) == S  # the unfinished streak does not count
+    counted = metric(interval=10.0, count=10, failure_limit=-1, consecutive_success_limit=5)
+    assert phase_of(counted, [S, S, F], terminating=True) == S
+    assert phase_of(metric(interval=10.0, failure_limit=1), [F, F], terminating=True) == F
+    # ...and still never Successful without a Successful measurement
+    assert phase_of(metric(interval=10.0, failure_limit=3), [F, F], terminating=True) == F
+    assert phase_of(metric(interval=10.0, inconclusive_limit=3), [INC], terminating=True) == INC
+
+
+def test_count_reached_still_applies_the_streak_rules() -> None:
+    m = metric(interval=10.0, count=3, failure_limit=2, consecutive_success_limit=3)
+    assert phase_of(m, [S, F, S]) == INC
+    assert phase_of(m, [S, F, S], terminating=True) == INC
+
+
+def test_the_last_violated_limit_names_the_phase() -> None:
+    # As Argo's assessMetricFailureInconclusiveOrError: errors, then inconclusive, then failures.
+    m = metric(interval=10.0, consecutive_error_limit=0)
+    counts = MetricCounts(count=1, failed=1, error=1, consecutive_error=1)
+    assert metric_phase(m, counts, terminating=False)[0] == E
+    counts = MetricCounts(count=2, failed=1, inconclusive=1)
+    assert metric_phase(m, counts, terminating=False)[0] == INC
+
+
+@pytest.mark.parametrize(("interval", "retry"), [(300.0, 10.0), (5.0, 5.0), (None, 10.0), (10.0, 10.0)])
+def test_an_errored_measurement_is_retried_after_ten_seconds_or_the_shorter_interval(
+    interval: float | None, retry: float
+) -> None:
+    run = start_run("r", [metric(interval=interval, count=3 if interval else None)], args={}, now=0.0)
+    run = record_measurement(run, "m", measured(E, 100.0))
+    assert next_due_at(run) == 100.0 + retry
+    assert due_metrics(run, 100.0 + retry - 0.5) == ()
+    if interval is not None:  # after a good measurement the interval applies again
+        run = record_measurement(run, "m", measured(S, 200.0))
+        assert next_due_at(run) == 200.0 + interval
+
+
+def test_the_default_error_limit_ends_a_five_minute_metric_in_about_fifty_seconds() -> None:
+    run = start_run("r", [metric(interval=300.0)], args={}, now=0.0)
+    at = 0.0
+    while run.phase == AnalysisPhase.RUNNING or run.phase == AnalysisPhase.PENDING:
+        due = next_due_at(run)
+        assert due is not None
+        at = due
+        run = record_measurement(run, "m", measured(E, at))
+    assert run.phase == E
+    assert at == 40.0  # five errors: at 0, 10, 20, 30, 40 s
+
+
+def test_count_zero_means_unset() -> None:
+    assert metric(count=0).effective_count == 1
+    assert metric(count=0, interval=10.0).effective_count is None
+    run = start_run("r", [metric(count=0, interval=10.0)], args={}, now=0.0)
+    for second in range(0, 100, 10):
+        run = record_measurement(run, "m", measured(S, float(second)))
+    assert run.phase == AnalysisPhase.RUNNING
+    assert terminate(run).phase == S
+
+
+def test_retention_limit_zero_means_the_default() -> None:
+    run = start_run("r", [metric(interval=1.0)], args={}, now=0.0, retention=[MeasurementRetention("m", 0)])
+    for second in range(15):
+        run = record_measurement(run, "m", measured(S, float(second)))
+    assert len(run.result("m").measurements) == 10
+
+
+def test_dry_run_and_retention_names_are_regular_expressions() -> None:
+    metrics = [metric(name=n, interval=1.0) for n in ("total-5xx", "total-4xx", "latency")]
+    run = start_run(
+        "r",
+        metrics,
+        args={},
+        now=0.0,
+        dry_run=["total-.*"],
+        retention=[MeasurementRetention(".*", 2), MeasurementRetention("^lat", 4)],
+    )
+    assert [r.dry_run for r in run.results] == [True, True, False]
+    assert [r.retention for r in run.results] == [2, 2, 4]
+    everything = start_run("e", metrics, args={}, now=0.0, dry_run=[".*"])
+    assert all(r.dry_run for r in everything.results)
+    broken = start_run("b", metrics, args={}, now=0.0, dry_run=["(unclosed"])
+    assert not any(r.dry_run for r in broken.results)

@@ -1,9 +1,14 @@
 """Analysis phases and the rules that combine them (DESIGN.md §4, after Argo Rollouts).
 
-Measurement phase: from the conditions. Metric phase: from the counts and limits.
-Run phase: the worst metric phase. One deliberate difference from Argo: a metric is
-never Successful without at least one Successful measurement (Argo calls a metric
-whose every measurement errored Successful when its run is terminated).
+Measurement phase: from the conditions. Metric phase: from the counts and limits, in Argo's order:
+the failure, inconclusive and consecutive-error limits (the last one violated names the phase),
+then consecutiveSuccessLimit, then count. A run stopped before its metrics complete ends them
+Successful unless a limit was violated, whatever consecutiveSuccessLimit says (as Argo's docs and
+assessMetricStatus do). Run phase: the worst metric phase.
+
+One deliberate difference from Argo: a metric is never Successful without at least one
+Successful measurement (Argo calls a metric whose every measurement errored, or a run stopped
+before its first measurement, Successful).
 """
 
 from __future__ import annotations
@@ -90,31 +95,49 @@ def metric_phase(metric: Metric, counts: MetricCounts, *, terminating: bool) -> 
         if terminating:
             return AnalysisPhase.INCONCLUSIVE, "stopped before any measurement was taken"
         return AnalysisPhase.PENDING, ""
-    if metric.failure_limit >= 0 and counts.failed > metric.failure_limit:
-        return AnalysisPhase.FAILED, f"failed ({counts.failed}) > failureLimit ({metric.failure_limit})"
-    if counts.inconclusive > metric.inconclusive_limit:
-        return (
-            AnalysisPhase.INCONCLUSIVE,
-            f"inconclusive ({counts.inconclusive}) > inconclusiveLimit ({metric.inconclusive_limit})",
-        )
-    if counts.consecutive_error > metric.consecutive_error_limit:
-        return (
-            AnalysisPhase.ERROR,
-            f"consecutive errors ({counts.consecutive_error}) > consecutiveErrorLimit "
-            f"({metric.consecutive_error_limit})",
-        )
+    violated = limit_violation(metric, counts)
+    if violated is not None:
+        return violated
     csl = metric.consecutive_success_limit
     if csl > 0 and counts.consecutive_success >= csl:
         return AnalysisPhase.SUCCESSFUL, f"{counts.consecutive_success} consecutive successes"
     effective_count = metric.effective_count
-    if (effective_count is not None and counts.count >= effective_count) or terminating:
-        return _final_phase(metric, counts, reached_count=not terminating)
+    if effective_count is not None and counts.count >= effective_count:
+        return _final_phase(metric, counts, why=f"count ({counts.count}) reached", apply_streak=True)
+    if terminating:
+        # Stopped early (the step ended, or an interval metric without count): no limit was
+        # violated, so the measurements so far decide; an unfinished streak does not count against it.
+        return _final_phase(metric, counts, why="stopped", apply_streak=False)
     return AnalysisPhase.RUNNING, ""
 
 
-def _final_phase(metric: Metric, counts: MetricCounts, *, reached_count: bool) -> tuple[AnalysisPhase, str]:
+def limit_violation(metric: Metric, counts: MetricCounts) -> tuple[AnalysisPhase, str] | None:
+    """The failure, inconclusive or consecutive-error limit the counts exceed, if any.
+
+    As in Argo, all three are checked and the last one exceeded names the phase (an error streak
+    outranks too many inconclusive measurements, which outrank too many failures).
+    """
+    violated: tuple[AnalysisPhase, str] | None = None
+    if metric.failure_limit >= 0 and counts.failed > metric.failure_limit:
+        violated = AnalysisPhase.FAILED, f"failed ({counts.failed}) > failureLimit ({metric.failure_limit})"
+    if counts.inconclusive > metric.inconclusive_limit:
+        violated = (
+            AnalysisPhase.INCONCLUSIVE,
+            f"inconclusive ({counts.inconclusive}) > inconclusiveLimit ({metric.inconclusive_limit})",
+        )
+    if counts.consecutive_error > metric.consecutive_error_limit:
+        violated = (
+            AnalysisPhase.ERROR,
+            f"consecutive errors ({counts.consecutive_error}) > consecutiveErrorLimit "
+            f"({metric.consecutive_error_limit})",
+        )
+    return violated
+
+
+def _final_phase(
+    metric: Metric, counts: MetricCounts, *, why: str, apply_streak: bool
+) -> tuple[AnalysisPhase, str]:
     """The phase once no more measurements will be taken (count reached, or stopped)."""
-    why = f"count ({counts.count}) reached" if reached_count else "stopped"
     if counts.successful == 0:
         # Never Successful without a single successful measurement.
         if counts.failed:
@@ -123,8 +146,9 @@ def _final_phase(metric: Metric, counts: MetricCounts, *, reached_count: bool) -
             return AnalysisPhase.INCONCLUSIVE, f"{why} without a successful measurement"
         return AnalysisPhase.ERROR, f"{why}: every measurement errored"
     csl = metric.consecutive_success_limit
-    if csl > 0:
-        # consecutiveSuccessLimit was not reached (checked before we got here).
+    if csl > 0 and apply_streak:
+        # Count reached, consecutiveSuccessLimit not (checked before we got here), as Argo rules:
+        # Failed when it is the only limit that applies, else Inconclusive.
         if metric.failure_limit < 0:
             return AnalysisPhase.FAILED, f"{why} before {csl} consecutive successes"
         return AnalysisPhase.INCONCLUSIVE, f"{why} before {csl} consecutive successes"

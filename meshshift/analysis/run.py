@@ -12,11 +12,13 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshshift.analysis.expr.values import PatternError, compile_pattern
 from meshshift.analysis.phases import MetricCounts, metric_phase, run_phase
 from meshshift.spec.model import AnalysisPhase, MeasurementRetention, Metric
 
-# Argo's DefaultErrorRetryInterval: an errored measurement of a metric without an
-# interval is retried after this long.
+# Argo's DefaultErrorRetryInterval: an errored measurement is retried after this long (or after
+# the metric's interval when that is shorter), so the default consecutiveErrorLimit of 4 ends a
+# metric whose provider is down within about 50 s, whatever its interval.
 ERROR_RETRY_INTERVAL = 10.0
 # Argo's DefaultMeasurementHistoryLimit.
 DEFAULT_MEASUREMENT_RETENTION = 10
@@ -78,7 +80,15 @@ class AnalysisRun:
 
 
 def _matches(pattern: str, name: str) -> bool:
-    return pattern in ("*", name)
+    """Argo's rule for dryRun and measurementRetention: `metricName` is a regular expression found in
+    the metric name (`.*`, `total-.*`). `*`, which is no regular expression, is kept meaning every
+    metric (lint reports it); another invalid pattern matches nothing, as in Argo."""
+    if pattern in ("*", name):
+        return True
+    try:
+        return compile_pattern(pattern).search(name) is not None
+    except PatternError:
+        return False
 
 
 def start_run(
@@ -95,7 +105,8 @@ def start_run(
         limit = DEFAULT_MEASUREMENT_RETENTION
         for rule in retention:
             if _matches(rule.metric_name, metric.name):
-                limit = rule.limit
+                # `limit: 0` (or no limit) means the default, as Argo's zero value does.
+                limit = rule.limit if rule.limit > 0 else DEFAULT_MEASUREMENT_RETENTION
         is_dry = any(_matches(pattern, metric.name) for pattern in dry_run)
         results.append(MetricResult(name=metric.name, dry_run=is_dry, retention=limit))
     run = AnalysisRun(
@@ -122,10 +133,13 @@ def _due_at(run: AnalysisRun, metric: Metric, result: MetricResult) -> float | N
     effective_count = metric.effective_count
     if effective_count is not None and result.counts.count >= effective_count:
         return None
+    if result.last_phase == AnalysisPhase.ERROR:
+        retry = (
+            ERROR_RETRY_INTERVAL if metric.interval is None else min(ERROR_RETRY_INTERVAL, metric.interval)
+        )
+        return result.last_finished_at + retry
     if metric.interval is not None:
         return result.last_finished_at + metric.interval
-    if result.last_phase == AnalysisPhase.ERROR:
-        return result.last_finished_at + ERROR_RETRY_INTERVAL
     return None
 
 
@@ -163,7 +177,8 @@ def record_measurement(run: AnalysisRun, metric_name: str, measurement: Measurem
                 result, measurements=(*earlier, measurement), last_phase=measurement.phase
             )
         else:
-            kept = (*earlier, measurement)[-result.retention :] if result.retention > 0 else ()
+            limit = result.retention if result.retention > 0 else DEFAULT_MEASUREMENT_RETENTION
+            kept = (*earlier, measurement)[-limit:]
             results[index] = dataclasses.replace(
                 result,
                 counts=result.counts.after(measurement.phase),
@@ -195,6 +210,11 @@ def _complete_in_progress(run: AnalysisRun) -> AnalysisRun:
             )
             run = record_measurement(run, result.name, final)
     return run
+
+
+def fail_run(run: AnalysisRun, message: str) -> AnalysisRun:
+    """The run ended in Error because it could not go on (its task died): no more measurements."""
+    return dataclasses.replace(run, phase=AnalysisPhase.ERROR, message=message, terminated=True)
 
 
 def terminate(run: AnalysisRun, message: str = "run stopped") -> AnalysisRun:

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import structlog
 
-from meshshift.analysis.assess import assess_value
+from meshshift.analysis.assess import assess_value, stored_value
 from meshshift.analysis.run import (
     AnalysisRun,
     Measurement,
     due_metrics,
+    fail_run,
     in_progress,
     next_due_at,
     record_measurement,
@@ -224,28 +225,40 @@ class AnalysisExecutor:
         self.on_change(run)
 
     async def _drive(self, name: str) -> None:
+        """Measure the run until it completes; if this task fails, the run ends in Error with the
+        reason, so the rollout acts on it instead of waiting for a verdict that never comes."""
         try:
-            while True:
-                run = self.runs[name]
-                if run.phase.completed or run.terminated:
-                    return
-                due = due_metrics(run, self.clock())
-                if due:
-                    measurements = [
-                        self._redact(name, m)
-                        for m in await asyncio.gather(*(self._measure(name, m) for m in due))
-                    ]
-                    run = self.runs[name]
-                    for metric, measurement in zip(due, measurements, strict=True):
-                        run = record_measurement(run, metric.name, measurement)
-                    self._publish(run)
-                    continue
-                at = next_due_at(run)
-                if at is None:
-                    return
-                await asyncio.sleep(max(0.0, at - self.clock()))
+            await self._measure_until_done(name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("analysis task failed", run=name)
+            run = self.runs.get(name)
+            if run is not None and not run.phase.completed:
+                self._publish(fail_run(run, f"the analysis stopped: {type(error).__name__}: {error}"))
         finally:
             self._tasks.pop(name, None)
+
+    async def _measure_until_done(self, name: str) -> None:
+        while True:
+            run = self.runs[name]
+            if run.phase.completed or run.terminated:
+                return
+            due = due_metrics(run, self.clock())
+            if due:
+                measurements = [
+                    self._redact(name, m)
+                    for m in await asyncio.gather(*(self._measure(name, m) for m in due))
+                ]
+                run = self.runs[name]
+                for metric, measurement in zip(due, measurements, strict=True):
+                    run = record_measurement(run, metric.name, measurement)
+                self._publish(run)
+                continue
+            at = next_due_at(run)
+            if at is None:
+                return
+            await asyncio.sleep(max(0.0, at - self.clock()))
 
     def _redact(self, run_name: str, measurement: Measurement) -> Measurement:
         """The measurement with every Secret value of its run masked (Argo does the same)."""
@@ -293,7 +306,7 @@ class AnalysisExecutor:
                 AnalysisPhase.RUNNING,
                 started,
                 now,
-                value=result.value,
+                value=stored_value(result.value),
                 message=result.message,
                 query=result.query,
                 resume_at=now + (result.resume_after if result.resume_after is not None else 1.0),
@@ -311,7 +324,7 @@ class AnalysisExecutor:
             phase,
             started,
             now,
-            value=result.value,
+            value=stored_value(result.value),
             message=message,
             query=result.query,
             metadata=result.metadata,

@@ -382,3 +382,18 @@ async def test_an_arg_without_a_value_stops_the_run_before_any_query(
     assert run.phase == AnalysisPhase.ERROR
     assert 'missing arg "service-name"' in run.message
     assert run.results == ()
+
+
+async def test_no_data_is_never_a_pass(stack: Stack, providers: dict[str, MetricProvider]) -> None:
+    """Issue 12.1, against a real Prometheus: NaN under a failureCondition-only metric and an empty
+    vector under `all(...)` were both promoted (as Argo promotes them: bugs #1466 and #4479)."""
+    templates = [
+        single_metric("nan-failure-only", IDLE_RATIO, failureCondition="result[0] < 0.9"),
+        single_metric("empty-all", COUNT_QUERY, successCondition="all(result, {# >= 0.9})"),
+    ]
+    for name, service in (("nan-failure-only", "idle"), ("empty-all", "no-such")):
+        runs = Runs(templates, providers)
+        await runs.start(name, args={"service-name": service}, name=name)
+        measurement = (await runs.measured_once(name)).result(name).measurements[0]
+        assert measurement.phase == AnalysisPhase.ERROR, name
+        assert measurement.message.startswith("no data: the result of query"), measurement.message
