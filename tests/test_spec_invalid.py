@@ -411,7 +411,7 @@ CASES = [
             "measurementRetention: [{metricName: success-rate, limit: -1}]}"
         ),
         "steps[0].analysis.measurementRetention[0].limit",
-        "at least 1",
+        "at least 0",
         id="retention-negative",
     ),
     pytest.param(
@@ -453,7 +453,7 @@ CASES = [
         'uses arg "service", which spec.args does not declare',
         id="undeclared-placeholder",
     ),
-    pytest.param(metric(count=0), "spec.metrics[0].count", "at least 1", id="count-zero"),
+    pytest.param(metric(count=-1), "spec.metrics[0].count", "at least 0", id="count-negative"),
     pytest.param(metric(count="abc"), "spec.metrics[0].count", "must be an integer", id="count-text"),
     pytest.param(
         metric(count=5, interval=None), "spec.metrics[0].count", "needs an interval", id="count-no-interval"
@@ -471,7 +471,7 @@ CASES = [
     pytest.param(
         metric(consecutiveSuccessLimit=5),
         "spec.metrics[0].consecutiveSuccessLimit",
-        "more than count 3",
+        "count 3 is less than failureLimit + consecutiveSuccessLimit (0 + 5)",
         id="success-limit-above-count",
     ),
     pytest.param(
@@ -744,7 +744,7 @@ def test_every_mistake_is_reported_at_once() -> None:
 def test_five_template_mistakes_give_five_findings() -> None:
     source = template(
         {"name": "a", "interval": "1 m", "provider": {"prometheus": {"query": "up"}}},
-        {"name": "c", "count": 0, "interval": "1m", "provider": {"graphite": {}}},
+        {"name": "c", "count": -1, "interval": "1m", "provider": {"graphite": {}}},
         {
             "name": "b",
             "successCondition": "result >",
@@ -795,7 +795,7 @@ def test_numeric_fields_with_placeholders_are_checked_when_instantiated() -> Non
     ("given", "path", "reason"),
     [
         ({"n": "abc"}, "spec.metrics[0].count", "must be an integer"),
-        ({"n": "0"}, "spec.metrics[0].count", "at least 1"),
+        ({"n": "-1"}, "spec.metrics[0].count", "at least 0"),
         ({"n": "2", "every": "1 minute"}, "spec.metrics[0].interval", "not a duration"),
         ({"n": "2", "threshold": "&&"}, "spec.metrics[0].successCondition", "invalid condition"),
     ],
@@ -871,7 +871,7 @@ ACCEPTED = [
                 args:
                 - {name: service-name, valueFrom: {fieldRef: {fieldPath: "metadata.labels['app']"}}}
                 - {name: region, valueFrom: {secretKeyRef: {name: region, key: value}}}
-                dryRun: [{metricName: "*"}]
+                dryRun: [{metricName: ".*"}]
                 measurementRetention: [{metricName: success-rate, limit: 20}]
             """
         ),

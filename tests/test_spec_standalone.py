@@ -76,6 +76,7 @@ def test_minimal_file_and_defaults() -> None:
         templates=(),
         state_file=None,
         extra={},
+        metadata={"name": "myapp"},  # what fieldRef args read
     )
     spec = rollout.rollout
     assert [step for step in spec.steps if isinstance(step, SetWeight)] == [SetWeight(10), SetWeight(50)]

@@ -388,7 +388,7 @@ class Operator:
             templates=self._templates(key, target),
             providers=self._providers,
             events=events,
-            arg_context=_arg_context(key.namespace, self.secrets),
+            arg_context=_arg_context(key.namespace, self.secrets, lambda: self._metadata(key)),
             measurement_timeout=self.settings.measurement_timeout,
         )
         running = RunningRollout(
@@ -461,6 +461,12 @@ class Operator:
             watched = self.watched.get(key)
             running.tracker.offer(watched.command if watched else None)
 
+    def _metadata(self, key: RolloutKey) -> Mapping[str, Any]:
+        """The Deployment's metadata as last seen (what fieldRef args read)."""
+        watched = self.watched.get(key)
+        metadata = watched.manifest.get("metadata") if watched is not None else None
+        return metadata if isinstance(metadata, Mapping) else {}
+
     async def _stop(self, key: RolloutKey) -> None:
         running = self.running.pop(key, None)
         if running is None:
@@ -476,12 +482,15 @@ class Operator:
             await self._stop(key)
 
 
-def _arg_context(namespace: str, secrets: KubeSecretReader) -> Callable[[StartAnalysis], ArgContext]:
+def _arg_context(
+    namespace: str, secrets: KubeSecretReader, metadata: Callable[[], Mapping[str, Any]]
+) -> Callable[[StartAnalysis], ArgContext]:
     def context(action: StartAnalysis) -> ArgContext:
         return ArgContext(
             builtin_args(canary=action.revision, stable=action.stable_revision, namespace=namespace),
             namespace=namespace,
             secret_reader=secrets,  # args with valueFrom.secretKeyRef, in the rollout's namespace
+            metadata=metadata(),  # args with valueFrom.fieldRef: the Deployment's, as it is now
         )
 
     return context

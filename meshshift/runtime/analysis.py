@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -31,7 +32,13 @@ from meshshift.engine.actions import StartAnalysis
 from meshshift.ports import MeasureContext, MetricProvider, ProviderError, SecretReader, TemplateSource
 from meshshift.spec.errors import SpecError
 from meshshift.spec.model import AnalysisPhase, AnalysisTemplate, Arg, MeasurementRetention, Metric
-from meshshift.spec.templates import instantiate_template, resolve_args
+from meshshift.spec.steps import read_field_path
+from meshshift.spec.templates import (
+    compose_template,
+    instantiate_template,
+    matching_metric_names,
+    resolve_args,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +54,9 @@ class ArgContext:
     builtin_args: Mapping[str, str]  # canary-hash, baseline-hash, ... (see builtin_args())
     namespace: str | None = None
     secret_reader: SecretReader | None = None  # for args with valueFrom.secretKeyRef
+    # The rollout's object metadata (name, namespace, labels, annotations), for args with
+    # valueFrom.fieldRef: the Deployment's, or the standalone rollout file's.
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def builtin_args(*, canary: str, stable: str, namespace: str | None) -> dict[str, str]:
@@ -169,7 +179,14 @@ class AnalysisExecutor:
             for template in templates:
                 # Builtins only fill args a template declares; explicit args win.
                 declared = {arg.name for arg in template.args}
-                offered = {k: v for k, v in context.builtin_args.items() if k in declared} | given
+                own = [
+                    Arg(a.name, value_from=a.value_from) for a in template.args if a.value_from is not None
+                ]
+                offered = (
+                    {k: v for k, v in context.builtin_args.items() if k in declared}
+                    | _given_args([a for a in own if a.name not in given], context)
+                    | given
+                )
                 template_args = resolve_args(
                     template.args, {k: v for k, v in offered.items() if k in declared}
                 )
@@ -178,6 +195,7 @@ class AnalysisExecutor:
                 dry_run.extend(template.dry_run)
                 retention.extend(template.measurement_retention)
             _check_unique_metric_names(metrics)
+            dry_run, retention = _by_metric_name(metrics, dry_run, retention)
         except (SpecError, LookupError, ValueError) as error:
             log.warning("analysis run invalid", run=action.run_name, error=str(error))
             return self._error_run(action, f"cannot start analysis: {error}")
@@ -202,11 +220,31 @@ class AnalysisExecutor:
         found = []
         for ref in action.analysis.templates:
             try:
-                found.append(await self._template(ref.template_name, ref.cluster_scope))
+                found.append(await self._composed(await self._template(ref.template_name, ref.cluster_scope)))
             except LookupError:
                 if required:
                     raise
         return found
+
+    async def _composed(self, template: AnalysisTemplate) -> AnalysisTemplate:
+        """`template` with the templates it includes (`spec.templates`) merged in."""
+        if not template.includes:
+            return template
+        known: dict[tuple[str, bool], AnalysisTemplate] = {}
+        pending = list(template.includes)
+        while pending:
+            ref = pending.pop()
+            key = (ref.template_name, ref.cluster_scope)
+            if key in known:
+                continue
+            included = await self.templates.get(ref.template_name, cluster_scope=ref.cluster_scope)
+            if included is not None:  # else compose_template names it
+                known[key] = included
+                pending.extend(included.includes)
+        try:
+            return compose_template(template, lambda name, cluster: known.get((name, cluster)))
+        except SpecError as error:
+            raise LookupError(f"template {template.name!r}: {error}") from None
 
     async def _template(self, name: str, cluster_scope: bool) -> AnalysisTemplate:
         template = await self.templates.get(name, cluster_scope=cluster_scope)
@@ -346,7 +384,10 @@ def _given_args(args: Sequence[Arg], context: ArgContext) -> dict[str, str]:
         elif source.pod_template_hash == "Latest":
             values[arg.name] = context.builtin_args["canary-hash"]
         elif source.field_path is not None:
-            raise LookupError(f"arg {arg.name}: fieldRef {source.field_path} is not supported")
+            try:
+                values[arg.name] = read_field_path(source.field_path, context.metadata)
+            except LookupError as error:
+                raise LookupError(f"arg {arg.name}: {error}") from None
     return values
 
 
@@ -364,6 +405,28 @@ async def _secret_args(args: Sequence[Arg], context: ArgContext) -> dict[str, st
             raise LookupError(f"arg {arg.name}: Secret {source.secret_name} has no key {source.secret_key!r}")
         values[arg.name] = data[source.secret_key]
     return values
+
+
+def _by_metric_name(
+    metrics: Sequence[Metric], dry_run: Sequence[str], retention: Sequence[MeasurementRetention]
+) -> tuple[list[str], list[MeasurementRetention]]:
+    """dryRun and measurementRetention rules (metricName regexes, as in Argo) as the exact names
+    of the metrics they select; for retention, the last rule naming a metric wins. ValueError
+    for a rule that selects nothing, as Argo fails the run then."""
+    names = [metric.name for metric in metrics]
+
+    def selected(pattern: str, what: str) -> list[str]:
+        found = matching_metric_names(pattern, names)
+        if not found:
+            raise ValueError(f'{what} metricName "{pattern}" matches no metric (it is a regular expression)')
+        return found
+
+    dry = sorted({name for pattern in dry_run for name in selected(pattern, "dryRun")})
+    limits: dict[str, int] = {}
+    for rule in retention:
+        for name in selected(rule.metric_name, "measurementRetention"):
+            limits[name] = rule.limit
+    return dry, [MeasurementRetention(name, limit) for name, limit in limits.items()]
 
 
 def _check_unique_metric_names(metrics: Sequence[Metric]) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from meshshift.spec.annotations import read_deployment
 from meshshift.spec.argo import read_argo_rollout, read_strategy_fragment
-from meshshift.spec.errors import Findings, Severity, SpecIssue
+from meshshift.spec.errors import Findings, Severity, SpecError, SpecIssue
 from meshshift.spec.fields import check_keys, type_name
 from meshshift.spec.model import AnalysisTemplate
 from meshshift.spec.rollout import (
@@ -33,7 +33,7 @@ from meshshift.spec.rollout import (
 )
 from meshshift.spec.standalone import read_standalone
 from meshshift.spec.steps import read_steps
-from meshshift.spec.templates import TEMPLATE_KINDS, read_metrics, read_template
+from meshshift.spec.templates import TEMPLATE_KINDS, compose_template, read_metrics, read_template
 from meshshift.spec.yamldoc import YamlDocument, load_all
 
 STEPS_ROOT = "steps"  # the path findings give a document that is a bare steps list
@@ -169,6 +169,7 @@ def check_documents(
     """Check templates first (from all documents), then everything that references them."""
     results: dict[int, Findings] = {}
     templates, cluster_templates = _collect_templates(documents, results)
+    templates, cluster_templates = _compose_templates(documents, templates, cluster_templates, results)
     catalog = TemplateCatalog(templates, builtin_templates, cluster_templates)
     for position, document in enumerate(documents):
         kind = classify(document.data)
@@ -219,6 +220,46 @@ def _collect_templates(
                 f'template "{template.name}" is also defined at {where[template.name]}; this one is ignored',
             )
     return templates, cluster_templates
+
+
+def _compose_templates(
+    documents: Sequence[Document],
+    templates: dict[str, AnalysisTemplate],
+    cluster_templates: dict[str, AnalysisTemplate],
+    results: dict[int, Findings],
+) -> tuple[dict[str, AnalysisTemplate], dict[str, AnalysisTemplate]]:
+    """The templates with their `spec.templates` merged in; what cannot be merged is reported
+    on the including template's document (which then stays as written)."""
+
+    def lookup(name: str, cluster_scope: bool) -> AnalysisTemplate | None:
+        found = cluster_templates.get(name) if cluster_scope else templates.get(name)
+        return found if found is not None and found.cluster_scope == cluster_scope else None
+
+    composed: dict[int, AnalysisTemplate] = {}  # id(template as read) -> merged
+    for position, document in enumerate(documents):
+        if classify(document.data) != TEMPLATE:
+            continue
+        for template in {id(t): t for t in (*templates.values(), *cluster_templates.values())}.values():
+            if not template.includes or id(template) in composed or not _defined_by(template, document):
+                continue
+            try:
+                composed[id(template)] = compose_template(template, lookup)
+            except SpecError as error:
+                results.setdefault(position, Findings()).extend(error)
+    return (
+        {name: composed.get(id(t), t) for name, t in templates.items()},
+        {name: composed.get(id(t), t) for name, t in cluster_templates.items()},
+    )
+
+
+def _defined_by(template: AnalysisTemplate, document: Document) -> bool:
+    data = document.data
+    metadata = data.get("metadata") if isinstance(data, Mapping) else None
+    return (
+        isinstance(metadata, Mapping)
+        and metadata.get("name") == template.name
+        and (data.get("kind") == "ClusterAnalysisTemplate") == template.cluster_scope
+    )
 
 
 def _check_deployment(data: object, findings: Findings, catalog: TemplateCatalog) -> None:

@@ -92,9 +92,13 @@ class Arg:
     value_from: ArgValueFrom | None = None
 
 
+# Measurements kept per metric when no rule (or `limit: 0`) says otherwise, as in Argo.
+DEFAULT_MEASUREMENT_RETENTION = 10
+
+
 @dataclass(frozen=True, slots=True)
 class MeasurementRetention:
-    metric_name: str  # "*" matches every metric
+    metric_name: str  # a regular expression searched in metric names (".*": every metric)
     limit: int
 
 
@@ -104,7 +108,7 @@ class AnalysisRef:
 
     templates: tuple[TemplateRef, ...]
     args: tuple[Arg, ...] = ()
-    dry_run: tuple[str, ...] = ()  # metric names, "*" for all
+    dry_run: tuple[str, ...] = ()  # metricName regexes (".*": every metric)
     measurement_retention: tuple[MeasurementRetention, ...] = ()
 
 
@@ -196,6 +200,7 @@ class StepGroup:
 
     parts: tuple[Step, ...]
 
+
 STEP_KINDS: Mapping[str, type[Step]] = {
     "setWeight": SetWeight,
     "pause": Pause,
@@ -266,6 +271,9 @@ class AnalysisTemplate:
     # The metrics as written, placeholders included: instantiating a template with args
     # substitutes them here and parses again, so numeric fields may use args too.
     raw_metrics: tuple[Mapping[str, Any], ...] = ()
+    # `spec.templates`: other templates whose metrics, args, dryRun and measurementRetention
+    # this one includes (see spec.templates.compose_template).
+    includes: tuple[TemplateRef, ...] = ()
 
 
 # --- the rollout -------------------------------------------------------------------
@@ -375,3 +383,5 @@ class StandaloneRollout:
     state_file: str | None = None
     # Free-form extras the standalone runtime reads (prometheus address, metrics listen...).
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # metadata name, labels and annotations: what valueFrom.fieldRef args read.
+    metadata: Mapping[str, Any] = field(default_factory=dict)

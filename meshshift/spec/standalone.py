@@ -24,6 +24,7 @@ spec:
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -132,7 +133,16 @@ def read_standalone(
     spec = None if raw_spec is None else expect_mapping(raw_spec, "spec", findings)
     if spec is None:
         return None
-    return _read_spec(spec, name, findings, templates or {}, builtin_templates)
+    rollout = _read_spec(spec, name, findings, templates or {}, builtin_templates)
+    metadata = data.get("metadata")
+    if rollout is None or not isinstance(metadata, Mapping):
+        return rollout
+    # What valueFrom.fieldRef args read (metadata.labels['k'] ...), as strings.
+    kept: dict[str, Any] = {"name": rollout.name}
+    for field in ("labels", "annotations"):
+        if isinstance(metadata.get(field), Mapping):
+            kept[field] = {str(k): str(v) for k, v in metadata[field].items()}
+    return dataclasses.replace(rollout, metadata=kept)
 
 
 def _read_name(data: Mapping[str, Any], findings: Findings) -> str | None:

@@ -41,6 +41,7 @@ from meshshift.spec.fields import (
 )
 from meshshift.spec.fields import expect_duration as _expect_duration
 from meshshift.spec.model import (
+    DEFAULT_MEASUREMENT_RETENTION,
     STEP_KINDS,
     AnalysisRef,
     Arg,
@@ -558,7 +559,32 @@ def read_value_from(value: object, path: str, findings: Findings) -> ArgValueFro
         return None if name is None or key is None else ArgValueFrom(secret_name=name, secret_key=key)
     check_keys(ref, ("fieldPath",), where, findings)
     field_path = _required_str(ref, "fieldPath", where, findings)
+    if field_path is not None and FIELD_PATH.fullmatch(field_path) is None:
+        findings.error(
+            at(where, "fieldPath"),
+            f'"{field_path}" is not a field meshshift can read; use metadata.name, metadata.namespace, '
+            "metadata.labels['KEY'] or metadata.annotations['KEY'] (of the Deployment; of the rollout "
+            "file in standalone mode)",
+        )
+        return None
     return None if field_path is None else ArgValueFrom(field_path=field_path)
+
+
+# The downward-API paths an arg's valueFrom.fieldRef may name (Argo reads them off the Rollout).
+FIELD_PATH = re.compile(r"metadata\.(?:name|namespace|(?:labels|annotations)\['[^']+'\])")
+
+
+def read_field_path(field_path: str, metadata: Mapping[str, Any]) -> str:
+    """The value of a fieldRef path in `metadata` (name, namespace, labels, annotations); a
+    missing label or annotation reads as "", as the downward API has it."""
+    match = re.fullmatch(r"metadata\.(name|namespace|labels|annotations)(?:\['([^']+)'\])?", field_path)
+    if match is None:
+        raise LookupError(f"fieldRef {field_path}: not a field meshshift can read")
+    field, key = match.groups()
+    value = metadata.get(field)
+    if key is None:
+        return "" if value is None else str(value)
+    return str((value or {}).get(key, "")) if isinstance(value, Mapping) or value is None else ""
 
 
 def _stable_or_latest(which: str) -> Literal["Stable", "Latest"]:
@@ -571,7 +597,7 @@ def _required_str(data: Mapping[str, Any], key: str, path: str, findings: Findin
 
 
 def read_dry_run(value: object, path: str, findings: Findings) -> tuple[str, ...]:
-    """`[{metricName: NAME}]` ("*" for every metric); an invalid entry is kept as ""."""
+    """`[{metricName: REGEX}]` (".*" for every metric); an invalid entry is kept as ""."""
     names = []
     for index, entry in _list_of_mappings(value, path, findings):
         where = at(path, index)
@@ -586,7 +612,8 @@ def read_dry_run(value: object, path: str, findings: Findings) -> tuple[str, ...
 def read_measurement_retention(
     value: object, path: str, findings: Findings
 ) -> tuple[MeasurementRetention, ...]:
-    """`[{metricName, limit}]`: how many measurements to keep; an invalid entry is kept as ("", 0)."""
+    """`[{metricName, limit}]`: how many measurements to keep (`limit: 0` is the default, as in
+    Argo); an invalid entry is kept as ("", 0)."""
     retention = []
     for index, entry in _list_of_mappings(value, path, findings):
         where = at(path, index)
@@ -596,8 +623,10 @@ def read_measurement_retention(
             name = _required_str(entry, "metricName", where, findings)
             raw_limit = require(entry, "limit", where, findings)
             limit = (
-                None if raw_limit is None else expect_int(raw_limit, at(where, "limit"), findings, minimum=1)
+                None if raw_limit is None else expect_int(raw_limit, at(where, "limit"), findings, minimum=0)
             )
+            if limit == 0:
+                limit = DEFAULT_MEASUREMENT_RETENTION
         retention.append(MeasurementRetention(name or "", limit or 0))
     return tuple(retention)
 

@@ -34,14 +34,15 @@ from meshshift.spec.fields import (
     expect_str,
     report_duplicate,
     require,
+    type_name,
 )
-from meshshift.spec.model import AnalysisTemplate, Metric, ProviderSpec, TemplateArg
+from meshshift.spec.model import AnalysisTemplate, Metric, ProviderSpec, TemplateArg, TemplateRef
 from meshshift.spec.steps import read_args, read_dry_run, read_measurement_retention
 
 API_VERSIONS = ("argoproj.io/v1alpha1", "meshshift.io/v1alpha1")
 TEMPLATE_KINDS = ("AnalysisTemplate", "ClusterAnalysisTemplate")
 TEMPLATE_FIELDS = ("apiVersion", "kind", "metadata", "spec")
-TEMPLATE_SPEC_FIELDS = ("args", "metrics", "dryRun", "measurementRetention")
+TEMPLATE_SPEC_FIELDS = ("args", "metrics", "dryRun", "measurementRetention", "templates")
 METRIC_FIELDS = (
     "name",
     "interval",
@@ -153,9 +154,14 @@ def _read_template_spec(
         for arg in read_args(spec.get("args"), at(path, "args"), findings, value_required=False)
     ]
     declared = {arg.name for arg in args if arg.name}
+    includes = _read_includes(spec.get("templates"), at(path, "templates"), findings)
     raw_metrics = spec.get("metrics")
-    if raw_metrics is None:
-        findings.error(at(path, "metrics"), "is required: a template needs at least one metric")
+    if raw_metrics is None and includes:
+        raw_metrics = []
+    elif raw_metrics is None:
+        findings.error(
+            at(path, "metrics"), "is required: a template needs at least one metric (or spec.templates)"
+        )
         raw_metrics = []
     elif isinstance(raw_metrics, list) and not raw_metrics:
         findings.error(at(path, "metrics"), "must list at least one metric")
@@ -165,10 +171,11 @@ def _read_template_spec(
     retention = read_measurement_retention(
         spec.get("measurementRetention"), at(path, "measurementRetention"), findings
     )
-    check_metric_names(dry_run, metric_names, at(path, "dryRun"), findings)
-    check_metric_names(
-        [rule.metric_name for rule in retention], metric_names, at(path, "measurementRetention"), findings
-    )
+    if not includes:  # else the included metrics count too: compose_template checks them
+        check_metric_names(dry_run, metric_names, at(path, "dryRun"), findings)
+        check_metric_names(
+            [rule.metric_name for rule in retention], metric_names, at(path, "measurementRetention"), findings
+        )
     return AnalysisTemplate(
         name=name,
         args=tuple(args),
@@ -180,19 +187,150 @@ def _read_template_spec(
         raw_metrics=tuple(raw for raw in raw_metrics if isinstance(raw, Mapping))
         if isinstance(raw_metrics, list)
         else (),
+        includes=includes,
     )
+
+
+def _read_includes(value: object, path: str, findings: Findings) -> tuple[TemplateRef, ...]:
+    """`spec.templates: [{templateName, clusterScope}]`."""
+    if value is None:
+        return ()
+    entries = expect_list(value, path, findings) or []
+    refs = []
+    for index, entry in enumerate(entries):
+        where = at(path, index)
+        ref = expect_mapping(entry, where, findings)
+        if ref is None:
+            continue
+        check_keys(ref, ("templateName", "clusterScope"), where, findings)
+        name = expect_str(require(ref, "templateName", where, findings), at(where, "templateName"), findings)
+        cluster = ref.get("clusterScope", False)
+        if not isinstance(cluster, bool):
+            findings.error(at(where, "clusterScope"), f"must be true or false, got {type_name(cluster)}")
+            cluster = False
+        if name:
+            refs.append(TemplateRef(name, cluster_scope=cluster))
+    return tuple(refs)
+
+
+TemplateLookup = Callable[[str, bool], AnalysisTemplate | None]  # (name, cluster scope) -> template
+
+
+def compose_template(template: AnalysisTemplate, lookup: TemplateLookup) -> AnalysisTemplate:
+    """`template` with the templates it includes (`spec.templates`, at any depth) merged in,
+    as Argo flattens them: their metrics, args, dryRun and measurementRetention. SpecError
+    names a missing template, a cycle, a metric defined twice and args that disagree."""
+    if not template.includes:
+        return template
+    findings = Findings()
+    parts: list[AnalysisTemplate] = []
+    _collect_included(template, lookup, (template.name,), parts, "spec.templates", findings)
+    metrics: list[Metric] = []
+    raw_metrics: list[Mapping[str, Any]] = []
+    args: dict[str, TemplateArg] = {}
+    owner: dict[str, str] = {}
+    for part in parts:
+        for metric, raw in zip(part.metrics, part.raw_metrics or part.metrics, strict=False):
+            if metric.name in owner:
+                findings.error(
+                    "spec.templates",
+                    f'metric "{metric.name}" is in both "{owner[metric.name]}" and "{part.name}"; '
+                    "metric names must be unique across included templates",
+                )
+                continue
+            owner[metric.name] = part.name
+            metrics.append(metric)
+            if isinstance(raw, Mapping):
+                raw_metrics.append(raw)
+        for arg in part.args:
+            known = args.get(arg.name)
+            if (
+                known is not None
+                and known.value is not None
+                and arg.value is not None
+                and known.value != arg.value
+            ):
+                findings.error(
+                    "spec.templates",
+                    f'arg "{arg.name}" has the value "{known.value}" in one included template and '
+                    f'"{arg.value}" in "{part.name}"',
+                )
+            if known is None or (known.value is None and known.value_from is None):
+                args[arg.name] = arg
+    dry_run = tuple(name for part in parts for name in part.dry_run)
+    retention = tuple(rule for part in parts for rule in part.measurement_retention)
+    check_metric_names(dry_run, list(owner), "spec.dryRun", findings)
+    check_metric_names([r.metric_name for r in retention], list(owner), "spec.measurementRetention", findings)
+    findings.raise_if_errors()
+    return dataclasses.replace(
+        template,
+        args=tuple(args.values()),
+        metrics=tuple(metrics),
+        dry_run=dry_run,
+        measurement_retention=retention,
+        raw_metrics=tuple(raw_metrics) if len(raw_metrics) == len(metrics) else (),
+        includes=(),
+    )
+
+
+def _collect_included(
+    template: AnalysisTemplate,
+    lookup: TemplateLookup,
+    chain: tuple[str, ...],
+    parts: list[AnalysisTemplate],
+    path: str,
+    findings: Findings,
+) -> None:
+    """`template` and everything it includes, depth first, each template once."""
+    if any(part is template for part in parts):
+        return
+    parts.append(template)
+    for index, ref in enumerate(template.includes):
+        where = at(at(path, index), "templateName") if len(chain) == 1 else path
+        scope = "ClusterAnalysisTemplate" if ref.cluster_scope else "AnalysisTemplate"
+        if ref.template_name in chain:
+            cycle = " -> ".join([*chain, ref.template_name])
+            findings.error(where, f"templates include each other in a cycle: {cycle}")
+            continue
+        included = lookup(ref.template_name, ref.cluster_scope)
+        if included is None:
+            findings.error(where, f'{scope} "{ref.template_name}" (included by "{template.name}") not found')
+            continue
+        _collect_included(included, lookup, (*chain, ref.template_name), parts, where, findings)
+
+
+def metric_name_pattern(name: str) -> re.Pattern[str] | str:
+    """A dryRun / measurementRetention `metricName` as Argo reads it: a regular expression
+    searched in each metric's name (`.*` for all, `total-.*`); the reason when it is not one."""
+    try:
+        return re.compile(name)
+    except re.error as error:
+        hint = ' (for every metric write ".*")' if name.strip().startswith(("*", "+", "?")) else ""
+        return f'"{name}" is not a valid regular expression: {error}{hint}'
+
+
+def matching_metric_names(name: str, metric_names: Iterable[str]) -> list[str]:
+    """The metrics `name` (a metricName regex) selects, as Argo matches it (unanchored)."""
+    pattern = metric_name_pattern(name)
+    return [] if isinstance(pattern, str) else [m for m in metric_names if pattern.search(m)]
 
 
 def check_metric_names(
     names: Sequence[str], metric_names: Collection[str], path: str, findings: Findings
 ) -> None:
-    """Each dryRun / measurementRetention metricName must be "*" or a metric's exact name."""
+    """Each dryRun / measurementRetention metricName is a valid regex matching some metric."""
     for index, name in enumerate(names):
-        if name and name != "*" and name not in metric_names:
+        if not name:
+            continue  # already reported
+        where = at(at(path, index), "metricName")
+        pattern = metric_name_pattern(name)
+        if isinstance(pattern, str):
+            findings.error(where, pattern)
+        elif not matching_metric_names(name, metric_names):
             findings.error(
-                at(at(path, index), "metricName"),
-                f'"{name}" matches no metric{did_you_mean(name, metric_names)}; '
-                'name a metric exactly, or "*" for all',
+                where,
+                f'"{name}" matches no metric{did_you_mean(name, metric_names)}; metricName is a regular '
+                'expression searched in the metric names (".*" for all)',
             )
 
 
@@ -284,7 +422,7 @@ class _MetricReader:
             provider=self._provider(name),
             interval=self._duration("interval", positive=True),
             initial_delay=self._duration("initialDelay", positive=False),
-            count=self._integer("count", minimum=1),
+            count=self._integer("count", minimum=0) or None,  # Argo reads 0 as unset
             success_condition=self._condition("successCondition"),
             failure_condition=self._condition("failureCondition"),
             failure_limit=self._limit("failureLimit", minimum=-1, default=0),
@@ -377,16 +515,26 @@ class _MetricReader:
         count = metric.count if self._known("count") else None
         if count is not None and count > 1 and self.raw.get("interval") is None:
             self.findings.error(self._where("count"), "needs an interval when count is more than 1")
-        limits = (
-            ("failureLimit", metric.failure_limit),
-            ("inconclusiveLimit", metric.inconclusive_limit),
-            ("consecutiveSuccessLimit", metric.consecutive_success_limit),
-        )
-        for key, limit in limits:
-            if count is not None and self._known(key) and limit > count:
-                self.findings.error(
-                    self._where(key), f"{key} {limit} is more than count {count}: it can never be reached"
-                )
+        # Argo's rule: count >= failureLimit + consecutiveSuccessLimit (failureLimit -1 counts
+        # as 0), and count >= inconclusiveLimit.
+        failure = max(metric.failure_limit, 0) if self._known("failureLimit") else 0
+        success = metric.consecutive_success_limit if self._known("consecutiveSuccessLimit") else 0
+        if count is not None and failure + success > count:
+            key = "consecutiveSuccessLimit" if success else "failureLimit"
+            both = (
+                f"failureLimit + consecutiveSuccessLimit ({failure} + {success})"
+                if success
+                else (f"failureLimit {failure}")
+            )
+            self.findings.error(
+                self._where(key), f"count {count} is less than {both}: the metric could never conclude"
+            )
+        if count is not None and self._known("inconclusiveLimit") and metric.inconclusive_limit > count:
+            self.findings.error(
+                self._where("inconclusiveLimit"),
+                f"inconclusiveLimit {metric.inconclusive_limit} is more than count {count}: "
+                "it can never be reached",
+            )
         failure_set = self._known("failureLimit")
         success_open = "consecutiveSuccessLimit" not in self.raw or self._known("consecutiveSuccessLimit")
         if (

@@ -229,8 +229,14 @@ def template_source(
     return ChainedTemplates(user, builtin) if builtin is not None else ChainedTemplates(user)
 
 
-def standalone_arg_context(_action: StartAnalysis) -> ArgContext:
-    return ArgContext(builtin_args=builtin_args(canary=CANARY_HASH, stable=STABLE_HASH, namespace=None))
+def standalone_arg_context(rollout: StandaloneRollout) -> Callable[[StartAnalysis], ArgContext]:
+    def context(_action: StartAnalysis) -> ArgContext:
+        return ArgContext(
+            builtin_args=builtin_args(canary=CANARY_HASH, stable=STABLE_HASH, namespace=None),
+            metadata=rollout.metadata,  # fieldRef args read the rollout file's metadata
+        )
+
+    return context
 
 
 # --- the runtime --------------------------------------------------------------------
@@ -391,7 +397,7 @@ async def standalone_runtime(
             templates=templates,
             providers=providers,
             events=FanOutEvents([LogEvents(rollout=str(key)), metrics.event_sink(key)]),
-            arg_context=standalone_arg_context,
+            arg_context=standalone_arg_context(rollout),
             clock=time.time,
             measurement_timeout=settings.measurement_timeout,
         )

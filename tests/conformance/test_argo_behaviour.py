@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from pathlib import Path
 from textwrap import dedent
+from typing import Any
+
+import pytest
+import yaml
 
 from meshshift.analysis.providers import InlineTemplates, default_providers
 from meshshift.analysis.run import AnalysisRun
@@ -20,13 +25,17 @@ from meshshift.spec.model import (
     AnalysisRef,
     AnalysisTemplate,
     Arg,
+    ArgValueFrom,
     CanaryScale,
     RolloutSpec,
     TemplateRef,
 )
 from meshshift.spec.rollout import TemplateCatalog
+from meshshift.spec.standalone import parse_standalone
+from meshshift.spec.steps import read_field_path
 from meshshift.spec.templates import read_template
 from meshshift.spec.yamldoc import load_all
+from meshshift.standalone.daemon import standalone_arg_context
 from tests.engine_world import World
 
 
@@ -40,7 +49,11 @@ def template_of(text: str) -> AnalysisTemplate:
 
 
 def create_run(
-    templates: list[AnalysisTemplate], ref: AnalysisRef, secrets: Mapping[str, Mapping[str, str]]
+    templates: list[AnalysisTemplate],
+    ref: AnalysisRef,
+    secrets: Mapping[str, Mapping[str, str]],
+    *,
+    metadata: Mapping[str, Any] | None = None,
 ) -> tuple[AnalysisRun, AnalysisExecutor]:
     created: list[AnalysisRun] = []
 
@@ -53,7 +66,7 @@ def create_run(
         clock=lambda: 0.0,
         on_change=created.append,
         arg_context=lambda _: ArgContext(
-            builtin_args(canary="c", stable="s", namespace="ns"), "ns", read_secret
+            builtin_args(canary="c", stable="s", namespace="ns"), "ns", read_secret, metadata or {}
         ),
     )
 
@@ -219,3 +232,299 @@ def test_two_exclusive_kinds_in_one_step_are_refused_as_argo_refuses_them() -> N
             "write one step for each",
         )
     ]
+
+
+# --- Argo's metric validation (utils/analysis/factory_test.go), as data ---------------------
+
+VALIDATION_CASES = yaml.safe_load((Path(__file__).parent / "validation_cases.yaml").read_text())
+
+
+@pytest.mark.parametrize("case", VALIDATION_CASES, ids=[case["test"] for case in VALIDATION_CASES])
+def test_metric_validation_decides_as_argo_does(case: dict[str, Any]) -> None:
+    document = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "t"},
+        "spec": {"metrics": case["metrics"]},
+    }
+    findings = Findings()
+    read_template(document, findings)
+    errors = [str(issue) for issue in findings.issues if issue.severity == "error"]
+    if case["accepted"]:
+        assert errors == []
+    else:
+        assert any(case["error"] in error for error in errors), errors
+
+
+def test_count_zero_means_unset() -> None:
+    # Argo's TestValidateMetrics accepts count 0 where count 1 fails; 0 is "no count".
+    template = template_of(
+        """\
+        apiVersion: argoproj.io/v1alpha1
+        kind: AnalysisTemplate
+        metadata: {name: t}
+        spec:
+          metrics:
+          - {name: once, count: 0, provider: {prometheus: {query: up}}}
+          - {name: forever, count: 0, interval: 1m, provider: {prometheus: {query: up}}}
+        """
+    )
+    assert [metric.count for metric in template.metrics] == [None, None]
+
+
+# --- dryRun and measurementRetention: metricName is a regex --------------------------------
+
+RATES = """\
+    apiVersion: argoproj.io/v1alpha1
+    kind: AnalysisTemplate
+    metadata: {name: rates}
+    spec:
+      metrics:
+      - {name: total-5xx-errors, provider: {prometheus: {query: up}}}
+      - {name: total-4xx-errors, provider: {prometheus: {query: up}}}
+      - {name: latency, provider: {prometheus: {query: up}}}
+      dryRun: [{metricName: total-.*}]
+      measurementRetention: [{metricName: .*, limit: 20}, {metricName: latency, limit: 0}]
+"""
+
+
+def test_dry_run_and_retention_names_are_regexes_as_in_argo() -> None:
+    # docs/features/analysis.md: `metricName: .*` and `total-.*` select metrics by regex;
+    # `limit: 0` is the default (10).
+    template = template_of(RATES)
+    run, _ = create_run([template], AnalysisRef((TemplateRef("rates"),)), {})
+    assert run.phase != AnalysisPhase.ERROR, run.message
+    by_name = {result.name: result for result in run.results}
+    assert {name for name, result in by_name.items() if result.dry_run} == {
+        "total-5xx-errors",
+        "total-4xx-errors",
+    }
+    assert {name: result.retention for name, result in by_name.items()} == {
+        "total-5xx-errors": 20,
+        "total-4xx-errors": 20,
+        "latency": 10,
+    }
+
+
+def test_a_metric_name_that_is_not_a_regex_is_a_lint_error_with_a_hint() -> None:
+    findings = check_sources([("t.yaml", dedent(RATES).replace("total-.*", "'*'"))])
+    errors = [(f.path, f.reason) for f in findings if f.severity == "error"]
+    assert len(errors) == 1
+    path, reason = errors[0]
+    assert path == "spec.dryRun[0].metricName"
+    assert "is not a valid regular expression" in reason and 'for every metric write ".*"' in reason
+
+
+def test_a_metric_name_matching_no_metric_is_a_lint_error() -> None:
+    findings = check_sources([("t.yaml", dedent(RATES).replace("total-.*", "totl-.*"))])
+    assert [f.reason for f in findings if f.severity == "error"] == [
+        '"totl-.*" matches no metric; metricName is a regular expression searched in the metric names '
+        '(".*" for all)'
+    ]
+
+
+# --- template composition (spec.templates) -------------------------------------------------
+
+COMPOSED = """\
+    apiVersion: argoproj.io/v1alpha1
+    kind: AnalysisTemplate
+    metadata: {name: error-rate}
+    spec:
+      args: [{name: service-name}]
+      metrics:
+      - name: error-rate
+        successCondition: result[0] < 0.05
+        provider: {prometheus: {address: "http://p:9090", query: "errors{s='{{args.service-name}}'}"}}
+    ---
+    apiVersion: argoproj.io/v1alpha1
+    kind: ClusterAnalysisTemplate
+    metadata: {name: latency}
+    spec:
+      metrics: [{name: latency, provider: {prometheus: {address: "http://p:9090", query: up}}}]
+    ---
+    apiVersion: argoproj.io/v1alpha1
+    kind: AnalysisTemplate
+    metadata: {name: rates}
+    spec:
+      templates:
+      - templateName: error-rate
+      - templateName: latency
+        clusterScope: true
+      dryRun: [{metricName: latency}]
+    ---
+    apiVersion: argoproj.io/v1alpha1
+    kind: Rollout
+    metadata: {name: guestbook}
+    spec:
+      strategy:
+        canary:
+          steps:
+          - analysis:
+              templates: [{templateName: rates}]
+              args: [{name: service-name, value: guestbook}]
+"""
+
+
+def composed_templates(text: str) -> list[AnalysisTemplate]:
+    documents, error = load_all(dedent(text))
+    assert error is None
+    found = []
+    for document in documents:
+        if document.data.get("kind") in ("AnalysisTemplate", "ClusterAnalysisTemplate"):
+            template = read_template(document.data, Findings())
+            assert template is not None
+            found.append(template)
+    return found
+
+
+def test_a_template_includes_other_templates_metrics_and_args() -> None:
+    # docs/features/analysis.md, "Analysis Template Referencing Other Analysis Templates".
+    assert [f for f in check_sources([("t.yaml", dedent(COMPOSED))]) if f.severity == "error"] == []
+    templates = composed_templates(COMPOSED)
+    ref = AnalysisRef((TemplateRef("rates"),), args=(Arg("service-name", value="guestbook"),))
+    run, _ = create_run(templates, ref, {})
+    assert run.phase != AnalysisPhase.ERROR, run.message
+    assert [metric.name for metric in run.metrics] == ["error-rate", "latency"]
+    assert run.metrics[0].provider is not None and run.args == {"service-name": "guestbook"}
+    assert [result.name for result in run.results if result.dry_run] == ["latency"]
+
+
+def test_a_missing_arg_of_an_included_template_is_caught_by_lint() -> None:
+    text = dedent(COMPOSED).replace("          args: [{name: service-name, value: guestbook}]\n", "")
+    errors = [f.reason for f in check_sources([("t.yaml", text)]) if f.severity == "error"]
+    assert errors == [
+        'missing arg "service-name": template "rates" declares it without a default; '
+        "add {name: service-name, value: ...} to args"
+    ]
+
+
+def test_templates_that_include_each_other_are_a_lint_error() -> None:
+    text = (
+        dedent(COMPOSED)
+        .replace(
+            'metrics: [{name: latency, provider: {prometheus: {address: "http://p:9090", query: up}}}]',
+            "templates: [{templateName: rates}]",
+        )
+        .replace("kind: ClusterAnalysisTemplate", "kind: AnalysisTemplate")
+        .replace("clusterScope: true", "clusterScope: false")
+    )
+    findings = check_sources([("t.yaml", text)])
+    cycles = {(f.document, f.path, f.reason) for f in findings if "cycle" in f.reason}
+    assert cycles == {
+        (
+            1,
+            "spec.templates[0].templateName",
+            "templates include each other in a cycle: latency -> rates -> latency",
+        ),
+        (
+            2,
+            "spec.templates[1].templateName",
+            "templates include each other in a cycle: rates -> latency -> rates",
+        ),
+    }
+
+
+def test_a_metric_in_two_included_templates_is_a_lint_error() -> None:
+    text = (
+        dedent(COMPOSED)
+        .replace("metrics: [{name: latency,", "metrics: [{name: error-rate,")
+        .replace("dryRun: [{metricName: latency}]", "dryRun: [{metricName: error-rate}]")
+    )
+    errors = [f.reason for f in check_sources([("t.yaml", text)]) if f.severity == "error"]
+    assert errors[0] == (
+        'metric "error-rate" is in both "error-rate" and "latency"; metric names must be unique across '
+        "included templates"
+    )
+
+
+# --- valueFrom.fieldRef ------------------------------------------------------------------------
+
+FIELD_REF = """\
+    apiVersion: argoproj.io/v1alpha1
+    kind: AnalysisTemplate
+    metadata: {name: args-example}
+    spec:
+      args: [{name: env}, {name: region}, {name: app}, {name: team}]
+      metrics:
+      - name: m
+        provider:
+          prometheus:
+            address: "http://p:9090"
+            query: "up{env='{{args.env}}',region='{{args.region}}',app='{{args.app}}',team='{{args.team}}'}"
+"""
+
+
+def field_ref_args(paths: dict[str, str]) -> tuple[Arg, ...]:
+    return tuple(Arg(name, value_from=ArgValueFrom(field_path=path)) for name, path in paths.items())
+
+
+def test_field_ref_args_read_the_rollout_s_metadata() -> None:
+    # docs/features/analysis.md: args from metadata.labels['env'], metadata.name, ...
+    template = template_of(FIELD_REF)
+    args = field_ref_args(
+        {
+            "env": "metadata.labels['env']",
+            "region": "metadata.annotations['region']",
+            "app": "metadata.name",
+            "team": "metadata.labels['team']",  # absent: "" as in the downward API
+        }
+    )
+    metadata = {"name": "guestbook", "labels": {"env": "dev"}, "annotations": {"region": "us-west-2"}}
+    run, _ = create_run(
+        [template], AnalysisRef((TemplateRef("args-example"),), args=args), {}, metadata=metadata
+    )
+    assert run.phase != AnalysisPhase.ERROR, run.message
+    assert run.args == {"env": "dev", "region": "us-west-2", "app": "guestbook", "team": ""}
+
+
+def test_an_invalid_field_ref_path_is_a_lint_error() -> None:
+    # pkg/apis/rollouts/validation: metadata.label['app'] (no s) is refused.
+    rollout = dedent(
+        """\
+        apiVersion: argoproj.io/v1alpha1
+        kind: Rollout
+        metadata: {name: guestbook}
+        spec:
+          strategy:
+            canary:
+              steps:
+              - analysis:
+                  templates: [{templateName: args-example}]
+                  args:
+                  - name: env
+                    valueFrom: {fieldRef: {fieldPath: "metadata.label['app']"}}
+        """
+    )
+    errors = [(f.path, f.reason) for f in check_sources([("r.yaml", rollout)]) if f.severity == "error"]
+    assert errors[0][0] == "spec.strategy.canary.steps[0].analysis.args[0].valueFrom.fieldRef.fieldPath"
+    assert "metadata.labels['KEY']" in errors[0][1]
+
+
+def test_a_standalone_rollout_file_s_metadata_feeds_field_ref_args() -> None:
+    rollout = parse_standalone(
+        {
+            "apiVersion": "meshshift.io/v1alpha1",
+            "kind": "StandaloneRollout",
+            "metadata": {"name": "myapp", "labels": {"env": "prod"}, "annotations": {"team": "shop"}},
+            "spec": {
+                "router": {"envoy": {"listen": "127.0.0.1:10000"}},
+                "stable": {"endpoints": ["127.0.0.1:8081"]},
+                "canary": {"endpoints": ["127.0.0.1:8082"]},
+                "steps": [{"setWeight": 50}],
+            },
+        }
+    )
+    context = standalone_arg_context(rollout)(
+        StartAnalysis("r", AnalysisKind.STEP, AnalysisRef(()), "v2", "v1")
+    )
+    assert read_field_path("metadata.labels['env']", context.metadata) == "prod"
+    assert read_field_path("metadata.annotations['team']", context.metadata) == "shop"
+    assert read_field_path("metadata.name", context.metadata) == "myapp"
+
+
+def test_a_dry_run_rule_that_selects_no_metric_fails_the_run_as_in_argo() -> None:
+    # Lint cannot see into a builtin template; the run then errs as Argo's does.
+    ref = AnalysisRef((TemplateRef("rates"),), dry_run=("*",))
+    run, _ = create_run([template_of(RATES)], ref, {})
+    assert run.phase == AnalysisPhase.ERROR
+    assert 'dryRun metricName "*" matches no metric' in run.message
