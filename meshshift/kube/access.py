@@ -18,7 +18,9 @@ API_ACCESS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # with a Role there (get and patch of the one Lease by name), not the ClusterRole.
     ("coordination.k8s.io", "leases", ("get", "create", "patch")),
     ("networking.istio.io", "virtualservices", ("get", "create", "patch")),
-    ("networking.k8s.io", "ingresses", ("get", "create", "patch")),  # the stable one read, the canary written
+    # The stable one read, each rollout's canary written; `delete` only for the shared canary
+    # Ingress an earlier version wrote, once no rollout's path is left in it.
+    ("networking.k8s.io", "ingresses", ("get", "create", "patch", "delete")),
     ("meshshift.io", "analysistemplates", ("get",)),
     ("meshshift.io", "clusteranalysistemplates", ("get",)),
     ("argoproj.io", "analysistemplates", ("get",)),

@@ -423,6 +423,7 @@ class Operator:
                     NginxIngressRouter(
                         self.api,
                         namespace=key.namespace,
+                        deployment=key.name,
                         stable_ingress=target.nginx_ingress,
                         service=target.service,
                         owner=owner,

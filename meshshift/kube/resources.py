@@ -235,9 +235,24 @@ class KubeApi:
             what=what,
         )
 
-    async def delete(self, rt: ResourceType, name: str, namespace: str | None = None) -> None:
+    async def delete(
+        self,
+        rt: ResourceType,
+        name: str,
+        namespace: str | None = None,
+        *,
+        resource_version: str | None = None,
+    ) -> None:
+        """Delete the object (gone already is fine); with `resource_version`, only that version (else 409)."""
+        body: JsonObject | None = None
+        if resource_version:
+            body = {
+                "apiVersion": "v1",
+                "kind": "DeleteOptions",
+                "preconditions": {"resourceVersion": resource_version},
+            }
         try:
-            await self._call("DELETE", rt.path(namespace, name), what=f"delete {rt} {name}")
+            await self._call("DELETE", rt.path(namespace, name), body=body, what=f"delete {rt} {name}")
         except KubeApiError as error:
             if not error.not_found:
                 raise

@@ -1,14 +1,23 @@
-"""NGINX router: an ingress-nginx canary Ingress (after Argo Rollouts' nginx reconciler).
+"""NGINX router: one ingress-nginx canary Ingress per rollout and stable Ingress (after Argo Rollouts).
 
-meshshift creates `<stable ingress>-canary`, a copy of the stable Ingress whose
-backends point at the canary Service, owned by the Deployment, and drives it with
-ingress-nginx's canary annotations (prefix `nginx.ingress.kubernetes.io`, configurable):
-`canary: "true"`, `canary-weight: "N"`, optionally `canary-weight-total`, and for
-header routes `canary-by-header` with `canary-by-header-value` (one exact value) or
-`canary-by-header-pattern` (prefix, regex, or several values). Argo Rollouts ignores
-header routes on NGINX; meshshift does not. ingress-nginx routes on one header per
-canary Ingress, so header routes naming two different headers are refused with a
-clear error. Mirror routes have no ingress-nginx equivalent: they are logged and skipped.
+meshshift creates `<deployment>-<stable ingress>-canary` (Argo's name), a copy of the stable
+Ingress holding only the paths whose backend is this rollout's Service, pointed at the canary
+Service, owned by the Deployment, and drives it with ingress-nginx's canary annotations
+(prefix `nginx.ingress.kubernetes.io`, configurable): `canary: "true"`, `canary-weight: "N"`,
+optionally `canary-weight-total`, and for header routes `canary-by-header` with
+`canary-by-header-value` (one exact value) or `canary-by-header-pattern` (prefix, regex, or
+several values). Two Deployments behind one Ingress each get their own canary Ingress, so
+neither overwrites the other's paths or weight. Argo Rollouts ignores header routes on NGINX;
+meshshift does not. ingress-nginx routes on one header per canary Ingress, so header routes
+naming two different headers are refused with a clear error. Mirror routes have no
+ingress-nginx equivalent: they are logged and skipped.
+
+Earlier versions of meshshift wrote one shared `<stable ingress>-canary`. The first write of
+a rollout after an upgrade carries over the weight and header routes that object expressed
+for it, writes its own canary Ingress, and only then moves its paths out of the shared one
+(deleting it once it holds no path). While both exist, ingress-nginx keeps the older one's
+settings for the canary Service (it builds one upstream per Service, from the oldest Ingress
+naming it), so the rollout's paths always have a canary and never lose their weight.
 
 As with the Istio router, calls are staged and written as one merge patch (with the
 resourceVersion read) when the controller reads back or before a workload change.
@@ -26,7 +35,15 @@ from typing import Any
 import structlog
 
 from meshshift.engine.state import HeaderRoute, MirrorRoute
-from meshshift.kube.resources import INGRESSES, JsonObject, KubeApi, owner_reference
+from meshshift.kube.patches import merge_diff, with_resource_version
+from meshshift.kube.resources import (
+    INGRESSES,
+    JsonObject,
+    KubeApi,
+    KubeApiError,
+    owner_reference,
+    resource_version,
+)
 from meshshift.kube.rmw import read_modify_write
 from meshshift.ports import AppliedRoutes
 from meshshift.spec.model import HeaderMatch, MirrorMatch
@@ -35,17 +52,40 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_PREFIX = "nginx.ingress.kubernetes.io"
 MANAGED_ROUTES_ANNOTATION = "meshshift.io/managed-routes"
+ROLLOUT_ANNOTATION = "meshshift.io/rollout"  # the Deployment a canary Ingress belongs to
+STABLE_INGRESS_ANNOTATION = "meshshift.io/stable-ingress"  # and the stable Ingress it copies
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 CANARY_SUFFIX = "-canary"
-_NOT_COPIED = ("kubectl.kubernetes.io/last-applied-configuration", MANAGED_ROUTES_ANNOTATION)
+MAX_NAME = 253  # an Ingress name is a DNS subdomain
+_NOT_COPIED = (
+    "kubectl.kubernetes.io/last-applied-configuration",
+    MANAGED_ROUTES_ANNOTATION,
+    ROLLOUT_ANNOTATION,
+    STABLE_INGRESS_ANNOTATION,
+)
+_MIGRATION_ATTEMPTS = 5
 
 
 class IngressConfigError(RuntimeError):
     """The stable Ingress or the header routes cannot be expressed as ingress-nginx canary settings."""
 
 
-def canary_ingress_name(stable: str) -> str:
+def canary_ingress_name(deployment: str, stable: str) -> str:
+    """`<deployment>-<stable>-canary`, cut to fit 253 characters as Argo Rollouts cuts it."""
+    return f"{deployment}-{stable}"[: MAX_NAME - len(CANARY_SUFFIX)] + CANARY_SUFFIX
+
+
+def shared_canary_ingress_name(stable: str) -> str:
+    """The one canary Ingress per stable Ingress that earlier versions of meshshift wrote."""
     return stable + CANARY_SUFFIX
+
+
+def is_shared_canary(ingress: Mapping[str, Any]) -> bool:
+    """Written by an earlier meshshift: its label, but none of the per-rollout annotations."""
+    meta = ingress.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    return labels.get(MANAGED_BY_LABEL) == "meshshift" and STABLE_INGRESS_ANNOTATION not in annotations
 
 
 def _pattern(kind: str, value: str) -> str:
@@ -121,6 +161,7 @@ class NginxIngressRouter:
         api: KubeApi,
         *,
         namespace: str,
+        deployment: str,
         stable_ingress: str,
         service: str,
         owner: Mapping[str, Any],
@@ -129,8 +170,10 @@ class NginxIngressRouter:
     ) -> None:
         self.api = api
         self.namespace = namespace
+        self.deployment = deployment
         self.stable_ingress = stable_ingress
-        self.canary_ingress = canary_ingress_name(stable_ingress)
+        self.canary_ingress = canary_ingress_name(deployment, stable_ingress)
+        self.shared_canary_ingress = shared_canary_ingress_name(stable_ingress)
         self.service = service
         self.canary_service = f"{service}-canary"
         self.stable_services = {service, f"{service}-primary"}
@@ -139,6 +182,7 @@ class NginxIngressRouter:
         self.weight_total = weight_total
         self.writes = 0
         self._staged: list[Edit] = []
+        self._shared_checked = False  # the shared canary Ingress of earlier versions was looked at
         self.log = log.bind(ingress=f"{namespace}/{self.canary_ingress}")
 
     # --- the Router port: staged edits -------------------------------------------------------
@@ -200,21 +244,31 @@ class NginxIngressRouter:
             raise IngressConfigError(
                 f"Ingress {self.namespace}/{self.stable_ingress} (meshshift.io/nginx-ingress) does not exist"
             )
+        shared = None if self._shared_checked else await self._shared_canary_with_our_paths()
+        carried = None
+        if shared is not None and not _has_backend(_without_backend(shared["spec"], self.canary_service)):
+            # Only ours: its annotations were written for this rollout (each write of an earlier
+            # version replaced the paths with the writer's own).
+            carried = CanaryModel.from_ingress(shared, self.prefix, self.weight_total)
 
         def build(current: JsonObject | None) -> JsonObject:
-            model = CanaryModel.from_ingress(current, self.prefix, self.weight_total)
+            if current is not None:
+                self._check_ours(current)
+            model = (
+                CanaryModel.from_ingress(current, self.prefix, self.weight_total)
+                if current is not None
+                else carried or CanaryModel()
+            )
             for apply in edits:
                 apply(model)
             desired = self._desired(stable, model)
             if current is None:
                 return desired
-            # Keep what others added (status, finalizers, extra labels); own the rest.
-            current["metadata"]["labels"] = {
-                **(current["metadata"].get("labels") or {}),
-                **desired["metadata"]["labels"],
-            }
-            current["metadata"]["annotations"] = desired["metadata"]["annotations"]
-            current["metadata"].setdefault("ownerReferences", desired["metadata"]["ownerReferences"])
+            # Keep what others added (status, finalizers, extra labels and owners); own the rest.
+            meta = current["metadata"]
+            meta["labels"] = {**(meta.get("labels") or {}), **desired["metadata"]["labels"]}
+            meta["annotations"] = desired["metadata"]["annotations"]
+            meta["ownerReferences"] = self._owners(meta.get("ownerReferences") or [])
             current["spec"] = desired["spec"]
             return current
 
@@ -222,6 +276,74 @@ class NginxIngressRouter:
         if written:
             self.writes += 1
             self.log.info("canary ingress written")
+        if shared is not None:
+            await self._leave_shared_canary()
+        self._shared_checked = True
+
+    def _check_ours(self, current: Mapping[str, Any]) -> None:
+        """Never take over an Ingress of that name that another rollout, or someone else, owns."""
+        annotations = (current.get("metadata") or {}).get("annotations") or {}
+        owner = (annotations.get(ROLLOUT_ANNOTATION), annotations.get(STABLE_INGRESS_ANNOTATION))
+        if owner != (self.deployment, self.stable_ingress):
+            whose = (
+                f"the canary of Deployment {owner[0]} behind Ingress {owner[1]}"
+                if owner[1] is not None
+                else "not a per-rollout canary Ingress of meshshift"
+            )
+            raise IngressConfigError(
+                f"Ingress {self.namespace}/{self.canary_ingress} exists and is {whose}; "
+                "meshshift will not overwrite it (rename or delete it)"
+            )
+
+    def _owners(self, existing: Sequence[Mapping[str, Any]]) -> list[JsonObject]:
+        ours = owner_reference(self.owner)
+        kept = [
+            dict(ref)
+            for ref in existing
+            if not (ref.get("kind") == ours["kind"] and ref.get("name") == ours["name"])
+        ]
+        return [*kept, ours]
+
+    async def _shared_canary_with_our_paths(self) -> JsonObject | None:
+        """The shared `<ingress>-canary` of an earlier meshshift, if it still holds paths of ours."""
+        shared = await self.api.get(INGRESSES, self.shared_canary_ingress, self.namespace)
+        if shared is None or not is_shared_canary(shared):
+            return None
+        spec = shared.get("spec") or {}
+        return shared if _without_backend(spec, self.canary_service) != spec else None
+
+    async def _leave_shared_canary(self) -> None:
+        """Move this rollout's paths out of the shared canary Ingress; delete it once it holds none.
+
+        Its other paths stay for their own rollouts, which move them out the same way.
+        """
+        name = self.shared_canary_ingress
+        for _attempt in range(_MIGRATION_ATTEMPTS):
+            shared = await self._shared_canary_with_our_paths()
+            if shared is None:
+                return
+            spec = shared.get("spec") or {}
+            rest = _without_backend(spec, self.canary_service)
+            version = resource_version(shared)
+            try:
+                if _has_backend(rest):
+                    patch = with_resource_version(merge_diff({"spec": spec}, {"spec": rest}), version)
+                    await self.api.merge_patch(INGRESSES, name, patch, self.namespace)
+                else:
+                    await self.api.delete(INGRESSES, name, self.namespace, resource_version=version)
+            except KubeApiError as error:
+                if not error.conflict:
+                    raise
+                continue  # written meanwhile: look again
+            self.log.info(
+                "moved this rollout's paths out of the shared canary ingress of an earlier meshshift",
+                shared=name,
+                deleted=not _has_backend(rest),
+            )
+            return
+        raise IngressConfigError(
+            f"Ingress {self.namespace}/{name} kept changing while meshshift moved this rollout out of it"
+        )
 
     def _desired(self, stable: Mapping[str, Any], model: CanaryModel) -> JsonObject:
         meta = stable.get("metadata") or {}
@@ -245,7 +367,11 @@ class NginxIngressRouter:
                 "name": self.canary_ingress,
                 "namespace": self.namespace,
                 "labels": {**(meta.get("labels") or {}), MANAGED_BY_LABEL: "meshshift"},
-                "annotations": annotations,
+                "annotations": {
+                    **annotations,
+                    ROLLOUT_ANNOTATION: self.deployment,
+                    STABLE_INGRESS_ANNOTATION: self.stable_ingress,
+                },
                 "ownerReferences": [owner_reference(self.owner)],
             },
             "spec": self._canary_spec(stable.get("spec") or {}),
@@ -279,3 +405,29 @@ class NginxIngressRouter:
             return False
         service["name"] = self.canary_service
         return True
+
+
+def _without_backend(spec: Mapping[str, Any], service: str) -> JsonObject:
+    """`spec` without the paths (and default backend) whose backend is `service`."""
+    result = copy.deepcopy(dict(spec))
+    rules = []
+    for rule in result.get("rules") or []:
+        paths = [
+            p for p in (rule.get("http") or {}).get("paths") or [] if _service_of(p.get("backend")) != service
+        ]
+        if paths:
+            rules.append({**rule, "http": {**rule["http"], "paths": paths}})
+    if "rules" in result:
+        result["rules"] = rules
+    if _service_of(result.get("defaultBackend")) == service:
+        result.pop("defaultBackend")
+    return result
+
+
+def _has_backend(spec: Mapping[str, Any]) -> bool:
+    return bool(spec.get("rules")) or spec.get("defaultBackend") is not None
+
+
+def _service_of(backend: Mapping[str, Any] | None) -> str | None:
+    service = (backend or {}).get("service")
+    return service.get("name") if isinstance(service, dict) else None

@@ -123,6 +123,9 @@ class Cluster:
     async def create_ingress(self, body: dict[str, Any]) -> None:
         await self.net.create_namespaced_ingress(self.ns, body)
 
+    async def delete_ingress(self, name: str) -> None:
+        await self.net.delete_namespaced_ingress(name, self.ns)
+
     async def create_virtual_service(self, body: dict[str, Any]) -> None:
         await self.custom.create_namespaced_custom_object(VS_GROUP, VS_VERSION, self.ns, VS_PLURAL, body)
 

@@ -1,11 +1,12 @@
 """kmock 0.8 + kubernetes_asyncio 36.1: an emulator closer to the real API server.
 
 Written against kmock 0.8's behaviour, with type hints. It fixes
-`watch=True`, adds resourceVersion, conflict checks (409 on a stale resourceVersion), PUT,
-`/status` and `/scale` subresources, label/field selectors, `timeoutSeconds` on watches,
-201 on create, and makes an injected error skip the write (as a real failed write does).
-It uses kmock privates: `_payloads`, `_objects`, `_lock`, `_buses`, `_internal.dicts`, and the
-name-mangled `__get_objs` / `__check` of KubernetesEmulator (for a watch without a gap).
+`watch=True`, adds resourceVersion, conflict checks (409 on a stale resourceVersion, on writes
+and as a DELETE precondition), PUT, `/status` and `/scale` subresources, label/field selectors,
+`timeoutSeconds` on watches, 201 on create, and makes an injected error skip the write (as a
+real failed write does). It uses kmock privates: `_payloads`, `_objects`, `_lock`, `_buses`,
+`_internal.dicts`, and the name-mangled `__get_objs` / `__check` of KubernetesEmulator (for a
+watch without a gap).
 """
 
 import asyncio
@@ -124,6 +125,8 @@ class K8sEmulator(kmock.KubernetesEmulator):
                 self._prepare_patch(r)
             elif r.method == "PUT" and r.name and isinstance(r.data, dict):
                 await self._apply_put(r)
+            elif r.method == "DELETE" and r.name and isinstance(r.data, dict):
+                self._check_preconditions(r)
         return await super()._handle(r)
 
     def _current(self, r: Any) -> Any:
@@ -131,6 +134,19 @@ class K8sEmulator(kmock.KubernetesEmulator):
         if key not in self._objects or self._objects[key].deleted:
             raise kmock.KubernetesObjectNotFoundError()
         return self._objects[key]
+
+    def _check_preconditions(self, r: Any) -> None:
+        """DeleteOptions.preconditions: a stale resourceVersion or uid is a 409, as on the real server."""
+        wanted = r.data.get("preconditions") or {}
+        meta = self._current(r).raw.get("metadata", {})
+        for key in ("resourceVersion", "uid"):
+            if wanted.get(key) and wanted[key] != meta.get(key):
+                raise kmock.KubernetesError(
+                    status=409,
+                    reason="Conflict",
+                    message=f"Precondition failed: {key} in precondition: {wanted[key]}, "
+                    f"{key} in object meta: {meta.get(key)}",
+                )
 
     def _prepare_patch(self, r: Any) -> None:  # mutates r.data in place (r.body keeps the original bytes)
         cur = copy.deepcopy(self._current(r).raw)

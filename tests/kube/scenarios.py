@@ -37,6 +37,7 @@ from tests.kube.kmock_ext import k8s_status
 APP = "web"
 IMAGE = os.environ.get("MESHSHIFT_E2E_IMAGE", "registry.k8s.io/pause:3.9")
 HEADER_ROUTE = "canary-by-header"
+CANARY_INGRESS = f"{APP}-{APP}-canary"  # <deployment>-<stable ingress>-canary
 STATE = "meshshift.io/enabled"
 
 STEPS = f"""\
@@ -64,6 +65,13 @@ SCHEDULE: list[tuple[int, tuple[str, ...]]] = [
     (0, ()),
 ]
 PAUSED_AT = 5  # the index of `pause: {}`
+HEADER_ROUTE_STEP = f"""\
+- setHeaderRoute:
+    name: {HEADER_ROUTE}
+    match:
+    - headerName: X-Canary
+      headerValue: {{exact: "true"}}
+"""
 
 
 # --- manifests ------------------------------------------------------------------------------
@@ -240,7 +248,7 @@ def vs_history(observer: Observer, name: str = APP, user_routes: Sequence[str] =
 
 
 def ingress_history(observer: Observer) -> list[Any]:
-    return distinct([ingress_split(v) for v in observer.history["Ingress"][f"{APP}-canary"]])
+    return distinct([ingress_split(v) for v in observer.history["Ingress"][CANARY_INGRESS]])
 
 
 def state_seen(**expected: Any) -> Callable[[Observer], dict[str, Any] | None]:
@@ -404,16 +412,16 @@ async def nginx_rollout(env: KubeEnv) -> None:
         await given(w, "nginx")
         async with running_daemon(env):
             await check_initialized(w)
-            canary = w.observer.get("Ingress", f"{APP}-canary")
+            canary = w.observer.get("Ingress", CANARY_INGRESS)
             assert canary is not None
             backend = canary["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
             assert backend == {"name": f"{APP}-canary", "port": {"number": 80}}
             assert canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/rewrite-target"] == "/"
             await w.cluster.patch_deployment(APP, new_version("v2"))
             await check_paused_with_header_route(
-                w, lambda o: ingress_split(o.get("Ingress", f"{APP}-canary") or {})
+                w, lambda o: ingress_split(o.get("Ingress", CANARY_INGRESS) or {})
             )
-            assert ingress_split(w.observer.get("Ingress", f"{APP}-canary") or {}) == (
+            assert ingress_split(w.observer.get("Ingress", CANARY_INGRESS) or {}) == (
                 50,
                 ("X-Canary", "true"),
             )
@@ -440,7 +448,7 @@ async def nginx_custom_prefix(env: KubeEnv) -> None:
                 lambda o: (
                     i
                     if (
-                        (i := o.get("Ingress", f"{APP}-canary") or {}).get("metadata", {}).get("annotations")
+                        (i := o.get("Ingress", CANARY_INGRESS) or {}).get("metadata", {}).get("annotations")
                         or {}
                     ).get("canary.example.com/canary-by-header")
                     else None
@@ -476,6 +484,158 @@ async def both_routers(env: KubeEnv) -> None:
         ]
 
 
+# --- two rollouts behind one Ingress ----------------------------------------------------------
+
+SHOP_INGRESS = "shop-public"
+SHARED_CANARY = f"{SHOP_INGRESS}-canary"  # what earlier versions wrote, one per stable Ingress
+WEB_SHOP_STEPS = "- setWeight: 40\n" + HEADER_ROUTE_STEP + "- pause: {}\n- setWeight: 70\n"
+# (Deployment, its path on shop-public, steps, index of the pause, (weight, header) there, weight after).
+SHOP_ROLLOUTS = (
+    ("api", "/api", "- setWeight: 10\n- pause: {}\n- setWeight: 60\n", 1, (10, ()), 60),
+    ("web", "/", WEB_SHOP_STEPS, 2, (40, ("X-Canary", "true")), 70),
+)
+
+
+def shop_ingress() -> dict[str, Any]:
+    """One stable Ingress, two Services: `/api` is the api Deployment's, `/` the web one's."""
+
+    def path(prefix: str, service: str) -> dict[str, Any]:
+        return {
+            "path": prefix,
+            "pathType": "Prefix",
+            "backend": {"service": {"name": service, "port": {"number": 80}}},
+        }
+
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": SHOP_INGRESS},
+        "spec": {
+            "ingressClassName": "nginx",
+            "rules": [{"host": "shop.example", "http": {"paths": [path("/api", "api"), path("/", "web")]}}],
+        },
+    }
+
+
+def canary_paths(ingress: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (p["path"], p["backend"]["service"]["name"])
+        for rule in ingress["spec"].get("rules") or []
+        for p in rule["http"]["paths"]
+    ]
+
+
+def shared_canary_of_an_earlier_version(owner: dict[str, Any], canary: dict[str, Any]) -> dict[str, Any]:
+    """`shop-public-canary` as meshshift wrote it before canaries were per rollout: the last writer's
+    paths and annotations (here web's, as it was), labelled, owned by its first writer."""
+    annotations = dict(canary["metadata"]["annotations"])
+    for key in ("meshshift.io/rollout", "meshshift.io/stable-ingress"):  # per-rollout canaries only
+        del annotations[key]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": SHARED_CANARY,
+            "labels": {"app.kubernetes.io/managed-by": "meshshift"},
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": owner["metadata"]["name"],
+                    "uid": owner["metadata"]["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": canary["spec"],
+    }
+
+
+async def nginx_two_rollouts_one_ingress(env: KubeEnv) -> None:
+    """Two Deployments behind one Ingress roll out at once, each on its own canary Ingress;
+    a shared canary Ingress an earlier version left mid-rollout is taken over without a gap."""
+    names = [name for name, *_ in SHOP_ROLLOUTS]
+    canary_of = {name: f"{name}-{SHOP_INGRESS}-canary" for name in names}
+    async with world(env) as w:
+        await w.cluster.create_ingress(shop_ingress())
+        for name, _, steps, *_ in SHOP_ROLLOUTS:
+            service = apex_service()
+            service["metadata"]["name"] = name
+            service["spec"]["selector"] = {"app": name}
+            await w.cluster.create_service(service)
+            annotations = opt_in("nginx", steps, nginx_ingress=SHOP_INGRESS)
+            await w.cluster.create_deployment(deployment(name, annotations=annotations))
+
+        def paused(observer: Observer) -> bool:
+            return all(
+                (s := observer.state(name)) is not None and s["phase"] == "Paused" and s["stepIndex"] == pause
+                for name, _, _, pause, *_ in SHOP_ROLLOUTS
+            )
+
+        def split_is(name: str, want: tuple[int, tuple[str, ...]]) -> Callable[[Observer], bool]:
+            def check(observer: Observer) -> bool:
+                canary = observer.get("Ingress", canary_of[name])
+                return canary is not None and ingress_split(canary) == want
+
+            return check
+
+        def scaled_to_zero(name: str) -> Callable[[Observer], bool]:
+            return lambda o: (o.get("Deployment", name) or {}).get("spec", {}).get("replicas") == 0
+
+        def promoted(name: str) -> Callable[[Observer], bool]:
+            return lambda o: (s := o.state(name)) is not None and s["canaryRevision"] is None
+
+        async with running_daemon(env):
+            for name in names:
+                await w.observer.wait_for(scaled_to_zero(name), what=f"{name} initialized")
+            for name in names:  # both released together: both rollouts run at the same time
+                await w.cluster.patch_deployment(name, new_version("v2"))
+            await w.observer.wait_for(paused, what="both rollouts at their pause")
+            for name, _, _, _, at_pause, _ in SHOP_ROLLOUTS:
+                await w.observer.wait_for(split_is(name, at_pause), what=f"{name} at {at_pause}")
+        # An earlier version had written web's canary as the shared object: replace it so.
+        web = await w.cluster.deployment("web")
+        assert web is not None
+        web_canary = w.observer.get("Ingress", canary_of["web"])
+        assert web_canary is not None
+        await w.cluster.create_ingress(shared_canary_of_an_earlier_version(web, web_canary))
+        await w.cluster.delete_ingress(canary_of["web"])
+        await w.observer.wait_for(lambda o: o.get("Ingress", canary_of["web"]) is None, what="web's deleted")
+        async with running_daemon(env):
+            await w.observer.wait_for(
+                lambda o: o.get("Ingress", SHARED_CANARY) is None, what="the shared canary Ingress migrated"
+            )
+            taken_over = w.observer.get("Ingress", canary_of["web"])
+            assert taken_over is not None and ingress_split(taken_over) == (40, ("X-Canary", "true"))
+            for name in names:
+                await w.cluster.annotate(name, **{"meshshift.io/command": "promote/1"})
+            for name in names:
+                await w.observer.wait_for(promoted(name), what=f"{name} promoted")
+                await w.observer.wait_for(split_is(name, (0, ())), what=f"{name} back at 0")
+        for name, path, _, _, at_pause, after in SHOP_ROLLOUTS:
+            versions = w.observer.history["Ingress"][canary_of[name]]
+            # Only this rollout's path, on its canary Service, in every version ever written.
+            assert {tuple(canary_paths(v)) for v in versions} == {((path, f"{name}-canary"),)}
+            weights = distinct([ingress_split(v)[0] for v in versions])
+            assert weights == [0, at_pause[0], after, 0], name
+            owners = {(r["kind"], r["name"]) for v in versions for r in v["metadata"]["ownerReferences"]}
+            assert owners == {("Deployment", name)}
+        shared_versions = w.observer.history["Ingress"][SHARED_CANARY]
+        assert [ingress_split(v) for v in shared_versions] == [(40, ("X-Canary", "true"))]  # never rewritten
+        if env.kmock is not None:
+            # web's own canary Ingress was written before the shared one went: no moment without one.
+            writes = [
+                (r.method.value, r.name or (r.data or {}).get("metadata", {}).get("name"))
+                for r in requests_of(env.kmock)
+                if plural(r) == "ingresses" and is_write(r)
+            ]
+            created = [i for i, write in enumerate(writes) if write == ("POST", canary_of["web"])]
+            assert len(created) == 2  # at the start, and when the shared one was taken over
+            assert writes.index(("DELETE", SHARED_CANARY)) > created[1]
+            assert [w for w in writes if w[0] == "DELETE"] == [("DELETE", SHARED_CANARY)]
+
+
 UNMANAGED_ROUTES: list[dict[str, Any]] = [
     {
         "name": "admin",
@@ -503,15 +663,7 @@ UNMANAGED_ROUTES: list[dict[str, Any]] = [
         ],
     },
 ]
-HEADER_STEPS = f"""\
-- setWeight: 30
-- setHeaderRoute:
-    name: {HEADER_ROUTE}
-    match:
-    - headerName: X-Canary
-      headerValue: {{exact: "true"}}
-- pause: {{}}
-"""
+HEADER_STEPS = "- setWeight: 30\n" + HEADER_ROUTE_STEP + "- pause: {}\n"
 
 
 async def unmanaged_content(env: KubeEnv) -> None:
@@ -1315,6 +1467,7 @@ SCENARIOS: dict[str, Callable[[KubeEnv], Awaitable[None]]] = {
     "nginx_rollout": nginx_rollout,
     "both_routers": both_routers,
     "nginx_custom_prefix": nginx_custom_prefix,
+    "nginx_two_rollouts_one_ingress": nginx_two_rollouts_one_ingress,
     "unmanaged_content": unmanaged_content,
     "failed_analysis": failed_analysis,
     "invalid_annotations": invalid_annotations,

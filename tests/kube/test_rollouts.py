@@ -52,3 +52,7 @@ async def test_nginx_annotation_prefix_and_weight_total(kube_env: KubeEnv) -> No
 
 async def test_argo_template_with_a_secret_arg(kube_env: KubeEnv) -> None:
     await scenarios.argo_template_with_secret(kube_env)
+
+
+async def test_two_rollouts_behind_one_ingress_and_the_shared_canary_migrated(kube_env: KubeEnv) -> None:
+    await scenarios.nginx_two_rollouts_one_ingress(kube_env)

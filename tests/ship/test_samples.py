@@ -40,6 +40,7 @@ from tests.ship.support import (
 
 NO_MESHSHIFT_DOCUMENT = "no meshshift document found"
 NGINX_PREFIX = "nginx.ingress.kubernetes.io/"
+CANARY_INGRESS = "storefront-storefront-canary"  # <deployment>-<ingress>-canary
 RESOURCES: dict[str, ResourceType] = {
     "Secret": SECRETS,
     "Service": SERVICES,
@@ -111,7 +112,7 @@ def virtual_service_at(weight: int) -> Callable[[Observer], Document | None]:
 
 def canary_ingress_at(weight: int) -> Callable[[Observer], Document | None]:
     def check(observer: Observer) -> Document | None:
-        ingress = observer.get("Ingress", "storefront-canary")
+        ingress = observer.get("Ingress", CANARY_INGRESS)
         annotations = (ingress or {}).get("metadata", {}).get("annotations") or {}
         return ingress if annotations.get(NGINX_PREFIX + "canary-weight") == str(weight) else None
 
@@ -174,7 +175,7 @@ async def test_the_nginx_sample_runs_on_the_daemon(tmp_path: Path) -> None:
         await apply(w, sample_documents(NGINX_SAMPLE))
         async with running_daemon(env):
             canary = await w.observer.wait_for(
-                lambda o: o.get("Ingress", "storefront-canary"), what="the canary Ingress"
+                lambda o: o.get("Ingress", CANARY_INGRESS), what="the canary Ingress"
             )
             assert canary["metadata"]["annotations"][prefix + "canary-weight"] == "0"
             await w.cluster.patch_deployment(
