@@ -22,7 +22,14 @@ LAYERS: list[list[str]] = [
     ["meshshift.engine", "meshshift.analysis"],
     ["meshshift.spec"],
     ["meshshift.analysis.expr"],
-    ["meshshift.codec", "meshshift.settings", "meshshift.logs", "meshshift.processes", "meshshift.backoff"],
+    [
+        "meshshift.codec",
+        "meshshift.settings",
+        "meshshift.logs",
+        "meshshift.processes",
+        "meshshift.backoff",
+        "meshshift.files",
+    ],
     ["meshshift"],
 ]
 # Adapters of one layer may use each other where one is the other's client library.

@@ -553,7 +553,7 @@ async def _start_or_adopt(
     await process.start()
     try:
         assert process.process is not None
-        files.pid.write_text(str(process.process.pid))
+        replace_file(files.pid, str(process.process.pid))
         await wait_until_http_ready(router.admin_url + "/ready", process=process, wait_seconds=30)
         await router.apply(desired)  # and wait until it reports our versions
     except BaseException:

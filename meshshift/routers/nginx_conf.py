@@ -13,7 +13,7 @@ The whole configuration is rendered from the desired routes on every change:
   of the configuration its worker runs: after a reload the router polls it until the new
   generation answers, which proves the new workers serve the new configuration.
 
-A change is written to `nginx.conf.next`, checked with `nginx -t`, renamed over
+A change is written to a fresh temp file, checked with `nginx -t`, renamed over
 `nginx.conf` and applied with SIGHUP to the master (what `nginx -s reload` sends). A
 configuration NGINX rejects never reaches the master, which keeps serving the old one.
 
@@ -39,6 +39,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from meshshift.files import staged_file
 from meshshift.ports import AppliedRoutes
 from meshshift.processes import ManagedProcess, free_port
 from meshshift.routers.proxy_process import (
@@ -85,10 +86,6 @@ class NginxFiles:
     @property
     def conf(self) -> Path:
         return self.root / "nginx.conf"
-
-    @property
-    def next_conf(self) -> Path:
-        return self.root / "nginx.conf.next"
 
     @property
     def pid(self) -> Path:
@@ -314,9 +311,9 @@ class NginxRouter(ModelRouter):
         self.check(desired)
         generation = self._next_generation()
         (self.files.root / "tmp").mkdir(parents=True, exist_ok=True)
-        self.files.next_conf.write_text(self.render(desired, generation))
-        await self._test_config(self.files.next_conf)
-        os.replace(self.files.next_conf, self.files.conf)
+        # Checked under a fresh name (never a predictable one), then renamed over nginx.conf.
+        with staged_file(self.files.conf, self.render(desired, generation)) as staged:
+            await self._test_config(staged)
         return generation
 
     async def apply(self, desired: DesiredRoutes) -> None:

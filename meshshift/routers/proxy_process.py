@@ -27,6 +27,7 @@ from typing import Protocol
 
 import structlog
 
+from meshshift.files import write_atomically
 from meshshift.processes import group_members, stop_processes
 from meshshift.settings import split_host_port
 
@@ -125,14 +126,11 @@ def client_url(address: str) -> str:
 
 
 def replace_file(path: Path, text: str) -> None:
-    """Write `text` to a temp file in the same directory, then rename it over `path`.
+    """Write `text` to a fresh temp file in the same directory, then rename it over `path`.
 
     A file watcher (Envoy's, Traefik's) sees one complete new file, never a partial write.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
+    write_atomically(path, text)
 
 
 def last_log_line(path: Path) -> str:

@@ -547,7 +547,7 @@ async def _start_or_adopt(
     await process.start()
     try:
         assert process.process is not None
-        files.pid.write_text(str(process.process.pid))
+        replace_file(files.pid, str(process.process.pid))
         await wait_until_http_ready(router.api_url + "/ping", process=process, wait_seconds=30)
         view = await router.wait_for_generation(generation, process)
         if view.errors():

@@ -4,18 +4,20 @@
      "rollout": {...RolloutState...}, "analysisRuns": {"<name>": {...AnalysisRun...}},
      "workloads": {"stableEndpoints": ["127.0.0.1:8081"]}}
 
-Each write goes to a temp file in the same directory, is fsynced, and replaces the old
-file with os.replace (then the directory is fsynced): a reader, or a daemon restarted
-after `kill -9` at any moment, sees either the old state or the new one, never a mix.
+Each write goes to a fresh temp file in the same directory, is fsynced, and replaces the
+old file with os.replace (then the directory is fsynced): a reader, or a daemon restarted
+after `kill -9` at any moment, sees either the old state or the new one, never a mix. A
+symlinked state file is written through to its target (meshshift.files).
+
+A document that does not hold a state (wrong types anywhere, say after a hand edit) is
+refused as a whole with one StateFileError naming the field, before anything runs.
 The engine saves its state before the actions it announces, so a restart resumes exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 from meshshift import codec
 from meshshift.analysis.run import AnalysisRun
 from meshshift.engine.state import RolloutState
+from meshshift.files import write_atomically
 from meshshift.ports import StoredRollout
 
 SCHEMA_VERSION = 1
@@ -59,6 +62,10 @@ class StateFile:
             raise StateFileError(
                 f"the state file {self.path} is not valid JSON ({error}); fix or remove it"
             ) from error
+        except RecursionError:
+            raise StateFileError(
+                f"the state file {self.path} is nested too deeply; fix or remove it"
+            ) from None
         if not isinstance(document, dict):
             raise StateFileError(f"the state file {self.path} does not hold a JSON object")
         version = document.get("schemaVersion", SCHEMA_VERSION)
@@ -67,6 +74,11 @@ class StateFile:
                 f"the state file {self.path} has schemaVersion {version}; "
                 f"this meshshift reads {SCHEMA_VERSION}"
             )
+        problem = document_problem(document)
+        if problem is not None:
+            raise StateFileError(
+                f"the state file {self.path} is not a meshshift state: {problem}; fix or remove it"
+            )
         return document
 
     async def update(self, **parts: Any) -> None:
@@ -74,25 +86,63 @@ class StateFile:
         async with self._lock:
             document = {**self.read(), **parts, "schemaVersion": SCHEMA_VERSION}
             text = json.dumps(document, sort_keys=True, indent=1)
-            await asyncio.to_thread(write_atomically, self.path, text)
+            await asyncio.to_thread(write_atomically, self.path, text, durable=True)
             self._document = document
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Temp file in the same directory + fsync + os.replace + fsync of the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temp.open("w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
-        directory = os.open(path.parent, os.O_RDONLY)
+def document_problem(document: Mapping[str, Any]) -> str | None:
+    """What makes `document` unusable as a state file ("field: reason"), None if nothing.
+
+    The whole document is checked before any of it is used, so a hand-edited file is
+    refused at start with one message instead of failing somewhere later.
+    """
+    rollout = document.get("rollout")
+    if rollout is not None:
+        if not isinstance(rollout, Mapping):
+            return f"rollout: expected an object, got {_kind(rollout)}"
         try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+            RolloutState.from_dict(rollout)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
+            return f"rollout: {_reason(error)}"
+    elif "rollout" in document:
+        return "rollout: expected an object, got null"
+    runs = document.get("analysisRuns")
+    if runs is not None:
+        if not isinstance(runs, Mapping):
+            return f"analysisRuns: expected an object, got {_kind(runs)}"
+        for name, data in runs.items():
+            try:
+                codec.decode(AnalysisRun, data)
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
+                return f"analysisRuns.{name}: {_reason(error)}"
+    workloads = document.get("workloads")
+    if workloads is not None:
+        if not isinstance(workloads, Mapping):
+            return f"workloads: expected an object, got {_kind(workloads)}"
+        endpoints = workloads.get("stableEndpoints")
+        if endpoints is not None and not (
+            isinstance(endpoints, list) and all(isinstance(e, str) and e for e in endpoints)
+        ):
+            return f"workloads.stableEndpoints: expected a list of host:port strings, got {_short(endpoints)}"
+    return None
+
+
+def _kind(value: object) -> str:
+    return {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    text = " ".join(str(error).split())
+    return (text if len(text) <= 200 else text[:197] + "...") or type(error).__name__
 
 
 class StateFileStore:
@@ -105,16 +155,12 @@ class StateFileStore:
         document = self.file.read()
         if "rollout" not in document:
             return None
-        try:
-            rollout = RolloutState.from_dict(document["rollout"])
-            runs = {
-                name: codec.decode(AnalysisRun, data)
-                for name, data in (document.get("analysisRuns") or {}).items()
-            }
-        except (ValueError, TypeError, KeyError) as error:
-            raise StateFileError(
-                f"the state file {self.file.path} holds an unreadable rollout: {error}"
-            ) from error
+        # read() checked the whole document: these decode.
+        rollout = RolloutState.from_dict(document["rollout"])
+        runs = {
+            name: codec.decode(AnalysisRun, data)
+            for name, data in (document.get("analysisRuns") or {}).items()
+        }
         return StoredRollout(rollout=rollout, analysis_runs=runs)
 
     async def save(self, stored: StoredRollout) -> None:

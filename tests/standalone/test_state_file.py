@@ -11,6 +11,7 @@ import pytest
 from meshshift.analysis.run import Measurement, record_measurement, start_run
 from meshshift.engine.actions import AnalysisKind
 from meshshift.engine.state import AnalysisRunRecord, HeaderRoute, RolloutPhase, RolloutState, Stage
+from meshshift.files import write_atomically
 from meshshift.ports import StoredRollout
 from meshshift.spec.model import (
     AnalysisPhase,
@@ -27,7 +28,6 @@ from meshshift.standalone.state_file import (
     StateFileStore,
     record_stable,
     recorded_stable,
-    write_atomically,
 )
 
 
@@ -104,7 +104,8 @@ async def test_an_unknown_schema_version_is_refused(tmp_path: Path) -> None:
 async def test_an_unreadable_rollout_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "app.state.json"
     path.write_text(json.dumps({"schemaVersion": 1, "rollout": {"phase": "Nonsense"}}))
-    with pytest.raises(StateFileError, match="holds an unreadable rollout"):
+    refusal = r"app\.state\.json is not a meshshift state: rollout: .*Nonsense"
+    with pytest.raises(StateFileError, match=refusal):
         await StateFileStore(StateFile(path)).load()
 
 
