@@ -82,3 +82,22 @@ def _check_seconds(seconds: float, shown: str) -> float:
     if seconds > MAX_DURATION:
         raise ValueError(f"{shown} is longer than 30 days (720h); that is almost certainly a typo")
     return seconds
+
+
+# A range query's start and end, in the expr forms Argo's docs write: `now()`, and
+# `now() - duration("5m")` or `+` (the duration a Go duration).
+_TIME_EXPRESSION = re.compile(r"""\s*now\(\)\s*(?:([-+])\s*duration\(\s*(["'])([^"']*)\2\s*\)\s*)?""")
+TIME_EXPRESSION_HINT = 'write now(), or now() - duration("5m") (or + a duration)'
+
+
+def parse_time_offset(text: str) -> float:
+    """The seconds from now that a time expression names (negative in the past); ValueError
+    when it is not one of the forms of TIME_EXPRESSION_HINT."""
+    match = _TIME_EXPRESSION.fullmatch(text)
+    if match is None:
+        raise ValueError(f'"{text}" is not a time meshshift can evaluate; {TIME_EXPRESSION_HINT}')
+    sign, _, duration = match.groups()
+    if sign is None:
+        return 0.0
+    seconds = parse_duration(duration)
+    return -seconds if sign == "-" else seconds

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from typing import Any
 
 from meshshift.analysis.expr import ConditionSyntaxError, compile_condition
+from meshshift.spec.durations import parse_time_offset
 from meshshift.spec.errors import Findings, SpecError, SpecIssue
 from meshshift.spec.fields import (
     at,
@@ -685,7 +686,44 @@ def _quantile(value: object, path: str, findings: Findings) -> object:
     return number
 
 
+def _time_expression(value: object, path: str, findings: Findings) -> object:
+    text = expect_str(value, path, findings)
+    if text is not None:
+        try:
+            parse_time_offset(PLACEHOLDER.sub("1m", text))  # an arg stands for a duration
+        except ValueError as error:
+            findings.error(path, str(error))
+    return text
+
+
+def _string_list(value: object, path: str, findings: Findings) -> object:
+    entries = expect_list(value, path, findings)
+    for index, entry in enumerate(entries or []):
+        expect_str(entry, at(path, index), findings)
+    return entries
+
+
+def _refuse_sigv4(value: object, path: str, findings: Findings) -> object:
+    findings.error(path, SIGV4_REFUSAL)
+    return value
+
+
+SIGV4_REFUSAL = (
+    "sigv4 (AWS request signing, for Amazon Managed Prometheus) is not supported by meshshift; "
+    "put a SigV4 proxy in front of the endpoint, or use oauth2, basicAuth or headers"
+)
 _HEADERS = _deferrable(_key_value_list)
+# Argo's `authentication` of the prometheus and web providers.
+_AUTHENTICATION = _fields(
+    {
+        "sigv4": _refuse_sigv4,
+        "oauth2": _fields(
+            {"tokenUrl": _url, "clientId": _text, "clientSecret": _text, "scopes": _string_list},
+            required=("tokenUrl", "clientId", "clientSecret"),
+        ),
+        "basicAuth": _fields({"username": _text, "password": _text}, required=("username",)),
+    }
+)
 PROVIDERS: Mapping[str, ProviderSchema] = {
     "prometheus": ProviderSchema(
         {
@@ -693,13 +731,10 @@ PROVIDERS: Mapping[str, ProviderSchema] = {
             "query": _text,
             "timeout": _deferrable(_positive_int),
             "headers": _HEADERS,
-            "authentication": _fields(
-                {
-                    "sigv4": _fields({"region": _text, "profile": _text, "roleArn": _text}),
-                    "oauth2": _fields(
-                        {"tokenUrl": _url, "clientId": _text, "clientSecret": _text, "scopes": _anything}
-                    ),
-                }
+            "authentication": _AUTHENTICATION,
+            "rangeQuery": _fields(
+                {"start": _time_expression, "end": _time_expression, "step": _deferrable(_duration)},
+                required=("start", "end", "step"),
             ),
             "insecure": _deferrable(expect_bool),
         },
@@ -714,6 +749,7 @@ PROVIDERS: Mapping[str, ProviderSchema] = {
             "jsonBody": _anything,
             "timeoutSeconds": _deferrable(_positive_int),
             "jsonPath": _text,
+            "authentication": _AUTHENTICATION,
             "insecure": _deferrable(expect_bool),
         },
         required=("url",),

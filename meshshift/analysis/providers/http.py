@@ -6,16 +6,19 @@ there is nothing to pool, and nothing to close when a provider is dropped.
 
 from __future__ import annotations
 
+import base64
 import json
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from meshshift.analysis.providers.templating import render_header, render_plain
+from meshshift.analysis.providers.templating import render_header, render_plain, render_url
 from meshshift.ports import MeasureContext, ProviderError, SecretReader
 from meshshift.spec.durations import parse_duration
+from meshshift.spec.templates import SIGV4_REFUSAL
 
 # A provider answer larger than this is not a metric; refuse it rather than hold it.
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -130,6 +133,82 @@ def render_headers(options: Mapping[str, Any], args: Mapping[str, str], field: s
         key = render_header(str(entry["key"]), args, field=f"{where}.key")
         headers[key] = render_header(str(entry.get("value", "")), args, field=f"{where}.value")
     return headers
+
+
+async def authentication_headers(
+    options: Mapping[str, Any], args: Mapping[str, str], field: str, *, within: float, verify_tls: bool
+) -> dict[str, str]:
+    """The Authorization header of Argo's `authentication` option: `basicAuth` (username,
+    password) or `oauth2` (the client-credentials grant: a token fetched from `tokenUrl` at each
+    measurement). `sigv4` is refused (lint refuses it first)."""
+    authentication = options.get("authentication")
+    if not authentication:
+        return {}
+    where = f"{field}.authentication"
+    if not isinstance(authentication, Mapping):
+        raise ProviderError(f"{where}: expected a mapping")
+    if authentication.get("sigv4"):
+        raise ProviderError(f"{where}.sigv4: {SIGV4_REFUSAL}")
+    oauth2 = authentication.get("oauth2")
+    if isinstance(oauth2, Mapping) and oauth2.get("tokenUrl"):
+        token = await client_credentials_token(
+            oauth2, args, f"{where}.oauth2", within=within, verify_tls=verify_tls
+        )
+        return {"Authorization": f"Bearer {token}"}
+    basic = authentication.get("basicAuth")
+    if isinstance(basic, Mapping) and basic.get("username"):
+        user = render_header(str(basic["username"]), args, field=f"{where}.basicAuth.username")
+        password = render_header(str(basic.get("password") or ""), args, field=f"{where}.basicAuth.password")
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return {}
+
+
+async def client_credentials_token(
+    oauth2: Mapping[str, Any], args: Mapping[str, str], where: str, *, within: float, verify_tls: bool
+) -> str:
+    """An access token by OAuth2's client-credentials grant (RFC 6749 4.4). The client
+    authenticates with HTTP Basic, and again in the form when the server refuses that (as Go's
+    oauth2 package does)."""
+    token_url = render_url(str(oauth2["tokenUrl"]), args, field=f"{where}.tokenUrl")
+    client_id = render_plain(str(oauth2.get("clientId") or ""), args, field=f"{where}.clientId")
+    secret = render_plain(str(oauth2.get("clientSecret") or ""), args, field=f"{where}.clientSecret")
+    if not client_id or not secret:
+        raise ProviderError(f"{where}: clientId and clientSecret are required")
+    form = {"grant_type": "client_credentials"}
+    scopes = oauth2.get("scopes") or []
+    if scopes:
+        form["scope"] = " ".join(render_plain(str(scope), args, field=f"{where}.scopes") for scope in scopes)
+    what = f"the OAuth2 token endpoint {token_url}"
+    basic = base64.b64encode(
+        f"{urllib.parse.quote(client_id, safe='')}:{urllib.parse.quote(secret, safe='')}".encode()
+    ).decode()
+    answer = await fetch(
+        "POST",
+        token_url,
+        what=what,
+        within=within,
+        headers={"Authorization": f"Basic {basic}"},
+        data=form,
+        verify_tls=verify_tls,
+    )
+    if answer.status in (400, 401):
+        answer = await fetch(
+            "POST",
+            token_url,
+            what=what,
+            within=within,
+            data={**form, "client_id": client_id, "client_secret": secret},
+            verify_tls=verify_tls,
+        )
+    if not answer.ok:
+        raise ProviderError(
+            f"{what} answered HTTP {answer.status}: {answer.text(200).replace(secret, '*****')!r}"
+        )
+    body = decode_json(answer, what)
+    token = body.get("access_token") if isinstance(body, Mapping) else None
+    if not isinstance(token, str) or not token:
+        raise ProviderError(f"{what} answered without an access_token")
+    return token
 
 
 def is_true(value: object) -> bool:

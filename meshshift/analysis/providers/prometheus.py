@@ -1,7 +1,9 @@
 """The `prometheus` provider: one instant query against the Prometheus HTTP API.
 
 Options (Argo Rollouts' names): `address`, `query`, `timeout` (seconds, default 30),
-`headers` (`[{key, value}]`), `insecure`. Without `address` the provider's default is
+`headers` (`[{key, value}]`), `insecure`, `rangeQuery` (`{start, end, step}`: a range query,
+start and end written `now()` or `now() - duration("5m")`), `authentication` (`basicAuth`, or
+`oauth2` client credentials; see http.authentication_headers). Without `address` the provider's default is
 used: the one it was built with, else `$MESHSHIFT_PROMETHEUS_ADDRESS`. A bearer token is
 sent when no Authorization header is given and one is configured: the constructor's,
 else `$MESHSHIFT_PROMETHEUS_BEARER_TOKEN`, else the file named by
@@ -15,6 +17,7 @@ every series; NaN and ±Inf are kept as floats; an empty vector is an empty list
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from typing import Any
 import structlog
 
 from meshshift.analysis.providers.http import (
+    authentication_headers,
     decode_json,
     fetch,
     is_true,
@@ -29,8 +33,9 @@ from meshshift.analysis.providers.http import (
     seconds_option,
     shorten,
 )
-from meshshift.analysis.providers.templating import render_promql, render_url
+from meshshift.analysis.providers.templating import render_plain, render_promql, render_url
 from meshshift.ports import MeasureContext, ProviderError, ProviderResult
+from meshshift.spec.durations import parse_duration, parse_time_offset
 from meshshift.spec.model import Metric
 
 log = structlog.get_logger(__name__)
@@ -68,16 +73,25 @@ class PrometheusProvider:
         query = render_promql(raw_query, context.args, field=f"{field}.query")
         address = self._address(options, context.args, field)
         timeout = seconds_option(options, "timeout", self.timeout, args=context.args, field=field)
-        _refuse_authentication(options, field)
+        verify_tls = not is_true(options.get("insecure"))
+        headers = self._headers(options, context.args, field)
+        headers |= await authentication_headers(
+            options, context.args, field, within=timeout, verify_tls=verify_tls
+        )
         what = f"prometheus at {address}"
+        form = {"query": query, "timeout": f"{timeout:g}"}  # seconds: the server stops there too
+        endpoint = "query"
+        if options.get("rangeQuery"):
+            endpoint = "query_range"
+            form |= _range(options["rangeQuery"], context.args, f"{field}.rangeQuery", now=time.time())
         answer = await fetch(
             "POST",
-            f"{address}/api/v1/query",
+            f"{address}/api/v1/{endpoint}",
             what=what,
             within=timeout,
-            headers=self._headers(options, context.args, field),
-            data={"query": query, "timeout": f"{timeout:g}"},  # seconds: the server stops there too
-            verify_tls=not is_true(options.get("insecure")),
+            headers=headers,
+            data=form,
+            verify_tls=verify_tls,
         )
         body = decode_json(answer, what)
         value = parse_query_response(body, what=what, query=query, status=answer.status)
@@ -117,15 +131,21 @@ class PrometheusProvider:
         return None
 
 
-def _refuse_authentication(options: Mapping[str, Any], field: str) -> None:
-    authentication = options.get("authentication")
-    if authentication:
-        kinds = ", ".join(sorted(authentication)) if isinstance(authentication, Mapping) else "it"
-        raise ProviderError(
-            f"{field}.authentication: {kinds} is not supported by meshshift; send credentials with "
-            "headers (for example Authorization: Bearer {{args.token}} with the token from a secret arg) "
-            f"or set ${ENV_BEARER_TOKEN} / ${ENV_BEARER_TOKEN_FILE}"
+def _range(value: object, args: Mapping[str, str], field: str, *, now: float) -> dict[str, str]:
+    """`rangeQuery: {start, end, step}` as query_range parameters (Unix seconds, step in seconds)."""
+    if not isinstance(value, Mapping):
+        raise ProviderError(f"{field}: expected {{start, end, step}}")
+    try:
+        start = now + parse_time_offset(
+            render_plain(str(value.get("start", "")), args, field=f"{field}.start")
         )
+        end = now + parse_time_offset(render_plain(str(value.get("end", "")), args, field=f"{field}.end"))
+        step = parse_duration(render_plain(str(value.get("step", "")), args, field=f"{field}.step"))
+    except ValueError as error:
+        raise ProviderError(f"{field}: {error}") from None
+    if end < start:
+        raise ProviderError(f"{field}: end is before start")
+    return {"start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
 
 
 def parse_query_response(body: Any, *, what: str, query: str, status: int = 200) -> float | list[float]:

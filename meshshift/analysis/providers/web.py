@@ -3,7 +3,7 @@
 Options (Argo Rollouts' names): `url`, `method` (GET, POST, PUT; default GET), `headers`
 (`[{key, value}]`), `body` (JSON text) or `jsonBody` (a YAML value, sent as JSON),
 `timeoutSeconds` (default 10), `jsonPath` (Argo's `{$.a.b}` syntax, default `{$}`: the whole
-answer), `insecure`.
+answer), `insecure`, `authentication` (`basicAuth`, or `oauth2` client credentials).
 
 The value at `jsonPath` becomes `result` as it is in the JSON (number, string, list,
 object, null); the first match when the path matches several. An answer that is not JSON
@@ -20,7 +20,14 @@ from typing import Any
 from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
-from meshshift.analysis.providers.http import fetch, is_true, render_headers, seconds_option, shorten
+from meshshift.analysis.providers.http import (
+    authentication_headers,
+    fetch,
+    is_true,
+    render_headers,
+    seconds_option,
+    shorten,
+)
 from meshshift.analysis.providers.templating import (
     render_json_text,
     render_json_value,
@@ -51,7 +58,10 @@ class WebProvider:
         method = str(options.get("method") or "GET").upper()
         if method not in METHODS:
             raise ProviderError(f"{field}.method: {method!r} is not one of {', '.join(METHODS)}")
+        verify_tls = not is_true(options.get("insecure"))
+        timeout = seconds_option(options, "timeoutSeconds", self.timeout, args=args, field=field)
         headers = render_headers(options, args, field)
+        headers |= await authentication_headers(options, args, field, within=timeout, verify_tls=verify_tls)
         body: str | None = None
         if options.get("body") is not None and options.get("jsonBody") is not None:
             raise ProviderError(f"{field}: give body or jsonBody, not both")
@@ -63,7 +73,6 @@ class WebProvider:
         if body is not None and method == "GET":
             raise ProviderError(f"{field}: a body needs method POST or PUT")
         json_path = render_plain(str(options.get("jsonPath") or "{$}"), args, field=f"{field}.jsonPath")
-        timeout = seconds_option(options, "timeoutSeconds", self.timeout, args=args, field=field)
         shown = f"{method} {display_url(url)}"
         answer = await fetch(
             method,
@@ -72,7 +81,7 @@ class WebProvider:
             within=timeout,
             headers=headers,
             data=body.encode() if body is not None else None,
-            verify_tls=not is_true(options.get("insecure")),
+            verify_tls=verify_tls,
         )
         if not answer.ok:
             raise ProviderError(f"web {shown} answered HTTP {answer.status}: {answer.text(200)!r}")
