@@ -17,13 +17,15 @@ from aiohttp import web
 
 from meshshift import codec
 from meshshift.analysis.assess import STORED_VALUE_LIMIT, assess_value, stored_value, value_excerpt
+from meshshift.analysis.expr import compile_condition
 from meshshift.analysis.providers import InlineTemplates
 from meshshift.analysis.providers.web import WebProvider
 from meshshift.analysis.run import AnalysisRun
 from meshshift.engine.actions import AnalysisKind, StartAnalysis
 from meshshift.runtime.analysis import AnalysisExecutor, ArgContext, builtin_args
+from meshshift.spec.errors import Findings, SpecError
 from meshshift.spec.model import AnalysisPhase, AnalysisRef, Metric, ProviderSpec, TemplateRef
-from meshshift.spec.templates import parse_template
+from meshshift.spec.templates import instantiate_template, parse_template, read_template
 
 S, F, E, INC = AnalysisPhase.SUCCESSFUL, AnalysisPhase.FAILED, AnalysisPhase.ERROR, AnalysisPhase.INCONCLUSIVE
 NAN = math.nan
@@ -251,3 +253,119 @@ async def test_a_large_answer_is_kept_as_an_excerpt_in_the_persisted_run(api: st
     measurement = run.result("m").measurements[0]
     assert isinstance(measurement.value, str) and measurement.value.startswith('{"values": [0.5, 0.5')
     assert len(json.dumps(codec.encode(run))) < 4000  # was the whole answer, in the value and the message
+
+
+# --- 12.5: an arg in a condition is a value, never code ------------------------------------
+
+
+def threshold_template(condition: str, default: str | None = None) -> dict[str, object]:
+    arg: dict[str, object] = (
+        {"name": "threshold"} if default is None else {"name": "threshold", "value": default}
+    )
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "t"},
+        "spec": {
+            "args": [arg],
+            "metrics": [
+                {"name": "m", "successCondition": condition, "provider": {"prometheus": {"query": "up"}}}
+            ],
+        },
+    }
+
+
+def instantiated_condition(condition: str, threshold: str) -> str | None:
+    (metric_,) = instantiate_template(parse_template(threshold_template(condition)), {"threshold": threshold})
+    return metric_.success_condition
+
+
+def test_an_arg_cannot_turn_a_condition_into_always_true() -> None:
+    with pytest.raises(SpecError, match='arg "threshold" = "0 \\|\\| true" is not a literal') as caught:
+        instantiated_condition("result[0] >= {{args.threshold}}", "0 || true")
+    assert "spec.metrics[0].successCondition" in str(caught.value)
+    for hostile in ("1) || (true", "0 ? true : true", "result", "len(result)", "true || true", '"a" + "b"'):
+        with pytest.raises(SpecError, match="is not a literal"):
+            instantiated_condition("result[0] >= {{args.threshold}}", hostile)
+
+
+@pytest.mark.parametrize("value", ["0.95", "-1", "1e3", " 42 ", '"up"', "'up'", "true", "nil"])
+def test_literal_args_are_substituted(value: str) -> None:
+    condition = instantiated_condition("result[0] == {{ args.threshold }}", value)
+    assert condition == f"result[0] == {value.strip()}"
+
+
+def test_an_arg_inside_quotes_is_text_and_stays_inside_them() -> None:
+    hostile = 'x" || true || "'
+    condition = instantiated_condition('result == "{{args.threshold}}"', hostile)
+    assert condition is not None
+    compiled = compile_condition(condition)
+    assert compiled.test("x") is False  # without escaping this would be `result == "x" || true || ""`
+    assert compiled.test(hostile) is True
+    single = instantiated_condition("result == '{{args.threshold}}'", "it's \\ fine\n")
+    assert single is not None and compile_condition(single).test("it's \\ fine\n") is True
+
+
+def test_an_arg_after_a_dot_is_a_map_key() -> None:
+    assert instantiated_condition("result.{{args.threshold}} > 1", "errors") == "result.errors > 1"
+    with pytest.raises(SpecError, match="is not a map key"):
+        instantiated_condition("result.{{args.threshold}} > 1", "a || true")
+
+
+def test_a_placeholder_glued_into_a_token_is_a_lint_error() -> None:
+    findings = Findings()
+    read_template(threshold_template("result[0] >= 0.{{args.threshold}}"), findings)
+    assert any(
+        "must stand alone as a value" in issue.reason for issue in findings if issue.severity == "error"
+    )
+
+
+def test_a_template_default_is_checked_like_a_given_value() -> None:
+    template = parse_template(threshold_template("result[0] >= {{args.threshold}}", default="0 || true"))
+    with pytest.raises(SpecError, match="is not a literal"):
+        instantiate_template(template, {"threshold": "0 || true"})
+    assert instantiate_template(template, {"threshold": "0.9"})[0].success_condition == "result[0] >= 0.9"
+
+
+def test_lint_compiles_a_placeholder_as_a_value_of_any_type() -> None:
+    # `{{args.x}} == "up"` must not be refused as int == string before x has a value
+    findings = Findings()
+    read_template(threshold_template('{{args.threshold}} == "up" && result[0] > 0'), findings)
+    assert not findings.has_errors, list(findings)
+
+
+# --- lint: conditions that would pass on no data, and Argo's default()/isNil() ---------------
+
+
+def lint_warnings(success: str | None = None, failure: str | None = None) -> list[str]:
+    fields = {k: v for k, v in (("successCondition", success), ("failureCondition", failure)) if v}
+    doc = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "t"},
+        "spec": {"metrics": [{"name": "m", "provider": {"prometheus": {"query": "up"}}, **fields}]},
+    }
+    findings = Findings()
+    read_template(doc, findings)
+    assert not findings.has_errors, list(findings)
+    return [issue.reason for issue in findings if issue.severity == "warning"]
+
+
+def test_lint_warns_about_conditions_that_would_pass_on_no_data() -> None:
+    (warning,) = lint_warnings(failure="result[0] < 0.9")
+    assert "pass on no data ([NaN])" in warning and "meshshift measures such a result as Error" in warning
+    (warning,) = lint_warnings(success="all(result, {# >= 0.9})")
+    assert "an empty result" in warning
+    (warning,) = lint_warnings(failure="result < 0.9")
+    assert "NaN" in warning
+    # conditions that fail, error, or say what no data means: no warning
+    assert lint_warnings(success="result[0] >= 0.95") == []
+    assert lint_warnings(success="len(result) > 0 && all(result, {# >= 0.9})") == []
+    assert lint_warnings(failure="!isNaN(result[0]) && result[0] < 0.9") == []
+    assert lint_warnings(success="default(result, 0) < 10") == []
+
+
+def test_lint_warns_that_default_and_isnil_look_at_result() -> None:
+    (warning,) = lint_warnings(success="default(result.rate, 1) > 0.5 && len(result) > 0")
+    assert warning.startswith("default(result.rate, 1): as in Argo, default() and isNil() look at result")
+    assert lint_warnings(success="isNil(result) || (len(result) > 0 && result[0] > 0.5)") == []

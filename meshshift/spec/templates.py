@@ -16,7 +16,9 @@ import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from meshshift.analysis.expr import ConditionSyntaxError, compile_condition
+from meshshift.analysis.expr import Condition, ConditionSyntaxError, compile_condition
+from meshshift.analysis.expr.args import ConditionArgError, Placeholder, checkable, substitute
+from meshshift.analysis.expr.nodata import argo_ignores_first_argument, passes_on_no_data
 from meshshift.spec.durations import parse_time_offset
 from meshshift.spec.errors import Findings, SpecError, SpecIssue
 from meshshift.spec.fields import (
@@ -98,6 +100,19 @@ def find_placeholders(value: object, path: str) -> Iterator[tuple[str, str]]:
 def substitute_args(text: str, args: Mapping[str, str]) -> str:
     """`text` with every `{{args.x}}` replaced by `args["x"]` (KeyError when missing)."""
     return PLACEHOLDER.sub(lambda match: args[match.group(1)], text)
+
+
+CONDITION_FIELDS = ("successCondition", "failureCondition")
+
+
+def substitute_condition_args(text: str, args: Mapping[str, str]) -> str:
+    """A condition with its args put in as values, never as code (analysis/expr/args.py):
+    ConditionArgError when a value cannot stand where its placeholder is; KeyError when missing."""
+    placeholders = [
+        Placeholder(match.start(), match.end(), match.group(1), args[match.group(1)])
+        for match in PLACEHOLDER.finditer(text)
+    ]
+    return substitute(text, placeholders)
 
 
 def _substitute_deep(value: Any, args: Mapping[str, str]) -> Any:
@@ -413,6 +428,7 @@ class _MetricReader:
         self.declared_args = declared_args
         self.deferred: set[str] = set()
         self.invalid: set[str] = set()
+        self.conditions: dict[str, Condition] = {}
 
     def read(self) -> Metric:
         check_keys(self.raw, METRIC_FIELDS, self.path, self.findings)
@@ -432,6 +448,7 @@ class _MetricReader:
             consecutive_success_limit=self._limit("consecutiveSuccessLimit", minimum=0, default=0),
         )
         self._check_limits(metric)
+        self._check_conditions()
         return metric
 
     def _where(self, key: str) -> str:
@@ -491,13 +508,42 @@ class _MetricReader:
         text = expect_str(value, self._where(key), self.findings, allow_empty=True)
         if text is None or not text.strip():
             return None  # Argo reads an empty condition as no condition
-        # Placeholders stand for numbers or words; 0 keeps the syntax check meaningful.
-        checked = PLACEHOLDER.sub("0", text) if self.allow_placeholders else text
+        # Placeholders stand for values (of unknown type), text in strings, or map keys.
+        spans = [(m.start(), m.end(), m.group(1)) for m in PLACEHOLDER.finditer(text)]
         try:
-            compile_condition(checked)
+            checked = checkable(text, spans) if self.allow_placeholders else text
+        except ConditionArgError as error:
+            self.findings.error(self._where(key), f"invalid condition: {error}")
+            return text
+        try:
+            self.conditions[key] = compile_condition(checked)
         except ConditionSyntaxError as error:
             self.findings.error(self._where(key), f"invalid condition: {_describe_syntax_error(error)}")
         return text
+
+    def _check_conditions(self) -> None:
+        """Warn about what Argo users might not expect: conditions that pass on no data (Argo
+        promotes on them, meshshift measures Error), and Argo's default()/isNil() ignoring their
+        first argument."""
+        if not self.allow_placeholders:
+            return  # instantiating: lint has already said it
+        success = self.conditions.get("successCondition")
+        failure = self.conditions.get("failureCondition")
+        kinds = passes_on_no_data(success, failure)
+        if kinds:
+            self.findings.warning(
+                self.path,
+                f"the conditions pass on no data ({', '.join(kinds)}), as Argo would promote on them; "
+                "meshshift measures such a result as Error. Say what no data means: "
+                "`len(result) > 0 && ...`, `isNaN(result[0]) || ...`, or `default(result, 0)`",
+            )
+        for key, condition in self.conditions.items():
+            for call in argo_ignores_first_argument(condition):
+                self.findings.warning(
+                    self._where(key),
+                    f"{call}: as in Argo, default() and isNil() look at result itself, not at their "
+                    "first argument; write result.x ?? fallback, or result.x == nil",
+                )
 
     def _provider(self, name: str) -> ProviderSpec | None:
         if self.raw.get("provider") is None:
@@ -864,8 +910,17 @@ def instantiate_template(template: AnalysisTemplate, args: Mapping[str, str]) ->
         if not _all_args_given(raw, path, args, findings):
             continue
         substituted = {
-            key: value if key == "provider" else _substitute_deep(value, args) for key, value in raw.items()
+            key: value if key == "provider" else _substitute_deep(value, args)
+            for key, value in raw.items()
+            if key not in CONDITION_FIELDS or not isinstance(value, str)
         }
+        for key in CONDITION_FIELDS:
+            if isinstance(raw.get(key), str):
+                try:
+                    substituted[key] = substitute_condition_args(raw[key], args)
+                except ConditionArgError as error:
+                    findings.error(at(path, key), f"invalid condition: {error}")
+                    substituted[key] = None
         metric = read_metric(substituted, path, findings, allow_placeholders=False)
         if metric is not None:
             metrics.append(metric)
@@ -906,7 +961,11 @@ def _substitute_condition(
 ) -> str | None:
     if text is None or not _all_args_given(text, path, args, findings):
         return text
-    return substitute_args(text, args)
+    try:
+        return substitute_condition_args(text, args)
+    except ConditionArgError as error:
+        findings.error(path, f"invalid condition: {error}")
+        return text
 
 
 def _raise_for(template: AnalysisTemplate, findings: Findings) -> None:
