@@ -616,6 +616,12 @@ class _Reconciliation:
             return False
         reason = "ProgressDeadlineExceeded"
         detail = f"{message} for longer than the progress deadline ({self.spec.progress_deadline:g}s)"
+        if self.state.stage == Stage.STEPPING and not self.spec.progress_deadline_abort:
+            # Argo without progressDeadlineAbort: say so once, keep the weights, keep waiting.
+            if self.state.message != detail:
+                self.event(reason, f"{detail}; waiting on (progressDeadlineAbort is false)", warning=True)
+                self.update(message=detail)
+            return False
         if self.state.stage == Stage.STEPPING:
             self._fail(reason, detail, blocking_run=None)
             return True

@@ -8,7 +8,9 @@ not define is an error, as is a `blueGreen` strategy. The pod-template fields
 (`replicas`, `selector`, `template`, `workloadRef`, `minReadySeconds`,
 `revisionHistoryLimit`) describe the workload, which meshshift takes from the Deployment.
 
-`spec.progressDeadlineSeconds` and `canary.abortScaleDownDelaySeconds` are honoured.
+`spec.progressDeadlineSeconds`, `spec.progressDeadlineAbort` (as in Argo, a passed deadline
+aborts only with `progressDeadlineAbort: true`; otherwise it is reported and the rollout waits)
+and `canary.abortScaleDownDelaySeconds` are honoured.
 The `meshshift.io/allow-non-monotonic: "true"` annotation on the Rollout allows weights
 that go down, as on a Deployment.
 """
@@ -142,13 +144,20 @@ def read_argo_rollout(
             spec["progressDeadlineSeconds"], "spec.progressDeadlineSeconds", findings, minimum=1
         )
         deadline = deadline if seconds is None else float(seconds)
-    for field in ("paused", "restartAt", "rollbackWindow", "progressDeadlineAbort"):
+    for field in ("paused", "restartAt", "rollbackWindow"):
         if spec.get(field) not in (None, False) and f"spec.{field}" in NOT_ACTED_ON:
             _not_acted_on(at("spec", field), NOT_ACTED_ON[f"spec.{field}"], findings)
     strategy = require(spec, "strategy", "spec", findings)
     if strategy is None:
         return None
-    policy = RolloutPolicy(progress_deadline=deadline, allow_non_monotonic=allow_non_monotonic)
+    # Argo only marks a rollout whose deadline passed, unless progressDeadlineAbort is true.
+    abort = spec.get("progressDeadlineAbort", False)
+    if not isinstance(abort, bool):
+        findings.error("spec.progressDeadlineAbort", f"must be true or false, got {abort!r}")
+        abort = False
+    policy = RolloutPolicy(
+        progress_deadline=deadline, allow_non_monotonic=allow_non_monotonic, progress_deadline_abort=abort
+    )
     return read_strategy(strategy, "spec.strategy", findings, policy, catalog)
 
 

@@ -301,6 +301,10 @@ class RolloutSpec:
     allow_non_monotonic: bool = False
     gradual_interval: float = DEFAULT_GRADUAL_INTERVAL
     abort_scale_down_delay: float = DEFAULT_ABORT_SCALE_DOWN_DELAY
+    # A canary not ready within the progress deadline fails the rollout (the annotation
+    # contract); False only reports it and keeps waiting (a pasted Rollout without Argo's
+    # progressDeadlineAbort: true).
+    progress_deadline_abort: bool = True
 
     @property
     def step_count(self) -> int:

@@ -59,6 +59,7 @@ class RolloutPolicy:
     allow_non_monotonic: bool = False
     gradual_interval: float = DEFAULT_GRADUAL_INTERVAL
     abort_scale_down_delay: float = DEFAULT_ABORT_SCALE_DOWN_DELAY
+    progress_deadline_abort: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,7 @@ def build_rollout(
         allow_non_monotonic=policy.allow_non_monotonic,
         gradual_interval=policy.gradual_interval,
         abort_scale_down_delay=policy.abort_scale_down_delay,
+        progress_deadline_abort=policy.progress_deadline_abort,
     )
 
 

@@ -17,6 +17,7 @@ from meshshift.engine.actions import AnalysisKind, StartAnalysis
 from meshshift.engine.machine import CommandKind
 from meshshift.engine.state import RolloutPhase
 from meshshift.runtime.analysis import REDACTED, AnalysisExecutor, ArgContext, builtin_args
+from meshshift.spec.annotations import parse_deployment
 from meshshift.spec.argo import parse_argo_rollout, read_argo_rollout
 from meshshift.spec.documents import check_sources
 from meshshift.spec.errors import Findings
@@ -528,3 +529,74 @@ def test_a_dry_run_rule_that_selects_no_metric_fails_the_run_as_in_argo() -> Non
     run, _ = create_run([template_of(RATES)], ref, {})
     assert run.phase == AnalysisPhase.ERROR
     assert 'dryRun metricName "*" matches no metric' in run.message
+
+
+# --- progressDeadlineAbort -----------------------------------------------------------------
+
+DEADLINE = """\
+    apiVersion: argoproj.io/v1alpha1
+    kind: Rollout
+    metadata: {name: guestbook}
+    spec:
+      progressDeadlineSeconds: 60
+      strategy:
+        canary:
+          steps: [{setWeight: 20}, {pause: {duration: 10}}, {setWeight: 50}]
+"""
+
+
+def stuck_canary(spec: RolloutSpec) -> World:
+    """v2 rolled out over a ready v1; v2's pods never become ready for 10 minutes."""
+    world = World(spec)
+    world.tick()
+    world.revision, world.canary_ready = "v2", False
+    world.tick()
+    world.tick(61)
+    world.tick(600)
+    return world
+
+
+def test_a_passed_deadline_only_marks_a_pasted_rollout_without_progress_deadline_abort() -> None:
+    # Argo: progressDeadlineSeconds marks the rollout; it aborts only with progressDeadlineAbort.
+    world = stuck_canary(rollout_of(DEADLINE))
+    assert world.rollbacks == []
+    assert world.phase() == RolloutPhase.PROGRESSING
+    assert world.event_reasons().count("ProgressDeadlineExceeded") == 1
+    world.canary_ready = True
+    world.settle()
+    assert world.promotions == ["v2"]
+
+
+def test_progress_deadline_abort_true_aborts_the_rollout() -> None:
+    text = DEADLINE.replace(
+        "progressDeadlineSeconds: 60", "progressDeadlineSeconds: 60\n      progressDeadlineAbort: true"
+    )
+    world = stuck_canary(rollout_of(text))
+    assert len(world.rollbacks) == 1
+    assert world.phase() == RolloutPhase.DEGRADED
+
+
+def test_the_annotation_contract_keeps_aborting_at_the_deadline() -> None:
+    # meshshift.io/progress-deadline keeps its documented meaning: the rollout is aborted.
+    deployment = parse_deployment(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": "web",
+                "annotations": {
+                    "meshshift.io/enabled": "true",
+                    "meshshift.io/router": "istio",
+                    "meshshift.io/progress-deadline": "60s",
+                    "meshshift.io/steps": "- setWeight: 20\n- pause: {duration: 10}\n",
+                },
+            },
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {}},
+        },
+        catalog=TemplateCatalog(),
+    )
+    assert deployment is not None
+    spec = deployment.rollout
+    assert spec.progress_deadline_abort is True
+    world = stuck_canary(spec)
+    assert len(world.rollbacks) == 1

@@ -28,6 +28,7 @@ ACTED_ON_CANARY = {"steps", "analysis", "abortScaleDownDelaySeconds"}
 ACTED_ON_SPEC = {
     "strategy",
     "progressDeadlineSeconds",
+    "progressDeadlineAbort",
     "replicas",
     "selector",
     "template",
