@@ -2,6 +2,11 @@
 
 Each measurement opens its own short-lived session: measurements are minutes apart, so
 there is nothing to pool, and nothing to close when a provider is dropped.
+
+An answer is read to its end, up to MAX_BODY_BYTES (8 MiB): far above any metric answer
+(a Prometheus vector of 10,000 series is about 2 MiB), low enough that one odd endpoint
+cannot fill the daemon's memory. A longer answer is an Error measurement saying so; it is
+never cut and parsed in part.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ from typing import Any
 
 import aiohttp
 
-from meshshift.analysis.providers.templating import render_header, render_plain, render_url
+from meshshift.analysis.providers.templating import (
+    render_header,
+    render_header_name,
+    render_plain,
+    render_url,
+)
 from meshshift.ports import MeasureContext, ProviderError, SecretReader
 from meshshift.spec.durations import parse_duration
 from meshshift.spec.templates import SIGV4_REFUSAL
@@ -69,9 +79,7 @@ async def fetch(
                 ssl=verify_tls,
             ) as response,
         ):
-            body = await response.content.read(MAX_BODY_BYTES + 1)
-            if len(body) > MAX_BODY_BYTES:
-                raise ProviderError(f"{what} answered more than {MAX_BODY_BYTES} bytes; refusing it")
+            body = await read_body(response, what)
             return HttpAnswer(response.status, body, str(response.url))
     except TimeoutError:
         raise ProviderError(f"{what} did not answer within {within:g}s") from None
@@ -81,11 +89,31 @@ async def fetch(
         raise ProviderError(f"cannot reach {what}: {error.strerror or error}; check the address") from None
     except aiohttp.ClientError as error:
         raise ProviderError(f"{what}: {type(error).__name__}: {error}") from None
+    except ValueError as error:  # UnicodeError for a bad host name, a header aiohttp refuses
+        raise ProviderError(f"{what}: cannot send the request: {error}") from None
+
+
+async def read_body(response: aiohttp.ClientResponse, what: str) -> bytes:
+    """The whole answer, or ProviderError once it passes MAX_BODY_BYTES."""
+    too_long = ProviderError(
+        f"{what} answered more than {MAX_BODY_BYTES // (1024 * 1024)} MiB; refusing it "
+        "(a metric answer is never that large: narrow the query)"
+    )
+    if response.content_length is not None and response.content_length > MAX_BODY_BYTES:
+        raise too_long
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_long
+    return bytes(body)
 
 
 def decode_json(answer: HttpAnswer, what: str) -> Any:
     try:
         return json.loads(answer.body)
+    except RecursionError:
+        raise ProviderError(f"{what} answered JSON nested too deeply to read") from None
     except ValueError:
         raise ProviderError(
             f"{what} answered HTTP {answer.status} with a body that is not JSON: {answer.text(200)!r}"
@@ -130,7 +158,7 @@ def render_headers(options: Mapping[str, Any], args: Mapping[str, str], field: s
         where = f"{field}.headers[{index}]"
         if not isinstance(entry, Mapping) or "key" not in entry:
             raise ProviderError(f"{where}: expected {{key: NAME, value: TEXT}}")
-        key = render_header(str(entry["key"]), args, field=f"{where}.key")
+        key = render_header_name(str(entry["key"]), args, field=f"{where}.key")
         headers[key] = render_header(str(entry.get("value", "")), args, field=f"{where}.value")
     return headers
 

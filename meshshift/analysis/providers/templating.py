@@ -18,15 +18,22 @@ NRQL (`render_nrql`)
     rejected; inside `...` (identifiers) a backtick is rejected; outside: letters, digits,
     `_` and `.` only (no `-` or `/`, which could open a comment).
 URLs (`render_url`)
-    in the path, query or fragment: percent-encoded (`/`, `&`, `=`, `#` included); in the
-    host part: a host[:port]; a placeholder opening the URL: an http(s) base URL.
+    in the path, query or fragment: percent-encoded (`/`, `&`, `=`, `#` included), so a
+    value stays inside its path segment; a path segment a value helps to make may not be
+    `.` or `..` (a client and every proxy on the way would resolve it: `/services/../health`
+    reaches `/health`). In the host part: a host name (labels of letters, digits and `-`),
+    an IPv4 or a bracketed IPv6 address, with an optional port; a placeholder opening the
+    URL: an http(s) base URL with such a host.
 JSON text (`render_json_text`, the web provider's `body`)
     inside a JSON string: JSON-escaped; outside: a number, true, false or null.
 Datadog queries (`render_datadog`)
     Datadog's query language has no string quoting, so a value must be one tag-value
     token: letters, digits and `_ . : / -`.
 Header values (`render_header`)
-    CR, LF and NUL are rejected (no header injection).
+    control characters but tab are rejected (no header injection: CR, LF, NUL, and the
+    vertical tab and form feed some parsers also take as line ends).
+Header names (`render_header_name`)
+    an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``).
 
 A rejected value raises ProviderError naming the field and the arg: the measurement is an
 Error and the query is never sent. An arg without a value also raises ProviderError (the
@@ -296,16 +303,24 @@ class _UrlState(Enum):
     FRAGMENT = auto()
 
 
-_HOST_PORT = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]+)?|\[[0-9A-Fa-f:.]+\](:[0-9]+)?")
+# A DNS name: dot-separated labels of 1-63 letters, digits and inner hyphens (no empty
+# label, so ".evil.com" or "a..b" cannot reach the IDNA encoder), an optional final dot.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = rf"{_LABEL}(?:\.{_LABEL})*\.?"
+_HOST_PORT = re.compile(rf"(?:{_HOST}|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?")
 _BASE_URL = re.compile(
-    r"https?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]+)?(/[A-Za-z0-9._~%!$&'()*+,;=:@/\-]*)?"
+    rf"https?://(?:{_HOST}|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?(?:/[A-Za-z0-9._~%!$&'()*+,;=:@/\-]*)?"
 )
+_DOT_SEGMENTS = frozenset({".", ".."})
 
 
 class _UrlLexer:
     def __init__(self) -> None:
         self.state = _UrlState.START
         self.seen = ""  # the literal text of the scheme part so far
+        self.segment = ""  # the current path segment so far, as written
+        self.segment_arg: tuple[str, str] | None = None  # (arg, value) of a value in it
+        self.field = "url"
 
     def feed(self, text: str) -> None:
         for char in text:
@@ -321,6 +336,10 @@ class _UrlLexer:
                 elif char == "#":
                     self.state = _UrlState.FRAGMENT
             elif self.state is _UrlState.PATH:
+                if char in "/?#":
+                    self.end_segment()
+                else:
+                    self.segment += char
                 if char == "?":
                     self.state = _UrlState.QUERY
                 elif char == "#":
@@ -328,7 +347,18 @@ class _UrlLexer:
             elif self.state is _UrlState.QUERY and char == "#":
                 self.state = _UrlState.FRAGMENT
 
+    def end_segment(self) -> None:
+        """A path segment ends: one an arg helped to write may not be a dot segment."""
+        segment, written_by = self.segment, self.segment_arg
+        self.segment, self.segment_arg = "", None
+        if written_by is None:
+            return
+        if urllib.parse.unquote(segment) in _DOT_SEGMENTS:
+            arg, value = written_by
+            raise _reject(self.field, arg, value, f"makes the path segment {segment!r}, which would leave it")
+
     def escape(self, value: str, arg: str, field: str) -> str:
+        self.field = field
         if self.state is _UrlState.START:
             if self.seen or not _BASE_URL.fullmatch(value):
                 raise _reject(field, arg, value, "is not an http(s) base URL (https://host[:port][/path])")
@@ -337,16 +367,33 @@ class _UrlLexer:
             if not _HOST_PORT.fullmatch(value):
                 raise _reject(field, arg, value, "is not a host or host:port")
             return value
-        return urllib.parse.quote(value, safe="")
+        quoted = urllib.parse.quote(value, safe="")
+        if self.state is _UrlState.PATH:
+            self.segment += quoted
+            self.segment_arg = (arg, value)
+        return quoted
 
     def after_value(self) -> None:
         if self.state is _UrlState.START:
             self.state = _UrlState.AUTHORITY  # a whole base URL went in
 
+    def finish(self) -> None:
+        if self.state is _UrlState.PATH:
+            self.end_segment()
+
 
 def render_url(text: str, args: Mapping[str, str], *, field: str = "url") -> str:
     """A URL with its args percent-encoded (path, query, fragment) or checked (host)."""
-    return _render(text, args, field, _UrlLexer())
+    lexer = _UrlLexer()
+    rendered = _render(text, args, field, lexer)
+    lexer.feed(text[_last_placeholder_end(text) :])  # the literal tail ends the last segment
+    lexer.finish()
+    return rendered
+
+
+def _last_placeholder_end(text: str) -> int:
+    ends = [match.end() for match in PLACEHOLDER.finditer(text)]
+    return ends[-1] if ends else len(text)
 
 
 # --- JSON text -------------------------------------------------------------------------
@@ -446,13 +493,25 @@ def render_datadog(text: str, args: Mapping[str, str], *, field: str = "query") 
     return _render(text, args, field, lexer)
 
 
-_HEADER_SAFE = re.compile(r"[^\r\n\x00]*")
+_HEADER_SAFE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def render_header(text: str, args: Mapping[str, str], *, field: str = "headers") -> str:
-    """A header value: no CR, LF or NUL may come in through an arg."""
-    lexer = _TokenLexer(_HEADER_SAFE, "contains a line break or NUL, which is not allowed in a header")
+    """A header value: no line break, NUL or other control character may come in through an arg."""
+    lexer = _TokenLexer(
+        _HEADER_SAFE, "contains a line break or another control character, which is not allowed in a header"
+    )
     return _render(text, args, field, lexer)
+
+
+def render_header_name(text: str, args: Mapping[str, str], *, field: str = "headers") -> str:
+    """A header name: the whole name, args substituted, must be an HTTP token."""
+    name = render_plain(text, args, field=field)
+    if not _HEADER_NAME.fullmatch(name):
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise ProviderError(f"{field}: {shown!r} is not a header name (letters, digits and !#$%&'*+-.^_`|~)")
+    return name
 
 
 class _PlainLexer:

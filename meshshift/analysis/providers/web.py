@@ -116,6 +116,8 @@ def extract(body: bytes, json_path: str, *, where: str) -> Any:
     """The first value at `json_path` in the JSON `body`, or the body as text if it is not JSON."""
     try:
         document = json.loads(body)
+    except RecursionError:
+        raise ProviderError(f"{where} is JSON nested too deeply to read") from None
     except ValueError:
         return body.decode("utf-8", errors="replace")
     try:
