@@ -62,6 +62,7 @@ def test_the_contract_keys_are_fixed() -> None:
         "meshshift.io/progress-deadline",
         "meshshift.io/command",
         "meshshift.io/allow-non-monotonic",
+        "meshshift.io/max-traffic-weight",
         "meshshift.io/slack-webhook-url",
         "meshshift.io/webhook-url",
     )

@@ -73,6 +73,7 @@ ON_FAILURE = "meshshift.io/on-failure"
 PROGRESS_DEADLINE = "meshshift.io/progress-deadline"
 COMMAND = "meshshift.io/command"
 ALLOW_NON_MONOTONIC = "meshshift.io/allow-non-monotonic"
+MAX_TRAFFIC_WEIGHT = "meshshift.io/max-traffic-weight"
 SLACK_WEBHOOK_URL = "meshshift.io/slack-webhook-url"
 WEBHOOK_URL = "meshshift.io/webhook-url"
 
@@ -89,6 +90,7 @@ ANNOTATION_KEYS = (
     PROGRESS_DEADLINE,
     COMMAND,
     ALLOW_NON_MONOTONIC,
+    MAX_TRAFFIC_WEIGHT,
     SLACK_WEBHOOK_URL,
     WEBHOOK_URL,
 )
@@ -321,7 +323,20 @@ def _read_steps(values: Mapping[str, str], path: str, findings: Findings) -> tup
     ok, data = load_value(values[STEPS], path, findings, where="the annotation value")
     if not ok or data is None:
         return ()
-    return read_steps(data, path, findings)
+    return read_steps(data, path, findings, max_weight=_max_traffic_weight(values, findings))
+
+
+def _max_traffic_weight(values: Mapping[str, str], findings: Findings) -> int:
+    """Argo's maxTrafficWeight as an annotation: setWeight counts in its units (default 100)."""
+    raw = values.get(MAX_TRAFFIC_WEIGHT)
+    if raw is None:
+        return 100
+    if not raw.strip().isdigit() or int(raw) < 1:
+        findings.error(
+            annotation_path(MAX_TRAFFIC_WEIGHT), f'must be a whole number of 1 or more, got "{raw}"'
+        )
+        return 100
+    return int(raw)
 
 
 def _read_analysis(values: Mapping[str, str], path: str, findings: Findings) -> BackgroundAnalysis | None:

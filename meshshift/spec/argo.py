@@ -225,7 +225,12 @@ def _read_canary(
         analysis=at(path, "analysis"),
         allow_non_monotonic=f'the annotation {ALLOW_NON_MONOTONIC}: "true" on the Rollout',
     )
-    steps = read_steps(canary["steps"], paths.steps, findings) if canary.get("steps") is not None else ()
+    max_weight = _max_traffic_weight(canary.get("trafficRouting"), at(path, "trafficRouting"), findings)
+    steps = (
+        read_steps(canary["steps"], paths.steps, findings, max_weight=max_weight)
+        if canary.get("steps") is not None
+        else ()
+    )
     analysis = None
     if canary.get("analysis") is not None:
         analysis = read_background_analysis(canary["analysis"], paths.analysis, findings)
@@ -235,6 +240,14 @@ def _read_canary(
         if seconds is not None:
             policy = dataclasses.replace(policy, abort_scale_down_delay=float(seconds))
     return build_rollout(steps, analysis, policy, paths, findings, catalog)
+
+
+def _max_traffic_weight(routing: object, path: str, findings: Findings) -> int:
+    """`trafficRouting.maxTrafficWeight` (default 100): the unit setWeight counts in."""
+    if not isinstance(routing, Mapping) or routing.get("maxTrafficWeight") is None:
+        return 100
+    weight = expect_int(routing["maxTrafficWeight"], at(path, "maxTrafficWeight"), findings, minimum=1)
+    return 100 if weight is None else weight
 
 
 def _not_acted_on(path: str, reason: str, findings: Findings) -> None:
@@ -247,6 +260,8 @@ def _read_traffic_routing(value: object, path: str, findings: Findings) -> None:
     if routing is None:
         return
     for key in routing:
+        if key == "maxTrafficWeight":
+            continue  # acted on: setWeight counts in its units
         if key in ROUTER_ANNOTATIONS:
             reason = f"meshshift reads the router from the Deployment: {ROUTER_ANNOTATIONS[key]}"
         elif key == "managedRoutes":

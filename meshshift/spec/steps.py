@@ -19,6 +19,7 @@ quantifiers.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -80,12 +81,50 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # --- the steps list ----------------------------------------------------------------
 
 
-def read_steps(value: object, path: str, findings: Findings) -> tuple[Step | StepGroup | None, ...]:
-    """Every step as written, None where a step is invalid (its errors are reported)."""
+def read_steps(
+    value: object, path: str, findings: Findings, *, max_weight: int = 100
+) -> tuple[Step | StepGroup | None, ...]:
+    """Every step as written, None where a step is invalid (its errors are reported).
+
+    `max_weight` is Argo's `trafficRouting.maxTrafficWeight`: setWeight counts in those units
+    (50 of 1000 is 5%), and is read here as the percentage it stands for."""
     steps = expect_list(value, path, findings)
     if steps is None:
         return ()
-    return tuple(read_step(raw, at(path, index), findings) for index, raw in enumerate(steps))
+    if max_weight != 100:
+        steps = [_in_percent(raw, at(path, index), max_weight, findings) for index, raw in enumerate(steps)]
+    return tuple(
+        None if raw is _INVALID else read_step(raw, at(path, index), findings)
+        for index, raw in enumerate(steps)
+    )
+
+
+_INVALID = object()  # a step already reported as invalid
+
+
+def _unit(max_weight: int) -> int:
+    """The smallest setWeight, in units of `max_weight`, that is a whole percent."""
+    return max_weight // math.gcd(max_weight, 100)
+
+
+def _in_percent(raw: object, path: str, max_weight: int, findings: Findings) -> object:
+    """A step whose setWeight, in units of `max_weight`, is written as a percentage (_INVALID
+    when it cannot be: reported)."""
+    if not isinstance(raw, Mapping) or "setWeight" not in raw:
+        return raw
+    where = at(path, "setWeight")
+    weight = expect_int(raw["setWeight"], where, findings, minimum=0, maximum=max_weight)
+    if weight is None:
+        return _INVALID
+    percent, rest = divmod(weight * 100, max_weight)
+    if rest:
+        findings.error(
+            where,
+            f"setWeight {weight} of maxTrafficWeight {max_weight} is {weight * 100 / max_weight:g}%; "
+            f"meshshift routes in whole percents: use a multiple of {_unit(max_weight)}",
+        )
+        return _INVALID
+    return {**raw, "setWeight": percent}
 
 
 def read_step(value: object, path: str, findings: Findings) -> Step | StepGroup | None:

@@ -29,6 +29,7 @@ from meshshift.spec.model import (
     ArgValueFrom,
     CanaryScale,
     RolloutSpec,
+    SetWeight,
     TemplateRef,
 )
 from meshshift.spec.rollout import TemplateCatalog
@@ -600,3 +601,70 @@ def test_the_annotation_contract_keeps_aborting_at_the_deadline() -> None:
     assert spec.progress_deadline_abort is True
     world = stuck_canary(spec)
     assert len(world.rollbacks) == 1
+
+
+# --- trafficRouting.maxTrafficWeight ----------------------------------------------------------
+
+MAX_WEIGHT = """\
+    apiVersion: argoproj.io/v1alpha1
+    kind: Rollout
+    metadata: {name: guestbook}
+    spec:
+      strategy:
+        canary:
+          trafficRouting:
+            maxTrafficWeight: 1000
+            nginx: {stableIngress: guestbook}
+          steps: [{setWeight: 50}, {pause: {duration: 10}}, {setWeight: 500}, {pause: {duration: 10}}]
+"""
+
+
+def test_set_weight_counts_in_units_of_max_traffic_weight() -> None:
+    # docs/features/traffic-management/nginx.md: maxTrafficWeight 1000, so 50 is 5%.
+    world = World(rollout_of(MAX_WEIGHT))
+    world.tick()
+    world.revision = "v2"
+    world.settle()
+    assert world.weights[:3] == [0, 5, 50]
+    assert world.promotions == ["v2"]
+
+
+def test_a_weight_above_max_traffic_weight_or_not_a_whole_percent_is_refused() -> None:
+    text = (
+        dedent(MAX_WEIGHT)
+        .replace("setWeight: 500", "setWeight: 1001")
+        .replace("setWeight: 50}", "setWeight: 55}")
+    )
+    findings = Findings()
+    documents, _ = load_all(text)
+    read_argo_rollout(documents[0].data, findings, TemplateCatalog())
+    assert [(issue.path, issue.reason) for issue in findings.issues if issue.severity == "error"] == [
+        (
+            "spec.strategy.canary.steps[0].setWeight",
+            "setWeight 55 of maxTrafficWeight 1000 is 5.5%; meshshift routes in whole percents: "
+            "use a multiple of 10",
+        ),
+        ("spec.strategy.canary.steps[2].setWeight", "must be between 0 and 1000, got 1001"),
+    ]
+
+
+def test_max_traffic_weight_as_an_annotation() -> None:
+    deployment = parse_deployment(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": "web",
+                "annotations": {
+                    "meshshift.io/enabled": "true",
+                    "meshshift.io/router": "istio",
+                    "meshshift.io/max-traffic-weight": "1000",
+                    "meshshift.io/steps": "- setWeight: 50\n- setWeight: 500\n",
+                },
+            },
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {}},
+        },
+        catalog=TemplateCatalog(),
+    )
+    assert deployment is not None
+    assert [step.weight for step in deployment.rollout.steps if isinstance(step, SetWeight)] == [5, 50]

@@ -179,7 +179,7 @@ def test_no_field_of_an_accepted_rollout_is_ignored_without_a_warning(key: str) 
 
 
 # Paths under trafficRouting meshshift acts on.
-ACTED_ON_ROUTING: set[str] = set()
+ACTED_ON_ROUTING = {"spec.strategy.canary.trafficRouting.maxTrafficWeight"}
 
 
 def test_a_refusal_names_the_feature_in_the_message() -> None:
