@@ -140,7 +140,7 @@ def test_template_in_one_file_used_in_another(tmp_path: Path, capsys: pytest.Cap
     assert code == 1
     assert lines == [
         f"{rollout}:0:spec.strategy.canary.steps[1].analysis.templates[0].templateName: "
-        'unknown template "error-rate"'
+        'unknown template "error-rate" (did you mean "sequential-error-rate"?)'  # a builtin
     ]
 
 

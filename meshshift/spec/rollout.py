@@ -32,10 +32,10 @@ from meshshift.spec.model import (
     StepAnalysis,
     StepGroup,
 )
-from meshshift.spec.templates import check_metric_names
+from meshshift.spec.templates import BUILTIN_METRICS, check_metric_names
 
 # Templates meshshift ships: always known, whatever the files or the cluster hold.
-BUILTIN_TEMPLATE_NAMES: tuple[str, ...] = ("request-success-rate", "request-duration")
+BUILTIN_TEMPLATE_NAMES: tuple[str, ...] = BUILTIN_METRICS
 # Args meshshift fills itself, so a template may declare them without a value and a
 # rollout need not give them. `service-name` is not one: the rollout must give it.
 BUILTIN_ARGS: frozenset[str] = frozenset(

@@ -70,7 +70,9 @@ UNSUPPORTED_PROVIDERS = (
     "skywalking",
     "plugin",
 )
-BUILTIN_METRICS = ("request-success-rate", "request-duration")
+# Flagger's two, and the sequential judge's (meshshift/analysis/judge.py).
+SEQUENTIAL_METRICS = ("sequential-error-rate", "sequential-latency")
+BUILTIN_METRICS = ("request-success-rate", "request-duration", *SEQUENTIAL_METRICS)
 
 # `{{args.NAME}}`, spaces allowed inside the braces, as Argo writes them.
 PLACEHOLDER = re.compile(r"\{\{\s*args\.([^{}\s]+)\s*\}\}")
@@ -720,9 +722,70 @@ def _check_datadog(options: Mapping[str, Any], path: str, findings: Findings) ->
         findings.error(at(path, "queries"), "needs apiVersion: v2")
 
 
+_SEQUENTIAL_OPTIONS = (
+    "stableCluster",
+    "alpha",
+    "relativeTolerance",
+    "absoluteTolerance",
+    "maxDuration",
+    "requireEvidence",
+    "lookEvery",
+    "address",
+    "canary",
+    "stable",
+    "codeLabel",
+    "unit",
+    "timeout",
+    "headers",
+    "insecure",
+)
+
+
 def _check_builtin(options: Mapping[str, Any], path: str, findings: Findings) -> None:
-    if options.get("quantile") is not None and options.get("builtin") != "request-duration":
-        findings.error(at(path, "quantile"), "only applies to builtin: request-duration")
+    builtin = options.get("builtin")
+    sequential = builtin in SEQUENTIAL_METRICS
+    if options.get("quantile") is not None and builtin not in ("request-duration", "sequential-latency"):
+        findings.error(
+            at(path, "quantile"), "only applies to builtin: request-duration or sequential-latency"
+        )
+    for key in _SEQUENTIAL_OPTIONS:
+        if options.get(key) is not None and not sequential:
+            findings.error(
+                at(path, key), f"only applies to the sequential builtins ({', '.join(SEQUENTIAL_METRICS)})"
+            )
+    if options.get("window") is not None and sequential:
+        findings.error(at(path, "window"), "does not apply to a sequential builtin: it counts from the start")
+    if options.get("source") == "prometheus":
+        if not sequential:
+            findings.error(
+                at(path, "source"), "prometheus: use a prometheus provider for this builtin's query"
+            )
+        for side in ("canary", "stable"):
+            if options.get(side) is None:
+                findings.error(
+                    at(path, side), "is required with source prometheus: the series selector of that side"
+                )
+
+
+def _open_unit(value: object, path: str, findings: Findings) -> object:
+    number = expect_number(value, path, findings)
+    if number is not None and not 0 < number < 1:
+        findings.error(path, f"must be between 0 and 1 (exclusive), got {number:g}")
+    return number
+
+
+def _non_negative(value: object, path: str, findings: Findings) -> object:
+    number = expect_number(value, path, findings)
+    if number is not None and number < 0:
+        findings.error(path, f"must be 0 or more, got {number:g}")
+    return number
+
+
+def _boolean_text(value: object, path: str, findings: Findings) -> object:
+    if isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false")):
+        return value
+    findings.error(path, f'must be true or false (or "true"/"false"), got {value!r}')
+    return None
 
 
 def _quantile(value: object, path: str, findings: Findings) -> object:
@@ -824,9 +887,25 @@ PROVIDERS: Mapping[str, ProviderSchema] = {
             "window": _deferrable(_duration),
             "quantile": _deferrable(_quantile),
             # Where the numbers come from; the runtime's standalone Envoy when left out.
-            "source": _choice("envoy-admin"),
+            "source": _choice("envoy-admin", "prometheus"),
             "adminUrl": _url,
             "cluster": _text,
+            # The sequential builtins (meshshift/analysis/providers/sequential.py).
+            "stableCluster": _text,
+            "alpha": _deferrable(_open_unit),
+            "relativeTolerance": _deferrable(_non_negative),
+            "absoluteTolerance": _deferrable(_non_negative),
+            "maxDuration": _deferrable(_duration),
+            "requireEvidence": _deferrable(_boolean_text),
+            "lookEvery": _deferrable(_duration),
+            "address": _url,
+            "canary": _text,
+            "stable": _text,
+            "codeLabel": _text,
+            "unit": _text,
+            "timeout": _deferrable(_positive_int),
+            "headers": _HEADERS,
+            "insecure": _deferrable(expect_bool),
         },
         required=("builtin",),
         cross_check=_check_builtin,

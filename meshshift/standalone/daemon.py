@@ -208,17 +208,23 @@ def analysis_plugins(
     `/stats/prometheus`), else they read Envoy's admin endpoint directly. Traefik's query the
     Prometheus that scrapes Traefik's `/metrics` (on its API entry point) for `canary@file`.
     """
-    canary_cluster = upstream_names(rollout.name).canary
+    names = upstream_names(rollout.name)
     providers = default_providers(
-        prometheus_address=prometheus_address, envoy_admin_url=envoy_admin_url, envoy_cluster=canary_cluster
+        prometheus_address=prometheus_address,
+        envoy_admin_url=envoy_admin_url,
+        envoy_cluster=names.canary,
+        envoy_stable_cluster=names.stable,
     )
     if isinstance(rollout.router, TraefikRouterConfig):
-        target = BuiltinTarget(traefik_service=f"{CANARY}@{traefik_file.PROVIDER}")
+        target = BuiltinTarget(
+            traefik_service=f"{CANARY}@{traefik_file.PROVIDER}",
+            traefik_stable_service=f"{STABLE}@{traefik_file.PROVIDER}",
+        )
         return providers, BuiltinTemplates("traefik", target)
     if not isinstance(rollout.router, EnvoyRouterConfig):
         return providers, None
     source: Source = "prometheus" if prometheus_address else "envoy-admin"
-    target = BuiltinTarget(canary_cluster=canary_cluster)
+    target = BuiltinTarget(canary_cluster=names.canary, stable_cluster=names.stable)
     return providers, BuiltinTemplates("envoy", target, source=source)
 
 

@@ -59,8 +59,22 @@ class Workload:
 
 
 # istio: workloads in namespace "shop"; nginx: ingresses in namespace "shop"
-ISTIO_WORKLOADS = {"api": Workload(100, 0, 20), "api-bad": Workload(100, 10, 800)}
+ISTIO_WORKLOADS = {
+    "api": Workload(100, 0, 20),
+    "api-bad": Workload(100, 10, 800),
+    # An A/A pair for the sequential judge, 5 % errors each; the canary restarts (below).
+    "cart-primary": Workload(80, 4, 20),
+    "cart": Workload(20, 1, 20),
+}
+RESTARTING = {"cart": 12}  # workload -> its counters start again from 0 every this many ticks
 NGINX_INGRESSES = {"web": Workload(100, 0, 20), "web-bad": Workload(100, 10, 800)}
+# One ingress split by ingress-nginx's canary annotations: the canary Ingress' requests carry
+# canary="<upstream>" (ingress-nginx's $proxy_alternative_upstream_name), the stable's none.
+NGINX_SPLIT_INGRESS = "checkout"
+NGINX_SPLIT = {"": Workload(90, 0, 20), "shop-checkout-canary-80": Workload(10, 2, 800)}
+# Traefik's per-service series, standalone names; default buckets (seconds).
+TRAEFIK_SERVICES = {"stable@file": Workload(90, 0, 20), "canary@file": Workload(10, 2, 800)}
+TRAEFIK_BUCKETS_S = (0.1, 0.3, 1.2, 5.0)
 
 
 def _labels(labels: Mapping[str, str]) -> str:
@@ -74,6 +88,11 @@ class MeshExporter:
     tick: float = 0.25
     ticks: int = 0
 
+    def ticks_of(self, workload: str) -> int:
+        """The ticks a workload's counters hold: since its last restart, if it restarts."""
+        every = RESTARTING.get(workload)
+        return self.ticks % every if every else self.ticks
+
     def exposition(self) -> str:
         lines = ["# TYPE istio_requests_total counter"]
         for name, load in ISTIO_WORKLOADS.items():
@@ -82,13 +101,13 @@ class MeshExporter:
                 "destination_workload_namespace": "shop",
                 "destination_workload": name,
             }
+            ticks = self.ticks_of(name)
             lines.append(
                 f"istio_requests_total{{{_labels({**base, 'response_code': '200'})}}} "
-                f"{(load.requests - load.errors) * self.ticks}"
+                f"{(load.requests - load.errors) * ticks}"
             )
             lines.append(
-                f"istio_requests_total{{{_labels({**base, 'response_code': '503'})}}} "
-                f"{load.errors * self.ticks}"
+                f"istio_requests_total{{{_labels({**base, 'response_code': '503'})}}} {load.errors * ticks}"
             )
         lines.append("# TYPE istio_request_duration_milliseconds histogram")
         for name, load in ISTIO_WORKLOADS.items():
@@ -98,11 +117,26 @@ class MeshExporter:
                 "destination_workload": name,
             }
             lines += self._histogram(
-                "istio_request_duration_milliseconds", base, ISTIO_BUCKETS_MS, load.latency_ms, load
+                "istio_request_duration_milliseconds",
+                base,
+                ISTIO_BUCKETS_MS,
+                load.latency_ms,
+                load,
+                self.ticks_of(name),
             )
         lines.append("# TYPE nginx_ingress_controller_requests counter")
         for name, load in NGINX_INGRESSES.items():
             base = {"namespace": "shop", "ingress": name}
+            lines.append(
+                f"nginx_ingress_controller_requests{{{_labels({**base, 'status': '200'})}}} "
+                f"{(load.requests - load.errors) * self.ticks}"
+            )
+            lines.append(
+                f"nginx_ingress_controller_requests{{{_labels({**base, 'status': '503'})}}} "
+                f"{load.errors * self.ticks}"
+            )
+        for canary, load in NGINX_SPLIT.items():
+            base = {"namespace": "shop", "ingress": NGINX_SPLIT_INGRESS, "canary": canary}
             lines.append(
                 f"nginx_ingress_controller_requests{{{_labels({**base, 'status': '200'})}}} "
                 f"{(load.requests - load.errors) * self.ticks}"
@@ -121,12 +155,42 @@ class MeshExporter:
                 load.latency_ms / 1000,
                 load,
             )
+        for canary, load in NGINX_SPLIT.items():
+            base = {"namespace": "shop", "ingress": NGINX_SPLIT_INGRESS, "canary": canary}
+            lines += self._histogram(
+                "nginx_ingress_controller_request_duration_seconds",
+                base,
+                NGINX_BUCKETS_S,
+                load.latency_ms / 1000,
+                load,
+            )
+        lines.append("# TYPE traefik_service_requests_total counter")
+        for service, load in TRAEFIK_SERVICES.items():
+            for code, count in (("200", load.requests - load.errors), ("500", load.errors)):
+                labels = _labels({"service": service, "code": code, "method": "GET", "protocol": "http"})
+                lines.append(f"traefik_service_requests_total{{{labels}}} {count * self.ticks}")
+        lines.append("# TYPE traefik_service_request_duration_seconds histogram")
+        for service, load in TRAEFIK_SERVICES.items():
+            base = {"service": service, "code": "200", "method": "GET", "protocol": "http"}
+            lines += self._histogram(
+                "traefik_service_request_duration_seconds",
+                base,
+                TRAEFIK_BUCKETS_S,
+                load.latency_ms / 1000,
+                load,
+            )
         return "\n".join(lines) + "\n"
 
     def _histogram(
-        self, name: str, base: Mapping[str, str], bounds: tuple[float, ...], latency: float, load: Workload
+        self,
+        name: str,
+        base: Mapping[str, str],
+        bounds: tuple[float, ...],
+        latency: float,
+        load: Workload,
+        ticks: int | None = None,
     ) -> list[str]:
-        count = load.requests * self.ticks
+        count = load.requests * (self.ticks if ticks is None else ticks)
         lines = [
             f"{name}_bucket{{{_labels({**base, 'le': str(bound)})}}} {count if latency <= bound else 0}"
             for bound in bounds

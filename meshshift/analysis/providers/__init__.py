@@ -22,6 +22,7 @@ from meshshift.analysis.providers.datadog import DatadogProvider
 from meshshift.analysis.providers.envoy_admin import EnvoyAdminProvider
 from meshshift.analysis.providers.newrelic import NewRelicProvider
 from meshshift.analysis.providers.prometheus import PrometheusProvider
+from meshshift.analysis.providers.sequential import MeshshiftProvider, SequentialProvider
 from meshshift.analysis.providers.web import WebProvider
 from meshshift.ports import MetricProvider, SecretReader
 
@@ -32,9 +33,11 @@ __all__ = [
     "DatadogProvider",
     "EnvoyAdminProvider",
     "InlineTemplates",
+    "MeshshiftProvider",
     "NewRelicProvider",
     "PrometheusProvider",
     "SecretReader",
+    "SequentialProvider",
     "WebProvider",
     "builtin_document",
     "default_providers",
@@ -48,18 +51,23 @@ def default_providers(
     prometheus_address: str | None = None,
     envoy_admin_url: str | None = None,
     envoy_cluster: str = "canary",
+    envoy_stable_cluster: str = "stable",
 ) -> dict[str, MetricProvider]:
     """The providers by kind.
 
     `environ` (default os.environ) holds MESHSHIFT_PROMETHEUS_ADDRESS, DD_*, NEWRELIC_*;
     `secret_reader` reads a Kubernetes Secret (name, namespace) for Datadog and New Relic;
     `prometheus_address` is the default Prometheus; `envoy_admin_url`/`envoy_cluster` are the
-    standalone Envoy the `meshshift` provider reads.
+    standalone Envoy the `meshshift` provider reads (`envoy_stable_cluster` for the sequential
+    judge, which compares the two).
     """
+    prometheus = PrometheusProvider(default_address=prometheus_address, environ=environ)
+    envoy = EnvoyAdminProvider(admin_url=envoy_admin_url, cluster=envoy_cluster)
+    judge = SequentialProvider(envoy=envoy, prometheus=prometheus, stable_cluster=envoy_stable_cluster)
     return {
-        "prometheus": PrometheusProvider(default_address=prometheus_address, environ=environ),
+        "prometheus": prometheus,
         "web": WebProvider(),
         "datadog": DatadogProvider(secret_reader=secret_reader, environ=environ),
         "newRelic": NewRelicProvider(secret_reader=secret_reader, environ=environ),
-        "meshshift": EnvoyAdminProvider(admin_url=envoy_admin_url, cluster=envoy_cluster),
+        "meshshift": MeshshiftProvider(envoy, judge),
     }

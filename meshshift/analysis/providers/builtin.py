@@ -48,6 +48,16 @@ implementation's: `gateway-api/istio` (Istio's destination metrics, as for the i
 
 Without Prometheus, a standalone Envoy's builtins read its admin endpoint instead
 (`source="envoy-admin"`, provider kind `meshshift`, see envoy_admin.py).
+
+`sequential-error-rate` and `sequential-latency` are the sequential judge's (README, "The
+sequential judge"): one in-progress measurement of provider kind `meshshift` that reads the
+raw counters of both sides, canary and stable, at every look (`interval`), with no rate()
+window: the same counters as above, selected per side (`stable-target`, default
+`<target>-primary`; `stable-cluster`; `traefik-stable-service`; NGINX's `canary` label, which
+ingress-nginx sets on the requests its canary Ingress routed). Their args: alpha (0.01),
+relative-tolerance (0.25), absolute-tolerance (0), max-duration (10m), require-evidence
+("false"), interval (1s from Envoy's admin endpoint, 10s from Prometheus), quantile (0.95,
+latency).
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from meshshift.analysis.sequential import LATENCY, SEQUENTIAL_BUILTINS
 from meshshift.ports import TemplateSource
 from meshshift.spec.model import AnalysisTemplate
 from meshshift.spec.templates import BUILTIN_METRICS, parse_template
@@ -98,6 +109,13 @@ class _Mesh:
     duration_scale: str  # to milliseconds
     selector: str  # label matchers, with placeholders
     args: tuple[str, ...]  # the selector's args
+    # The sequential builtins compare two sides: (canary, stable) label matchers and their args.
+    sides: tuple[str, str] = ("", "")
+    side_args: tuple[str, ...] = ()
+
+    @property
+    def duration_unit(self) -> str:
+        return "s" if self.duration_scale else "ms"
 
 
 _MESHES: Mapping[str, _Mesh] = {
@@ -109,6 +127,13 @@ _MESHES: Mapping[str, _Mesh] = {
         selector='reporter="destination", destination_workload_namespace="{{args.namespace}}", '
         'destination_workload=~"{{args.target}}"',
         args=("namespace", "target"),
+        sides=(
+            'reporter="destination", destination_workload_namespace="{{args.namespace}}", '
+            'destination_workload=~"{{args.target}}"',
+            'reporter="destination", destination_workload_namespace="{{args.namespace}}", '
+            'destination_workload=~"{{args.stable-target}}"',
+        ),
+        side_args=("namespace", "target", "stable-target"),
     ),
     "nginx": _Mesh(
         requests="nginx_ingress_controller_requests",
@@ -117,6 +142,13 @@ _MESHES: Mapping[str, _Mesh] = {
         duration_scale=" * 1000",
         selector='namespace="{{args.namespace}}", ingress="{{args.ingress}}"',
         args=("namespace", "ingress"),
+        # ingress-nginx labels a request the canary Ingress served with the canary's upstream
+        # (`canary`, from $proxy_alternative_upstream_name); the stable's have none.
+        sides=(
+            'namespace="{{args.namespace}}", ingress="{{args.ingress}}", canary!=""',
+            'namespace="{{args.namespace}}", ingress="{{args.ingress}}", canary=""',
+        ),
+        side_args=("namespace", "ingress"),
     ),
     "envoy": _Mesh(
         requests="envoy_cluster_upstream_rq",
@@ -125,6 +157,11 @@ _MESHES: Mapping[str, _Mesh] = {
         duration_scale="",
         selector='envoy_cluster_name=~"{{args.canary-cluster}}"',
         args=("canary-cluster",),
+        sides=(
+            'envoy_cluster_name=~"{{args.canary-cluster}}"',
+            'envoy_cluster_name=~"{{args.stable-cluster}}"',
+        ),
+        side_args=("canary-cluster", "stable-cluster"),
     ),
     "traefik": _Mesh(
         requests=TRAEFIK_REQUESTS,
@@ -133,6 +170,8 @@ _MESHES: Mapping[str, _Mesh] = {
         duration_scale=" * 1000",
         selector='service=~"{{args.traefik-service}}"',
         args=("traefik-service",),
+        sides=('service=~"{{args.traefik-service}}"', 'service=~"{{args.traefik-stable-service}}"'),
+        side_args=("traefik-service", "traefik-stable-service"),
     ),
 }
 _MESHES = {**_MESHES, "gateway-api/istio": _MESHES["istio"], "gateway-api/traefik": _MESHES["traefik"]}
@@ -148,6 +187,10 @@ class BuiltinTarget:
     canary_cluster: str = "canary"  # envoy: the canary cluster
     traefik_service: str = "canary@file"  # traefik: Traefik's name of the canary service (regex)
     interval: str = "1m"
+    # The stable side, for the sequential builtins (which compare canary and stable).
+    stable_target: str = ""  # istio: the stable workload (default: `<target>-primary`)
+    stable_cluster: str = "stable"  # envoy: the stable cluster
+    traefik_stable_service: str = "stable@file"  # traefik: the stable service (regex)
 
     def value(self, arg: str) -> str:
         return {
@@ -156,6 +199,9 @@ class BuiltinTarget:
             "ingress": self.ingress,
             "canary-cluster": self.canary_cluster,
             "traefik-service": self.traefik_service,
+            "stable-target": self.stable_target or f"{self.target}-primary",
+            "stable-cluster": self.stable_cluster,
+            "traefik-stable-service": self.traefik_stable_service,
         }[arg]
 
 
@@ -175,6 +221,8 @@ def builtin_document(
         raise ValueError("source envoy-admin reads a standalone Envoy: use it with mesh envoy")
     target = target or BuiltinTarget()
     spec = _MESHES[mesh]
+    if name in SEQUENTIAL_BUILTINS:
+        return _sequential_document(name, spec, target, source)
     success = name == "request-success-rate"
     args = [
         _arg("interval", target.interval),
@@ -215,6 +263,47 @@ def builtin_document(
                 }
             ],
         },
+    }
+
+
+def _sequential_document(name: str, spec: _Mesh, target: BuiltinTarget, source: Source) -> dict[str, Any]:
+    """sequential-error-rate / sequential-latency: one in-progress measurement judged at every
+    look (meshshift.analysis.judge); no interval, count or condition: the judge decides."""
+    latency = name == LATENCY
+    args = [
+        _arg("alpha", "0.01"),
+        _arg("relative-tolerance", "0.25"),
+        _arg("absolute-tolerance", "0"),
+        _arg("max-duration", "10m"),
+        _arg("require-evidence", "false"),
+        _arg("interval", "1s" if source == "envoy-admin" else "10s"),  # how often it looks
+    ]
+    options: dict[str, str] = {
+        "builtin": name,
+        "alpha": "{{args.alpha}}",
+        "relativeTolerance": "{{args.relative-tolerance}}",
+        "absoluteTolerance": "{{args.absolute-tolerance}}",
+        "maxDuration": "{{args.max-duration}}",
+        "requireEvidence": "{{args.require-evidence}}",
+        "lookEvery": "{{args.interval}}",
+        "source": source,
+    }
+    if latency:
+        args.append(_arg("quantile", "0.95"))
+        options["quantile"] = "{{args.quantile}}"
+        options["unit"] = "ms" if source == "envoy-admin" else spec.duration_unit
+    if source == "prometheus":
+        args.extend(_arg(arg, target.value(arg)) for arg in spec.side_args)
+        metric = spec.duration if latency else spec.requests
+        options["canary"] = f"{metric}{{{spec.sides[0]}}}"
+        options["stable"] = f"{metric}{{{spec.sides[1]}}}"
+        if not latency:
+            options["codeLabel"] = spec.code_label
+    return {
+        "apiVersion": "meshshift.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": name},
+        "spec": {"args": args, "metrics": [{"name": name, "provider": {"meshshift": options}}]},
     }
 
 

@@ -155,7 +155,7 @@ class EnvoyAdminProvider:
         source = render_plain(str(options.get("source") or SOURCE), args, field=f"{field}.source")
         if source != SOURCE:
             raise ProviderError(f"{field}.source: {source!r} is not known; meshshift reads {SOURCE}")
-        admin_url = self._admin_url(options, args, field)
+        admin_url = self.admin_url_for(options, args, field)
         cluster = render_plain(str(options.get("cluster") or self.cluster), args, field=f"{field}.cluster")
         window = seconds_option(options, "window", DEFAULT_WINDOW, args=args, field=field)
         before, now = await self._readings(admin_url, cluster, window)
@@ -172,7 +172,7 @@ class EnvoyAdminProvider:
         query = f"{shown} to Envoy cluster {cluster} over {elapsed:.1f}s, from {admin_url}/stats/prometheus"
         return ProviderResult(value=[] if value is None else [value], query=query)
 
-    def _admin_url(self, options: Mapping[str, Any], args: Mapping[str, str], field: str) -> str:
+    def admin_url_for(self, options: Mapping[str, Any], args: Mapping[str, str], field: str) -> str:
         raw = options.get("adminUrl")
         if raw:
             return render_url(str(raw), args, field=f"{field}.adminUrl").rstrip("/")

@@ -71,19 +71,39 @@ class PrometheusProvider:
         if not isinstance(raw_query, str) or not raw_query.strip():
             raise ProviderError(f"{field}.query: a query is required")
         query = render_promql(raw_query, context.args, field=f"{field}.query")
-        address = self._address(options, context.args, field)
-        timeout = seconds_option(options, "timeout", self.timeout, args=context.args, field=field)
+        range_form: dict[str, str] = {}
+        if options.get("rangeQuery"):
+            range_form = _range(options["rangeQuery"], context.args, f"{field}.rangeQuery", now=time.time())
+        body, what, status = await self.query(query, options, context.args, field, range_form=range_form)
+        value = parse_query_response(body, what=what, query=query, status=status)
+        return ProviderResult(value=value, query=query)
+
+    async def query(
+        self,
+        query: str,
+        options: Mapping[str, Any],
+        args: Mapping[str, str],
+        field: str,
+        *,
+        range_form: Mapping[str, str] | None = None,
+    ) -> tuple[Any, str, int]:
+        """(decoded answer, "prometheus at ADDRESS", HTTP status) of one query: an instant one,
+        or a range query with `range_form` (start, end, step).
+
+        `options` are a template's prometheus options (address, timeout, headers,
+        authentication, insecure).
+        """
+        address = self.address(options, args, field)
+        timeout = seconds_option(options, "timeout", self.timeout, args=args, field=field)
         verify_tls = not is_true(options.get("insecure"))
-        headers = self._headers(options, context.args, field)
-        headers |= await authentication_headers(
-            options, context.args, field, within=timeout, verify_tls=verify_tls
-        )
+        headers = self._headers(options, args, field)
+        headers |= await authentication_headers(options, args, field, within=timeout, verify_tls=verify_tls)
         what = f"prometheus at {address}"
         form = {"query": query, "timeout": f"{timeout:g}"}  # seconds: the server stops there too
         endpoint = "query"
-        if options.get("rangeQuery"):
+        if range_form:
             endpoint = "query_range"
-            form |= _range(options["rangeQuery"], context.args, f"{field}.rangeQuery", now=time.time())
+            form |= range_form
         answer = await fetch(
             "POST",
             f"{address}/api/v1/{endpoint}",
@@ -93,11 +113,9 @@ class PrometheusProvider:
             data=form,
             verify_tls=verify_tls,
         )
-        body = decode_json(answer, what)
-        value = parse_query_response(body, what=what, query=query, status=answer.status)
-        return ProviderResult(value=value, query=query)
+        return decode_json(answer, what), what, answer.status
 
-    def _address(self, options: Mapping[str, Any], args: Mapping[str, str], field: str) -> str:
+    def address(self, options: Mapping[str, Any], args: Mapping[str, str], field: str) -> str:
         raw = options.get("address")
         if raw:
             address = render_url(str(raw), args, field=f"{field}.address")
@@ -180,6 +198,29 @@ def parse_query_response(body: Any, *, what: str, query: str, status: int = 200)
         f"{what} answered a {result_type} result {for_query}; meshshift reads scalar, vector and "
         "matrix results (make the query return numbers)"
     )
+
+
+def parse_series_response(
+    body: Any, *, what: str, query: str, status: int = 200
+) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every series of an instant vector answer (raw counter readings)."""
+    for_query = f"for query {shorten(query, 200)!r}"
+    if not isinstance(body, Mapping) or body.get("status") != "success":
+        parse_query_response(body, what=what, query=query, status=status)  # raises with the reason
+    data = body.get("data") if isinstance(body, Mapping) else None
+    if not isinstance(data, Mapping) or data.get("resultType") != "vector":
+        kind = data.get("resultType") if isinstance(data, Mapping) else None
+        raise ProviderError(f"{what} answered a {kind} result {for_query}; a series selector gives a vector")
+    series = []
+    try:
+        for sample in data.get("result") or ():
+            labels = {str(k): str(v) for k, v in sample["metric"].items()}
+            series.append((labels, _number(sample["value"][1])))
+    except (TypeError, KeyError, IndexError, ValueError, AttributeError):
+        raise ProviderError(
+            f"{what} answered a malformed vector {for_query}: {shorten(str(data.get('result')), 200)!r}"
+        ) from None
+    return series
 
 
 def _number(text: object) -> float:
