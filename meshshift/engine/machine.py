@@ -266,9 +266,17 @@ class _Reconciliation:
         revision = self.observed.revision
         state = self.state
         if state.stage == Stage.INITIALIZING:
-            if revision != state.stable_revision:
+            # The stable was chosen at first sight, as Argo marks it at its first reconcile: a
+            # revision that arrives meanwhile is rolled out through the steps once the stable is
+            # up (_finish_initialization). Only a stable that missed its progress deadline, so
+            # has nothing to protect, is replaced by the new revision directly.
+            stuck = state.abort_reason == "ProgressDeadlineExceeded"
+            if revision != state.stable_revision and stuck:
                 self.emit(PromoteCanary(revision))
-                self.update(stable_revision=revision, waiting_since=self.now)
+                self.event(
+                    "Initializing", f"the stable never became ready; setting it up with revision {revision}"
+                )
+                self.update(stable_revision=revision, waiting_since=self.now, abort_reason=None)
             return
         if state.stage == Stage.PROMOTING:
             return  # finish promoting first; a newer revision then starts its own rollout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from textwrap import dedent
@@ -668,3 +669,39 @@ def test_max_traffic_weight_as_an_annotation() -> None:
     )
     assert deployment is not None
     assert [step.weight for step in deployment.rollout.steps if isinstance(step, SetWeight)] == [5, 50]
+
+
+# --- a revision arriving while the stable is being set up ------------------------------------
+
+
+def test_a_revision_arriving_during_initialization_is_rolled_out_through_the_steps() -> None:
+    # Argo marks the stable at its first reconcile; the next revision is a canary.
+    spec = rollout_of(SHARED_STEP.replace("startingStep: 2", "startingStep: 0"))
+    world = World(spec, stable_revision=None, instant_promotion=False)
+    world.tick()
+    assert world.promotions == ["v1"]
+    world.revision = "v2"
+    world.tick(5)
+    assert world.promotions == ["v1"]  # v1 stays the stable being set up
+    world.promote_now()
+    world.settle()
+    assert world.phase() == RolloutPhase.PAUSED and world.current.canary_revision == "v2"
+    world.command(CommandKind.PROMOTE)
+    world.settle()
+    assert world.promotions == ["v1", "v2"]
+    # The background analysis from the first step and the step analysis, both on v2.
+    assert [(start.kind, start.revision) for start in world.started] == [
+        (AnalysisKind.BACKGROUND, "v2"),
+        (AnalysisKind.STEP, "v2"),
+    ]
+
+
+def test_a_stable_that_missed_its_deadline_is_replaced_by_the_next_revision() -> None:
+    spec = dataclasses.replace(rollout_of(SHARED_STEP), progress_deadline=60)
+    world = World(spec, stable_revision=None, instant_promotion=False)
+    world.tick()
+    world.tick(61)
+    assert world.current.abort_reason == "ProgressDeadlineExceeded"
+    world.revision = "v2"
+    world.tick()
+    assert world.promotions == ["v1", "v2"]  # nothing to protect: v2 becomes the stable

@@ -1481,3 +1481,45 @@ SCENARIOS: dict[str, Callable[[KubeEnv], Awaitable[None]]] = {
     "template_sources": template_sources,
 }
 KMOCK_ONLY: dict[str, Callable[[KubeEnv], Awaitable[None]]] = {"injected_faults": injected_faults}
+
+
+async def revision_before_stable_ready(env: KubeEnv) -> None:
+    """Revision B arrives while the primary of revision A is still starting: A stays the stable
+    (chosen at first sight, as Argo marks it at its first reconcile) and B goes through every
+    step, with its analysis, before it is promoted."""
+    async with world(env) as w:
+        await given(w, "istio")
+        w.sim.hold(f"{APP}-primary")  # A's primary pods do not get ready yet
+        async with running_daemon(env):
+            first = await wait_state(w, "initializing", stage="Initializing")
+            await w.observer.wait_for(
+                lambda o: (
+                    template_env(o.get("Deployment", f"{APP}-primary") or deployment(version="")) == "v1"
+                ),
+                what="the primary created with v1",
+            )
+            await w.cluster.patch_deployment(APP, new_version("v2"))
+            await w.observer.wait_for(
+                lambda o: template_env(o.get("Deployment", APP) or deployment(version="")) == "v2",
+                what="v2 written",
+            )
+            await w.sim.release(f"{APP}-primary")
+            state = await check_paused_with_header_route_state(w)
+            assert state["stableRevision"] == first["stableRevision"]  # A stayed the stable
+            assert state["canaryRevision"] != first["stableRevision"]
+            assert w.metrics.hits[("step4", state["canaryRevision"])] == 2  # B's step analysis ran
+            await promote(w, "1")
+            await check_promoted(w)
+        assert vs_history(w.observer) == SCHEDULE  # every step of the schedule, in order
+        primary_versions = distinct(
+            [template_env(d) for d in w.observer.history["Deployment"][f"{APP}-primary"]]
+        )
+        assert primary_versions == ["v1", "v2"]  # B reached the primary only at promotion
+        assert "Initialized" in w.observer.event_reasons(APP)
+
+
+async def check_paused_with_header_route_state(w: World) -> dict[str, Any]:
+    await check_paused_with_header_route(w, lambda o: vs_split(o.get("VirtualService", APP) or {}))
+    state = w.observer.state(APP)
+    assert state is not None
+    return state

@@ -56,3 +56,9 @@ async def test_argo_template_with_a_secret_arg(kube_env: KubeEnv) -> None:
 
 async def test_two_rollouts_behind_one_ingress_and_the_shared_canary_migrated(kube_env: KubeEnv) -> None:
     await scenarios.nginx_two_rollouts_one_ingress(kube_env)
+
+
+async def test_a_revision_arriving_before_the_stable_is_ready_goes_through_the_steps(
+    kube_env: KubeEnv,
+) -> None:
+    await scenarios.revision_before_stable_ready(kube_env)
