@@ -319,7 +319,51 @@ def render_text(view: View, *, width: int, now: float | None = None) -> str:
     """The Argo-like block, then the tree; no line wider than `width` cells."""
     now = time.time() if now is None else now
     lines = [*_block(view), "", *_tree(view, width, now)]
+    judges = _judges(view)
+    if judges:
+        lines += ["", *judges]
     return "".join(_fit(line, width) + "\n" for line in lines)
+
+
+VERDICT_ICONS = {"worse": "✖", "not-worse": "✔", "undecided": "◌"}
+
+
+def _judges(view: View) -> list[str]:
+    """The sequential judges of the live analysis runs: verdict, counts, evidence against alpha."""
+    lines = []
+    for run in view.get("analysisRuns") or []:
+        if run.get("superseded"):
+            continue
+        for metric in run.get("metrics") or []:
+            judge = metric.get("judge")
+            if not judge:
+                continue
+            verdict = str(judge.get("verdict"))
+            elapsed = judge.get("elapsed")
+            after = f" after {float(elapsed):.1f}s" if isinstance(elapsed, int | float) else ""
+            lines.append(
+                f"  {metric['name']} ({run['name']}): {VERDICT_ICONS.get(verdict, '?')} {verdict}{after}"
+            )
+            for side in ("canary", "stable"):
+                counts = judge.get(side) or {}
+                lines.append(f"    {side:<8}{_judge_counts(counts)}")
+            evidence, needed = _judge_number(judge.get("evidence")), _judge_number(judge.get("threshold"))
+            lines.append(f"    evidence {evidence} of {needed} needed (alpha {judge.get('alpha')})")
+    return ["Judge:", *lines] if lines else []
+
+
+def _judge_counts(counts: Mapping[str, Any]) -> str:
+    requests, bad, rate = counts.get("requests") or 0, counts.get("bad") or 0, counts.get("rate")
+    share = "" if rate is None else f" ({float(rate) * 100:.3g}%)"
+    return f"{float(bad):g} {counts.get('badName', 'errors')} in {float(requests):g} requests{share}"
+
+
+def _judge_number(value: object) -> str:
+    if isinstance(value, str):
+        return value  # "inf"
+    if not isinstance(value, int | float):
+        return "?"
+    return f"{value:.3g}" if value < 1e4 else f"{value:.2e}"
 
 
 def _status(phase: str | None) -> str:

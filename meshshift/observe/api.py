@@ -39,6 +39,7 @@ from meshshift.observe.status import (
     argo_phase,
     current_step_index,
     describe_step,
+    judge_view,
     numeric_value,
     provider_type,
     rollout_phase,
@@ -212,6 +213,10 @@ def _metric(metric: Metric, result: MetricResult, redact: SecretMask) -> dict[st
         "failureLimit": metric.failure_limit,
         "counts": codec.encode(result.counts),
         "query": last_query,  # the resolved query, as last sent to the provider
+        # The sequential judge's last word (verdict, counts and rates, evidence against alpha).
+        "judge": next(
+            (judge_view(m.value) for m in reversed(result.measurements) if judge_view(m.value)), None
+        ),
         "measurements": [
             {
                 "phase": m.phase.value,

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from meshshift.analysis.run import AnalysisRun
 from meshshift.engine.state import AnalysisRunRecord, RolloutPhase, RolloutState, Stage
@@ -219,7 +220,11 @@ def _seconds(value: float) -> str:
 
 
 def numeric_value(value: object) -> float | None:
-    """A measurement's value as one number (`result[0]` for a vector); None if it has none."""
+    """A measurement's value as one number (`result[0]` for a vector, the evidence against the
+    canary for a sequential judge's result); None if it has none."""
+    judged = judge_view(value)
+    if judged is not None:
+        return numeric_value(judged["evidence"])
     if isinstance(value, list | tuple):
         return numeric_value(value[0]) if value else None
     if isinstance(value, bool):
@@ -232,6 +237,42 @@ def numeric_value(value: object) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def judge_view(value: object) -> dict[str, Any] | None:
+    """A sequential judge's result (meshshift.analysis.judge.result_value), or None for any other value."""
+    if (
+        not isinstance(value, Mapping)
+        or "verdict" not in value
+        or not isinstance(value.get("evidence"), Mapping)
+    ):
+        return None
+
+    def side(raw: object) -> dict[str, Any]:
+        data = raw if isinstance(raw, Mapping) else {}
+        bad = next((key for key in ("errors", "slow") if key in data), "errors")
+        return {
+            "requests": data.get("requests"),
+            "bad": data.get(bad),
+            "badName": bad,
+            "rate": data.get("rate"),
+        }
+
+    evidence = value["evidence"]
+    return {
+        "verdict": value.get("verdict"),
+        "canary": side(value.get("canary")),
+        "stable": side(value.get("stable")),
+        "evidence": evidence.get("worse"),
+        "evidenceNotWorse": evidence.get("notWorse"),
+        "threshold": evidence.get("threshold"),
+        "pValue": value.get("pValue"),
+        "alpha": value.get("alpha"),
+        "mode": value.get("mode"),
+        "elapsed": value.get("elapsed"),
+        "latencyThreshold": value.get("threshold"),
+        "quantile": value.get("quantile"),
+    }
 
 
 class SecretMask:

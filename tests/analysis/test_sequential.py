@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from meshshift.analysis.providers import BuiltinTarget, BuiltinTemplates, default_providers
+from meshshift.analysis.providers.envoy_admin import parse_cluster_stats
 from meshshift.analysis.run import AnalysisRun, in_progress
 from meshshift.codec import decode, encode
 from meshshift.ports import MetricProvider
@@ -177,3 +178,18 @@ async def test_bad_settings_are_errors_naming_the_option(stack: Stack) -> None:
     phase, _, message = last(run, ERROR_RATE)
     assert phase == AnalysisPhase.ERROR
     assert "provider.meshshift.alpha: must be between 0 and 1" in message
+
+
+def test_a_quiet_envoy_cluster_reads_as_no_traffic_and_a_wrong_name_as_nothing() -> None:
+    # Envoy 1.40's /stats/prometheus for a cluster that has not served a request yet.
+    text = (
+        "# TYPE envoy_cluster_upstream_rq_total counter\n"
+        'envoy_cluster_upstream_rq_total{envoy_cluster_name="shop-canary"} 0\n'
+        'envoy_cluster_upstream_rq{envoy_response_code="200",envoy_cluster_name="shop-primary"} 7\n'
+        'envoy_cluster_upstream_rq_total{envoy_cluster_name="shop-primary"} 7\n'
+    )
+    quiet = parse_cluster_stats(text, "shop-canary", 1.0)
+    assert quiet is not None and quiet.requests == 0 and quiet.buckets == ()
+    busy = parse_cluster_stats(text, "shop-primary", 1.0)
+    assert busy is not None and dict(busy.responses) == {"200": 7.0}
+    assert parse_cluster_stats(text, "nope", 1.0) is None

@@ -44,8 +44,12 @@ DEFAULT_WINDOW = 60.0
 DEFAULT_QUANTILE = 0.99
 SUCCESS_RATE, DURATION = "request-success-rate", "request-duration"
 
+# Per-code counters and the latency buckets appear with a cluster's first request; its
+# `_total` counter is there from the start (0), which tells a quiet cluster from a wrong name.
 _LINE = re.compile(
-    r"^(envoy_cluster_upstream_rq|envoy_cluster_upstream_rq_time_bucket)\{([^}]*)\} (\S+)", re.M
+    r"^(envoy_cluster_upstream_rq|envoy_cluster_upstream_rq_total|envoy_cluster_upstream_rq_time_bucket)"
+    r"\{([^}]*)\} (\S+)",
+    re.M,
 )
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -77,7 +81,7 @@ def parse_cluster_stats(text: str, cluster: str, at: float) -> ClusterReading | 
         if name == "envoy_cluster_upstream_rq":
             code = labels.get("envoy_response_code", "")
             responses[code] = responses.get(code, 0.0) + value
-        elif "le" in labels:
+        elif name == "envoy_cluster_upstream_rq_time_bucket" and "le" in labels:
             buckets[float(labels["le"])] = value  # float() reads "+Inf"
     if not seen:
         return None

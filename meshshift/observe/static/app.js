@@ -311,6 +311,7 @@ function analysis(view) {
         el("thead", {}, el("tr", {}, ["Metric", "Phase", "✔", "✖", "?", "⚠", "Last value", "Values", "Condition"].map((h) => el("th", { text: h })))),
         el("tbody", {}, run.metrics.map(metricRow)),
       ),
+      run.metrics.filter((m) => m.judge).map(judgeBlock),
       run.metrics.filter((m) => m.query).map((m) => el("details", {}, el("summary", { text: `${m.name}: resolved query` }), el("pre", { text: m.query }))),
     ),
   );
@@ -318,7 +319,8 @@ function analysis(view) {
 
 function metricRow(metric) {
   const last = metric.measurements.length ? metric.measurements[metric.measurements.length - 1] : null;
-  const lastText = last ? (last.number !== null ? String(+last.number.toPrecision(6)) : JSON.stringify(last.value)) : "–";
+  const judged = metric.judge ? `${metric.judge.verdict} (evidence ${typeof metric.judge.evidence === "number" ? +metric.judge.evidence.toPrecision(3) : metric.judge.evidence})` : null;
+  const lastText = judged || (last ? (last.number !== null ? String(+last.number.toPrecision(6)) : JSON.stringify(last.value)) : "–");
   return el(
     "tr",
     { "data-testid": "metric", "data-metric": metric.name },
@@ -331,6 +333,27 @@ function metricRow(metric) {
     el("td", { "data-testid": "last-value", text: lastText, title: last ? last.message : "" }),
     el("td", {}, plot(metric.measurements)),
     el("td", { class: "condition", text: [metric.successCondition && `success: ${metric.successCondition}`, metric.failureCondition && `failure: ${metric.failureCondition}`].filter(Boolean).join("; ") || "none" }),
+  );
+}
+
+// A sequential judge's verdict: the counts and rates of each side, and the evidence against alpha.
+function judgeBlock(metric) {
+  const judge = metric.judge;
+  const number = (v) => (typeof v === "number" ? (v < 1e4 ? String(+v.toPrecision(3)) : v.toExponential(2)) : String(v));
+  const side = (name, c) =>
+    el("tr", {}, el("th", { text: name }), el("td", { text: `${c.bad ?? 0} ${c.badName} in ${c.requests ?? 0} requests` }), el("td", { text: c.rate === null || c.rate === undefined ? "–" : `${+(c.rate * 100).toPrecision(3)}%` }));
+  const ratio = typeof judge.evidence === "number" && judge.threshold ? Math.min(1, Math.max(0, Math.log(Math.max(judge.evidence, 1)) / Math.log(judge.threshold))) : judge.evidence === "inf" ? 1 : 0;
+  return el(
+    "div",
+    { class: `judge judge-${judge.verdict}`, "data-testid": "judge", "data-metric": metric.name, "data-verdict": judge.verdict },
+    el("h4", {}, `${metric.name}: `, el("span", { class: "verdict", text: judge.verdict }), el("span", { class: "muted", text: ` after ${judge.elapsed ?? 0}s · ${judge.mode}` })),
+    el("table", { class: "judge-counts" }, el("tbody", {}, side("canary", judge.canary), side("stable", judge.stable))),
+    el(
+      "p",
+      { class: "evidence", "data-testid": "evidence" },
+      `evidence ${number(judge.evidence)} of ${number(judge.threshold)} needed (alpha ${judge.alpha}) `,
+      el("meter", { min: 0, max: 1, value: ratio.toFixed(3), title: "log evidence / log (1/alpha)" }),
+    ),
   );
 }
 
