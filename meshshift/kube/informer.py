@@ -6,6 +6,16 @@ resumes from the last version seen (bookmarks included). A 410 Gone, as an HTTP 
 or as an ERROR event, means that version is too old: the informer lists again and
 reports the difference as ADDED / MODIFIED / DELETED, so a handler never misses a
 deletion. Other failures reconnect with exponential backoff.
+
+A watch can hang: the connection stays up and nothing arrives (a stuck proxy, a half-dead
+API server). So the server is asked to end each watch after a short `timeoutSeconds`
+(40 s by default) and to send bookmarks, and a read that hears nothing for
+`timeoutSeconds + read_grace` (60 s) ends the watch as failed; the informer reconnects from
+the last version seen. Until something is heard again, `silence()` says how long the
+informer has been blind, and the daemon's /readyz fails with it.
+
+A handler that raises is logged with the object's key; it never stops the list or the
+watch, so one bad object cannot hold back the events of the others.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 # A stream that ends this fast without a single event is treated as a failure, so a
 # server that keeps closing at once cannot make the informer spin.
 MIN_HEALTHY_STREAM = 1.0
+WATCH_TIMEOUT = 40  # the server ends each watch after this many seconds (timeoutSeconds)
+READ_GRACE = 20.0  # beyond timeoutSeconds, how long a silent watch is waited for
 
 
 class WatchExpiredError(Exception):
@@ -65,7 +77,8 @@ class Informer:
         on_event: EventHandler,
         namespace: str | None = None,
         label_selector: str | None = None,
-        watch_timeout: int = 300,
+        watch_timeout: int = WATCH_TIMEOUT,
+        read_grace: float = READ_GRACE,
         backoff: Backoff | None = None,
     ) -> None:
         self.api = api
@@ -74,12 +87,29 @@ class Informer:
         self.namespace = namespace
         self.label_selector = label_selector
         self.watch_timeout = watch_timeout
+        self.read_grace = read_grace
+        self.last_heard: float | None = None  # monotonic: the last list, line or normal stream end
         self.backoff = backoff or Backoff(first=0.5, cap=30.0)
         self.cache: dict[ObjectKey, JsonObject] = {}
         self.resource_version: str | None = None
         self.synced = asyncio.Event()
         self.stats = InformerStats()
         self.log = log.bind(resource=str(rt), namespace=namespace or "*")
+
+    @property
+    def silence_bound(self) -> float:
+        """How long a healthy informer can go without hearing from the server."""
+        return self.watch_timeout + self.read_grace
+
+    def silence(self, now: float | None = None) -> float | None:
+        """Seconds since the server was last heard from, when past `silence_bound`; else None."""
+        if self.last_heard is None:
+            return None  # not listed yet: readiness waits for the first list anyway
+        silent = (time.monotonic() if now is None else now) - self.last_heard
+        return silent if silent > self.silence_bound else None
+
+    def _heard(self) -> None:
+        self.last_heard = time.monotonic()
 
     async def run(self) -> None:
         """List, then watch, forever; cancel to stop."""
@@ -120,6 +150,7 @@ class Informer:
             fresh[object_key(item)] = item
         previous, self.cache = self.cache, fresh
         self.resource_version = resource_version(listing)
+        self._heard()
         for key, obj in fresh.items():
             old = previous.get(key)
             if old is None:
@@ -143,18 +174,21 @@ class Informer:
             self.namespace,
             resource_version=self.resource_version,
             timeout_seconds=self.watch_timeout,
+            read_timeout=self.silence_bound,
             label_selector=self.label_selector,
         )
         try:
             if response.status >= 400:
                 await self._raise_for(response)
             async for line in response.content:
+                self._heard()
                 if not line.strip():
                     continue
                 self._handle(json.loads(line))
                 seen += 1
         finally:
             response.release()
+        self._heard()  # the server ended the stream, as it should after timeoutSeconds
         lasted = time.monotonic() - started
         return seen > 0 or lasted >= min(MIN_HEALTHY_STREAM, self.watch_timeout / 2)
 
@@ -199,4 +233,5 @@ class Informer:
         try:
             self.on_event(kind, obj)
         except Exception:  # a handler bug must not stop the informer
-            self.log.exception("event handler failed", event=kind, object=object_key(obj))
+            # Not `event=`: that is structlog's own argument (the message).
+            self.log.exception("event handler failed", event_type=kind, object="/".join(object_key(obj)))

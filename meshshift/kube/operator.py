@@ -32,7 +32,7 @@ from meshshift.engine.actions import StartAnalysis
 from meshshift.kube.client import connect, default_identity, pod_namespace
 from meshshift.kube.commands import COMMAND_ANNOTATION, CommandTracker, accepts
 from meshshift.kube.events import KubeEventSink, invalid_spec_event
-from meshshift.kube.informer import DELETED, Informer
+from meshshift.kube.informer import DELETED, READ_GRACE, WATCH_TIMEOUT, Informer
 from meshshift.kube.leader import LeaderElector, LeaseTimings
 from meshshift.kube.resources import DEPLOYMENTS, JsonObject, KubeApi, object_key
 from meshshift.kube.state_store import ConfigMapStateStore
@@ -63,7 +63,8 @@ class OperatorOptions:
     """Knobs beyond DaemonSettings (environment: MESHSHIFT_<NAME>)."""
 
     request_timeout: float = 30.0
-    watch_timeout: int = 300  # seconds a watch stays open before it is renewed
+    watch_timeout: int = WATCH_TIMEOUT  # seconds a watch stays open before it is renewed
+    watch_read_grace: float = READ_GRACE  # beyond watch_timeout: silence that ends a watch
     abort_scale_down_delay: float | None = None  # None: the spec's (30 s)
     nginx_annotation_prefix: str = DEFAULT_PREFIX
     nginx_weight_total: int | None = None
@@ -200,7 +201,9 @@ class Operator:
                 namespace=self.settings.namespace,
                 label_selector=self.settings.selector,
                 watch_timeout=self.options.watch_timeout,
+                read_grace=self.options.watch_read_grace,
             )
+            self.registry.health_checks.append(self._watch_health)
             tasks = [asyncio.create_task(self.informer.run(), name="informer:deployments")]
             if self.settings.leader_elect:
                 self.elector = LeaderElector(
@@ -224,6 +227,13 @@ class Operator:
                 await self._stop_all()
                 if self.elector is not None:
                     await self.elector.release()
+
+    def _watch_health(self) -> str | None:
+        """Why /readyz fails: the Deployments watch has heard nothing for too long."""
+        silent = self.informer.silence() if self.informer is not None else None
+        if silent is None:
+            return None
+        return f"the Deployments watch has heard nothing from the API server for {silent:.0f}s"
 
     def _own_namespace(self) -> str:
         return pod_namespace() or self.settings.namespace or "default"
@@ -276,7 +286,12 @@ class Operator:
     def _read(self, manifest: JsonObject, fingerprint: str) -> WatchedDeployment:
         enabled = _opted_in(manifest)
         findings = Findings()
-        parsed = read_deployment(manifest, findings) if enabled else None
+        try:
+            parsed = read_deployment(manifest, findings) if enabled else None
+        except Exception as error:  # a reader bug: this Deployment is invalid, the others go on
+            self.log.exception("cannot read the Deployment's spec", deployment="/".join(object_key(manifest)))
+            findings.error("", f"meshshift could not read this spec ({type(error).__name__}: {error})")
+            parsed = None
         command = ((manifest.get("metadata") or {}).get("annotations") or {}).get(COMMAND)
         command_path = annotation_path(COMMAND)
         issues = tuple(

@@ -266,6 +266,7 @@ class KubeApi:
         *,
         resource_version: str | None,
         timeout_seconds: int,
+        read_timeout: float | None = None,
         label_selector: str | None = None,
     ) -> aiohttp.ClientResponse:
         """A streaming watch response; the caller reads its lines and closes it.
@@ -281,10 +282,12 @@ class KubeApi:
             query.append(("resourceVersion", resource_version))
         if label_selector:
             query.append(("labelSelector", label_selector))
-        # The server ends the stream after timeoutSeconds; the read timeout only catches
-        # a connection that died silently.
+        # The server ends the stream after timeoutSeconds; the read timeout catches a
+        # watch that hangs (nothing read for that long: not even the end of the stream).
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.request_timeout, sock_read=timeout_seconds + 30
+            total=None,
+            sock_connect=self.request_timeout,
+            sock_read=read_timeout if read_timeout is not None else timeout_seconds + 30,
         )
         try:
             response = await self.client.call_api(
@@ -349,4 +352,8 @@ class KubeApi:
             raise _from_api_exception(error, what) from error
         except (aiohttp.ClientError, TimeoutError) as error:
             raise KubeApiError(0, type(error).__name__, str(error) or "no answer", what=what) from error
+        except RecursionError:  # the client's JSON decoder on an absurdly nested object
+            raise KubeApiError(
+                422, "NestedTooDeeply", "the answer is nested too deeply to read", what=what
+            ) from None
         return cast(JsonObject, result) if isinstance(result, dict) else {}

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 import structlog
 
 from meshshift.kube.resources import KubeApi, KubeApiError, ResourceType, analysis_templates
+from meshshift.spec.bounds import data_problem
+from meshshift.spec.errors import SpecError, SpecIssue
 from meshshift.spec.model import AnalysisTemplate
 from meshshift.spec.templates import parse_template
 
@@ -48,6 +50,9 @@ class ClusterTemplates:
                 log.info("cannot read templates of this group", group=group, error=error.message)
                 continue
             if document is not None:
+                problem = data_problem(document)  # before any recursive reader walks it
+                if problem is not None:
+                    raise SpecError((SpecIssue("", f"{rt.kind} {name}: {problem}"),))
                 return parse_template(document)
         return None
 

@@ -3,7 +3,8 @@
 `serve()` runs the whole observability surface for the block it wraps: the listener,
 the rollout metrics, and the notifications configured in the settings.
 
-/readyz is leader-aware: 503 until the first listing has been seen; then 200, saying
+/readyz is leader-aware: 503 until the first listing has been seen, and while a watch has
+heard nothing past its bound (the answer says which); then 200, saying
 `ok` on the leader and `ok (standby)` on a standby (header `X-Meshshift-Leader`).
 `/readyz?role=leader` answers 503 on a standby, for a Service that must reach the
 leader only (the API and dashboard of a replicated daemon).
@@ -43,8 +44,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY_KEY]
     leader = {"X-Meshshift-Leader": "true" if registry.is_leader else "false"}
-    if not registry.ready:
-        return web.Response(status=503, text="not ready", headers=leader)
+    reason = registry.not_ready_reason()
+    if reason is not None:
+        return web.Response(status=503, text=reason, headers=leader)
     if not registry.is_leader and request.query.get("role") == "leader":
         return web.Response(status=503, text="standby", headers=leader)
     return web.Response(text="ok" if registry.is_leader else "ok (standby)", headers=leader)

@@ -27,6 +27,18 @@ class RolloutRegistry:
         self.listeners: list[Listener] = []
         self.is_leader = True  # Kubernetes mode flips it with the lease
         self.ready = False  # set once the first listing has been seen
+        # Each says why the daemon is not ready now (a watch gone silent), or None.
+        self.health_checks: list[Callable[[], str | None]] = []
+
+    def not_ready_reason(self) -> str | None:
+        """Why /readyz must fail, or None when it may pass."""
+        if not self.ready:
+            return "not ready"
+        for check in self.health_checks:
+            reason = check()
+            if reason is not None:
+                return reason
+        return None
 
     def add(self, controller: RolloutController) -> None:
         self.controllers[controller.key] = controller

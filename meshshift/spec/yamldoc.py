@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from meshshift.spec.bounds import yaml_problem
 from meshshift.spec.errors import Findings
 from meshshift.spec.fields import at
 
@@ -51,7 +52,14 @@ class YamlSyntaxError:
 
 
 def load_all(text: str) -> tuple[list[YamlDocument], YamlSyntaxError | None]:
-    """Every document up to the first syntax error, and that error if any."""
+    """Every document up to the first syntax error, and that error if any.
+
+    A text past one of meshshift's bounds (size, aliases, values, depth: see
+    meshshift.spec.bounds) yields no document and an error naming the bound.
+    """
+    exceeded = yaml_problem(text)
+    if exceeded is not None:
+        return [], YamlSyntaxError(exceeded.document, exceeded.line, exceeded.column, exceeded.message)
     documents: list[YamlDocument] = []
     loader = _Loader(text)
     try:

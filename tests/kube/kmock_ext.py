@@ -7,6 +7,9 @@ and as a DELETE precondition), PUT, `/status` and `/scale` subresources, label/f
 real failed write does). It uses kmock privates: `_payloads`, `_objects`, `_lock`, `_buses`,
 `_internal.dicts`, and the name-mangled `__get_objs` / `__check` of KubernetesEmulator (for a
 watch without a gap).
+
+`hang_watches = True` makes every watch hang as a stuck API server or proxy would: the
+headers are sent, then nothing, whatever timeoutSeconds says, until it is set back.
 """
 
 import asyncio
@@ -76,6 +79,7 @@ class K8sEmulator(kmock.KubernetesEmulator):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._rv_last = 0
+        self.hang_watches = False
         self.fallback[kmock.method.PUT] << self._serve_put
 
     def _next_rv(self) -> str:
@@ -255,6 +259,10 @@ class K8sEmulator(kmock.KubernetesEmulator):
         snapshot only (live events are all newer; a DELETED keeps its last version).
         """
         yield b""  # send the headers now: the client is waiting for them
+        if self.hang_watches:
+            while self.hang_watches:  # noqa: ASYNC110 - a flag the test flips; nothing to await
+                await asyncio.sleep(0.05)
+            return  # the server recovered: it ends the stuck stream
         loop = asyncio.get_running_loop()
         timeout = request.params.get("timeoutSeconds")
         deadline = loop.time() + float(timeout) if timeout else None
