@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/providers.py
 	$(BIN)/python bench/standalone.py
 	$(BIN)/python bench/observe.py
+	$(BIN)/python bench/judge.py --sim-only
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis test-artifacts
