@@ -81,6 +81,9 @@ def test_a_run_that_fails_elsewhere_terminates_its_running_measurements() -> Non
     assert run.phase == F
     judge = run.result("judge")
     assert in_progress(judge) is None and judge.measurements[-1].message == "Metric Terminated"
+    # Its update taken at the same time as the failing measurement comes too late to count.
+    late = record_measurement(run, "judge", running(1.5))
+    assert late.result("judge").measurements == judge.measurements
 
 
 def test_a_running_measurement_survives_persistence() -> None:

@@ -169,6 +169,9 @@ def record_measurement(run: AnalysisRun, metric_name: str, measurement: Measurem
     for index, result in enumerate(results):
         if result.name != metric_name:
             continue
+        if result.phase.completed:
+            # Taken while its run completed (measurements run concurrently): too late to count.
+            return run
         # An update or the completion of an in-progress measurement replaces it.
         earlier = result.measurements[:-1] if in_progress(result) is not None else result.measurements
         if measurement.phase == AnalysisPhase.RUNNING:

@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", choices=["healthy", "bad-errors", "bad-latency"], default="healthy")
     demo.add_argument("--router", choices=["envoy", "nginx"], default="envoy")
     demo.add_argument(
+        "--judge",
+        choices=["threshold", "sequential"],
+        default="threshold",
+        help="threshold: the tutorial's queries after a pause at each weight; sequential: the "
+        "sequential judge (anytime-valid, from the first request)",
+    )
+    demo.add_argument(
         "--listen",
         metavar="HOST:PORT",
         default="127.0.0.1:8090",
@@ -137,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from meshshift.demo.runner import run_demo
 
-        return asyncio.run(run_demo(scenario=args.scenario, router=args.router, listen=args.listen))
+        return asyncio.run(
+            run_demo(scenario=args.scenario, router=args.router, listen=args.listen, judge=args.judge)
+        )
     if args.command == "get":
         from meshshift.cli.rollouts import get_rollout
 

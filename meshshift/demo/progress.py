@@ -195,6 +195,7 @@ class Summary:
     header_requests: dict[str, int]
     after: dict[str, int]  # versions answering in the seconds after the decision
     metrics_source: str
+    evidence: tuple[str, ...] = ()  # the sequential judges at the decision
 
     @property
     def as_expected(self) -> bool:
@@ -216,6 +217,8 @@ class Summary:
         if self.after:
             yield f"after the decision: {_counts(self.after)}"
         yield f"analysis metrics:   {self.metrics_source}"
+        for index, line in enumerate(self.evidence):
+            yield f"{'judge at decision:' if index == 0 else '':<20}{line}"
 
 
 def _counts(counts: dict[str, int]) -> str:

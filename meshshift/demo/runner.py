@@ -5,7 +5,9 @@ the bad scenarios), the proxy (Envoy or NGINX, from their wheels), Prometheus sc
 the apps, a steady load through the proxy, and the meshshift daemon in this process
 (controller, /metrics, API and dashboard on `--listen`). The rollout is the tutorial's
 schedule with short intervals: 10 -> 25 -> 50 -> 100 % with an analysis at each step,
-plus a header route (`X-Canary: true` always reaches the canary).
+plus a header route (`X-Canary: true` always reaches the canary). With `--judge sequential`
+the analysis at each weight is the sequential judge (error rate and p95 latency, canary against
+stable) from the first request at that weight, and the summary shows its evidence at the decision.
 
 Without a `prometheus` binary the Envoy demo measures through Envoy's own admin endpoint
 (the builtin templates' `envoy-admin` source) and says so. NGINX reports no per-upstream
@@ -28,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +39,12 @@ import structlog
 import yaml
 from rich.console import Console
 
+from meshshift.analysis.run import AnalysisRun
 from meshshift.demo.load import LoadGenerator, LoadStats, running_load
 from meshshift.demo.progress import DemoView, ProgressDisplay, Summary, build_view, print_summary
 from meshshift.demo.prometheus import PrometheusServer, ScrapeTarget, find_prometheus, prometheus_server
 from meshshift.engine.state import RevisionRecord
+from meshshift.observe.status import judge_view
 from meshshift.processes import ManagedProcess, free_port, wait_until_http_ready
 from meshshift.runtime.controller import RolloutSnapshot
 from meshshift.settings import DaemonSettings
@@ -61,6 +65,10 @@ PAUSE = "3s"  # each step holds this long before its analysis
 DEADLINE = 150.0  # seconds for the rollout to decide (it takes well under a minute)
 AFTER_DECISION = 3.0  # seconds of traffic measured after the decision
 HEADER_ROUTE = "canary-by-header"
+# --judge: the tutorial's thresholds (after a pause), or the sequential judge (from the first request).
+THRESHOLD, SEQUENTIAL = "threshold", "sequential"
+JUDGES = (THRESHOLD, SEQUENTIAL)
+JUDGE_MAX_DURATION = "6s"  # the judge's analysis passes after this while undecided
 # Set to 1 to measure through Envoy's admin endpoint even when Prometheus is installed.
 NO_PROMETHEUS_ENV = "MESHSHIFT_DEMO_NO_PROMETHEUS"
 
@@ -143,12 +151,86 @@ def prometheus_template(address: str) -> dict[str, Any]:
     }
 
 
-def rollout_document(
-    ports: DemoPorts, router: str, prometheus_url: str | None, state_file: str
-) -> list[dict[str, Any]]:
-    """The StandaloneRollout the demo runs (written to rollout.yaml for whoever wants to reuse it)."""
+def judge_template(address: str) -> dict[str, Any]:
+    """The sequential judge on the apps' own metrics, read raw from Prometheus: canary against
+    stable, error rate and p95 latency (the `--judge sequential` demo with Prometheus)."""
+
+    def side(version: str, metric: str) -> str:
+        return f'{metric}{{service="{{{{args.service-name}}}}", version="{{{{args.{version}}}}}"}}'
+
+    common = {
+        "source": "prometheus",
+        "address": address,
+        "lookEvery": "1s",
+        "maxDuration": JUDGE_MAX_DURATION,
+    }
+    return {
+        "apiVersion": "meshshift.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "demo-judge"},
+        "spec": {
+            "args": [{"name": "service-name"}, {"name": "canary-hash"}, {"name": "baseline-hash"}],
+            "metrics": [
+                {
+                    "name": "sequential-error-rate",
+                    "provider": {
+                        "meshshift": {
+                            "builtin": "sequential-error-rate",
+                            **common,
+                            "canary": side("canary-hash", "http_requests_total"),
+                            "stable": side("baseline-hash", "http_requests_total"),
+                            "codeLabel": "status",
+                        }
+                    },
+                },
+                {
+                    "name": "sequential-latency",
+                    "provider": {
+                        "meshshift": {
+                            "builtin": "sequential-latency",
+                            **common,
+                            "canary": side("canary-hash", "http_request_duration_seconds_bucket"),
+                            "stable": side("baseline-hash", "http_request_duration_seconds_bucket"),
+                            "quantile": 0.95,
+                            "unit": "s",
+                        }
+                    },
+                },
+            ],
+        },
+    }
+
+
+def _judge_analysis(prometheus_url: str | None) -> dict[str, Any]:
     if prometheus_url is not None:
-        analysis: dict[str, Any] = {
+        return {
+            "templates": [{"templateName": "demo-judge"}],
+            "args": [{"name": "service-name", "value": SERVICE}],
+        }
+    # Envoy's admin endpoint through the builtin templates.
+    return {
+        "templates": [{"templateName": "sequential-error-rate"}, {"templateName": "sequential-latency"}],
+        "args": [
+            {"name": "interval", "value": "0.5s"},
+            {"name": "max-duration", "value": JUDGE_MAX_DURATION},
+        ],
+    }
+
+
+def rollout_document(
+    ports: DemoPorts, router: str, prometheus_url: str | None, state_file: str, *, judge: str = THRESHOLD
+) -> list[dict[str, Any]]:
+    """The StandaloneRollout the demo runs (written to rollout.yaml for whoever wants to reuse it).
+
+    With the sequential judge, each weight's analysis is the judge, from the first request on:
+    it replaces the pause before the threshold analysis (and passes after JUDGE_MAX_DURATION
+    while undecided).
+    """
+    analysis: dict[str, Any]
+    if judge == SEQUENTIAL:
+        analysis = _judge_analysis(prometheus_url)
+    elif prometheus_url is not None:
+        analysis = {
             "templates": [{"templateName": "demo-health"}],
             "args": [{"name": "service-name", "value": SERVICE}],
         }
@@ -173,7 +255,10 @@ def rollout_document(
         }
     ]
     for weight in (10, 25, 50, 100):
-        steps += [{"setWeight": weight}, {"pause": {"duration": PAUSE}}, {"analysis": analysis}]
+        if judge == SEQUENTIAL:
+            steps += [{"setWeight": weight}, {"analysis": analysis}]
+        else:
+            steps += [{"setWeight": weight}, {"pause": {"duration": PAUSE}}, {"analysis": analysis}]
     router_options: dict[str, Any] = {"listen": f"127.0.0.1:{ports.proxy}"}
     if router == "envoy":
         router_options["admin"] = f"127.0.0.1:{ports.admin}"
@@ -192,7 +277,11 @@ def rollout_document(
             "stateFile": state_file,
         },
     }
-    templates = [prometheus_template(prometheus_url)] if prometheus_url is not None else []
+    templates = []
+    if prometheus_url is not None:
+        templates.append(
+            judge_template(prometheus_url) if judge == SEQUENTIAL else prometheus_template(prometheus_url)
+        )
     return [rollout, *templates]
 
 
@@ -268,10 +357,41 @@ def header_route_applied(snapshot: RolloutSnapshot) -> bool:
     return any(HEADER_ROUTE in applied.header_routes for applied in snapshot.applied.values())
 
 
+def judge_lines(runs: Mapping[str, AnalysisRun], record: RevisionRecord | None) -> Iterator[str]:
+    """What the sequential judges of the deciding (last) analysis run said: verdict, counts,
+    evidence against alpha."""
+    if record is None:
+        return
+    mine = [run for run in runs.values() if run.name.startswith(record.revision)]
+    for run in sorted(mine, key=lambda r: r.started_at)[-1:]:
+        for result in run.results:
+            last = result.measurements[-1] if result.measurements else None
+            judged = judge_view(last.value) if last is not None else None
+            if last is None or judged is None:
+                continue
+            evidence, needed = judged["evidence"], judged["threshold"]
+            shown = evidence if isinstance(evidence, str) else f"{evidence:.3g}"
+            yield (
+                f"{result.name} ({last.phase.value}): {judged['verdict']} after {judged['elapsed']:.1f} s; "
+                f"canary {_side(judged['canary'])}, stable {_side(judged['stable'])}; "
+                f"evidence {shown} of {needed:g} needed (alpha {judged['alpha']:g})"
+            )
+
+
+def _side(counts: Mapping[str, Any]) -> str:
+    rate = counts.get("rate")
+    share = "" if rate is None else f" ({rate * 100:.3g}%)"
+    return f"{counts['bad']:g} {counts['badName']} in {counts['requests']:g}{share}"
+
+
 class Demo:
-    def __init__(self, scenario: Scenario, router: str, listen: str, console: Console) -> None:
+    def __init__(
+        self, scenario: Scenario, router: str, listen: str, console: Console, *, judge: str = THRESHOLD
+    ) -> None:
         self.scenario = scenario
         self.router = router
+        self.judge = judge
+        self.decided_runs: dict[str, AnalysisRun] = {}  # the analysis runs at the decision
         self.listen = listen
         self.console = console
         self.token = secrets.token_urlsafe(12)
@@ -294,8 +414,10 @@ class Demo:
                 "the nginx demo needs Prometheus (NGINX reports no per-upstream metrics): "
                 "install it (`apt-get install prometheus`, or `make demo` as root) or use --router envoy"
             )
+        judged = "the sequential judge" if self.judge == SEQUENTIAL else "the tutorial's thresholds"
         self.say(
-            f"meshshift demo: scenario {self.scenario.name} ({self.scenario.story}), router {self.router}"
+            f"meshshift demo: scenario {self.scenario.name} ({self.scenario.story}), router {self.router}, "
+            f"analysis by {judged}"
         )
         self.say(f"working directory (logs, configs, state): {self.workdir}")
         targets = [
@@ -320,11 +442,16 @@ class Demo:
             )
         else:
             source = f"Prometheus at {prometheus.url}, the tutorial's queries on the apps' metrics"
+            if self.judge == SEQUENTIAL:
+                source = (
+                    f"Prometheus at {prometheus.url}, the apps' counters read raw by the sequential judge"
+                )
         documents = rollout_document(
             self.ports,
             self.router,
             prometheus.url if prometheus else None,
             str(self.workdir / "demo.state.json"),
+            judge=self.judge,
         )
         text = yaml.safe_dump_all(documents, sort_keys=False)
         (self.workdir / "rollout.yaml").write_text(text)
@@ -383,6 +510,7 @@ class Demo:
                             header_load = asyncio.create_task(self.header.run())
                         record = decision(snapshot, revision)
                         if record is not None:
+                            self.decided_runs = dict(snapshot.analysis_runs)
                             return record
                     await asyncio.sleep(0.25)
             return None
@@ -426,6 +554,7 @@ class Demo:
             header_requests=dict(self._header_answers_until(record)),
             after=dict(after),
             metrics_source=source,
+            evidence=tuple(judge_lines(self.decided_runs, record)),
         )
 
     def _header_answers_until(self, record: RevisionRecord | None) -> Counter[str]:
@@ -453,10 +582,10 @@ def _log_to_file(path: Path) -> None:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=path.open("a")))
 
 
-async def run_demo(*, scenario: str, router: str, listen: str) -> int:
+async def run_demo(*, scenario: str, router: str, listen: str, judge: str = THRESHOLD) -> int:
     """Run one demo scenario; the exit code says whether it ended as the scenario expects."""
     console = Console()
-    demo = Demo(SCENARIOS[scenario], router, listen, console)
+    demo = Demo(SCENARIOS[scenario], router, listen, console, judge=judge)
     _log_to_file(demo.workdir / "meshshift.log")
     main = asyncio.current_task()
     assert main is not None

@@ -137,3 +137,24 @@ async def test_without_prometheus_envoy_admin_measures(tmp_path: Path) -> None:
     assert "outcome:            Aborted, as expected" in output
     assert "analysis metrics:   Envoy's admin endpoint" in output
     assert re.search(r"after the decision: stable \d+\n", output)
+
+
+async def test_the_sequential_judge_rolls_back_and_shows_its_evidence(tmp_path: Path) -> None:
+    demo = DemoRun(tmp_path, "--scenario", "bad-errors", "--router", "envoy", "--judge", "sequential")
+    await demo.start()
+    assert await demo.wait() == 0, demo.output
+    output = demo.output
+    assert "analysis by the sequential judge" in output
+    assert "outcome:            Aborted, as expected" in output
+    assert "the apps' counters read raw by the sequential judge" in output
+    found = re.search(
+        r"judge at decision:  sequential-error-rate \(Failed\): worse after \d+\.\d s; "
+        r"canary (\d+) errors in (\d+) \(.*%\), stable 0 errors in \d+ \(0%\); "
+        r"evidence (\S+) of 100 needed \(alpha 0.01\)",
+        output,
+    )
+    assert found is not None, output
+    assert int(found.group(1)) >= 3  # at 10 % weight, three failed canary requests at the least
+    assert found.group(3) == "inf" or float(found.group(3)) >= 100
+    assert re.search(r"sequential-latency \(\w+\): undecided", output)  # its latency is fine
+    assert re.search(r"after the decision: stable \d+\n", output)
