@@ -44,7 +44,7 @@ from meshshift.observe.notifications import Notifier, receivers_from_annotations
 from meshshift.observe.server import serve
 from meshshift.ports import MetricProvider
 from meshshift.routers.istio import IstioRouter
-from meshshift.routers.nginx_ingress import DEFAULT_PREFIX, NginxIngressRouter
+from meshshift.routers.nginx_ingress import NginxIngressRouter
 from meshshift.runtime.analysis import ArgContext, builtin_args
 from meshshift.runtime.controller import RolloutController, RolloutKey
 from meshshift.runtime.events import FanOutEvents, LogEvents
@@ -53,6 +53,7 @@ from meshshift.runtime.registry import RolloutRegistry
 from meshshift.settings import DaemonSettings
 from meshshift.spec.annotations import COMMAND, ENABLED, PREFIX, annotation_path, read_deployment
 from meshshift.spec.errors import Findings, SpecIssue
+from meshshift.spec.ingress_nginx import DEFAULT_PREFIX, weight_total_problem
 from meshshift.spec.model import AnnotatedDeployment, KubernetesTarget, RolloutSpec
 
 log = structlog.get_logger(__name__)
@@ -82,10 +83,25 @@ class OperatorOptions:
         if value := env.get("MESHSHIFT_NGINX_ANNOTATION_PREFIX"):
             values["nginx_annotation_prefix"] = value
         if value := env.get("MESHSHIFT_NGINX_WEIGHT_TOTAL"):
-            values["nginx_weight_total"] = int(value)
+            values["nginx_weight_total"] = _weight_total(value)
         if value := env.get("MESHSHIFT_ISTIO_API_VERSION"):
             values["istio_api_version"] = value
         return cls(**values)
+
+
+class OptionsError(ValueError):
+    """A MESHSHIFT_* option the daemon cannot start with."""
+
+
+def _weight_total(value: str) -> int:
+    try:
+        total = int(value)
+    except ValueError:
+        raise OptionsError(f"MESHSHIFT_NGINX_WEIGHT_TOTAL={value} is not an integer") from None
+    problem = weight_total_problem(total)
+    if problem:
+        raise OptionsError(f"MESHSHIFT_NGINX_WEIGHT_TOTAL={total}: {problem}")
+    return total
 
 
 @dataclass
@@ -514,5 +530,10 @@ def _arg_context(
 
 async def run_operator(settings: DaemonSettings, options: OperatorOptions | None = None) -> None:
     """`meshshift run` without --config: run until SIGINT or SIGTERM."""
-    operator = Operator(settings, options or OperatorOptions.from_env())
+    try:
+        options = options or OperatorOptions.from_env()
+    except OptionsError as error:
+        log.error("cannot start", error=str(error))
+        raise SystemExit(f"meshshift: {error}") from None
+    operator = Operator(settings, options)
     await run_until_stopped(operator.run())

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,23 +45,28 @@ from meshshift.kube.resources import (
 )
 from meshshift.kube.rmw import read_modify_write
 from meshshift.ports import AppliedRoutes
-from meshshift.spec.model import HeaderMatch, MirrorMatch
+from meshshift.spec.ingress_nginx import (
+    DEFAULT_PREFIX,
+    INGRESS_CLASS_ANNOTATION,
+    UPSTREAM_ANNOTATIONS,
+    header_name_problem,
+    header_pattern,
+    parse_canary,
+    regex_problem,
+    value_problem,
+    weight_total_problem,
+)
+from meshshift.spec.model import HeaderMatch, MatchKind, MirrorMatch
+from meshshift.spec.steps import MATCH_KINDS
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_PREFIX = "nginx.ingress.kubernetes.io"
 MANAGED_ROUTES_ANNOTATION = "meshshift.io/managed-routes"
 ROLLOUT_ANNOTATION = "meshshift.io/rollout"  # the Deployment a canary Ingress belongs to
 STABLE_INGRESS_ANNOTATION = "meshshift.io/stable-ingress"  # and the stable Ingress it copies
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 CANARY_SUFFIX = "-canary"
 MAX_NAME = 253  # an Ingress name is a DNS subdomain
-_NOT_COPIED = (
-    "kubectl.kubernetes.io/last-applied-configuration",
-    MANAGED_ROUTES_ANNOTATION,
-    ROLLOUT_ANNOTATION,
-    STABLE_INGRESS_ANNOTATION,
-)
 _MIGRATION_ATTEMPTS = 5
 
 
@@ -88,15 +92,6 @@ def is_shared_canary(ingress: Mapping[str, Any]) -> bool:
     return labels.get(MANAGED_BY_LABEL) == "meshshift" and STABLE_INGRESS_ANNOTATION not in annotations
 
 
-def _pattern(kind: str, value: str) -> str:
-    """A PCRE pattern for one Argo string match (ingress-nginx does not anchor patterns)."""
-    if kind == "exact":
-        return f"^{re.escape(value)}$"
-    if kind == "prefix":
-        return f"^{re.escape(value)}"
-    return value
-
-
 @dataclass
 class CanaryModel:
     """What the canary Ingress expresses: a weight and the active header routes (step name -> matches)."""
@@ -105,7 +100,7 @@ class CanaryModel:
     headers: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     @classmethod
-    def from_ingress(cls, ingress: Mapping[str, Any] | None, prefix: str, total: int | None) -> CanaryModel:
+    def from_ingress(cls, ingress: Mapping[str, Any] | None, prefix: str) -> CanaryModel:
         if ingress is None:
             return cls()
         annotations = (ingress.get("metadata") or {}).get("annotations") or {}
@@ -114,40 +109,61 @@ class CanaryModel:
         except ValueError:
             headers = {}
         return cls(
-            weight=read_weight(annotations, prefix, total) or 0,
+            weight=round(parse_canary(annotations, prefix).canary_percent),
             headers=headers if isinstance(headers, dict) else {},
         )
 
-    def header_annotations(self, prefix: str) -> dict[str, str]:
+    def header_route(self) -> tuple[str, str, str] | None:
+        """(header, value, pattern) for ingress-nginx, as CanaryConfig.header_route reads it back."""
         entries = [entry for matches in self.headers.values() for entry in matches]
         if not entries:
-            return {}
+            return None
         names = sorted({entry["header"] for entry in entries}, key=str.lower)
         if len({name.lower() for name in names}) > 1:
             raise IngressConfigError(
                 "ingress-nginx routes a canary on one header only; the active header routes use "
                 + ", ".join(names)
             )
-        annotations = {f"{prefix}/canary-by-header": names[0]}
+        problems = [header_name_problem(names[0])]
+        for entry in entries:
+            kind = _match_kind(entry["kind"])
+            problems.append(
+                regex_problem(entry["value"]) if kind == "regex" else value_problem(entry["value"], kind)
+            )
+        found = [problem for problem in problems if problem]
+        if found:
+            raise IngressConfigError("; ".join(found))
         if len(entries) == 1 and entries[0]["kind"] == "exact":
-            annotations[f"{prefix}/canary-by-header-value"] = entries[0]["value"]
+            return names[0], entries[0]["value"], ""
+        pattern = header_pattern([(_match_kind(e["kind"]), e["value"]) for e in entries])
+        problem = regex_problem(pattern)
+        if problem:
+            raise IngressConfigError(problem)
+        return names[0], "", pattern
+
+    def header_annotations(self, prefix: str) -> dict[str, str]:
+        route = self.header_route()
+        if route is None:
+            return {}
+        header, value, pattern = route
+        annotations = {f"{prefix}/canary-by-header": header}
+        if value:
+            annotations[f"{prefix}/canary-by-header-value"] = value
         else:
-            patterns = [_pattern(e["kind"], e["value"]) for e in entries]
-            joined = patterns[0] if len(patterns) == 1 else "|".join(f"(?:{p})" for p in patterns)
-            annotations[f"{prefix}/canary-by-header-pattern"] = joined
+            annotations[f"{prefix}/canary-by-header-pattern"] = pattern
         return annotations
 
 
-def read_weight(annotations: Mapping[str, str], prefix: str, total: int | None) -> int | None:
-    raw = annotations.get(f"{prefix}/canary-weight")
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        return None
-    scale = int(annotations.get(f"{prefix}/canary-weight-total") or total or 100)
-    return round(value * 100 / scale) if scale else None
+def _match_kind(kind: str) -> MatchKind:
+    for known in MATCH_KINDS:
+        if known == kind:
+            return known
+    raise IngressConfigError(f"unknown header match kind {kind!r} in {MANAGED_ROUTES_ANNOTATION}")
+
+
+def weight_annotation(weight: int, total: int | None) -> str:
+    """canary-weight for `weight` percent, out of `total` (None: 100)."""
+    return str(weight if total is None else round(weight * total / 100))
 
 
 Edit = Callable[[CanaryModel], None]
@@ -179,6 +195,9 @@ class NginxIngressRouter:
         self.stable_services = {service, f"{service}-primary"}
         self.owner = owner
         self.prefix = annotation_prefix.rstrip("/")
+        problem = None if weight_total is None else weight_total_problem(weight_total)
+        if problem:
+            raise IngressConfigError(f"canary-weight-total {weight_total}: {problem}")
         self.weight_total = weight_total
         self.writes = 0
         self._staged: list[Edit] = []
@@ -225,13 +244,27 @@ class NginxIngressRouter:
             await self.set_mirror_route(mirror.name, mirror.match, mirror.percentage)
 
     async def read_back(self) -> AppliedRoutes:
+        """What ingress-nginx will do with the canary Ingress, parsed by its rules (not what was meant).
+
+        The weight is the share of requests `canary-weight` sends (0 when the Ingress is missing
+        or not a canary); the header routes are reported only when ingress-nginx reads the
+        header, value or pattern meshshift means for them.
+        """
         await self.commit()
         current = await self.api.get(INGRESSES, self.canary_ingress, self.namespace)
         if current is None:
-            return AppliedRoutes(canary_weight=None)
+            return AppliedRoutes(canary_weight=0)
         annotations = (current.get("metadata") or {}).get("annotations") or {}
-        model = CanaryModel.from_ingress(current, self.prefix, self.weight_total)
-        return AppliedRoutes(read_weight(annotations, self.prefix, self.weight_total), tuple(model.headers))
+        config = parse_canary(annotations, self.prefix)
+        for dropped in config.dropped:
+            self.log.warning("ingress-nginx ignores a canary annotation", annotation=dropped)
+        model = CanaryModel.from_ingress(current, self.prefix)
+        try:
+            meant = model.header_route()
+        except IngressConfigError:
+            meant = None
+        routes = tuple(model.headers) if meant is not None and config.header_route == meant else ()
+        return AppliedRoutes(round(config.canary_percent), routes)
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -249,13 +282,13 @@ class NginxIngressRouter:
         if shared is not None and not _has_backend(_without_backend(shared["spec"], self.canary_service)):
             # Only ours: its annotations were written for this rollout (each write of an earlier
             # version replaced the paths with the writer's own).
-            carried = CanaryModel.from_ingress(shared, self.prefix, self.weight_total)
+            carried = CanaryModel.from_ingress(shared, self.prefix)
 
         def build(current: JsonObject | None) -> JsonObject:
             if current is not None:
                 self._check_ours(current)
             model = (
-                CanaryModel.from_ingress(current, self.prefix, self.weight_total)
+                CanaryModel.from_ingress(current, self.prefix)
                 if current is not None
                 else carried or CanaryModel()
             )
@@ -347,14 +380,11 @@ class NginxIngressRouter:
 
     def _desired(self, stable: Mapping[str, Any], model: CanaryModel) -> JsonObject:
         meta = stable.get("metadata") or {}
-        annotations = {
-            key: value
-            for key, value in (meta.get("annotations") or {}).items()
-            if key not in _NOT_COPIED and not key.startswith(f"{self.prefix}/canary")
-        }
-        weight = model.weight if self.weight_total is None else round(model.weight * self.weight_total / 100)
+        # Only what ingress-nginx reads on a canary Ingress (the rest comes from the stable one).
+        copied = {INGRESS_CLASS_ANNOTATION, *(f"{self.prefix}/{name}" for name in UPSTREAM_ANNOTATIONS)}
+        annotations = {key: value for key, value in (meta.get("annotations") or {}).items() if key in copied}
         annotations[f"{self.prefix}/canary"] = "true"
-        annotations[f"{self.prefix}/canary-weight"] = str(weight)
+        annotations[f"{self.prefix}/canary-weight"] = weight_annotation(model.weight, self.weight_total)
         if self.weight_total is not None:
             annotations[f"{self.prefix}/canary-weight-total"] = str(self.weight_total)
         annotations.update(model.header_annotations(self.prefix))

@@ -31,6 +31,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from meshshift.spec import ingress_nginx
 from meshshift.spec.errors import Findings
 from meshshift.spec.fields import (
     at,
@@ -141,7 +142,7 @@ def read_deployment(
     name = None if raw_name is None else expect_k8s_name(raw_name, "metadata.name", findings)
     namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
     target = _read_target(name or "", str(namespace), values, findings)
-    rollout = _read_rollout(values, findings, catalog)
+    rollout = _read_rollout(values, findings, catalog, target.routers if target is not None else ())
     if target is None or name is None:
         return None
     return AnnotatedDeployment(target=target, rollout=rollout)
@@ -285,7 +286,10 @@ def _check_router_options(
 
 
 def _read_rollout(
-    values: Mapping[str, str], findings: Findings, catalog: TemplateCatalog | None
+    values: Mapping[str, str],
+    findings: Findings,
+    catalog: TemplateCatalog | None,
+    routers: tuple[str, ...] = (),
 ) -> RolloutSpec:
     policy = _read_policy(values, findings)
     paths = RolloutPaths(
@@ -294,6 +298,8 @@ def _read_rollout(
         allow_non_monotonic=f'{ALLOW_NON_MONOTONIC}: "true"',
     )
     steps = _read_steps(values, paths.steps, findings)
+    if "nginx" in routers:
+        ingress_nginx.check_header_routes(steps, paths.steps, findings)
     analysis = _read_analysis(values, paths.analysis, findings)
     return build_rollout(steps, analysis, policy, paths, findings, catalog)
 

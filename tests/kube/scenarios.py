@@ -169,10 +169,13 @@ def stable_ingress() -> dict[str, Any]:
         "kind": "Ingress",
         "metadata": {
             "name": APP,
-            "annotations": {"nginx.ingress.kubernetes.io/rewrite-target": "/"},
+            "annotations": {
+                "nginx.ingress.kubernetes.io/rewrite-target": "/",
+                "nginx.ingress.kubernetes.io/load-balance": "ewma",
+                "kubernetes.io/ingress.class": "nginx",
+            },
         },
         "spec": {
-            "ingressClassName": "nginx",
             "rules": [
                 {
                     "host": "web.shop.example",
@@ -416,7 +419,11 @@ async def nginx_rollout(env: KubeEnv) -> None:
             assert canary is not None
             backend = canary["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
             assert backend == {"name": f"{APP}-canary", "port": {"number": 80}}
-            assert canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/rewrite-target"] == "/"
+            # Only what ingress-nginx reads on a canary Ingress is copied: not rewrite-target,
+            # a location setting it takes from the stable Ingress.
+            assert "nginx.ingress.kubernetes.io/rewrite-target" not in canary["metadata"]["annotations"]
+            assert canary["metadata"]["annotations"]["kubernetes.io/ingress.class"] == "nginx"
+            assert canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/load-balance"] == "ewma"
             await w.cluster.patch_deployment(APP, new_version("v2"))
             await check_paused_with_header_route(
                 w, lambda o: ingress_split(o.get("Ingress", CANARY_INGRESS) or {})

@@ -19,7 +19,8 @@ from meshshift.kube.workloads import (
     template_revision,
 )
 from meshshift.routers.istio import Hosts, RouterConfigError, VirtualServiceEdit, combine_matches
-from meshshift.routers.nginx_ingress import CanaryModel, IngressConfigError, read_weight
+from meshshift.routers.nginx_ingress import CanaryModel, IngressConfigError
+from meshshift.spec.ingress_nginx import parse_canary
 from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
 
 # --- merge patches -------------------------------------------------------------------------
@@ -183,11 +184,11 @@ def test_one_exact_header_uses_the_value_annotation() -> None:
     }
 
 
-def test_regex_and_prefix_use_the_pattern_annotation() -> None:
+def test_regex_and_prefix_use_the_pattern_annotation_anchored() -> None:
     model = CanaryModel(headers={"qa": [header("X-User", "regex", "qa-[0-9]+")]})
-    assert model.header_annotations(P)[f"{P}/canary-by-header-pattern"] == "qa-[0-9]+"
+    assert model.header_annotations(P)[f"{P}/canary-by-header-pattern"] == "^(?:qa-[0-9]+)$"
     model = CanaryModel(headers={"qa": [header("X-User", "prefix", "a.b")]})
-    assert model.header_annotations(P)[f"{P}/canary-by-header-pattern"] == r"^a\.b"
+    assert model.header_annotations(P)[f"{P}/canary-by-header-pattern"] == r"^(?:a\.b.*)$"
 
 
 def test_several_values_of_one_header_become_one_pattern() -> None:
@@ -195,7 +196,7 @@ def test_several_values_of_one_header_become_one_pattern() -> None:
         headers={"a": [header("X-Canary", "exact", "yes")], "b": [header("x-canary", "exact", "1")]}
     )
     annotations = model.header_annotations(P)
-    assert annotations[f"{P}/canary-by-header-pattern"] == "(?:^yes$)|(?:^1$)"
+    assert annotations[f"{P}/canary-by-header-pattern"] == "^(?:yes|1)$"
     assert f"{P}/canary-by-header-value" not in annotations
 
 
@@ -208,9 +209,18 @@ def test_two_different_headers_cannot_be_expressed() -> None:
 
 
 def test_weight_total_scales_the_weight() -> None:
-    assert read_weight({f"{P}/canary-weight": "2500", f"{P}/canary-weight-total": "10000"}, P, None) == 25
-    assert read_weight({f"{P}/canary-weight": "30"}, P, None) == 30
-    assert read_weight({}, P, None) is None
+    def percent(annotations: dict[str, str]) -> float:
+        return parse_canary(
+            {f"{P}/{k}": v for k, v in {"canary": "true", **annotations}.items()}
+        ).canary_percent
+
+    assert percent({"canary-weight": "2500", "canary-weight-total": "10000"}) == 25
+    assert percent({"canary-weight": "30"}) == 30
+    assert percent({"canary-weight": "+30"}) == 30  # strconv.Atoi takes a sign
+    assert percent({"canary-weight": "30.0"}) == 0  # and no decimals: dropped, 0
+    assert percent({"canary-weight": "150"}) == 100  # weight >= total: every request
+    assert percent({"canary-weight": "-5"}) == 0
+    assert percent({}) == 0
 
 
 # --- commands and workloads --------------------------------------------------------------------
