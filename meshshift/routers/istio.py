@@ -6,11 +6,17 @@ include both the primary host (`<svc>-primary`) and the canary host (`<svc>-cana
 Only the weights of those two destinations change; every other route and field stays.
 If the VirtualService does not exist, meshshift creates one, owned by the Deployment.
 
-Header and mirror routes are prepended, one per managed route, each a copy of the
-route it shadows minus its destinations (so corsPolicy, retries, timeout, headers,
-rewrite... still apply) with the header conditions added to each of its match blocks.
-Their names are kept in the annotation `meshshift.io/managed-routes` on the
-VirtualService, so a restarted daemon can still remove them.
+Header and mirror routes are added one per managed route, each a copy of the route it
+shadows minus its destinations (so corsPolicy, retries, timeout, headers, rewrite... still
+apply) with the header conditions added to each of its match blocks, and each sits
+immediately before the route it shadows (header routes first, then mirror routes). Istio
+takes the first route that matches, so a shadow catches only requests its route would have
+caught: a user's route placed before the managed one (`/legacy`) keeps its requests, header
+or not. (Argo Rollouts instead puts its header and mirror routes, which match on the header
+alone, on top of the whole list, in the order of `managedRoutes`: there they catch every
+request with the header, whatever route it was meant for.) Their names, and the route each
+shadows, are kept in the annotation `meshshift.io/managed-routes` on the VirtualService, so a
+restarted daemon can still find and remove them.
 
 Router calls are staged and written together, as one JSON merge patch carrying the
 resourceVersion that was read: when the controller reads back (it does after every
@@ -128,7 +134,8 @@ class VirtualServiceEdit:
             managed = json.loads(annotations.get(MANAGED_ROUTES_ANNOTATION) or "{}")
         except ValueError:
             managed = {}
-        # VirtualService route name -> {"kind": header|mirror, "step": the step's route name}
+        # VirtualService route name -> {"kind": header|mirror, "step": the step's route name,
+        # "shadows": the name of the managed route it sits before (absent in older versions)}
         self.managed: dict[str, dict[str, str]] = managed if isinstance(managed, dict) else {}
         http = doc.setdefault("spec", {}).setdefault("http", [])
         self.ours = [r for r in http if r.get("name") in self.managed]
@@ -231,7 +238,7 @@ class VirtualServiceEdit:
                     f"rename the {kind} route of the step"
                 )
             self.ours.append(make(route, name))
-            self.managed[name] = {"kind": kind, "step": step_name}
+            self.managed[name] = {"kind": kind, "step": step_name, "shadows": self._key_of(route)}
 
     def set_header_route(self, step_name: str, match: Sequence[HeaderMatch]) -> None:
         conditions = [{"headers": _header_conditions(m)} for m in match]
@@ -283,9 +290,54 @@ class VirtualServiceEdit:
 
     # --- the result -----------------------------------------------------------------------
 
+    def ordered_http(self) -> list[JsonObject]:
+        """The user's routes in their order, each managed one preceded by its header, then mirror, shadows."""
+        keys = [self._key_of(route) for route in self.theirs]
+        before: dict[str, list[JsonObject]] = {key: [] for key in keys}
+        unplaced: list[JsonObject] = []
+        for kind in (HEADER, MIRROR):
+            for shadow in self.ours:
+                info = self.managed.get(shadow.get("name", ""), {})
+                if info.get("kind") != kind:
+                    continue
+                target = self._shadowed(shadow.get("name", ""), info)
+                before.get(target or "", unplaced).append(shadow)
+        routes: list[JsonObject] = []
+        for key, route in zip(keys, self.theirs, strict=True):
+            if unplaced and self._is_managed(route):
+                routes += unplaced  # shadows whose route is gone: before the first managed one
+                unplaced = []
+            routes += [*before[key], route]
+        return [*unplaced, *routes]
+
+    def _shadowed(self, name: str, info: Mapping[str, str]) -> str | None:
+        """The key of the route a shadow sits before; older annotations name it only in the shadow's name."""
+        if "shadows" in info:
+            return info["shadows"]
+        step = info.get("step", "")
+        if name == step:  # one managed route: the shadow had the step's name
+            try:
+                routes = self.managed_routes()
+            except RouterConfigError:
+                return None
+            return self._key_of(routes[0]) if len(routes) == 1 else None
+        return name.removeprefix(f"{step}-") if name.startswith(f"{step}-") else None
+
+    def _key_of(self, route: Mapping[str, Any]) -> str:
+        """How a shadow names the route it shadows: its name (an unnamed one: #<its position>)."""
+        name = route.get("name")
+        if name:
+            return str(name)
+        return f"#{next(i for i, theirs in enumerate(self.theirs) if theirs is route)}"
+
+    def _is_managed(self, route: Mapping[str, Any]) -> bool:
+        if self.route_names:
+            return route.get("name") in self.route_names
+        return self._has_both_hosts(route)
+
     def result(self) -> JsonObject:
         doc = self.doc
-        doc["spec"]["http"] = [*self.ours, *self.theirs]
+        doc["spec"]["http"] = self.ordered_http()
         annotations = dict(doc["metadata"].get("annotations") or {})
         if self.managed:
             annotations[MANAGED_ROUTES_ANNOTATION] = json.dumps(self.managed, sort_keys=True)

@@ -705,11 +705,12 @@ async def unmanaged_content(env: KubeEnv) -> None:
 
 def check_header_routes(vs: dict[str, Any], original: dict[str, Any]) -> None:
     http = {r["name"]: r for r in vs["spec"]["http"]}
+    # Each header route right before the route it shadows; the unmanaged `admin` stays first.
     assert [r["name"] for r in vs["spec"]["http"]] == [
-        f"{HEADER_ROUTE}-api",
-        f"{HEADER_ROUTE}-default",
         "admin",
+        f"{HEADER_ROUTE}-api",
         "api",
+        f"{HEADER_ROUTE}-default",
         "default",
     ]
     assert http["admin"] == UNMANAGED_ROUTES[0]  # untouched

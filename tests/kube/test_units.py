@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -126,7 +127,7 @@ def test_header_route_combines_with_the_shadowed_match_and_keeps_its_fields() ->
     assert shadow["retries"] == {"attempts": 2} and "mirror" not in shadow
     assert shadow["route"] == [{"destination": {"host": "web-canary"}, "weight": 100}]
     assert (
-        '"qa": {"kind": "header", "step": "qa"}'
+        '"qa": {"kind": "header", "shadows": "api", "step": "qa"}'
         in result["metadata"]["annotations"]["meshshift.io/managed-routes"]
     )
 
@@ -135,13 +136,60 @@ def test_managed_routes_are_found_again_from_the_annotation() -> None:
     edit = VirtualServiceEdit(vs(split_route("a"), split_route("b")), HOSTS, ())
     edit.set_header_route("qa", (HeaderMatch("X-Canary", StringMatch("prefix", "t")),))
     stored = edit.result()
-    assert [r["name"] for r in stored["spec"]["http"]] == ["qa-a", "qa-b", "a", "b"]
+    assert [r["name"] for r in stored["spec"]["http"]] == ["qa-a", "a", "qa-b", "b"]
     again = VirtualServiceEdit(copy.deepcopy(stored), HOSTS, ())  # a new daemon reads it back
     assert again.step_names("header") == ("qa",)
+    again.set_weight(30)
+    assert [r["name"] for r in again.result()["spec"]["http"]] == ["qa-a", "a", "qa-b", "b"]
     again.remove_managed_routes()
     cleaned = again.result()
     assert [r["name"] for r in cleaned["spec"]["http"]] == ["a", "b"]
     assert "meshshift.io/managed-routes" not in cleaned["metadata"].get("annotations", {})
+
+
+def test_each_shadow_sits_before_its_route_headers_then_mirrors_whatever_the_order_set() -> None:
+    legacy = {
+        "name": "legacy",
+        "match": [{"uri": {"prefix": "/legacy"}}],
+        "route": [{"destination": {"host": "old"}}],
+    }
+    edit = VirtualServiceEdit(vs(legacy, split_route("a"), split_route("b")), HOSTS, ())
+    edit.set_mirror_route("copy", (MirrorMatch(method=StringMatch("exact", "GET")),), 10)
+    edit.set_header_route("qa", (HeaderMatch("X-Canary", StringMatch("exact", "1")),))
+    assert [r["name"] for r in edit.result()["spec"]["http"]] == [
+        "legacy",
+        "qa-a",
+        "copy-a",
+        "a",
+        "qa-b",
+        "copy-b",
+        "b",
+    ]
+
+
+def test_shadows_written_by_earlier_versions_are_placed_by_their_names() -> None:
+    """Before `shadows` was recorded, a shadow's route was in its name (`<step>-<route>`, or the
+    step's name alone with one managed route); such routes were at the top of the list."""
+    legacy = {
+        "name": "legacy",
+        "route": [{"destination": {"host": "old"}}],
+        "match": [{"uri": {"prefix": "/l"}}],
+    }
+    for managed, shadows in ((["a"], ["qa"]), (["a", "b"], ["qa-a", "qa-b"])):
+        routes = [split_route(name) for name in managed]
+        info = {name: {"kind": "header", "step": "qa"} for name in shadows}
+        doc = vs(
+            *[
+                {"name": n, "route": [{"destination": {"host": "web-canary"}, "weight": 100}]}
+                for n in shadows
+            ],
+            legacy,
+            *routes,
+        )
+        doc["metadata"]["annotations"] = {"meshshift.io/managed-routes": json.dumps(info)}
+        order = [r["name"] for r in VirtualServiceEdit(doc, HOSTS, ()).result()["spec"]["http"]]
+        expected = ["legacy"] + [n for pair in zip(shadows, managed, strict=True) for n in pair]
+        assert order == expected
 
 
 def test_a_user_route_with_the_header_route_name_is_refused() -> None:
