@@ -29,6 +29,9 @@ class DaemonSettings:
     # The HTTP listener: /metrics, /healthz, /readyz, /api/v1, the dashboard.
     listen: str = "0.0.0.0:8090"
     token: str | None = None  # control endpoints are disabled without one
+    # Host names the listener answers for beyond IP addresses and unregistrable names
+    # (localhost, *.svc...): a DNS-rebinding guard; "*" answers for any.
+    allowed_hosts: tuple[str, ...] = ()
     # Leader election (Kubernetes mode).
     leader_elect: bool = True
     lease_name: str = "meshshift-leader"
@@ -55,6 +58,8 @@ class DaemonSettings:
                 slack_webhook_url=_env("SLACK_WEBHOOK_URL"), webhook_url=_env("WEBHOOK_URL")
             ),
         }
+        if (hosts := _env("ALLOWED_HOSTS")) is not None:
+            env["allowed_hosts"] = tuple(h.strip() for h in hosts.split(",") if h.strip())
         if (listen := _env("LISTEN")) is not None:
             env["listen"] = listen
         if (log_format := _env("LOG_FORMAT")) is not None:

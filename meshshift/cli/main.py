@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", metavar="HOST:PORT", help="HTTP listener (default 0.0.0.0:8090)")
     run.add_argument("--token", help="bearer token for control endpoints (or MESHSHIFT_TOKEN)")
     run.add_argument(
+        "--allowed-hosts",
+        metavar="NAMES",
+        help="comma-separated host names the HTTP listener answers for, beyond IP addresses and "
+        "localhost (or MESHSHIFT_ALLOWED_HOSTS; * for any): a DNS-rebinding guard",
+    )
+    run.add_argument(
         "--leader-elect",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -115,6 +121,9 @@ def daemon_settings(args: argparse.Namespace) -> DaemonSettings:
         selector=args.selector,
         listen=args.listen,
         token=args.token,
+        allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
+        if args.allowed_hosts
+        else None,
         leader_elect=args.leader_elect,
         prometheus_address=args.prometheus_address,
         notifications=notifications,

@@ -389,9 +389,23 @@ def _authorize(request: web.Request) -> web.Response | None:
         return _error(
             401, "missing bearer token (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"}
         )
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if not _token_matches(given, token):
         return _error(403, "wrong token")
     return None
+
+
+def _token_matches(given: str, token: str) -> bool:
+    """A constant-time compare; a header that is not UTF-8 text is simply a wrong token."""
+    # aiohttp hands undecodable header bytes over as surrogate escapes: encode them back.
+    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode())
+
+
+def has_valid_token(request: web.Request, token: str | None) -> bool:
+    """True when the request carries the daemon's bearer token (there must be one)."""
+    if not token:
+        return False
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and bool(given.strip()) and _token_matches(given, token)
 
 
 async def control(request: web.Request) -> web.Response:

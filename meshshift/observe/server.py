@@ -3,6 +3,9 @@
 `serve()` runs the whole observability surface for the block it wraps: the listener,
 the rollout metrics, and the notifications configured in the settings.
 
+The listener resists slow, greedy and DNS-rebinding clients (meshshift.observe.guard):
+request-head and body deadlines, a connection limit, and a check of the Host header.
+
 /readyz is leader-aware: 503 until the first listing has been seen, and while a watch has
 heard nothing past its bound (the answer says which); then 200, saying
 `ok` on the leader and `ok (standby)` on a standby (header `X-Meshshift-Leader`).
@@ -20,6 +23,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from meshshift.observe import api
+from meshshift.observe.guard import ConnectionGuard, guarded_listener, host_check
 from meshshift.observe.metrics import CONTENT_TYPE, RolloutMetrics, render_off_loop
 from meshshift.observe.notifications import Notifier
 from meshshift.runtime.registry import RolloutRegistry
@@ -81,8 +85,15 @@ def create_app(
     *,
     command_timeout: float = 10.0,
     rollout_metrics: RolloutMetrics | None = None,
+    guard: ConnectionGuard | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[_security_headers])
+    """The application; `guard` (the listener's) adds the request-head and body deadlines."""
+    middlewares = [] if guard is None else [guard.middleware]
+    middlewares += [
+        host_check(settings.allowed_hosts, lambda request: api.has_valid_token(request, settings.token)),
+        _security_headers,
+    ]
+    app = web.Application(middlewares=middlewares)
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = metrics_registry
     app[ROLLOUT_METRICS_KEY] = [rollout_metrics] if rollout_metrics is not None else []
@@ -125,6 +136,7 @@ async def serve(
         notifier.attach(registry)
         stack.callback(notifier.detach, registry)
         await notifier.start()
+        guard = ConnectionGuard()
         runner = web.AppRunner(
             create_app(
                 registry,
@@ -132,12 +144,15 @@ async def serve(
                 collectors,
                 command_timeout=command_timeout,
                 rollout_metrics=rollout_metrics,
+                guard=guard,
             ),
             access_log=None,
             shutdown_timeout=5.0,
+            keepalive_timeout=guard.head_timeout,
+            lingering_time=guard.body_timeout,
         )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, host, port).start()
-        bound = runner.addresses[0]
-        yield f"http://{bound[0]}:{bound[1]}"
+        bound_host, bound_port = await stack.enter_async_context(guarded_listener(runner, host, port, guard))
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        yield f"http://{shown}:{bound_port}"
