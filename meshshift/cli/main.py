@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="the whole loop on this machine: real proxy, apps, traffic, metrics"
     )
     demo.add_argument("--scenario", choices=["healthy", "bad-errors", "bad-latency"], default="healthy")
-    demo.add_argument("--router", choices=["envoy", "nginx"], default="envoy")
+    demo.add_argument("--router", choices=["envoy", "nginx", "traefik"], default="envoy")
     demo.add_argument(
         "--judge",
         choices=["threshold", "sequential"],

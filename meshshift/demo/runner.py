@@ -1,17 +1,19 @@
 """`meshshift demo`: the whole loop on this machine, with real processes and real traffic.
 
 It starts two versions of the demo app (`stable` and `canary`; the canary misbehaves in
-the bad scenarios), the proxy (Envoy or NGINX, from their wheels), Prometheus scraping
-the apps, a steady load through the proxy, and the meshshift daemon in this process
-(controller, /metrics, API and dashboard on `--listen`). The rollout is the tutorial's
-schedule with short intervals: 10 -> 25 -> 50 -> 100 % with an analysis at each step,
-plus a header route (`X-Canary: true` always reaches the canary). With `--judge sequential`
-the analysis at each weight is the sequential judge (error rate and p95 latency, canary against
-stable) from the first request at that weight, and the summary shows its evidence at the decision.
+the bad scenarios), the proxy (Envoy, NGINX or Traefik, from their wheels), Prometheus
+scraping the apps (and the proxy's own metrics), a steady load through the proxy, and the
+meshshift daemon in this process (controller, /metrics, API and dashboard on `--listen`).
+The rollout is the tutorial's schedule with short intervals: 10 -> 25 -> 50 -> 100 % with
+an analysis at each step, plus a header route (`X-Canary: true` always reaches the canary).
+With `--judge sequential` the analysis at each weight is the sequential judge (error rate and
+p95 latency, canary against stable) from the first request at that weight, and the summary
+shows its evidence at the decision.
 
 Without a `prometheus` binary the Envoy demo measures through Envoy's own admin endpoint
 (the builtin templates' `envoy-admin` source) and says so. NGINX reports no per-upstream
-metrics, so the NGINX demo needs Prometheus and says how to install it.
+metrics, so the NGINX demo needs Prometheus and says how to install it; so does the
+Traefik demo, whose metrics only Prometheus reads.
 
 Exit code: 0 when the outcome is the scenario's expectation (healthy: promoted; bad-errors
 and bad-latency: rolled back), 1 otherwise or on an error, 130 when interrupted
@@ -262,6 +264,8 @@ def rollout_document(
     router_options: dict[str, Any] = {"listen": f"127.0.0.1:{ports.proxy}"}
     if router == "envoy":
         router_options["admin"] = f"127.0.0.1:{ports.admin}"
+    elif router == "traefik":  # Traefik's API, /ping and /metrics (which Prometheus scrapes)
+        router_options["api"] = f"127.0.0.1:{ports.admin}"
     rollout: dict[str, Any] = {
         "apiVersion": "meshshift.io/v1alpha1",
         "kind": "StandaloneRollout",
@@ -409,9 +413,10 @@ class Demo:
         self.console.print(text, highlight=False, soft_wrap=True)
 
     async def run(self) -> Summary:
-        if not prometheus_wanted() and self.router == "nginx":
+        if not prometheus_wanted() and self.router in ("nginx", "traefik"):
+            why = "NGINX reports no per-upstream metrics" if self.router == "nginx" else "it reads Prometheus"
             raise DemoError(
-                "the nginx demo needs Prometheus (NGINX reports no per-upstream metrics): "
+                f"the {self.router} demo needs Prometheus ({why}): "
                 "install it (`apt-get install prometheus`, or `make demo` as root) or use --router envoy"
             )
         judged = "the sequential judge" if self.judge == SEQUENTIAL else "the tutorial's thresholds"
@@ -427,6 +432,8 @@ class Demo:
         ]
         if self.router == "envoy":
             targets.append(ScrapeTarget("envoy", f"127.0.0.1:{self.ports.admin}", "/stats/prometheus"))
+        elif self.router == "traefik":
+            targets.append(ScrapeTarget("traefik", f"127.0.0.1:{self.ports.admin}", "/metrics"))
         async with (
             running_apps(self.scenario, self.ports, self.workdir),
             maybe_prometheus(targets, self.workdir) as prometheus,
@@ -490,6 +497,9 @@ class Demo:
             lines.append(f"prometheus:      {prometheus.url}/")
         if runtime.envoy_admin_url:
             lines.append(f"envoy admin:     {runtime.envoy_admin_url}/")
+        if self.router == "traefik":
+            api = f"http://127.0.0.1:{self.ports.admin}"
+            lines.append(f"traefik api:     {api}/api/http/routers   metrics: {api}/metrics")
         for line in lines:
             self.say(line)
 

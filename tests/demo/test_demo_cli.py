@@ -158,3 +158,26 @@ async def test_the_sequential_judge_rolls_back_and_shows_its_evidence(tmp_path: 
     assert found.group(3) == "inf" or float(found.group(3)) >= 100
     assert re.search(r"sequential-latency \(\w+\): undecided", output)  # its latency is fine
     assert re.search(r"after the decision: stable \d+\n", output)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "outcome", "after"),
+    [
+        ("healthy", "Promoted", "canary"),
+        ("bad-errors", "Aborted", "stable"),
+        ("bad-latency", "Aborted", "stable"),
+    ],
+)
+async def test_traefik_demo_reaches_each_scenarios_outcome(
+    scenario: str, outcome: str, after: str, tmp_path: Path
+) -> None:
+    demo = DemoRun(tmp_path, "--scenario", scenario, "--router", "traefik")
+    await demo.start()
+    assert await demo.wait() == 0, demo.output
+    output = demo.output
+    assert "proxy (traefik):" in output and "traefik api:" in output
+    assert f"outcome:            {outcome}, as expected" in output
+    assert re.search(r"X-Canary: true:     canary \d+\n", output)  # every header request reached the canary
+    assert re.search(rf"after the decision: {after} \d+\n", output)
+    if scenario != "bad-errors":
+        assert "failed requests:    0" in output
