@@ -58,6 +58,8 @@ def test_the_contract_keys_are_fixed() -> None:
         "meshshift.io/istio-virtual-service",
         "meshshift.io/istio-routes",
         "meshshift.io/nginx-ingress",
+        "meshshift.io/traefik-service",
+        "meshshift.io/http-route",
         "meshshift.io/on-failure",
         "meshshift.io/progress-deadline",
         "meshshift.io/command",
@@ -95,12 +97,36 @@ def test_defaults() -> None:
         routers=("istio",),
         service="shop",
         istio_virtual_service="shop",
+        traefik_service="shop",
+        http_route="shop",
     )
     assert deployment.rollout.steps == (SetWeight(20), Pause(None))
     assert deployment.rollout.on_failure is FailurePolicy.ROLLBACK
     assert deployment.rollout.progress_deadline == DEFAULT_PROGRESS_DEADLINE == 600
     assert deployment.rollout.analysis is None
     assert deployment.enabled
+
+
+def test_traefik_and_gateway_api_routers_name_their_objects() -> None:
+    doc = enabled(
+        **{
+            "meshshift.io/router": "traefik, gateway-api",
+            "meshshift.io/traefik-service": "shop-weighted",
+            "meshshift.io/http-route": "shop-route",
+        }
+    )
+    deployment, findings = read(doc)
+    assert not findings.issues and deployment is not None
+    assert deployment.target.routers == ("traefik", "gateway-api")
+    target = deployment.target
+    assert (target.traefik_service, target.http_route) == ("shop-weighted", "shop-route")
+    _, findings = read(enabled(**{"meshshift.io/traefik-service": "x"}))  # the router is istio
+    assert [str(i) for i in findings.issues] == [
+        'metadata.annotations["meshshift.io/traefik-service"]: warning: is ignored: '
+        "meshshift.io/router does not include traefik"
+    ]
+    _, findings = read(enabled(**{"meshshift.io/router": "traefk"}))
+    assert 'unknown router "traefk" (did you mean "traefik"?)' in str(findings.issues[0])
 
 
 def test_every_annotation_is_read() -> None:
@@ -135,6 +161,8 @@ def test_every_annotation_is_read() -> None:
         istio_virtual_service="shop-vs",
         istio_routes=("primary", "api"),
         nginx_ingress="shop-ingress",
+        traefik_service="shop-svc",
+        http_route="shop-svc",
         command="promote-full",
     )
     rollout = deployment.rollout
@@ -240,7 +268,7 @@ def test_all_errors_are_raised_together() -> None:
     doc = manifest(
         {
             "meshshift.io/enabled": "true",
-            "meshshift.io/router": "traefik",
+            "meshshift.io/router": "linkerd",
             "meshshift.io/on-failure": "panic",
             "meshshift.io/progress-deadline": "soon",
             "meshshift.io/steps": "- setWeight: 500\n",

@@ -21,6 +21,9 @@ API_ACCESS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # The stable one read, each rollout's canary written; `delete` only for the shared canary
     # Ingress an earlier version wrote, once no rollout's path is left in it.
     ("networking.k8s.io", "ingresses", ("get", "create", "patch", "delete")),
+    ("traefik.io", "traefikservices", ("get", "create", "patch")),  # the weighted one; mirroring ones
+    ("traefik.io", "ingressroutes", ("get", "list", "patch")),  # those routing to it get shadow routes
+    ("gateway.networking.k8s.io", "httproutes", ("get", "patch")),  # the user's, patched in place
     ("meshshift.io", "analysistemplates", ("get",)),
     ("meshshift.io", "clusteranalysistemplates", ("get",)),
     ("argoproj.io", "analysistemplates", ("get",)),

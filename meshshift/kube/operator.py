@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from meshshift.analysis.providers import BuiltinTarget, BuiltinTemplates, ChainedTemplates, default_providers
+from meshshift.analysis.providers.builtin import GATEWAY_API_MESHES
 from meshshift.backoff import Backoff
 from meshshift.engine.actions import StartAnalysis
 from meshshift.kube.client import connect, default_identity, pod_namespace
@@ -43,8 +44,10 @@ from meshshift.observe.metrics import RolloutMetrics
 from meshshift.observe.notifications import Notifier, receivers_from_annotations
 from meshshift.observe.server import serve
 from meshshift.ports import MetricProvider
+from meshshift.routers.gateway_api import GatewayApiRouter
 from meshshift.routers.istio import IstioRouter
 from meshshift.routers.nginx_ingress import NginxIngressRouter
+from meshshift.routers.traefik import TraefikRouter
 from meshshift.runtime.analysis import ArgContext, builtin_args
 from meshshift.runtime.controller import RolloutController, RolloutKey
 from meshshift.runtime.events import FanOutEvents, LogEvents
@@ -70,6 +73,9 @@ class OperatorOptions:
     nginx_annotation_prefix: str = DEFAULT_PREFIX
     nginx_weight_total: int | None = None
     istio_api_version: str = "v1beta1"
+    # Whose metrics the builtin templates read for `gateway-api` routes (GATEWAY_API_MESHES'
+    # keys: istio, traefik); None: no builtins for them (write your own templates).
+    gateway_api_metrics: str | None = None
     providers: Mapping[str, MetricProvider] | None = None  # None: default_providers()
 
     @classmethod
@@ -86,6 +92,11 @@ class OperatorOptions:
             values["nginx_weight_total"] = _weight_total(value)
         if value := env.get("MESHSHIFT_ISTIO_API_VERSION"):
             values["istio_api_version"] = value
+        if value := env.get("MESHSHIFT_GATEWAY_API_METRICS"):
+            if value not in GATEWAY_API_MESHES:
+                known = ", ".join(GATEWAY_API_MESHES)
+                raise ValueError(f"MESHSHIFT_GATEWAY_API_METRICS: {value!r} is not one of {known}")
+            values["gateway_api_metrics"] = value
         return cls(**values)
 
 
@@ -432,10 +443,8 @@ class Operator:
         self.log.info("managing rollout", rollout=str(key), routers=list(target.routers))
         return running
 
-    def _routers(
-        self, key: RolloutKey, target: KubernetesTarget, owner: JsonObject
-    ) -> list[IstioRouter | NginxIngressRouter]:
-        routers: list[IstioRouter | NginxIngressRouter] = []
+    def _routers(self, key: RolloutKey, target: KubernetesTarget, owner: JsonObject) -> list[KubeRouter]:
+        routers: list[KubeRouter] = []
         for kind in target.routers:
             if kind == "istio":
                 routers.append(
@@ -462,14 +471,46 @@ class Operator:
                         weight_total=self.options.nginx_weight_total,
                     )
                 )
+            elif kind == "traefik":
+                routers.append(
+                    TraefikRouter(
+                        self.api,
+                        namespace=key.namespace,
+                        traefik_service=target.traefik_service or target.service,
+                        service=target.service,
+                        owner=owner,
+                    )
+                )
+            elif kind == "gateway-api":
+                routers.append(
+                    GatewayApiRouter(
+                        self.api,
+                        namespace=key.namespace,
+                        http_route=target.http_route or target.service,
+                        service=target.service,
+                    )
+                )
         return routers
 
     def _templates(self, key: RolloutKey, target: KubernetesTarget) -> ChainedTemplates:
+        cluster = ClusterTemplates(self.api, namespace=key.namespace)
+        mesh = target.routers[0] if target.routers else "istio"
+        if mesh == "gateway-api":
+            if self.options.gateway_api_metrics is None:
+                return ChainedTemplates(cluster)  # whose metrics is not known: no builtins
+            mesh = GATEWAY_API_MESHES[self.options.gateway_api_metrics]
+        provider = "kubernetesgateway" if mesh.startswith("gateway-api") else "kubernetescrd"
         builtin = BuiltinTemplates(
-            target.routers[0] if target.routers else "istio",
-            BuiltinTarget(namespace=key.namespace, target=key.name, ingress=target.nginx_ingress or ""),
+            mesh,
+            BuiltinTarget(
+                namespace=key.namespace,
+                target=key.name,
+                ingress=target.nginx_ingress or "",
+                # Traefik names a Kubernetes Service backend <namespace>-<service>-<port>@<provider>.
+                traefik_service=f"{key.namespace}-{target.service}-canary-[0-9a-zA-Z-]+@{provider}",
+            ),
         )
-        return ChainedTemplates(ClusterTemplates(self.api, namespace=key.namespace), builtin)
+        return ChainedTemplates(cluster, builtin)
 
     def _set_receivers(self, key: RolloutKey, manifest: JsonObject) -> None:
         annotations = (manifest.get("metadata") or {}).get("annotations") or {}
@@ -512,6 +553,9 @@ class Operator:
     async def _stop_all(self) -> None:
         for key in list(self.running):
             await self._stop(key)
+
+
+KubeRouter = IstioRouter | NginxIngressRouter | TraefikRouter | GatewayApiRouter
 
 
 def _arg_context(

@@ -5,11 +5,13 @@
 | `meshshift.io/enabled`               | `"true"` opts the Deployment in                       |
 | `meshshift.io/steps`                 | YAML list of canary steps (Argo syntax)               |
 | `meshshift.io/analysis`              | YAML background analysis: templates, args, startingStep |
-| `meshshift.io/router`                | `istio`, `nginx`, or `istio,nginx` (required)         |
+| `meshshift.io/router`                | `istio`, `nginx`, `traefik`, `gateway-api` (or a comma list) |
 | `meshshift.io/service`               | Service name (default: the Deployment's name)         |
 | `meshshift.io/istio-virtual-service` | VirtualService name (default: the service name)       |
 | `meshshift.io/istio-routes`          | comma-separated route names (default: routes holding both hosts) |
 | `meshshift.io/nginx-ingress`         | the stable Ingress name (required with nginx)         |
+| `meshshift.io/traefik-service`       | TraefikService name (default: the service name)       |
+| `meshshift.io/http-route`            | Gateway API HTTPRoute name (default: the service name) |
 | `meshshift.io/on-failure`            | `rollback` (default), `gradual`, `freeze`             |
 | `meshshift.io/progress-deadline`     | duration, default `10m`                               |
 | `meshshift.io/command`               | `promote`, `promote-full`, `abort`, `retry` (kept raw) |
@@ -70,6 +72,8 @@ SERVICE = "meshshift.io/service"
 ISTIO_VIRTUAL_SERVICE = "meshshift.io/istio-virtual-service"
 ISTIO_ROUTES = "meshshift.io/istio-routes"
 NGINX_INGRESS = "meshshift.io/nginx-ingress"
+TRAEFIK_SERVICE = "meshshift.io/traefik-service"
+HTTP_ROUTE = "meshshift.io/http-route"
 ON_FAILURE = "meshshift.io/on-failure"
 PROGRESS_DEADLINE = "meshshift.io/progress-deadline"
 COMMAND = "meshshift.io/command"
@@ -87,6 +91,8 @@ ANNOTATION_KEYS = (
     ISTIO_VIRTUAL_SERVICE,
     ISTIO_ROUTES,
     NGINX_INGRESS,
+    TRAEFIK_SERVICE,
+    HTTP_ROUTE,
     ON_FAILURE,
     PROGRESS_DEADLINE,
     COMMAND,
@@ -201,6 +207,8 @@ def _read_target(
     virtual_service = _name_or_default(values, ISTIO_VIRTUAL_SERVICE, service, findings)
     routes = _read_routes(values, findings)
     ingress = _name_or_default(values, NGINX_INGRESS, "", findings) or None
+    traefik_service = _name_or_default(values, TRAEFIK_SERVICE, service, findings)
+    http_route = _name_or_default(values, HTTP_ROUTE, service, findings)
     if routers is not None:
         _check_router_options(routers, values, ingress, findings)
     command = values.get(COMMAND)
@@ -221,6 +229,8 @@ def _read_target(
         istio_virtual_service=virtual_service,
         istio_routes=routes,
         nginx_ingress=ingress,
+        traefik_service=traefik_service,
+        http_route=http_route,
         command=command,
     )
 
@@ -229,7 +239,7 @@ def _read_routers(values: Mapping[str, str], findings: Findings) -> tuple[str, .
     path = annotation_path(ROUTER)
     raw = values.get(ROUTER)
     if raw is None:
-        findings.error(path, 'is required: "istio", "nginx" or "istio,nginx"')
+        findings.error(path, 'is required: "istio", "nginx", "traefik", "gateway-api" or a comma list')
         return None
     routers = [part.strip() for part in raw.split(",")]
     ok = True
@@ -237,7 +247,8 @@ def _read_routers(values: Mapping[str, str], findings: Findings) -> tuple[str, .
         if router not in ROUTER_KINDS:
             findings.error(
                 path,
-                f'unknown router "{router}"{did_you_mean(router, ROUTER_KINDS)}; use istio, nginx or both',
+                f'unknown router "{router}"{did_you_mean(router, ROUTER_KINDS)}; '
+                f"use {', '.join(ROUTER_KINDS)} (or several, comma-separated)",
             )
             ok = False
     if ok and len(set(routers)) != len(routers):
@@ -278,6 +289,8 @@ def _check_router_options(
             (NGINX_INGRESS, "nginx"),
             (ISTIO_VIRTUAL_SERVICE, "istio"),
             (ISTIO_ROUTES, "istio"),
+            (TRAEFIK_SERVICE, "traefik"),
+            (HTTP_ROUTE, "gateway-api"),
         )
         if key in values and router not in routers
     ]

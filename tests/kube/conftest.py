@@ -6,6 +6,7 @@ conflict checks, subresources, selectors and `watch=True`. Every test gets a fre
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 # The scenarios and the harness assert too: show their comparisons like a test module's.
 pytest.register_assert_rewrite("tests.kube.scenarios", "tests.kube.harness")
 
+from tests.kube.crd_schemas import crd_versions, schema_errors  # noqa: E402
 from tests.kube.harness import KubeEnv, write_kubeconfig  # noqa: E402 - after the rewrite hook
 from tests.kube.kmock_ext import K8sEmulator  # noqa: E402
 
@@ -43,6 +45,18 @@ def register_resources(emulator: Any) -> None:
         emulator.resources[f"{group}/v1alpha1/clusteranalysistemplates"] = kmock.ResourceInfo(
             kind="ClusterAnalysisTemplate", singular="clusteranalysistemplate", namespaced=False
         )
+    register_crds(emulator)
+
+
+def register_crds(emulator: Any) -> None:
+    """Traefik's and Gateway API's kinds, each write validated against its CRD's schema."""
+    for crd in crd_versions():
+        emulator.resources[crd.resource] = kmock.ResourceInfo(
+            kind=crd.kind, singular=crd.singular, namespaced=crd.namespaced, subresources=crd.subresources
+        )
+        if isinstance(emulator, K8sEmulator):
+            validate = functools.partial(schema_errors, crd.schema)
+            emulator.validators[crd.group, crd.version, crd.plural] = validate
 
 
 @pytest.fixture

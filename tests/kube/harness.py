@@ -35,6 +35,12 @@ T = TypeVar("T")
 VS_GROUP, VS_VERSION, VS_PLURAL = "networking.istio.io", "v1beta1", "virtualservices"
 TEMPLATE_GROUP, TEMPLATE_VERSION = "meshshift.io", "v1alpha1"
 MERGE = "application/merge-patch+json"
+# The routers' other custom kinds the Observer follows: kind -> (group, version, plural).
+CUSTOM_KINDS = {
+    "TraefikService": ("traefik.io", "v1alpha1", "traefikservices"),
+    "IngressRoute": ("traefik.io", "v1alpha1", "ingressroutes"),
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),
+}
 HANG_GUARD = 60.0  # seconds; only ever reached when something is broken
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -136,6 +142,11 @@ class Cluster:
         assert isinstance(result, dict)
         return result
 
+    async def create_custom(self, body: dict[str, Any]) -> None:
+        """An object of one of CUSTOM_KINDS."""
+        group, version, plural = CUSTOM_KINDS[body["kind"]]
+        await self.custom.create_namespaced_custom_object(group, version, self.ns, plural, body)
+
     async def create_template(self, body: dict[str, Any], group: str = TEMPLATE_GROUP) -> None:
         body = {**body, "apiVersion": f"{group}/{TEMPLATE_VERSION}"}
         await self.custom.create_namespaced_custom_object(
@@ -236,6 +247,10 @@ class Observer:
                 c.custom.list_namespaced_custom_object,
                 (VS_GROUP, VS_VERSION, c.ns, VS_PLURAL),
             ),
+            **{
+                kind: (c.custom.list_namespaced_custom_object, (group, version, c.ns, plural))
+                for kind, (group, version, plural) in CUSTOM_KINDS.items()
+            },
         }
 
     async def run(self) -> None:

@@ -3,10 +3,13 @@
 Written against kmock 0.8's behaviour, with type hints. It fixes
 `watch=True`, adds resourceVersion, conflict checks (409 on a stale resourceVersion, on writes
 and as a DELETE precondition), PUT, `/status` and `/scale` subresources, label/field selectors,
-`timeoutSeconds` on watches, 201 on create, and makes an injected error skip the write (as a
-real failed write does). It uses kmock privates: `_payloads`, `_objects`, `_lock`, `_buses`,
-`_internal.dicts`, and the name-mangled `__get_objs` / `__check` of KubernetesEmulator (for a
-watch without a gap).
+`timeoutSeconds` on watches, watch bookmarks (`allowWatchBookmarks`) and client-go's watch-list
+(`sendInitialEvents`), 201 on create, and makes an injected error skip the write (as a real
+failed write does). Resources registered with a schema (`validators`, from the CRDs of
+tests/data/crds) have every create, patch and update checked against it: an invalid object is
+refused with 422 Invalid and is not stored, as a real API server refuses it. It uses kmock
+privates: `_payloads`, `_objects`, `_lock`, `_buses`, `_internal.dicts`, and the name-mangled
+`__get_objs` / `__check` of KubernetesEmulator (for a watch without a gap).
 
 `hang_watches = True` makes every watch hang as a stuck API server or proxy would: the
 headers are sent, then nothing, whatever timeoutSeconds says, until it is set back.
@@ -20,7 +23,7 @@ import random
 import re
 import string
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import jsonpatch
@@ -38,6 +41,14 @@ def k8s_status(code: int, reason: str, message: str = "") -> dict[str, Any]:
         "reason": reason,
         "message": message,
     }
+
+
+Validator = Callable[[dict[str, Any]], list[str]]
+
+
+def _invalid(kind: str, name: str, errors: list[str]) -> Exception:
+    shown = "; ".join(errors[:5]) + ("; ..." if len(errors) > 5 else "")
+    return kmock.KubernetesError(status=422, reason="Invalid", message=f"{kind} {name!r} is invalid: {shown}")
 
 
 def _conflict() -> Exception:
@@ -80,7 +91,20 @@ class K8sEmulator(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         self._rv_last = 0
         self.hang_watches = False
+        self.validators: dict[tuple[str, str, str], Validator] = {}  # (group, version, plural)
+        self.bookmark_interval = 5.0  # seconds of quiet between BOOKMARKs (the API server: about 60)
         self.fallback[kmock.method.PUT] << self._serve_put
+
+    def _validate(self, r: Any, obj: Any) -> None:
+        """422 Invalid (nothing stored) when `obj` breaks the schema of its resource."""
+        res = r.resource
+        validator = self.validators.get((res.group, res.version, res.plural))
+        if validator is None or not isinstance(obj, dict):
+            return
+        errors = validator(obj)
+        if errors:
+            kind = self.resources[res].kind if res in self.resources else res.plural
+            raise _invalid(str(kind), str((obj.get("metadata") or {}).get("name", "")), errors)
 
     def _next_rv(self) -> str:
         self._rv_last += 1
@@ -124,6 +148,7 @@ class K8sEmulator(kmock.KubernetesEmulator):
                 meta.setdefault(
                     "creationTimestamp", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 )
+                self._validate(r, r.data)
                 meta.update(generation=1, resourceVersion=self._next_rv())
             elif r.action == kmock.action.UPDATE and r.data is not None:
                 self._prepare_patch(r)
@@ -165,6 +190,7 @@ class K8sEmulator(kmock.KubernetesEmulator):
             if want and want != meta.get("resourceVersion"):
                 raise _conflict()
             new = patch_dict(cur, r.data)
+            self._validate(r, new)
             r.data.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
             if new.get("spec") != cur.get("spec"):
                 r.data["metadata"]["generation"] = meta.get("generation", 1) + 1
@@ -173,6 +199,7 @@ class K8sEmulator(kmock.KubernetesEmulator):
                 new = jsonpatch.apply_patch(cur, r.data)
             except jsonpatch.JsonPatchTestFailed as e:
                 raise kmock.KubernetesError(status=422, reason="Invalid", message=str(e)) from e
+            self._validate(r, new)
             r.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": self._next_rv()})
             if new.get("spec") != cur.get("spec"):
                 r.data.append(
@@ -202,6 +229,7 @@ class K8sEmulator(kmock.KubernetesEmulator):
                 )
                 if new.get("spec") != cur.get("spec"):
                     new["metadata"]["generation"] = meta.get("generation", 1) + 1
+            self._validate(r, new)
             new.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
             obj.create(new)  # appends a new version to obj.history
             await self._buses[r.resource].put({"type": "MODIFIED", "object": obj.raw})
@@ -250,13 +278,36 @@ class K8sEmulator(kmock.KubernetesEmulator):
         result["kind"] = f"{kind}List" if kind else "List"
         return result
 
+    def _type_meta(self, res: Any) -> dict[str, str]:
+        kind = self.resources[res].kind if res in self.resources else None
+        return {"apiVersion": f"{res.group}/{res.version}" if res.group else res.version, "kind": kind or ""}
+
+    def _with_type_meta(self, res: Any, event: Any) -> Any:
+        """Watch events carry apiVersion and kind in their object, as the real server sends them."""
+        obj = event.get("object") if isinstance(event, dict) else None
+        if not isinstance(obj, dict) or (obj.get("apiVersion") and obj.get("kind")):
+            return event
+        return {**event, "object": {**self._type_meta(res), **obj}}
+
+    def _bookmark(self, res: Any, resource_version: str, *, initial_events_end: bool = False) -> Any:
+        metadata: dict[str, Any] = {"resourceVersion": resource_version}
+        if initial_events_end:
+            metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return {"type": "BOOKMARK", "object": {**self._type_meta(res), "metadata": metadata}}
+
     async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
-        """A gap-free watch, with timeoutSeconds, resourceVersion and label/field selectors.
+        """A gap-free watch, with timeoutSeconds, resourceVersion, selectors, bookmarks and watch-list.
 
         Stock kmock snapshots the objects, then subscribes to the event bus: a write in
         between is lost. Here the bus is marked under the same lock the writes take, so
         every write after the snapshot is streamed. `resourceVersion` filters the replayed
         snapshot only (live events are all newer; a DELETED keeps its last version).
+
+        As the API server does: with `allowWatchBookmarks=true` a BOOKMARK carrying the
+        current resourceVersion comes every `bookmark_interval` seconds of quiet; with
+        `sendInitialEvents=true` (client-go's watch-list, which needs bookmarks) every
+        object is sent first, whatever the resourceVersion, then a BOOKMARK annotated
+        `k8s.io/initial-events-end: "true"` at the resourceVersion of that snapshot.
         """
         yield b""  # send the headers now: the client is waiting for them
         if self.hang_watches:
@@ -266,26 +317,45 @@ class K8sEmulator(kmock.KubernetesEmulator):
         loop = asyncio.get_running_loop()
         timeout = request.params.get("timeoutSeconds")
         deadline = loop.time() + float(timeout) if timeout else None
-        since = int(request.params.get("resourceVersion") or 0)
-        bus = self._buses[request.resource]
+        initial_events = str(request.params.get("sendInitialEvents", "")).lower() == "true"
+        bookmarks = str(request.params.get("allowWatchBookmarks", "")).lower() == "true"
+        if initial_events and not bookmarks:
+            raise kmock.KubernetesError(
+                status=422, reason="Invalid", message="sendInitialEvents requires allowWatchBookmarks=true"
+            )
+        since = 0 if initial_events else int(request.params.get("resourceVersion") or 0)
+        res = request.resource
+        bus = self._buses[res]
         stock: Any = self  # for the name-mangled privates of KubernetesEmulator
         async with self._lock:
             mark = await bus.mark()
             objects = [o for o in stock._KubernetesEmulator__get_objs(request, strict=False) if not o.deleted]
             replay = [{"type": "ADDED", "object": o.raw} for o in objects]
+            snapshot_rv = str(self._rv_last)
         stream: Any = bus.stream(since=mark)
+        last_rv = snapshot_rv
         try:
             for event in replay:
                 rv = int(event["object"].get("metadata", {}).get("resourceVersion") or 0)
                 if not (since and rv and rv <= since) and self._selected(request, event["object"]):
-                    yield event
+                    yield self._with_type_meta(res, event)
+            if initial_events:
+                yield self._bookmark(res, snapshot_rv, initial_events_end=True)
             while True:
                 left = None if deadline is None else deadline - loop.time()
                 if left is not None and left <= 0:
                     return
+                wait = min(left, self.bookmark_interval) if bookmarks and left is not None else left
+                if bookmarks and wait is None:
+                    wait = self.bookmark_interval
                 try:
-                    event = await asyncio.wait_for(anext(stream), left)
-                except (TimeoutError, StopAsyncIteration):
+                    event = await asyncio.wait_for(anext(stream), wait)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    if bookmarks and (left is None or left > self.bookmark_interval):
+                        yield self._bookmark(res, str(max(int(last_rv), self._rv_last)))
+                        continue
                     return  # closes the HTTP stream, like the real server does
                 obj = event.get("object", {}) if isinstance(event, dict) else {}
                 meta = obj.get("metadata", {})
@@ -295,7 +365,8 @@ class K8sEmulator(kmock.KubernetesEmulator):
                     continue
                 if event.get("type") in ("ADDED", "MODIFIED", "DELETED") and not self._selected(request, obj):
                     continue
-                yield event
+                last_rv = str(meta.get("resourceVersion") or last_rv)
+                yield self._with_type_meta(res, event)
         finally:
             await stream.aclose()
             await bus.unmark(mark)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshshift.kube.access import allowed
-from tests.kube import scenarios
+import pytest
+
+from meshshift.kube.access import API_ACCESS, allowed
+from tests.kube import router_scenarios, scenarios
 from tests.kube.harness import KubeEnv
 
 
@@ -36,4 +38,24 @@ async def test_every_call_is_listed_and_the_list_is_used(kube_env: KubeEnv) -> N
         ("argoproj.io", "clusteranalysistemplates", "get"),
         ("meshshift.io", "clusteranalysistemplates", "get"),
     }
-    assert allowed() - used == conditional
+    routers = {  # the Traefik and Gateway API routers' calls: test_traefik_and_gateway_calls_are_listed
+        (group, resource, verb)
+        for group, resource, verbs in API_ACCESS
+        if group in ("traefik.io", "gateway.networking.k8s.io")
+        for verb in verbs
+    }
+    assert allowed() - used == conditional | routers
+
+
+@pytest.mark.parametrize(
+    ("scenario", "group"),
+    [("traefik_rollout", "traefik.io"), ("gateway_api_rollout", "gateway.networking.k8s.io")],
+)
+async def test_traefik_and_gateway_calls_are_listed_and_used(
+    scenario: str, group: str, kube_env: KubeEnv
+) -> None:
+    await router_scenarios.ROUTER_SCENARIOS[scenario](kube_env)
+    used = {call for r in scenarios.requests_of(kube_env.kmock) if (call := rbac(r)) is not None}
+    assert used <= allowed(), f"not in API_ACCESS: {sorted(used - allowed())}"
+    listed = {c for c in allowed() if c[0] == group}
+    assert listed <= used, f"listed but not used: {sorted(listed - used)}"

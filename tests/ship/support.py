@@ -28,6 +28,9 @@ import pytest
 import yaml
 
 from tests.kube.conftest import register_resources
+from tests.kube.crd_schemas import crd_errors, crd_for
+from tests.kube.crd_schemas import schema_errors as schema_errors
+from tests.kube.crd_schemas import strict as strict
 from tests.kube.harness import KubeEnv, write_kubeconfig
 from tests.kube.kmock_ext import K8sEmulator
 
@@ -135,31 +138,6 @@ def crd_schema(kind: str) -> Document:
     return schema
 
 
-def strict(schema: Any) -> Any:
-    """The schema rejecting unknown fields, as the API server does under strict field validation."""
-    if isinstance(schema, list):
-        return [strict(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    result = {key: strict(value) for key, value in schema.items()}
-    if (
-        "properties" in schema
-        and "additionalProperties" not in schema
-        and not schema.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        result["additionalProperties"] = False
-    return result
-
-
-def schema_errors(schema: Mapping[str, Any], doc: Any) -> list[str]:
-    """Every violation, as `path: message` (OpenAPI v3.0 schemas are close to JSON Schema draft 4)."""
-    validator = jsonschema.Draft4Validator(schema)
-    return [
-        f"{'.'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
-        for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
-    ]
-
-
 @functools.cache
 def own_schema(filename: str) -> Document:
     schema: Document = yaml.safe_load((SCHEMAS / filename).read_text(encoding="utf-8"))
@@ -172,6 +150,8 @@ def validation_errors(doc: Document) -> list[str]:
     group = group_of(doc)
     if group == "meshshift.io" and kind in TEMPLATE_KINDS:
         return schema_errors(strict(crd_schema(kind)), doc)
+    if crd_for(str(doc.get("apiVersion", "")), kind) is not None:  # Traefik's, Gateway API's
+        return crd_errors(doc)
     if (group, kind) in OWN_SCHEMAS:
         schema = own_schema(OWN_SCHEMAS[group, kind])
         validator = jsonschema.Draft7Validator(schema)

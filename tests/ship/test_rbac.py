@@ -3,11 +3,12 @@
 Every Kubernetes scenario of tests/kube (SCENARIOS: rollouts on both routers, failures,
 restarts, commands, scope, leader election with in-process and separate daemons, and
 `template_sources`, the one that reads templates and Secrets from every place they can
-come from) runs again against a fresh kmock, whose request log records every API
-request. Each request of the daemons (by User-Agent) is turned into what RBAC checks
-(API group, resource/subresource, verb, namespace, name) and must be allowed by the
-rules `kubectl kustomize manifests/` renders for the daemon's ServiceAccount; every
-rule (each verb of each resource, each resourceName) must have allowed some request.
+come from; ROUTER_SCENARIOS: the Traefik and Gateway API rollouts) runs again against a
+fresh kmock, whose request log records every API request. Each request of the daemons
+(by User-Agent) is turned into what RBAC checks (API group, resource/subresource, verb,
+namespace, name) and must be allowed by the rules `kubectl kustomize manifests/` renders
+for the daemon's ServiceAccount; every rule (each verb of each resource, each
+resourceName) must have allowed some request.
 
 The Role for leader election lives in the daemon's own namespace (deployed, the pod's;
 test_manifests.py checks that the Deployment puts the Lease there). In the scenarios a
@@ -32,6 +33,7 @@ import pytest_asyncio
 
 from meshshift.kube.access import API_ACCESS
 from tests.kube.conftest import NAMESPACE
+from tests.kube.router_scenarios import ROUTER_SCENARIOS
 from tests.kube.scenarios import SCENARIOS, requests_of
 from tests.kube.test_api_access import rbac
 from tests.ship.support import (
@@ -148,7 +150,7 @@ async def replay(tmp_path_factory: pytest.TempPathFactory) -> Replay:
     started = time.monotonic()
     calls: dict[str, set[Call]] = {}
     created: dict[str, list[Document]] = {}
-    for name, scenario in SCENARIOS.items():
+    for name, scenario in {**SCENARIOS, **ROUTER_SCENARIOS}.items():
         directory: Path = tmp_path_factory.mktemp(name)
         async with emulated_cluster(directory, NAMESPACE) as env:
             await scenario(env)
@@ -233,7 +235,16 @@ def test_what_the_daemon_creates_is_valid(replay: Replay) -> None:
     """Every object the daemon created in the scenarios validates against its kind's schema."""
     bodies = [body for bodies in replay.created.values() for body in bodies]
     kinds = collections.Counter(str(body.get("kind")) for body in bodies)
-    assert set(kinds) >= {"Deployment", "Service", "ConfigMap", "Event", "Lease", "Ingress", "VirtualService"}
+    assert set(kinds) >= {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Event",
+        "Lease",
+        "Ingress",
+        "VirtualService",
+        "TraefikService",
+    }
     invalid = {}
     for body in bodies:
         invalid.update(invalid_documents([body]))
