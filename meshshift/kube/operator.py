@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 
 from meshshift.analysis.providers import BuiltinTarget, BuiltinTemplates, ChainedTemplates, default_providers
-from meshshift.analysis.providers.builtin import GATEWAY_API_MESHES
+from meshshift.analysis.providers.builtin import GATEWAY_API_MESHES, traefik_canary_selector
 from meshshift.backoff import Backoff
 from meshshift.engine.actions import StartAnalysis
 from meshshift.kube.client import connect, default_identity, pod_namespace
@@ -499,15 +499,14 @@ class Operator:
             if self.options.gateway_api_metrics is None:
                 return ChainedTemplates(cluster)  # whose metrics is not known: no builtins
             mesh = GATEWAY_API_MESHES[self.options.gateway_api_metrics]
-        provider = "kubernetesgateway" if mesh.startswith("gateway-api") else "kubernetescrd"
+        route = (target.http_route or target.service) if mesh.startswith("gateway-api") else None
         builtin = BuiltinTemplates(
             mesh,
             BuiltinTarget(
                 namespace=key.namespace,
                 target=key.name,
                 ingress=target.nginx_ingress or "",
-                # Traefik names a Kubernetes Service backend <namespace>-<service>-<port>@<provider>.
-                traefik_service=f"{key.namespace}-{target.service}-canary-[0-9a-zA-Z-]+@{provider}",
+                traefik_service=traefik_canary_selector(key.namespace, target.service, http_route=route),
             ),
         )
         return ChainedTemplates(cluster, builtin)

@@ -312,7 +312,10 @@ class HTTPRouteEdit:
                 f"HTTPRoute {self.name} would hold {count} rules with meshshift's header and mirror "
                 "routes; Gateway API allows 16"
             )
-        doc["spec"]["rules"] = [*self.ours, *self.theirs]
+        # Ours after theirs: the user's rules keep their positions (implementations name a rule's
+        # backends by its index, as Traefik does in its metrics), and precedence does not
+        # depend on the order here (a copy has more header matches than its rule).
+        doc["spec"]["rules"] = [*self.theirs, *self.ours]
         annotations = dict(doc["metadata"].get("annotations") or {})
         if self.managed:
             annotations[MANAGED_ROUTES_ANNOTATION] = json.dumps(self.managed, sort_keys=True)

@@ -23,6 +23,11 @@ CRD_FILES = (
     "gateway.networking.k8s.io_httproutes.yaml",
     "gateway.networking.k8s.io_gateways.yaml",
     "gateway.networking.k8s.io_gatewayclasses.yaml",
+    # Not written by meshshift: the kinds Traefik's Gateway API provider watches besides.
+    "gateway.networking.k8s.io_grpcroutes.yaml",
+    "gateway.networking.k8s.io_referencegrants.yaml",
+    "gateway.networking.k8s.io_backendtlspolicies.yaml",
+    "gateway.networking.k8s.io_tlsroutes.yaml",
 )
 
 

@@ -7,8 +7,10 @@ and as a DELETE precondition), PUT, `/status` and `/scale` subresources, label/f
 (`sendInitialEvents`), 201 on create, and makes an injected error skip the write (as a real
 failed write does). Resources registered with a schema (`validators`, from the CRDs of
 tests/data/crds) have every create, patch and update checked against it: an invalid object is
-refused with 422 Invalid and is not stored, as a real API server refuses it. It uses kmock
-privates: `_payloads`, `_objects`, `_lock`, `_buses`, `_internal.dicts`, and the name-mangled
+refused with 422 Invalid and is not stored, as a real API server refuses it. Service and
+EndpointSlice ports get the API server's default protocol (TCP), which Traefik's Gateway API
+provider requires. It uses kmock privates: its URL parser (patched for Namespace paths),
+`_payloads`, `_objects`, `_lock`, `_buses`, `_internal.dicts`, and the name-mangled
 `__get_objs` / `__check` of KubernetesEmulator (for a watch without a gap).
 
 `hang_watches = True` makes every watch hang as a stuck API server or proxy would: the
@@ -28,7 +30,30 @@ from typing import Any
 
 import jsonpatch
 import kmock
+from kmock._internal import parsing  # private: kmock's URL parser
 from kmock._internal.dicts import patch_dict  # private: kmock's own merge-patch function
+
+_parse_path = parsing.parse_path
+
+
+def _parse_k8s_path(path: str) -> Any:
+    """kmock's parser, except that `/api/v1/namespaces[/NAME[/status|/finalize]]` is the Namespace resource.
+
+    kmock reads every `namespaces/X` as the namespace prefix of a namespaced path, so a
+    client listing, watching or reading Namespaces (Traefik's Gateway API provider does) got
+    a 500 instead of the objects.
+    """
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and (
+        len(parts) <= 4 or (len(parts) == 5 and parts[4] in ("status", "finalize"))
+    ):
+        name = parts[3] if len(parts) >= 4 else None
+        subresource = parts[4] if len(parts) == 5 else None
+        return parsing.ParsedPath("", "v1", "namespaces", None, name, subresource)
+    return _parse_path(path)
+
+
+parsing.parse_path = _parse_k8s_path
 
 
 def k8s_status(code: int, reason: str, message: str = "") -> dict[str, Any]:
@@ -95,6 +120,23 @@ class K8sEmulator(kmock.KubernetesEmulator):
         self.bookmark_interval = 5.0  # seconds of quiet between BOOKMARKs (the API server: about 60)
         self.fallback[kmock.method.PUT] << self._serve_put
 
+    @staticmethod
+    def _apply_defaults(r: Any, obj: Any) -> None:
+        """The API server's defaults that clients rely on: a Service (or EndpointSlice) port is TCP."""
+        res = r.resource
+        if not isinstance(obj, dict) or (res.group, res.plural) not in (
+            ("", "services"),
+            ("discovery.k8s.io", "endpointslices"),
+        ):
+            return
+        spec = obj.get("spec") if res.plural == "services" else obj
+        ports = spec.get("ports") if isinstance(spec, dict) else None
+        for port in ports if isinstance(ports, list) else []:
+            if isinstance(port, dict):
+                port.setdefault("protocol", "TCP")
+        if res.plural == "services" and isinstance(spec, dict) and r.action == kmock.action.CREATE:
+            spec.setdefault("type", "ClusterIP")
+
     def _validate(self, r: Any, obj: Any) -> None:
         """422 Invalid (nothing stored) when `obj` breaks the schema of its resource."""
         res = r.resource
@@ -148,6 +190,7 @@ class K8sEmulator(kmock.KubernetesEmulator):
                 meta.setdefault(
                     "creationTimestamp", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 )
+                self._apply_defaults(r, r.data)
                 self._validate(r, r.data)
                 meta.update(generation=1, resourceVersion=self._next_rv())
             elif r.action == kmock.action.UPDATE and r.data is not None:
@@ -189,6 +232,7 @@ class K8sEmulator(kmock.KubernetesEmulator):
             want = (r.data.get("metadata") or {}).get("resourceVersion")
             if want and want != meta.get("resourceVersion"):
                 raise _conflict()
+            self._apply_defaults(r, r.data)  # a merge patch replaces a ports list whole
             new = patch_dict(cur, r.data)
             self._validate(r, new)
             r.data.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
@@ -229,6 +273,7 @@ class K8sEmulator(kmock.KubernetesEmulator):
                 )
                 if new.get("spec") != cur.get("spec"):
                     new["metadata"]["generation"] = meta.get("generation", 1) + 1
+            self._apply_defaults(r, new)
             self._validate(r, new)
             new.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
             obj.create(new)  # appends a new version to obj.history
@@ -295,7 +340,13 @@ class K8sEmulator(kmock.KubernetesEmulator):
             metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
         return {"type": "BOOKMARK", "object": {**self._type_meta(res), "metadata": metadata}}
 
-    async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
+    def _serve_watch(self, request: Any) -> Any:
+        # `application/json`, as the API server labels a JSON watch stream: client-go picks its
+        # stream decoder by this type (kmock's default, application/octet-stream, has none).
+        events = self._watch_events(request)
+        return kmock.Response(headers={"Content-Type": "application/json"}, payload=events)  # type: ignore[attr-defined]
+
+    async def _watch_events(self, request: Any) -> AsyncIterator[Any]:
         """A gap-free watch, with timeoutSeconds, resourceVersion, selectors, bookmarks and watch-list.
 
         Stock kmock snapshots the objects, then subscribes to the event bus: a write in
@@ -334,6 +385,7 @@ class K8sEmulator(kmock.KubernetesEmulator):
             snapshot_rv = str(self._rv_last)
         stream: Any = bus.stream(since=mark)
         last_rv = snapshot_rv
+        pending: asyncio.Future[Any] | None = None
         try:
             for event in replay:
                 rv = int(event["object"].get("metadata", {}).get("resourceVersion") or 0)
@@ -344,19 +396,24 @@ class K8sEmulator(kmock.KubernetesEmulator):
             while True:
                 left = None if deadline is None else deadline - loop.time()
                 if left is not None and left <= 0:
-                    return
-                wait = min(left, self.bookmark_interval) if bookmarks and left is not None else left
-                if bookmarks and wait is None:
-                    wait = self.bookmark_interval
+                    return  # closes the HTTP stream, like the real server does
+                wait = left
+                if bookmarks:
+                    wait = self.bookmark_interval if left is None else min(left, self.bookmark_interval)
+                # One pending read of the bus, kept across bookmarks: cancelling a read would
+                # close kmock's stream (and end the watch) at every bookmark.
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(stream))
+                done, _ = await asyncio.wait({pending}, timeout=wait)
+                if not done:
+                    if bookmarks and (left is None or left > self.bookmark_interval):
+                        yield self._bookmark(res, last_rv)
+                    continue
+                read, pending = pending, None
                 try:
-                    event = await asyncio.wait_for(anext(stream), wait)
+                    event = read.result()
                 except StopAsyncIteration:
                     return
-                except TimeoutError:
-                    if bookmarks and (left is None or left > self.bookmark_interval):
-                        yield self._bookmark(res, str(max(int(last_rv), self._rv_last)))
-                        continue
-                    return  # closes the HTTP stream, like the real server does
                 obj = event.get("object", {}) if isinstance(event, dict) else {}
                 meta = obj.get("metadata", {})
                 if not stock._KubernetesEmulator__check(
@@ -368,6 +425,9 @@ class K8sEmulator(kmock.KubernetesEmulator):
                 last_rv = str(meta.get("resourceVersion") or last_rv)
                 yield self._with_type_meta(res, event)
         finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
             await stream.aclose()
             await bus.unmark(mark)
 

