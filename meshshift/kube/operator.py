@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 
 from meshshift.analysis.providers import BuiltinTarget, BuiltinTemplates, ChainedTemplates, default_providers
-from meshshift.analysis.providers.builtin import GATEWAY_API_MESHES, traefik_canary_selector
+from meshshift.analysis.providers.builtin import GATEWAY_API_MESHES, traefik_backend_selector
 from meshshift.backoff import Backoff
 from meshshift.engine.actions import StartAnalysis
 from meshshift.kube.client import connect, default_identity, pod_namespace
@@ -506,7 +506,12 @@ class Operator:
                 namespace=key.namespace,
                 target=key.name,
                 ingress=target.nginx_ingress or "",
-                traefik_service=traefik_canary_selector(key.namespace, target.service, http_route=route),
+                traefik_service=traefik_backend_selector(
+                    key.namespace, f"{target.service}-canary", http_route=route
+                ),
+                traefik_stable_service=traefik_backend_selector(
+                    key.namespace, f"{target.service}-primary", http_route=route
+                ),
             ),
         )
         return ChainedTemplates(cluster, builtin)

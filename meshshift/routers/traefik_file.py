@@ -10,8 +10,9 @@ Layout of the config directory:
 The whole dynamic configuration is rendered from the desired routes on every change and
 replaced by rename (Traefik's watcher then reads one complete file):
 
-- services `stable` and `canary` (load balancers over the endpoints; the analysis queries
-  read `traefik_service_requests_total{service="canary@file"}`), `meshshift-split`
+- services `<name>-primary` and `<name>-canary` (load balancers over the endpoints, named as
+  Flagger's dashboards select them; the analysis queries read
+  `traefik_service_requests_total{service="<name>-canary@file"}`), `meshshift-split`
   (`weighted` over the two: Traefik's weighted round robin ignores a weight of 0), and one
   `mirroring` service per mirror route (the split, plus a percentage copied to `canary`);
 - routers on the `web` entry point, highest priority first: one per header-route match
@@ -64,12 +65,11 @@ from meshshift.routers.proxy_process import (
     stop_orphans,
 )
 from meshshift.routers.proxy_routes import (
-    CANARY,
-    STABLE,
     DesiredRoutes,
     ModelRouter,
     RouterApplyError,
     RouterConfigError,
+    UpstreamNames,
 )
 from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch, TraefikRouterConfig
 
@@ -194,14 +194,15 @@ def _router(rule: str, service: str, priority: int, **extra: Any) -> dict[str, A
 
 
 def render_dynamic(desired: DesiredRoutes, generation: str) -> dict[str, Any]:
+    names = desired.names
     services: dict[str, Any] = {
-        STABLE: _servers(desired.stable),
-        CANARY: _servers(desired.canary),
+        names.stable: _servers(desired.stable),
+        names.canary: _servers(desired.canary),
         SPLIT: {
             "weighted": {
                 "services": [
-                    {"name": STABLE, "weight": 100 - desired.canary_weight},
-                    {"name": CANARY, "weight": desired.canary_weight},
+                    {"name": names.stable, "weight": 100 - desired.canary_weight},
+                    {"name": names.canary, "weight": desired.canary_weight},
                 ]
             }
         },
@@ -212,7 +213,7 @@ def render_dynamic(desired: DesiredRoutes, generation: str) -> dict[str, Any]:
         for index, match in enumerate(route.match):
             name = f"{HEADER_ROUTER_PREFIX}{encode_name(route.name)}-{index}"
             routers[name] = _router(
-                f"PathPrefix(`/`) && {header_rule(match)}", CANARY, HEADER_PRIORITY - position
+                f"PathPrefix(`/`) && {header_rule(match)}", names.canary, HEADER_PRIORITY - position
             )
             position += 1
     position = 0
@@ -220,7 +221,7 @@ def render_dynamic(desired: DesiredRoutes, generation: str) -> dict[str, Any]:
         service = MIRROR_SERVICE_PREFIX + encode_name(mirror.name)
         percent = 100 if mirror.percentage is None else mirror.percentage
         services[service] = {
-            "mirroring": {"service": SPLIT, "mirrors": [{"name": CANARY, "percent": percent}]}
+            "mirroring": {"service": SPLIT, "mirrors": [{"name": names.canary, "percent": percent}]}
         }
         for index, mirror_match in enumerate(mirror.match):
             name = f"{MIRROR_ROUTER_PREFIX}{encode_name(mirror.name)}-{index}"
@@ -305,13 +306,14 @@ class TraefikView:
                     )
         return problems
 
-    def applied(self) -> AppliedRoutes:
+    def applied(self, names: UpstreamNames) -> AppliedRoutes:
         weighted = (self.services.get(SPLIT) or {}).get("weighted") or {}
         weights = {str(s.get("name")): int(s.get("weight") or 0) for s in weighted.get("services") or []}
-        total = weights.get(STABLE, 0) + weights.get(CANARY, 0)
+        stable, canary = names.stable, names.canary
+        total = weights.get(stable, 0) + weights.get(canary, 0)
         weight = (
-            round(100 * weights.get(CANARY, 0) / total)
-            if total > 0 and set(weights) <= {STABLE, CANARY}
+            round(100 * weights.get(canary, 0) / total)
+            if total > 0 and set(weights) <= {stable, canary}
             else None
         )
         return AppliedRoutes(
@@ -391,7 +393,7 @@ class TraefikRouter(ModelRouter):
         log.debug("traefik routes applied", generation=generation, canary_weight=desired.canary_weight)
 
     async def read_back(self) -> AppliedRoutes:
-        return (await self.view()).applied()
+        return (await self.view()).applied(self.desired.names)
 
     async def wait_for_generation(self, generation: str, process: ProxyProcess | None = None) -> TraefikView:
         """Until the API shows `generation` and the web entry point answers its probe."""

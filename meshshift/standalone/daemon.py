@@ -206,7 +206,7 @@ def analysis_plugins(
 
     Envoy's builtins query Prometheus when one is configured (it must scrape Envoy's admin
     `/stats/prometheus`), else they read Envoy's admin endpoint directly. Traefik's query the
-    Prometheus that scrapes Traefik's `/metrics` (on its API entry point) for `canary@file`.
+    Prometheus that scrapes Traefik's `/metrics` (on its API entry point) for `<name>-canary@file`.
     """
     names = upstream_names(rollout.name)
     providers = default_providers(
@@ -217,8 +217,8 @@ def analysis_plugins(
     )
     if isinstance(rollout.router, TraefikRouterConfig):
         target = BuiltinTarget(
-            traefik_service=f"{CANARY}@{traefik_file.PROVIDER}",
-            traefik_stable_service=f"{STABLE}@{traefik_file.PROVIDER}",
+            traefik_service=f"{names.canary}@{traefik_file.PROVIDER}",
+            traefik_stable_service=f"{names.stable}@{traefik_file.PROVIDER}",
         )
         return providers, BuiltinTemplates("traefik", target)
     if not isinstance(rollout.router, EnvoyRouterConfig):

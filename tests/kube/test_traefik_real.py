@@ -29,7 +29,7 @@ import pytest
 from kubernetes_asyncio import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from meshshift.analysis.providers.builtin import TRAEFIK_REQUESTS, traefik_canary_selector
+from meshshift.analysis.providers.builtin import TRAEFIK_REQUESTS, traefik_backend_selector
 from meshshift.demo.load import count_versions
 from meshshift.processes import ManagedProcess, free_port, wait_until_http_ready
 from meshshift.routers.proxy_process import find_traefik
@@ -214,7 +214,7 @@ async def share(traefik: Traefik, weight: int) -> None:
     assert abs(measured - weight) <= TOLERANCE, f"canary share {measured:.1f}% for weight {weight}: {counts}"
 
 
-async def canary_requests(traefik: Traefik, selector: str) -> float:
+async def counted_requests(traefik: Traefik, selector: str) -> float:
     """What Traefik counted for the services the builtin templates' selector matches (=~ is anchored)."""
     pattern = re.compile(selector)
     return sum(
@@ -272,8 +272,10 @@ async def test_a_kubernetes_rollout_moves_real_requests_through_real_traefik(
                 assert header == {"canary": 200}
 
                 # The builtin templates select Traefik's name of the canary Service: check it on this one.
-                selector = traefik_canary_selector(kube_env.namespace, APP)
-                assert await canary_requests(traefik, selector) >= 200 + 0.4 * SHARE_REQUESTS
+                selector = traefik_backend_selector(kube_env.namespace, f"{APP}-canary")
+                assert await counted_requests(traefik, selector) >= 200 + 0.4 * SHARE_REQUESTS
+                primary = traefik_backend_selector(kube_env.namespace, f"{APP}-primary")
+                assert await counted_requests(traefik, primary) >= 300 + 0.4 * SHARE_REQUESTS
 
                 await promote(w, "2")
                 await wait_state(w, "the promotion", phase="Healthy", stage="Idle", canaryRevision=None)
@@ -406,8 +408,8 @@ async def test_a_gateway_api_rollout_moves_real_requests_through_traefiks_gatewa
                 await share(traefik, 60)
                 header = await count_versions(traefik.proxy_url + "/", 200, headers={"X-Canary": "true"})
                 assert header == {"canary": 200}  # the copied rule wins for exactly these requests
-                selector = traefik_canary_selector(kube_env.namespace, APP, http_route=APP)
-                assert await canary_requests(traefik, selector) >= 200 + 0.4 * SHARE_REQUESTS
+                selector = traefik_backend_selector(kube_env.namespace, f"{APP}-canary", http_route=APP)
+                assert await counted_requests(traefik, selector) >= 200 + 0.4 * SHARE_REQUESTS
                 other = await count_versions(traefik.proxy_url + "/", 100, headers={"X-Canary": "false"})
                 assert set(other) <= {"stable", "canary"} and sum(other.values()) == 100
 

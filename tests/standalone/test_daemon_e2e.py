@@ -295,7 +295,7 @@ async def test_traefik_healthy_rollout_promotes(
 async def test_traefik_rolls_back_on_the_builtin_success_rate_of_traefiks_own_metrics(
     apps: Apps, tmp_path: Path
 ) -> None:
-    """The builtin request-success-rate on Traefik's own `traefik_service_requests_total` of `canary@file`."""
+    """The builtin request-success-rate on `traefik_service_requests_total` of `shop-canary@file`."""
     api = f"127.0.0.1:{free_port()}"
     steps: list[dict[str, Any]] = [
         QA,
@@ -325,7 +325,7 @@ async def test_traefik_rolls_back_on_the_builtin_success_rate_of_traefiks_own_me
         run = snapshot.state.analysis_runs[-1]
         assert run.phase == AnalysisPhase.FAILED
         measured = [m for r in snapshot.analysis_runs.values() for res in r.results for m in res.measurements]
-        assert measured and all('service=~"canary@file"' in m.query for m in measured)
+        assert measured and all('service=~"shop-canary@file"' in m.query for m in measured)
         assert any(m.phase == AnalysisPhase.FAILED and m.value[0] < 99 for m in measured), measured
         assert await versions(url, 300) == {"stable": 300}  # all of it back on the stable
         assert await versions(url, 50, X_Canary="true") == {"stable": 50}  # the header route is gone

@@ -19,7 +19,7 @@ Args (each has a default; a step's `args` override them):
     namespace, target       istio: the workload's namespace and name (regex, as in Flagger)
     namespace, ingress      nginx: the ingress' namespace and name
     canary-cluster          envoy: the canary cluster's name (regex)
-    traefik-service         traefik: Traefik's name of the canary service (regex; `canary@file`
+    traefik-service         traefik: Traefik's name of the canary service (regex; `<name>-canary@file`
                             standalone, `<ns>-<svc>-canary-<port>@kubernetescrd` in Kubernetes)
 
 meshshift fills the selector args from the rollout through `BuiltinTarget` (and the
@@ -45,7 +45,7 @@ Gateway API routes run on some implementation's data plane, so their builtins ar
 implementation's: `gateway-api/istio` (Istio's destination metrics, as for the istio mesh) and
 `gateway-api/traefik` (Traefik's Gateway provider names the canary backend of a rule
 `httproute-<ns>-<route>-...-svc-<ns>-<svc>-canary-<n>@kubernetesgateway`). See
-GATEWAY_API_MESHES and traefik_canary_selector.
+GATEWAY_API_MESHES and traefik_backend_selector.
 
 Without Prometheus, a standalone Envoy's builtins read its admin endpoint instead
 (`source="envoy-admin"`, provider kind `meshshift`, see envoy_admin.py).
@@ -178,8 +178,10 @@ _MESHES: Mapping[str, _Mesh] = {
 _MESHES = {**_MESHES, "gateway-api/istio": _MESHES["istio"], "gateway-api/traefik": _MESHES["traefik"]}
 
 
-def traefik_canary_selector(namespace: str, service: str, *, http_route: str | None = None) -> str:
-    """The regex of Traefik's name for the canary Service in Kubernetes mode (its `service` label).
+def traefik_backend_selector(namespace: str, backend: str, *, http_route: str | None = None) -> str:
+    """The regex of Traefik's name for a backend Service (`web-canary`) in Kubernetes mode.
+
+    That name is the `service` label of Traefik's metrics.
 
     The CRD provider names a TraefikService's child `<ns>-<svc>-<port>@kubernetescrd` (the
     regex is Flagger's); the Gateway API provider names a rule's backend
@@ -190,10 +192,10 @@ def traefik_canary_selector(namespace: str, service: str, *, http_route: str | N
     def literal(name: str) -> str:
         return name.replace(".", "\\.")  # object names are DNS names: only `.` is special
 
-    canary = f"{literal(namespace)}-{literal(service)}-canary"
+    qualified = f"{literal(namespace)}-{literal(backend)}"
     if http_route is None:
-        return f"{canary}-[0-9a-zA-Z-]+@kubernetescrd"
-    return f"httproute-{literal(namespace)}-{literal(http_route)}-.+-svc-{canary}-[0-9]+@kubernetesgateway"
+        return f"{qualified}-[0-9a-zA-Z-]+@kubernetescrd"
+    return f"httproute-{literal(namespace)}-{literal(http_route)}-.+-svc-{qualified}-[0-9]+@kubernetesgateway"
 
 
 @dataclass(frozen=True, slots=True)
