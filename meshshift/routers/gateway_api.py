@@ -38,10 +38,10 @@ from typing import Any
 
 import structlog
 
-from meshshift.engine.state import HeaderRoute, MirrorRoute
 from meshshift.kube.resources import JsonObject, KubeApi, ResourceType
 from meshshift.kube.rmw import read_modify_write
 from meshshift.ports import AppliedRoutes
+from meshshift.routers.staged import StagedRouter
 from meshshift.routers.traefik_file import go_regex_literal
 from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
 
@@ -331,7 +331,7 @@ class HTTPRouteEdit:
 Edit = Callable[[HTTPRouteEdit], None]
 
 
-class GatewayApiRouter:
+class GatewayApiRouter(StagedRouter):
     name = "gateway-api"
 
     def __init__(self, api: KubeApi, *, namespace: str, http_route: str, service: str) -> None:
@@ -365,14 +365,6 @@ class GatewayApiRouter:
     async def remove_managed_routes(self) -> None:
         self._staged.append(lambda edit: edit.remove_managed_routes())
 
-    async def set_managed_routes(
-        self, header_routes: Sequence[HeaderRoute], mirror_routes: Sequence[MirrorRoute]
-    ) -> None:
-        await self.remove_managed_routes()  # staged: written together with what follows
-        for header in header_routes:
-            await self.set_header_route(header.name, header.match)
-        for mirror in mirror_routes:
-            await self.set_mirror_route(mirror.name, mirror.match, mirror.percentage)
 
     async def read_back(self) -> AppliedRoutes:
         await self.commit()

@@ -37,7 +37,6 @@ from typing import Any
 
 import structlog
 
-from meshshift.engine.state import HeaderRoute, MirrorRoute
 from meshshift.kube.resources import (
     SERVICES,
     JsonObject,
@@ -47,6 +46,7 @@ from meshshift.kube.resources import (
 )
 from meshshift.kube.rmw import read_modify_write
 from meshshift.ports import AppliedRoutes
+from meshshift.routers.staged import StagedRouter
 from meshshift.routers.traefik_file import header_rule, method_problem, mirror_rule
 from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
 
@@ -248,7 +248,7 @@ def weighted_services(doc: Mapping[str, Any]) -> list[JsonObject]:
     return services if isinstance(services, list) else []
 
 
-class TraefikRouter:
+class TraefikRouter(StagedRouter):
     name = "traefik"
 
     def __init__(
@@ -321,15 +321,6 @@ class TraefikRouter:
 
         self._staged.append(edit)
 
-    async def set_managed_routes(
-        self, header_routes: Sequence[HeaderRoute], mirror_routes: Sequence[MirrorRoute]
-    ) -> None:
-        # Staged edits are written together: the routes are replaced without a gap.
-        await self.remove_managed_routes()
-        for header in header_routes:
-            await self.set_header_route(header.name, header.match)
-        for mirror in mirror_routes:
-            await self.set_mirror_route(mirror.name, mirror.match, mirror.percentage)
 
     async def read_back(self) -> AppliedRoutes:
         """Write what is staged, then report the TraefikService's weight and the routes in place."""

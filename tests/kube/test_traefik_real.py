@@ -239,6 +239,44 @@ async def give_endpoints(w: World, apps: dict[str, App]) -> None:
     )
 
 
+async def drive_rollout(w: World, traefik: Traefik, *, http_route: str | None = None) -> None:
+    """The rollout of STEPS, measured through Traefik at each step, then promoted."""
+    await traefik.wait_for(lambda weights, rules: canary_share(weights) == 0, "the 100/0 split")
+    assert await count_versions(traefik.proxy_url + "/", 300) == {"stable": 300}
+
+    await release_and_pause(w, 1, "the pause at 20 %")
+    await traefik.wait_for(lambda weights, rules: canary_share(weights) == 20, "weight 20")
+    await share(traefik, 20)
+
+    await promote(w, "1")
+    await wait_state(w, "the pause at 60 %", phase="Paused", stepIndex=4)
+    await traefik.wait_for(
+        lambda weights, rules: canary_share(weights) == 60 and any("X-Canary" in r for r in rules),
+        "weight 60 and the header route's rule",
+    )
+    await share(traefik, 60)
+    header = await count_versions(traefik.proxy_url + "/", 200, headers={"X-Canary": "true"})
+    assert header == {"canary": 200}  # the header route wins for exactly these requests
+    other = await count_versions(traefik.proxy_url + "/", 100, headers={"X-Canary": "false"})
+    assert set(other) <= {"stable", "canary"} and sum(other.values()) == 100
+
+    # The builtin templates select Traefik's names of the two Services: check them on this Traefik.
+    canary = traefik_backend_selector(traefik.namespace, f"{APP}-canary", http_route=http_route)
+    assert await counted_requests(traefik, canary) >= 200 + 0.4 * SHARE_REQUESTS
+    primary = traefik_backend_selector(traefik.namespace, f"{APP}-primary", http_route=http_route)
+    assert await counted_requests(traefik, primary) >= 300 + 0.4 * SHARE_REQUESTS
+
+    await promote(w, "2")
+    await wait_state(w, "the promotion", phase="Healthy", stage="Idle", canaryRevision=None)
+    await traefik.wait_for(
+        lambda weights, rules: canary_share(weights) == 0 and not any("X-Canary" in r for r in rules),
+        "all traffic on the primary, the header route gone",
+    )
+    assert await count_versions(traefik.proxy_url + "/", 300) == {"stable": 300}
+    header = await count_versions(traefik.proxy_url + "/", 100, headers={"X-Canary": "true"})
+    assert header == {"stable": 100}
+
+
 async def test_a_kubernetes_rollout_moves_real_requests_through_real_traefik(
     kube_env: KubeEnv, tmp_path: Path
 ) -> None:
@@ -252,42 +290,7 @@ async def test_a_kubernetes_rollout_moves_real_requests_through_real_traefik(
             await wait_initialized(w)
             await give_endpoints(w, apps)
             async with running_traefik(kube_env, tmp_path) as traefik:
-                await traefik.wait_for(lambda weights, rules: canary_share(weights) == 0, "the 100/0 split")
-                assert await count_versions(traefik.proxy_url + "/", 300) == {"stable": 300}
-
-                await release_and_pause(w, 1, "the pause at 20 %")
-                await traefik.wait_for(lambda weights, rules: canary_share(weights) == 20, "weight 20")
-                await share(traefik, 20)
-
-                await promote(w, "1")
-                await wait_state(w, "the pause at 60 %", phase="Paused", stepIndex=4)
-                await traefik.wait_for(
-                    lambda weights, rules: (
-                        canary_share(weights) == 60 and any('Header("X-Canary"' in r for r in rules)
-                    ),
-                    "weight 60 and the header route",
-                )
-                await share(traefik, 60)
-                header = await count_versions(traefik.proxy_url + "/", 200, headers={"X-Canary": "true"})
-                assert header == {"canary": 200}
-
-                # The builtin templates select Traefik's name of the canary Service: check it on this one.
-                selector = traefik_backend_selector(kube_env.namespace, f"{APP}-canary")
-                assert await counted_requests(traefik, selector) >= 200 + 0.4 * SHARE_REQUESTS
-                primary = traefik_backend_selector(kube_env.namespace, f"{APP}-primary")
-                assert await counted_requests(traefik, primary) >= 300 + 0.4 * SHARE_REQUESTS
-
-                await promote(w, "2")
-                await wait_state(w, "the promotion", phase="Healthy", stage="Idle", canaryRevision=None)
-                await traefik.wait_for(
-                    lambda weights, rules: (
-                        canary_share(weights) == 0 and not any("Header(" in r for r in rules)
-                    ),
-                    "all traffic on the primary, the header route gone",
-                )
-                assert await count_versions(traefik.proxy_url + "/", 300) == {"stable": 300}
-                header = await count_versions(traefik.proxy_url + "/", 100, headers={"X-Canary": "true"})
-                assert header == {"stable": 100}
+                await drive_rollout(w, traefik)
         check_informer_protocol(
             kube_env.kmock, ("traefikservices", "ingressroutes", "services", "endpointslices")
         )
@@ -390,38 +393,7 @@ async def test_a_gateway_api_rollout_moves_real_requests_through_traefiks_gatewa
             await wait_initialized(w)
             await give_endpoints(w, apps)
             async with running_traefik(kube_env, tmp_path, provider="kubernetesgateway", web=web) as traefik:
-                await traefik.wait_for(lambda weights, rules: canary_share(weights) == 0, "the 100/0 split")
-                assert await count_versions(traefik.proxy_url + "/", 300) == {"stable": 300}
-
-                await release_and_pause(w, 1, "the pause at 20 %")
-                await traefik.wait_for(lambda weights, rules: canary_share(weights) == 20, "weight 20")
-                await share(traefik, 20)
-
-                await promote(w, "1")
-                await wait_state(w, "the pause at 60 %", phase="Paused", stepIndex=4)
-                await traefik.wait_for(
-                    lambda weights, rules: (
-                        canary_share(weights) == 60 and any("X-Canary" in r for r in rules)
-                    ),
-                    "weight 60 and the header route's rule",
-                )
-                await share(traefik, 60)
-                header = await count_versions(traefik.proxy_url + "/", 200, headers={"X-Canary": "true"})
-                assert header == {"canary": 200}  # the copied rule wins for exactly these requests
-                selector = traefik_backend_selector(kube_env.namespace, f"{APP}-canary", http_route=APP)
-                assert await counted_requests(traefik, selector) >= 200 + 0.4 * SHARE_REQUESTS
-                other = await count_versions(traefik.proxy_url + "/", 100, headers={"X-Canary": "false"})
-                assert set(other) <= {"stable", "canary"} and sum(other.values()) == 100
-
-                await promote(w, "2")
-                await wait_state(w, "the promotion", phase="Healthy", stage="Idle", canaryRevision=None)
-                await traefik.wait_for(
-                    lambda weights, rules: (
-                        canary_share(weights) == 0 and not any("X-Canary" in r for r in rules)
-                    ),
-                    "all traffic on the primary, the copied rule gone",
-                )
-                assert await count_versions(traefik.proxy_url + "/", 300) == {"stable": 300}
+                await drive_rollout(w, traefik, http_route=APP)
         route = w.observer.get("HTTPRoute", APP)
         assert route is not None and route.get("status", {}).get("parents"), (
             "Traefik wrote the route's status"
