@@ -182,7 +182,7 @@ def changed(path: tuple[Any, ...], value: Any) -> Document:
 
 METRIC = ("spec", "metrics", 0)
 MALFORMED = [
-    ("no metrics", changed(("spec", "metrics"), None), "'metrics' is a required property"),
+    ("no metrics", changed(("spec", "metrics"), None), "is not valid under any of the given schemas"),
     ("empty metrics", changed(("spec", "metrics"), []), "should be non-empty"),
     (
         "misspelt field",
