@@ -17,7 +17,10 @@ A count of errors and warnings goes to standard error.
 `-o json` prints a JSON list of {file, document, path, reason, severity, line}; `line`
 is the 1-based line of the path (or of its closest ancestor), null when unknown.
 
-Exit status: 0 without errors (warnings allowed), 1 with errors, 2 on usage errors.
+Exit status: 0 without errors (warnings allowed), 1 with errors, 2 on usage errors; 70 on
+an internal error (a bug in meshshift: one line on standard error, never a traceback).
+Input past meshshift's bounds (size, aliases, depth: meshshift.spec.bounds) is an error
+finding naming the bound, found before anything is expanded.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def _read_sources(paths: Sequence[str]) -> tuple[list[tuple[str, str]], list[Doc
     problems: list[DocumentFinding] = []
     for path in paths:
         try:
+            if path == "-" and sys.stdin is None:
+                raise OSError("standard input is closed")
             text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
         except UnicodeDecodeError:
             problems.append(DocumentFinding(path, None, "", "cannot read: not UTF-8 text"))

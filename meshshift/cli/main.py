@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
 from meshshift import __version__
 from meshshift.logs import configure_logging
-from meshshift.settings import DaemonSettings
+from meshshift.settings import DaemonSettings, split_host_port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,8 +133,52 @@ def daemon_settings(args: argparse.Namespace) -> DaemonSettings:
     )
 
 
+EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in meshshift, never "findings" (1) or usage (2)
+EXIT_IO_ERROR = 74  # EX_IOERR: the output could not be written (a full disk, a closed pipe)
+TRACEBACK_ENV = "MESHSHIFT_TRACEBACK"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The command line; an unexpected error is one line on stderr and exit 70, never a traceback."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # output that cannot be written is an error, not a silent success
+        return code
+    except KeyboardInterrupt:
+        return 130
+    except OSError as error:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        with contextlib.suppress(OSError):
+            print(f"meshshift: {error.strerror or error}", file=sys.stderr)
+        _silence_stdout()  # the interpreter's own flush at exit must not print a traceback either
+        return EXIT_IO_ERROR
+    except Exception as error:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        message = " ".join(str(error).split())[:500]
+        print(
+            f"meshshift: internal error: {type(error).__name__}: {message}\n"
+            f"(a bug in meshshift; {TRACEBACK_ENV}=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
+
+
+def _silence_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "listen", None):
+        try:
+            split_host_port(args.listen)
+        except ValueError as error:
+            parser.error(f"--listen: {error}")
     if args.command == "lint":
         from meshshift.cli.lint import run_lint
 
@@ -145,9 +191,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(run_standalone(settings))
         else:
+            from kubernetes_asyncio.config.config_exception import ConfigException
+
             from meshshift.kube.operator import run_operator
 
-            asyncio.run(run_operator(settings))
+            try:
+                asyncio.run(run_operator(settings))
+            except ConfigException as error:
+                print(f"meshshift: no Kubernetes configuration ({error})", file=sys.stderr)
+                return 1
         return 0
     configure_logging("console", "WARNING")
     if args.command == "demo":

@@ -131,7 +131,10 @@ class DaemonSource:
         status, body = await self._get("/api/v1/rollouts")
         if status != 200:
             raise CliError(f"{self.base}/api/v1/rollouts answered {status}: {_error_text(body)}")
-        return list(body.get("rollouts") or [])
+        rollouts = body.get("rollouts") if isinstance(body, dict) else None
+        if not isinstance(rollouts, list) or not all(isinstance(v, dict) for v in rollouts):
+            raise CliError(f"{self.base}/api/v1/rollouts did not answer a list of rollouts")
+        return rollouts
 
     async def rollout(self, namespace: str, name: str) -> View | None:
         status, body = await self._get(_rollout_path(namespace, name))
@@ -139,7 +142,9 @@ class DaemonSource:
             return None
         if status != 200:
             raise CliError(f"{self.base} answered {status}: {_error_text(body)}")
-        return dict(body)
+        if not isinstance(body, dict):
+            raise CliError(f"{self.base} did not answer a rollout view")
+        return body
 
     async def watch(self, namespace: str, name: str) -> AsyncIterator[View | None]:
         url = self.base + _rollout_path(namespace, name) + "?watch=true"
@@ -312,7 +317,17 @@ def render(view: View, output: str, *, width: int, now: float | None = None, wat
         )
     if output == "yaml":
         return ("---\n" if watching else "") + yaml.safe_dump(view, sort_keys=False)
-    return render_text(view, width=width, now=now)
+    try:
+        return render_text(view, width=width, now=now)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise not_a_view(error) from None
+
+
+def not_a_view(error: Exception) -> CliError:
+    """What a server answering something other than meshshift's rollout view gets reported as."""
+    return CliError(
+        f"the answer is not a rollout view this meshshift can show ({type(error).__name__}: {error})"
+    )
 
 
 def render_text(view: View, *, width: int, now: float | None = None) -> str:
@@ -532,6 +547,13 @@ def _age(since: float | None, now: float) -> str:
 
 
 def _print_list(views: list[View], output: str) -> None:
+    try:
+        _print_views(views, output)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise not_a_view(error) from None
+
+
+def _print_views(views: list[View], output: str) -> None:
     if output == "json":
         print(json.dumps({"rollouts": views}, indent=2))
         return

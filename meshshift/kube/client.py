@@ -9,8 +9,10 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import yaml
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.config.config_exception import ConfigException
 
 from meshshift import __version__
 from meshshift.settings import DaemonSettings
@@ -38,12 +40,17 @@ async def load_configuration(settings: DaemonSettings) -> Configuration:
     """`--kubeconfig` when given, else in-cluster config inside a pod, else the default kubeconfig."""
     configuration = Configuration()
     if settings.kubeconfig or settings.context or not in_cluster():
-        await config.load_kube_config(
-            config_file=settings.kubeconfig,
-            context=settings.context,
-            client_configuration=configuration,
-            persist_config=False,
-        )
+        try:
+            await config.load_kube_config(
+                config_file=settings.kubeconfig,
+                context=settings.context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, yaml.YAMLError) as error:
+            # The loader assumes a well-formed kubeconfig; anything else is just not one.
+            where = settings.kubeconfig or "the default kubeconfig"
+            raise ConfigException(f"{where} is not a kubeconfig ({type(error).__name__}: {error})") from None
     else:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     return configuration
