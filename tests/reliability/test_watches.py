@@ -12,7 +12,17 @@ import structlog
 from meshshift.kube.informer import READ_GRACE, WATCH_TIMEOUT, Informer
 from meshshift.kube.resources import CONFIG_MAPS, KubeApi
 from meshshift.kube.tasks import cancel_and_wait
-from tests.kube.harness import HANG_GUARD, KubeEnv, api_client, fast_options, running_daemon
+from tests.kube.harness import HANG_GUARD, KubeEnv, api_client, fast_options, running_daemon, world
+from tests.kube.scenarios import (
+    APP,
+    PAUSED_AT,
+    check_promoted,
+    given,
+    new_version,
+    promote,
+    wait_initialized,
+    wait_state,
+)
 from tests.kube.test_informer import Recorder, config_map
 
 
@@ -123,3 +133,25 @@ async def test_readyz_fails_while_the_watch_is_silent(kube_env: KubeEnv) -> None
         async with asyncio.timeout(HANG_GUARD):
             while (await readyz(operator.url))[0] != 200:  # noqa: ASYNC110 - polling an HTTP endpoint
                 await asyncio.sleep(0.1)
+
+
+async def test_a_rollout_released_while_the_watch_hangs_goes_on_once_it_recovers(kube_env: KubeEnv) -> None:
+    emulator: Any = kube_env.kmock
+    options = fast_options(watch_timeout=1, watch_read_grace=1)
+    async with world(kube_env) as w:
+        await given(w, "istio")
+        async with running_daemon(kube_env, options=options) as operator:
+            assert operator.informer is not None
+            await wait_initialized(w)
+            emulator.hang_watches = True
+            try:
+                await until(
+                    lambda: operator.informer is not None and operator.informer.silence() is not None, "blind"
+                )
+                await w.cluster.patch_deployment(APP, new_version("v2"))  # nobody sees it yet
+            finally:
+                emulator.hang_watches = False
+            await wait_state(w, "the pause after the watch recovered", phase="Paused", stepIndex=PAUSED_AT)
+            await promote(w, "1")
+            await check_promoted(w)
+            assert operator.informer.stats.failures >= 1 and operator.informer.stats.lists == 1
