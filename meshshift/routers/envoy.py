@@ -37,6 +37,7 @@ import structlog
 
 from meshshift.ports import AppliedRoutes
 from meshshift.processes import ManagedProcess, ProcessFailedError, free_port, wait_until_http_ready
+from meshshift.routers.listen_ports import bind_failure, ensure_free
 from meshshift.routers.proxy_process import (
     AdoptedProcess,
     ProxyProcess,
@@ -151,6 +152,9 @@ def render_bootstrap(
                 {
                     "name": "ingress",
                     "address": listen_address(listen, "spec.router.envoy.listen"),
+                    # No SO_REUSEPORT: a second Envoy on this port must fail to start, not take
+                    # part of the requests (see listen_ports.py).
+                    "enable_reuse_port": False,
                     "filter_chains": [
                         {
                             "filters": [
@@ -547,6 +551,9 @@ async def _start_or_adopt(
             except (ProcessFailedError, RouterApplyError) as error:
                 log.warning("the running Envoy did not answer; restarting it", pid=pid, error=str(error))
         await adopted.stop()
+    ports = {config.listen: "spec.router.envoy.listen", admin_address(bootstrap): "spec.router.envoy.admin"}
+    for address, field in ports.items():
+        ensure_free(address, field)  # before anything starts: the error names the field
     write_atomically(files.bootstrap, bootstrap)
     router.write_files(desired)
     process = ManagedProcess("envoy", envoy_command(find_envoy(config.binary), files, config), files.log)
@@ -556,12 +563,23 @@ async def _start_or_adopt(
         replace_file(files.pid, str(process.process.pid))
         await wait_until_http_ready(router.admin_url + "/ready", process=process, wait_seconds=30)
         await router.apply(desired)  # and wait until it reports our versions
+    except ProcessFailedError as error:
+        await process.stop()
+        files.pid.unlink(missing_ok=True)
+        # Taken between the check and Envoy's bind: the same error, read from Envoy's log.
+        raise bind_failure(files.log, ports) or error from error
     except BaseException:
         await process.stop()
         files.pid.unlink(missing_ok=True)
         raise
     log.info("envoy started", pid=process.process.pid, listen=config.listen, admin=router.admin_url)
     return process
+
+
+def admin_address(bootstrap: Mapping[str, Any]) -> str:
+    address = bootstrap["admin"]["address"]["socket_address"]
+    host = str(address["address"])
+    return f"[{host}]:{address['port_value']}" if ":" in host else f"{host}:{address['port_value']}"
 
 
 def _same_bootstrap(files: EnvoyFiles, bootstrap: Mapping[str, Any]) -> bool:

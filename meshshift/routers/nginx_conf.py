@@ -42,6 +42,7 @@ import structlog
 from meshshift.files import staged_file
 from meshshift.ports import AppliedRoutes
 from meshshift.processes import ManagedProcess, free_port
+from meshshift.routers.listen_ports import ensure_free
 from meshshift.routers.proxy_process import (
     AdoptedProcess,
     ProxyProcess,
@@ -466,6 +467,7 @@ async def _start_or_adopt(router: NginxRouter, desired: DesiredRoutes, pid: int 
             log.warning("the running NGINX did not take the configuration; restarting it", error=str(error))
             await adopted.stop()
             router.master_pid = None
+    ensure_free(router.listen, "spec.router.nginx.listen")  # before it starts: the error names the field
     generation = await router.write_checked(desired)
     process = ManagedProcess("nginx", router.command(), files.output)
     await process.start()
