@@ -461,6 +461,37 @@ class _Proxy:
 async def _start_proxy(
     stack: contextlib.AsyncExitStack, rollout: StandaloneRollout, desired: DesiredRoutes, base_dir: Path
 ) -> _Proxy:
+    proxy = await _enter_proxy(stack, rollout, desired, base_dir)
+    # Registered after the proxy's context, so it runs first on the way out.
+    stack.callback(_announce_stop, proxy, router_config(rollout, base_dir).listen)
+    return proxy
+
+
+ATTACHABLE = ("envoy", "traefik")  # routers that can drive a proxy someone else runs
+
+
+def _announce_stop(proxy: _Proxy, listen: str) -> None:
+    """Say, on a clean stop (SIGTERM, SIGINT), what becomes of the proxy."""
+    name = proxy.router.name
+    if proxy.process is None:
+        log.info(f"stopping; the {name} meshshift is attached to keeps serving", listen=listen)
+        return
+    keep = (
+        "with attach: true, a proxy you run keeps serving across restarts"
+        if name in ATTACHABLE
+        else f"the {name} router has no attach mode: use envoy or traefik with attach: true to keep serving"
+    )
+    log.info(
+        f"stopping the {name} meshshift started for this rollout; {listen} stops serving until "
+        f"meshshift runs again ({keep})",
+        proxy_log=str(proxy.process.log_path),
+        listen=listen,
+    )
+
+
+async def _enter_proxy(
+    stack: contextlib.AsyncExitStack, rollout: StandaloneRollout, desired: DesiredRoutes, base_dir: Path
+) -> _Proxy:
     config = router_config(rollout, base_dir)
     directory = proxy_dir(rollout, base_dir)
     if isinstance(config, EnvoyRouterConfig):

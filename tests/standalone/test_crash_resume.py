@@ -165,7 +165,11 @@ async def test_sigkill_at_any_moment_resumes(router: str, apps: Apps, tmp_path: 
     finally:
         code = await daemon.terminate()
     assert code == 0
-    assert not process_alive(proxy)  # the daemon stops the proxy it runs
+    assert not process_alive(proxy)  # the daemon stops the proxy it runs, and says so
+    last_log = (tmp_path / f"daemon-{daemon.runs}.log").read_text()
+    assert f"stopping the {router} meshshift started for this rollout" in last_log
+    hint = "a proxy you run keeps serving" if router != "nginx" else "the nginx router has no attach mode"
+    assert hint in last_log
 
 
 async def test_an_invalid_rollout_file_stops_the_daemon_with_the_field(tmp_path: Path) -> None:
