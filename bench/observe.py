@@ -83,7 +83,27 @@ def measure(count: int) -> str:
     )
 
 
+def series_of_one_rollout() -> str:
+    """How many series one rollout adds to /metrics (this one: paused at 50%, one analysis run
+    of two metrics, reconciled once; events, notifications and API calls add theirs)."""
+
+    registry = RolloutRegistry()
+    collectors, _ = metrics_registry(registry)
+
+    def samples() -> int:
+        return sum(1 for line in render(collectors).decode().splitlines() if not line.startswith("#"))
+
+    before = samples()
+    registry.publish(snapshot(0))
+    with_one = samples()
+    registry.publish(snapshot(1))
+    with_two = samples()
+    first, next_one = with_one - before, with_two - with_one
+    return f"series per rollout: {first} (the first), {next_one} (the next, same namespace)"
+
+
 def main() -> None:
+    print(series_of_one_rollout())
     for count in (10, 100, 1000):
         print(measure(count))
 

@@ -35,15 +35,22 @@ from meshshift.kube.commands import COMMAND_ANNOTATION, CommandTracker, accepts
 from meshshift.kube.events import KubeEventSink, invalid_spec_event
 from meshshift.kube.informer import DELETED, READ_GRACE, WATCH_TIMEOUT, Informer
 from meshshift.kube.leader import LeaderElector, LeaseTimings
-from meshshift.kube.resources import DEPLOYMENTS, JsonObject, KubeApi, object_key
+from meshshift.kube.resources import (
+    DEPLOYMENTS,
+    JsonObject,
+    KubeApi,
+    KubeRequests,
+    object_key,
+    requests_owned_by,
+)
 from meshshift.kube.state_store import ConfigMapStateStore
 from meshshift.kube.tasks import cancel_and_wait
 from meshshift.kube.templates import ClusterTemplates, KubeSecretReader
-from meshshift.kube.workloads import PRIMARY_OF_LABEL, KubeWorkloads
+from meshshift.kube.workloads import PRIMARY_OF_LABEL, KubeWorkloads, deployment_replicas
 from meshshift.observe.metrics import RolloutMetrics
 from meshshift.observe.notifications import Notifier, receivers_from_annotations
 from meshshift.observe.server import serve
-from meshshift.ports import MetricProvider
+from meshshift.ports import MetricProvider, WorkloadStatus
 from meshshift.routers.gateway_api import GatewayApiRouter
 from meshshift.routers.istio import IstioRouter
 from meshshift.routers.nginx_ingress import NginxIngressRouter
@@ -54,10 +61,17 @@ from meshshift.runtime.events import FanOutEvents, LogEvents
 from meshshift.runtime.lifecycle import run_until_stopped
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.settings import DaemonSettings
-from meshshift.spec.annotations import COMMAND, ENABLED, PREFIX, annotation_path, read_deployment
+from meshshift.spec.annotations import (
+    COMMAND,
+    ENABLED,
+    PREFIX,
+    ROUTER,
+    annotation_path,
+    read_deployment,
+)
 from meshshift.spec.errors import Findings, SpecIssue
 from meshshift.spec.ingress_nginx import DEFAULT_PREFIX, weight_total_problem
-from meshshift.spec.model import AnnotatedDeployment, KubernetesTarget, RolloutSpec
+from meshshift.spec.model import ROUTER_KINDS, AnnotatedDeployment, KubernetesTarget, RolloutSpec
 
 log = structlog.get_logger(__name__)
 
@@ -175,7 +189,8 @@ class Operator:
         self.identity = settings.identity or default_identity()
         self.registry = RolloutRegistry()
         self.registry.is_leader = not settings.leader_elect
-        self.metrics = RolloutMetrics(self.registry)
+        self.kube_requests = KubeRequests()  # every API call, for controller_clientset_k8s_request_total
+        self.metrics = RolloutMetrics(self.registry, kube_requests=self.kube_requests)
         self.notifier = Notifier.from_settings(settings.notifications)
         self.watched: dict[RolloutKey, WatchedDeployment] = {}
         self.running: dict[RolloutKey, RunningRollout] = {}
@@ -211,7 +226,9 @@ class Operator:
         """Run until cancelled; on the way out, controllers stop before the Lease is released."""
         async with contextlib.AsyncExitStack() as stack:
             client = await stack.enter_async_context(connect(self.settings, self.identity))
-            self._api = KubeApi(client, request_timeout=self.options.request_timeout)
+            self._api = KubeApi(
+                client, request_timeout=self.options.request_timeout, requests=self.kube_requests
+            )
             self._secrets = KubeSecretReader(self.api, own_namespace=self._own_namespace())
             self._providers = self.options.providers or default_providers(
                 prometheus_address=self.settings.prometheus_address, secret_reader=self._secrets
@@ -303,7 +320,7 @@ class Operator:
             if running is not None:
                 running.controller.poke()
                 if self.leading:
-                    running.tracker.offer(previous.command)
+                    _offer(key, running, previous.command)
             return
         if previous is None and not _opted_in(manifest):
             return
@@ -356,14 +373,24 @@ class Operator:
             if running is not None:
                 self.log.info("rollout no longer managed", rollout=str(key), deleted=watched is None)
                 await self._stop(key)
+            self.registry.remove(key)  # shown as InvalidSpec without a controller, perhaps
+            self.kube_requests.forget(key.namespace, key.name)  # gone: its API calls' series go too
             self._reported_invalid.pop(key, None)
             if watched is not None and not watched.enabled:
                 del self.watched[key]
             return
         if watched.errors or watched.parsed is None:
-            await self._report_invalid(key, watched)
+            error = "; ".join(str(e) for e in watched.errors)
             if running is not None:
-                running.controller.update_spec(None, "; ".join(str(e) for e in watched.errors))
+                running.controller.update_spec(None, error)
+            else:
+                self.registry.show_invalid(
+                    key,
+                    error,
+                    routers=_named_routers(watched.manifest),
+                    workloads=_invalid_workloads(watched.manifest),
+                )
+            await self._report_invalid(key, watched)
             return
         self._reported_invalid.pop(key, None)
         for issue in watched.issues:
@@ -379,7 +406,7 @@ class Operator:
         elif running.spec != spec or running.controller.spec is None:
             running.spec = spec
             running.controller.update_spec(spec)
-        running.tracker.offer(watched.command)
+        _offer(key, running, watched.command)
 
     def _spec(self, spec: RolloutSpec) -> RolloutSpec:
         if self.options.abort_scale_down_delay is None:
@@ -427,7 +454,7 @@ class Operator:
                 before_write=write_staged_traffic,
             ),
             store=store,
-            templates=self._templates(key, target),
+            templates=self.metrics.template_source(key, self._templates(key, target)),
             providers=self._providers,
             events=events,
             arg_context=_arg_context(key.namespace, self.secrets, lambda: self._metadata(key)),
@@ -525,6 +552,10 @@ class Operator:
 
     async def _supervise(self, key: RolloutKey, running: RunningRollout) -> None:
         """Run the controller; if it fails outside its own retry loop (loading state), start it again."""
+        with requests_owned_by(key.namespace, key.name):
+            await self._run_controller(key, running)
+
+    async def _run_controller(self, key: RolloutKey, running: RunningRollout) -> None:
         backoff = Backoff(first=1.0, cap=30.0)
         while True:
             try:
@@ -536,7 +567,7 @@ class Operator:
                 self.log.exception("rollout controller stopped; restarting", rollout=str(key))
             await asyncio.sleep(backoff.next())
             watched = self.watched.get(key)
-            running.tracker.offer(watched.command if watched else None)
+            _offer(key, running, watched.command if watched else None)
 
     def _metadata(self, key: RolloutKey) -> Mapping[str, Any]:
         """The Deployment's metadata as last seen (what fieldRef args read)."""
@@ -557,6 +588,32 @@ class Operator:
     async def _stop_all(self) -> None:
         for key in list(self.running):
             await self._stop(key)
+        for key in [k for k in self.registry.snapshots if k not in self.running]:
+            self.registry.remove(key)  # the invalid ones: a standby shows no rollout
+
+
+def _offer(key: RolloutKey, running: RunningRollout, command: str | None) -> None:
+    """Hand a command annotation to the rollout's tracker; its API calls count as the rollout's."""
+    with requests_owned_by(key.namespace, key.name):
+        running.tracker.offer(command)
+
+
+def _named_routers(manifest: Mapping[str, Any]) -> tuple[str, ...]:
+    """The known routers an (invalid) Deployment names, for its `traffic_router` label."""
+    raw = ((manifest.get("metadata") or {}).get("annotations") or {}).get(ROUTER)
+    names = [part.strip() for part in raw.split(",")] if isinstance(raw, str) else []
+    return tuple(name for name in names if name in ROUTER_KINDS)
+
+
+def _invalid_workloads(manifest: Mapping[str, Any]) -> WorkloadStatus:
+    """What an invalid Deployment shows of its pods: its own replica counts, nothing rolled out."""
+    return WorkloadStatus(
+        revision="",
+        stable_revision=None,
+        stable_ready=False,
+        canary_ready=False,
+        replicas=deployment_replicas(manifest),
+    )
 
 
 KubeRouter = IstioRouter | NginxIngressRouter | TraefikRouter | GatewayApiRouter

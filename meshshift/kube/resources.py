@@ -8,16 +8,23 @@ caller wants optimistic concurrency; strategic merge patch is never used.
 
 Transient failures (5xx, 429, timeouts, dropped connections) are retried here with a
 short exponential backoff; anything else is raised as `KubeApiError` for the caller.
+
+Every request (each retry too, and each watch opened) is counted in `KubeRequests` by kind,
+namespace, name, verb and status code, with Argo Rollouts' label values (its
+controller_clientset_k8s_request_total); see `KubeRequests.totals` for counts by verb and kind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import aiohttp
 import structlog
@@ -157,6 +164,112 @@ def owner_reference(owner: Mapping[str, Any], *, controller: bool = True) -> Jso
     }
 
 
+# --- counting requests -------------------------------------------------------------------
+
+# Argo's labels, in order: kind (the resource, plural), namespace, name, verb, status_code.
+RequestLabels = tuple[str, str, str, str, str]
+REQUEST_LABELS = ("kind", "namespace", "name", "verb", "status_code")
+_VERBS = {"POST": "Create", "PUT": "Update", "PATCH": "Patch", "DELETE": "Delete"}
+NO_NAME = "N/A"  # Argo's name for lists, events and replicasets (controller/metrics/client.go)
+# Whose request it is: calls made while a rollout's controller runs are dropped with it.
+_REQUEST_OWNER: ContextVar[tuple[str, str] | None] = ContextVar("meshshift_request_owner", default=None)
+
+
+@contextmanager
+def requests_owned_by(namespace: str, name: str) -> Iterator[None]:
+    """Count the API calls made inside this block (and tasks started in it) as the rollout's."""
+    token = _REQUEST_OWNER.set((namespace, name))
+    try:
+        yield
+    finally:
+        _REQUEST_OWNER.reset(token)
+
+
+def request_labels(
+    method: str, path: str, query: Sequence[tuple[str, str]], body: Mapping[str, Any] | None, status: int
+) -> RequestLabels:
+    """Argo's label values for one request to `path` (`/api/v1/namespaces/ns/pods/x`...).
+
+    Verbs: Create, Update, Patch, Delete, Get, List, Watch (`watch=true`), Unknown. A create
+    names the object of its body, a watch the one of its `metadata.name=` field selector; a
+    list, and every events call, has the name `N/A`. A subresource call
+    (`deployments/web/scale`) counts for its object (`deployments`, `web`); Argo's parser
+    would read that one as kind `web`, name `scale`.
+    """
+    parts = [unquote(p) for p in path.split("?", 1)[0].strip("/").split("/")]
+    # /api/v1/... or /apis/<group>/<version>/...
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:] if parts[:1] == ["apis"] else []
+    namespace = ""
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    elif len(rest) == 2 and rest[0] == "namespaces":  # a Namespace object itself
+        rest = ["namespaces", rest[1]]
+    if not rest or method not in (*_VERBS, "GET"):
+        return ("Unknown", "Unknown", "Unknown", "Unknown", str(status))
+    kind, name = rest[0], rest[1] if len(rest) > 1 else ""
+    if method == "GET":
+        watching = any(k == "watch" and v == "true" for k, v in query)
+        verb = "Get" if name else "Watch" if watching else "List"
+        if verb == "Watch":  # a watch of one object names it in its field selector
+            selected = [v for k, v in query if k == "fieldSelector" and v.startswith("metadata.name=")]
+            name = selected[0].removeprefix("metadata.name=") if selected else ""
+    else:
+        verb = _VERBS[method]
+        if verb == "Create":
+            name = str(((body or {}).get("metadata") or {}).get("name") or "")
+    if verb == "List" or kind in ("events", "replicasets"):
+        name = NO_NAME
+    return (kind, namespace, name, verb, str(status))
+
+
+class KubeRequests:
+    """Counts of the API calls a KubeApi made, by Argo's labels; bounded by the rollouts.
+
+    A counter of calls made for rollouts (see `requests_owned_by`) goes when the last of
+    them goes (`forget`); the daemon's own (informer lists and watches, the leader Lease),
+    and the `N/A`-named ones shared by a namespace (events, lists), stay.
+    """
+
+    def __init__(self) -> None:
+        self._counts: Counter[RequestLabels] = Counter()
+        self._owners: dict[RequestLabels, set[tuple[str, str]]] = {}
+        self._unowned: set[RequestLabels] = set()
+
+    def record(self, labels: RequestLabels) -> None:
+        self._counts[labels] += 1
+        owner = _REQUEST_OWNER.get()
+        if owner is None or labels[2] in (NO_NAME, ""):
+            self._unowned.add(labels)
+        else:
+            self._owners.setdefault(labels, set()).add(owner)
+
+    def counts(self) -> dict[RequestLabels, int]:
+        """Every counter, by (kind, namespace, name, verb, status_code)."""
+        return dict(self._counts)
+
+    def totals(self, by: Sequence[str] = ("verb", "kind")) -> Counter[tuple[str, ...]]:
+        """The counts summed over the other labels: `totals()[("Patch", "virtualservices")]`."""
+        indexes = [REQUEST_LABELS.index(label) for label in by]
+        summed: Counter[tuple[str, ...]] = Counter()
+        for labels, count in self._counts.items():
+            summed[tuple(labels[i] for i in indexes)] += count
+        return summed
+
+    def total(self) -> int:
+        return sum(self._counts.values())
+
+    def forget(self, namespace: str, name: str) -> None:
+        """One rollout is gone: drop the counters only its calls kept."""
+        owner = (namespace, name)
+        for labels in [labels for labels, owners in self._owners.items() if owner in owners]:
+            owners = self._owners[labels]
+            owners.discard(owner)
+            if not owners:
+                del self._owners[labels]
+                if labels not in self._unowned:
+                    self._counts.pop(labels, None)
+
+
 class KubeApi:
     """Raw-JSON calls to the API server, with retries of transient failures."""
 
@@ -167,11 +280,13 @@ class KubeApi:
         request_timeout: float = 30.0,
         retries: int = 4,
         retry_delay: float = 0.2,
+        requests: KubeRequests | None = None,
     ) -> None:
         self.client = client
         self.request_timeout = request_timeout
         self.retries = retries
         self.retry_delay = retry_delay
+        self.requests = requests if requests is not None else KubeRequests()
 
     # --- reads --------------------------------------------------------------------
 
@@ -289,9 +404,10 @@ class KubeApi:
             sock_connect=self.request_timeout,
             sock_read=read_timeout if read_timeout is not None else timeout_seconds + 30,
         )
+        path = rt.path(namespace)
         try:
             response = await self.client.call_api(
-                rt.path(namespace),
+                path,
                 "GET",
                 query_params=query,
                 header_params={"Accept": "application/json"},
@@ -300,8 +416,14 @@ class KubeApi:
                 _request_timeout=timeout,
             )
         except (aiohttp.ClientError, TimeoutError) as error:
+            self.requests.record(request_labels("GET", path, query, None, 0))
             raise KubeApiError(0, type(error).__name__, str(error), what=f"watch {rt}") from error
-        return cast(aiohttp.ClientResponse, response)
+        except ApiException as error:
+            self.requests.record(request_labels("GET", path, query, None, int(error.status or 0)))
+            raise
+        watch = cast(aiohttp.ClientResponse, response)
+        self.requests.record(request_labels("GET", path, query, None, watch.status))
+        return watch
 
     # --- plumbing -----------------------------------------------------------------
 
@@ -336,8 +458,10 @@ class KubeApi:
         content_type: str,
         what: str,
     ) -> JsonObject:
+        status = 0  # no answer
+        result: Any = None
         try:
-            result = await self.client.call_api(
+            answer = await self.client.call_api(
                 path,
                 method,
                 query_params=query or [],
@@ -345,10 +469,12 @@ class KubeApi:
                 body=body,
                 response_types_map={200: "object", 201: "object", 202: "object"},
                 auth_settings=["BearerToken"],
-                _return_http_data_only=True,
+                _return_http_data_only=False,  # (body, status, headers): the status is counted
                 _request_timeout=self.request_timeout,
             )
+            result, status = answer[0], int(answer[1])
         except ApiException as error:
+            status = int(error.status or 0)
             raise _from_api_exception(error, what) from error
         except (aiohttp.ClientError, TimeoutError) as error:
             raise KubeApiError(0, type(error).__name__, str(error) or "no answer", what=what) from error
@@ -356,4 +482,6 @@ class KubeApi:
             raise KubeApiError(
                 422, "NestedTooDeeply", "the answer is nested too deeply to read", what=what
             ) from None
+        finally:
+            self.requests.record(request_labels(method, path, query or [], body, status))
         return cast(JsonObject, result) if isinstance(result, dict) else {}

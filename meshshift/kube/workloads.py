@@ -107,6 +107,17 @@ def _images(deployment: Mapping[str, Any] | None) -> tuple[str, ...]:
     return tuple(str(c.get("image", "")) for c in containers)
 
 
+def deployment_replicas(deployment: Mapping[str, Any]) -> dict[str, int]:
+    """One Deployment's replica counts, as Argo's rollout_info_replicas_* read a Rollout's."""
+    available = _status_count(deployment, "availableReplicas")
+    return {
+        "desired": spec_replicas(deployment),
+        "updated": _status_count(deployment, "updatedReplicas"),
+        "available": available,
+        "unavailable": max(0, _status_count(deployment, "replicas") - available),
+    }
+
+
 def _status_count(deployment: Mapping[str, Any] | None, key: str) -> int:
     if deployment is None:
         return 0

@@ -1,89 +1,134 @@
-"""The daemon's Prometheus metrics: Argo Rollouts' names, the tutorial's, Flagger's, ours.
+"""The daemon's Prometheus metrics: Argo Rollouts' families, Flagger's, the tutorial's, ours.
 
 Every per-rollout series is rendered at scrape time from the registry's snapshots, so a
-rollout's series go the moment it leaves the RolloutRegistry. The few things a snapshot
-cannot tell (reconcile timings, events, finished rollouts) are counted as they happen,
-per rollout, and dropped with it.
+rollout's series go the moment it leaves the RolloutRegistry. What a snapshot cannot tell
+(reconcile timings, events, notifications, finished rollouts, API calls) is counted as it
+happens, per rollout, and dropped with it. Argo's authority is `controller/metrics/*.go`
+(and `utils/record/record.go`), Flagger's `pkg/metrics/recorder.go`; names, types, label
+names, label values and buckets are theirs (tests/observe/test_metrics_conformance.py).
 
-| family (labels)                                                        | from |
-|------------------------------------------------------------------------|------|
-| `rollout_info{namespace,name,strategy,traffic_router,phase}` = 1       | Argo |
-| `rollout_info_replicas_{available,unavailable,desired,updated}{namespace,name}` | Argo |
-| `rollout_phase{namespace,name,strategy,phase}` 0/1, one per phase      | Argo |
-| `rollout_reconcile{namespace,name}` histogram (0.01 .. 1 s)            | Argo |
-| `rollout_reconcile_error{namespace,name}` counter                      | Argo |
-| `rollout_events_total{namespace,name,type,reason}`                     | Argo |
-| `rollout_duration_seconds{status}` histogram of finished rollouts      | DESIGN §4 |
-| `analysis_run_info{namespace,name,phase}` = 1                          | Argo |
-| `analysis_run_metric_type{namespace,name,metric,type}` = 1             | Argo |
-| `analysis_run_metric_phase{namespace,name,metric,type,dry_run,phase}`  | Argo |
-| `argo_rollouts_controller_info{version}` = 1                           | Argo |
-| `argo_rollouts_info{namespace,rollout,strategy,traffic_router,phase}`  | tutorial |
-| `argo_rollouts_phase{namespace,rollout,strategy,phase}` 0/1            | tutorial |
-| `argo_rollouts_analysis_run_phase{namespace,rollout,analysis_run,phase}` 0/1 | tutorial |
-| `argo_rollouts_analysis_run_metric_phase{namespace,rollout,analysis_run,metric,type,dry_run,phase}` | tut. |
-| `argo_rollouts_rollout_duration_seconds{namespace,rollout}` gauge      | tutorial |
-| `flagger_canary_weight{workload,namespace}` (`NAME` and `NAME-primary`) | Flagger |
-| `flagger_canary_status{name,namespace}` 0 running, 1 done, 2 failed    | Flagger |
-| `flagger_canary_metric_analysis{name,namespace,metric}` last value     | Flagger |
-| `meshshift_rollout_step{namespace,rollout}`, `meshshift_rollout_steps{...}` | ours |
-| `meshshift_rollout_desired_weight{namespace,rollout}`                  | ours |
-| `meshshift_rollout_applied_weight{namespace,rollout,router}`           | ours |
-| `meshshift_rollout_rollbacks_total{namespace,rollout}`                 | ours |
-| `meshshift_analysis_metric_value{namespace,rollout,analysis_run,metric}` | ours |
+Argo Rollouts (`controller/metrics/`):
+- `rollout_info{namespace,name,strategy,traffic_router,phase}` = 1, and
+  `rollout_info_replicas_{available,unavailable,desired,updated}{namespace,name}`
+- `rollout_phase{namespace,name,strategy,phase}` 0/1 per phase (deprecated in Argo)
+- `rollout_reconcile{namespace,name}` histogram, `rollout_reconcile_error` counter
+- `rollout_events_total{namespace,name,type,reason}`
+- `rollout_duration_seconds`, `rollout_progression_duration_seconds`,
+  `rollout_manual_pause_duration_seconds` histograms `{status}` of finished rollouts
+- `analysis_run_info{namespace,name,phase}` = 1, `analysis_run_phase` 0/1 per phase (deprecated),
+  `analysis_run_metric_type{...,metric,type}`, `analysis_run_metric_phase{...,metric,type,dry_run,phase}`
+- `analysis_run_reconcile{namespace,name}` histogram, `analysis_run_reconcile_error` counter
+- `analysis_template_info{namespace,name}`, `analysis_template_metric_info{namespace,name,type,metric}`
+- `notification_send_success`, `notification_send_error{namespace,name,type,reason}` counters,
+  `notification_send{namespace,name}` histogram
+- `controller_clientset_k8s_request_total{kind,namespace,name,verb,status_code}` (Kubernetes mode)
+- `argo_rollouts_controller_info{version}`, `build_info{version,goversion,goarch,commit}` = 1
+- `process_*` from prometheus_client's collectors, with `python_*` where Go has `go_*`
+
+The tutorial's names, with a `rollout` label: `argo_rollouts_info`, `argo_rollouts_phase`,
+`argo_rollouts_analysis_run_phase`, `argo_rollouts_analysis_run_metric_phase`,
+`argo_rollouts_rollout_duration_seconds` (a gauge: seconds of the current or last rollout).
+
+Flagger (`pkg/metrics/recorder.go`): `flagger_info{version,mesh_provider}`,
+`flagger_canary_total{namespace}`, `flagger_canary_status{name,namespace}` (0 progressing,
+1 any other phase, 2 failed), `flagger_canary_weight{workload,namespace}` (`NAME` and
+`NAME-primary`), `flagger_canary_metric_analysis{name,namespace,metric}` (last value),
+`flagger_canary_duration_seconds{name,namespace}` histogram (Go's DefBuckets),
+`flagger_canary_successes_total` / `flagger_canary_failures_total`
+`{name,namespace,deployment_strategy,analysis_status}`.
+
+Ours: `meshshift_rollout_step`, `meshshift_rollout_steps`, `meshshift_rollout_desired_weight`,
+`meshshift_rollout_rollbacks_total` `{namespace,rollout}`, `meshshift_rollout_applied_weight`
+`{namespace,rollout,router}`, `meshshift_analysis_metric_value{namespace,rollout,analysis_run,metric}`.
 
 An analysis run's `name` label is `<rollout>-<run>`, as Argo names AnalysisRuns, so a
 dashboard can tell whose run it is; the `analysis_run` label of the tutorial's and our
 families carries the same value. Phases are mapped as `status.argo_phase` documents;
-`dry_run` is `true`/`false`, as Argo prints it. `rollout_duration_seconds{status}`
-counts rollouts by how they ended: Promoted, Aborted, Superseded, Undone.
+`dry_run` is `true`/`false`, as Argo prints it. Histograms and Argo's and Flagger's
+lazily created counters appear with their first observation, as client_golang's vectors do.
+
+meshshift's readings of Argo's definitions, where Argo measures something meshshift does
+not have: an AnalysisRun reconcile is one measurement pass of a run (the measurements due
+at once, taken in parallel; the longest is observed); an AnalysisRun reconcile error is a
+pass with a measurement in Error, or a run that could not start. The templates of
+`analysis_template_*` are the ones meshshift read for the rollouts it manages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
+import platform
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from meshshift import __version__
 from meshshift.analysis.run import AnalysisRun, Measurement, MetricResult
-from meshshift.engine.actions import RecordEvent
-from meshshift.engine.state import RevisionRecord, RolloutPhase, RolloutState
+from meshshift.engine.actions import EventType, RecordEvent
+from meshshift.engine.state import RevisionRecord, RolloutPhase, RolloutState, Stage
+from meshshift.observe.notifications import Notification, Receiver, notification_reason
 from meshshift.observe.status import (
     STRATEGY,
     ArgoPhase,
     actual_weight,
     argo_phase,
+    completion_status,
+    flagger_mesh_provider,
+    flagger_strategy,
     numeric_value,
     provider_type,
     step_position,
     traffic_router,
 )
-from meshshift.ports import EventSink
+from meshshift.ports import EventSink, TemplateSource
 from meshshift.runtime.controller import RolloutKey, RolloutSnapshot
 from meshshift.runtime.registry import RolloutRegistry
-from meshshift.spec.model import AnalysisPhase
+from meshshift.spec.model import AnalysisPhase, AnalysisTemplate
 from meshshift.spec.model import Metric as AnalysisMetric
 
 log = structlog.get_logger(__name__)
 
-RECONCILE_BUCKETS = (0.01, 0.15, 0.25, 0.5, 1.0)  # Argo's
-DURATION_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0)
-OUTCOMES = ("Promoted", "Aborted", "Superseded", "Undone")  # RevisionRecord.outcome
+# Buckets, from Argo's controller/metrics/{prommetrics,metrics}.go and Flagger's recorder.go.
+RECONCILE_BUCKETS = (
+    0.01,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+)  # rollout_reconcile, analysis_run_reconcile, notification_send
+DURATION_BUCKETS = (30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0)
+PROGRESSION_BUCKETS = (30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
+MANUAL_PAUSE_BUCKETS = (0.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0)
+FLAGGER_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # Go's DefBuckets
 REPLICA_KINDS = ("available", "unavailable", "desired", "updated")
 ANALYSIS_PHASES = tuple(AnalysisPhase)
+# Argo's deprecated rollout_phase has one series per phase but InvalidSpec (rollouts.go).
+ROLLOUT_PHASE_VALUES = tuple(p for p in ArgoPhase if p != ArgoPhase.INVALID_SPEC)
+# ... and analysis_run_phase lists them in this order (analysis.go).
+ANALYSIS_RUN_PHASE_VALUES = (
+    AnalysisPhase.PENDING,
+    AnalysisPhase.ERROR,
+    AnalysisPhase.FAILED,
+    AnalysisPhase.SUCCESSFUL,
+    AnalysisPhase.RUNNING,
+    AnalysisPhase.INCONCLUSIVE,
+)
+FLAGGER_ANALYSIS_COMPLETED, FLAGGER_ANALYSIS_SKIPPED = "completed", "skipped"
 
 _NS_NAME = ("namespace", "name")
 _NS_ROLLOUT = ("namespace", "rollout")
+_FLAGGER_OUTCOME = ("name", "namespace", "deployment_strategy", "analysis_status")
+STABLE_REVISIONS_KEPT = 16
 
 
 @dataclass
@@ -115,6 +160,25 @@ class Histogram:
             yield _go_float(upper), running
 
 
+class RequestCounts(Protocol):
+    """API calls by (kind, namespace, name, verb, status_code): Kubernetes mode's KubeRequests."""
+
+    def counts(self) -> Mapping[tuple[str, str, str, str, str], int]: ...
+
+
+@dataclass
+class _RunCounters:
+    """One analysis run's reconciles, counted from the measurements its snapshots show."""
+
+    reconcile: Histogram = field(default_factory=lambda: Histogram(RECONCILE_BUCKETS))
+    errors: int = 0
+    seen: set[tuple[str, float, float]] = field(default_factory=set)  # (metric, started, finished)
+    failed_start: bool = False
+
+    def copy(self) -> _RunCounters:
+        return _RunCounters(self.reconcile.copy(), self.errors)
+
+
 @dataclass
 class _RolloutCounters:
     """What is counted per rollout as it happens; dropped when the rollout goes."""
@@ -123,34 +187,54 @@ class _RolloutCounters:
     reconcile_errors: int = 0
     rollbacks: int = 0
     events: Counter[tuple[str, str]] = field(default_factory=Counter)
+    notifications_sent: Counter[tuple[str, str]] = field(default_factory=Counter)
+    notifications_failed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    notification_send: Histogram = field(default_factory=lambda: Histogram(RECONCILE_BUCKETS))
+    flagger_duration: Histogram = field(default_factory=lambda: Histogram(FLAGGER_DURATION_BUCKETS))
+    flagger_outcomes: Counter[tuple[str, str, str]] = field(
+        default_factory=Counter
+    )  # (kind, strategy, status)
+    runs: dict[str, _RunCounters] = field(default_factory=dict)
+    templates: dict[tuple[str, str], tuple[tuple[str, str], ...]] = field(default_factory=dict)
     last_reconcile: tuple[float, float] | None = None
     finished: set[tuple[str, float, str]] | None = None  # history records seen; None: none yet
+    stables: list[str] = field(default_factory=list)  # stable revisions seen, for RolledBack
 
     def for_rendering(self) -> _RolloutCounters:
         """A copy of what a scrape shows (the bookkeeping of what was seen stays here)."""
         return _RolloutCounters(
-            self.reconcile.copy(), self.reconcile_errors, self.rollbacks, Counter(self.events)
+            reconcile=self.reconcile.copy(),
+            reconcile_errors=self.reconcile_errors,
+            rollbacks=self.rollbacks,
+            events=Counter(self.events),
+            notifications_sent=Counter(self.notifications_sent),
+            notifications_failed=Counter(self.notifications_failed),
+            notification_send=self.notification_send.copy(),
+            flagger_duration=self.flagger_duration.copy(),
+            flagger_outcomes=Counter(self.flagger_outcomes),
+            runs={name: run.copy() for name, run in self.runs.items()},
+            templates=dict(self.templates),
         )
 
 
-class _Family:
-    """Builds one metric family: a fixed label set, samples added by value."""
+@dataclass
+class _Durations:
+    """Argo's three duration histograms of finished rollouts, one each per completion status."""
 
-    def __init__(self, name: str, documentation: str, kind: str, labels: Sequence[str]) -> None:
-        self.metric = Metric(name, documentation, kind)
-        self.name = name
-        self.labels = tuple(labels)
+    total: dict[str, Histogram] = field(default_factory=dict)
+    progression: dict[str, Histogram] = field(default_factory=dict)
+    manual_pause: dict[str, Histogram] = field(default_factory=dict)
 
-    def add(self, values: Sequence[str], value: float, *, suffix: str = "", **extra: str) -> None:
-        labels = dict(zip(self.labels, values, strict=True))
-        labels.update(extra)
-        self.metric.add_sample(self.name + suffix, labels, value)
+    def observe(self, status: str, total: float, manual_pause: float) -> None:
+        self.total.setdefault(status, Histogram(DURATION_BUCKETS)).observe(total)
+        self.progression.setdefault(status, Histogram(PROGRESSION_BUCKETS)).observe(total - manual_pause)
+        self.manual_pause.setdefault(status, Histogram(MANUAL_PAUSE_BUCKETS)).observe(manual_pause)
 
-    def add_histogram(self, values: Sequence[str], histogram: Histogram) -> None:
-        for upper, count in histogram.cumulative():
-            self.add(values, count, suffix="_bucket", le=upper)
-        self.add(values, histogram.count, suffix="_count")
-        self.add(values, histogram.total, suffix="_sum")
+    def copy(self) -> _Durations:
+        def each(histograms: dict[str, Histogram]) -> dict[str, Histogram]:
+            return {status: h.copy() for status, h in histograms.items()}
+
+        return _Durations(each(self.total), each(self.progression), each(self.manual_pause))
 
 
 class RolloutMetrics(Collector):
@@ -162,12 +246,14 @@ class RolloutMetrics(Collector):
         *,
         version: str = __version__,
         clock: Callable[[], float] = time.time,
+        kube_requests: RequestCounts | None = None,
     ) -> None:
         self.registry = registry
         self.version = version
         self.clock = clock
+        self.kube_requests = kube_requests
         self.counters: dict[RolloutKey, _RolloutCounters] = {}
-        self.durations = {outcome: Histogram(DURATION_BUCKETS) for outcome in OUTCOMES}
+        self.durations = _Durations()
         registry.listeners.append(self.observe)
 
     def close(self) -> None:
@@ -178,6 +264,10 @@ class RolloutMetrics(Collector):
     def event_sink(self, key: RolloutKey) -> EventSink:
         """An EventSink counting one rollout's events into `rollout_events_total`."""
         return _EventCounter(self, key)
+
+    def template_source(self, key: RolloutKey, source: TemplateSource) -> TemplateSource:
+        """`source`, noting each template it finds for `analysis_template_*`."""
+        return _NotedTemplates(self, key, source)
 
     # --- counting, as snapshots arrive ---------------------------------------------
 
@@ -200,29 +290,74 @@ class RolloutMetrics(Collector):
                 counters.reconcile.observe(snapshot.reconcile_seconds)
                 if snapshot.last_error is not None:
                     counters.reconcile_errors += 1
+                if snapshot.state is not None and snapshot.state.in_rollout:
+                    counters.flagger_duration.observe(
+                        snapshot.reconcile_seconds
+                    )  # a pass analysing the canary
+        for run in snapshot.analysis_runs.values():
+            _count_run(counters.runs.setdefault(run.name, _RunCounters()), run)
+        for name in [n for n in counters.runs if n not in snapshot.analysis_runs]:
+            del counters.runs[name]
         if snapshot.state is not None:
             self._count_finished(counters, snapshot.state)
 
     def _count_finished(self, counters: _RolloutCounters, state: RolloutState) -> None:
-        records = {_record_id(record): record for record in state.history}
+        stables_before = set(counters.stables)  # the stables seen before this state: RolledBack targets
+        if state.stable_revision not in counters.stables:
+            counters.stables = [*counters.stables, state.stable_revision][-STABLE_REVISIONS_KEPT:]
         if counters.finished is None:
-            counters.finished = set(records)  # finished before we were watching
+            counters.finished = {_record_id(record) for record in state.history}  # finished before we watched
             return
-        for record_id, record in records.items():
+        for index, record in enumerate(state.history):
+            record_id = _record_id(record)
             if record_id in counters.finished:
                 continue
             counters.finished.add(record_id)
+            earlier = stables_before | {r.revision for r in state.history[:index] if r.outcome == "Promoted"}
+            status = completion_status(record, earlier)
             if record.started_at is not None:
-                histogram = self.durations.setdefault(record.outcome, Histogram(DURATION_BUCKETS))
-                histogram.observe(max(0.0, record.finished_at - record.started_at))
+                total = max(0.0, record.finished_at - record.started_at)
+                self.durations.observe(status, total, min(total, max(0.0, record.manual_pause_seconds)))
             if record.outcome == "Aborted":
                 counters.rollbacks += 1
+                counters.flagger_outcomes[
+                    ("failures", flagger_strategy(STRATEGY), FLAGGER_ANALYSIS_COMPLETED)
+                ] += 1
+            elif record.outcome == "Promoted":
+                analysis = FLAGGER_ANALYSIS_SKIPPED if record.full_promotion else FLAGGER_ANALYSIS_COMPLETED
+                counters.flagger_outcomes[("successes", flagger_strategy(STRATEGY), analysis)] += 1
 
     def count_event(self, key: RolloutKey, event: RecordEvent) -> None:
+        counters = self._live(key)
+        if counters is not None:
+            counters.events[(event.type.value, event.reason)] += 1
+
+    def count_notification(
+        self, notification: Notification, receiver: Receiver, sent: bool, seconds: float
+    ) -> None:
+        """A Notifier listener: Argo's notification_send_* families."""
+        counters = self._live(RolloutKey(notification.namespace, notification.name))
+        if counters is None:
+            return
+        labels = (
+            (EventType.WARNING if notification.warning else EventType.NORMAL).value,
+            notification_reason(notification),
+        )
+        (counters.notifications_sent if sent else counters.notifications_failed)[labels] += 1
+        counters.notification_send.observe(seconds)
+
+    def note_template(self, key: RolloutKey, template: AnalysisTemplate) -> None:
+        counters = self._live(key)
+        if counters is None:
+            return
+        namespace = "" if template.cluster_scope else key.namespace  # Argo's ClusterAnalysisTemplates
+        metrics = tuple((provider_type(m), m.name) for m in template.metrics)
+        counters.templates[(namespace, template.name)] = metrics
+
+    def _live(self, key: RolloutKey) -> _RolloutCounters | None:
         if key not in self.registry.snapshots:
-            return  # removed already (or never added): its series are gone
-        counters = self.counters.setdefault(key, _RolloutCounters())
-        counters.events[(event.type.value, event.reason)] += 1
+            return None  # removed already (or never added): its series are gone
+        return self.counters.setdefault(key, _RolloutCounters())
 
     # --- rendering, at scrape time ----------------------------------------------------
 
@@ -236,24 +371,45 @@ class RolloutMetrics(Collector):
             (snapshot, self.counters.get(snapshot.key, empty).for_rendering())
             for snapshot in self.registry.list()
         ]
-        durations = {outcome: histogram.copy() for outcome, histogram in self.durations.items()}
-        return Capture(rollouts, durations, self.clock())
+        requests = dict(self.kube_requests.counts()) if self.kube_requests is not None else {}
+        return Capture(rollouts, self.durations.copy(), requests, self.clock())
 
     def collect(self) -> Iterator[Metric]:
         capture = _CAPTURES.get({}).get(id(self)) or self.capture()
         families = _Families()
         families.controller_info.add((self.version,), 1)
-        for outcome, histogram in sorted(capture.durations.items()):
-            families.duration.add_histogram((outcome,), histogram)
+        families.build_info.add(build_info_values(self.version), 1)
+        routers = {router for snapshot, _ in capture.rollouts for router in snapshot.routers}
+        families.flagger_info.add((self.version, flagger_mesh_provider(routers)), 1)
+        for name, histograms in (
+            ("duration", capture.durations.total),
+            ("progression", capture.durations.progression),
+            ("manual_pause", capture.durations.manual_pause),
+        ):
+            family = getattr(families, name)
+            for status, histogram in sorted(histograms.items()):
+                family.add_histogram((status,), histogram)
+        for labels, count in sorted(capture.requests.items()):
+            families.k8s_requests.add(labels, count)
+        per_namespace = Counter(snapshot.key.namespace for snapshot, _ in capture.rollouts)
+        for namespace, total in sorted(per_namespace.items()):
+            families.flagger_total.add((namespace,), total)
+        templates: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
         for snapshot, counters in capture.rollouts:
             _collect_rollout(families, snapshot, counters, capture.now)
+            templates.update(counters.templates)
+        for (namespace, name), metrics in sorted(templates.items()):
+            families.template_info.add((namespace, name), 1)
+            for kind, metric in metrics:
+                families.template_metric_info.add((namespace, name, kind, metric), 1)
         yield from families.all()
 
 
 @dataclass(frozen=True, slots=True)
 class Capture:
     rollouts: list[tuple[RolloutSnapshot, _RolloutCounters]]
-    durations: dict[str, Histogram]
+    durations: _Durations
+    requests: dict[tuple[str, str, str, str, str], int]
     now: float
 
 
@@ -273,6 +429,25 @@ def _record_id(record: RevisionRecord) -> tuple[str, float, str]:
     return (record.revision, record.finished_at, record.outcome)
 
 
+def _count_run(counters: _RunCounters, run: AnalysisRun) -> None:
+    """New measurements are one pass (or several, taken between two snapshots)."""
+    if not run.metrics and run.phase == AnalysisPhase.ERROR and not counters.failed_start:
+        counters.failed_start = True  # the run could not start (a missing template, a bad arg)
+        counters.errors += 1
+    new = [
+        (result.name, m)
+        for result in run.results
+        for m in result.measurements
+        if (result.name, m.started_at, m.finished_at) not in counters.seen
+    ]
+    if not new:
+        return
+    counters.seen.update((name, m.started_at, m.finished_at) for name, m in new)
+    counters.reconcile.observe(max(max(0.0, m.finished_at - m.started_at) for _, m in new))
+    if any(m.phase == AnalysisPhase.ERROR for _, m in new):
+        counters.errors += 1
+
+
 class _EventCounter:
     def __init__(self, metrics: RolloutMetrics, key: RolloutKey) -> None:
         self.metrics, self.key = metrics, key
@@ -281,11 +456,53 @@ class _EventCounter:
         self.metrics.count_event(self.key, event)
 
 
+class _NotedTemplates:
+    def __init__(self, metrics: RolloutMetrics, key: RolloutKey, source: TemplateSource) -> None:
+        self.metrics, self.key, self.source = metrics, key, source
+
+    async def get(self, name: str, *, cluster_scope: bool = False) -> AnalysisTemplate | None:
+        template = await self.source.get(name, cluster_scope=cluster_scope)
+        if template is not None:
+            self.metrics.note_template(self.key, template)
+        return template
+
+
+def build_info_values(version: str) -> tuple[str, str, str, str]:
+    """Argo's build_info labels (version, goversion, goarch, commit), for a Python daemon:
+    `goversion` is the interpreter (`python3.11.9`), `goarch` the machine in Go's words."""
+    machine = platform.machine().lower()
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "armv7l": "arm"}.get(machine, machine)
+    return version, f"python{platform.python_version()}", arch, os.environ.get("MESHSHIFT_GIT_COMMIT", "")
+
+
+class _Family:
+    """Builds one metric family: a fixed label set, samples added by value."""
+
+    def __init__(self, name: str, documentation: str, kind: str, labels: Sequence[str]) -> None:
+        self.metric = Metric(name, documentation, kind)
+        self.name = name
+        self.labels = tuple(labels)
+
+    def add(self, values: Sequence[str], value: float, *, suffix: str = "", **extra: str) -> None:
+        labels = dict(zip(self.labels, values, strict=True))
+        labels.update(extra)
+        self.metric.add_sample(self.name + suffix, labels, value)
+
+    def add_histogram(self, values: Sequence[str], histogram: Histogram) -> None:
+        if histogram.count == 0:
+            return  # client_golang shows a histogram's series from its first observation
+        for upper, count in histogram.cumulative():
+            self.add(values, count, suffix="_bucket", le=upper)
+        self.add(values, histogram.count, suffix="_count")
+        self.add(values, histogram.total, suffix="_sum")
+
+
 class _Families:
     """Every family, built fresh for one scrape."""
 
     def __init__(self) -> None:
         gauge, counter, histogram = "gauge", "counter", "histogram"
+        # --- Argo Rollouts: controller/metrics/prommetrics.go, metrics.go, client.go
         self.rollout_info = _Family(
             "rollout_info",
             "Information about rollout.",
@@ -303,7 +520,7 @@ class _Families:
         }
         self.rollout_phase = _Family(
             "rollout_phase",
-            "Information on the state of the rollout (one series per phase, 1 for the current one).",
+            "Information on the state of the rollout (DEPRECATED - use rollout_info)",
             gauge,
             (*_NS_NAME, "strategy", "phase"),
         )
@@ -318,12 +535,36 @@ class _Families:
         )
         self.duration = _Family(
             "rollout_duration_seconds",
-            "How long finished rollouts took, by how they ended (Promoted, Aborted, Superseded, Undone).",
+            "Total wall-clock time for a rollout from start to completion/abort/supersede",
             histogram,
             ("status",),
         )
+        self.progression = _Family(
+            "rollout_progression_duration_seconds",
+            "Active progression time for a rollout (excluding manual pause time)",
+            histogram,
+            ("status",),
+        )
+        self.manual_pause = _Family(
+            "rollout_manual_pause_duration_seconds",
+            "Time spent in manual pause waiting for human intervention",
+            histogram,
+            ("status",),
+        )
+        self.run_reconcile = _Family(
+            "analysis_run_reconcile", "Analysis Run reconciliation performance.", histogram, _NS_NAME
+        )
+        self.run_reconcile_error = _Family(
+            "analysis_run_reconcile_error", "Error occurring during the analysis run", counter, _NS_NAME
+        )
         self.run_info = _Family(
             "analysis_run_info", "Information about analysis run.", gauge, (*_NS_NAME, "phase")
+        )
+        self.run_phase = _Family(
+            "analysis_run_phase",
+            "Information on the state of the Analysis Run (DEPRECATED - use analysis_run_info)",
+            gauge,
+            (*_NS_NAME, "phase"),
         )
         self.metric_type = _Family(
             "analysis_run_metric_type",
@@ -333,16 +574,47 @@ class _Families:
         )
         self.metric_phase = _Family(
             "analysis_run_metric_phase",
-            "Information on the phase of a specific metric in the Analysis Run (1 for the current phase).",
+            "Information on the duration of a specific metric in the Analysis Run",
             gauge,
             (*_NS_NAME, "metric", "type", "dry_run", "phase"),
         )
-        self.controller_info = _Family(
-            "argo_rollouts_controller_info",
-            "Running meshshift version (Argo-compatible name)",
-            gauge,
-            ("version",),
+        self.template_info = _Family(
+            "analysis_template_info", "Information about analysis templates.", gauge, _NS_NAME
         )
+        self.template_metric_info = _Family(
+            "analysis_template_metric_info",
+            "Information on metrics in analysis templates.",
+            gauge,
+            (*_NS_NAME, "type", "metric"),
+        )
+        self.notification_success = _Family(
+            "notification_send_success", "Notification send success.", counter, (*_NS_NAME, "type", "reason")
+        )
+        self.notification_error = _Family(
+            "notification_send_error",
+            "Error sending the notification",
+            counter,
+            (*_NS_NAME, "type", "reason"),
+        )
+        self.notification_send = _Family(
+            "notification_send", "Notification send performance.", histogram, _NS_NAME
+        )
+        self.k8s_requests = _Family(
+            "controller_clientset_k8s_request_total",
+            "Number of kubernetes requests executed during application reconciliation.",
+            counter,
+            ("kind", "namespace", "name", "verb", "status_code"),
+        )
+        self.controller_info = _Family(
+            "argo_rollouts_controller_info", "Running Argo-rollouts version", gauge, ("version",)
+        )
+        self.build_info = _Family(
+            "build_info",
+            "A metric with a constant '1' value labeled by version from which Argo-Rollouts was built.",
+            gauge,
+            ("version", "goversion", "goarch", "commit"),
+        )
+        # --- the tutorial's names, with a `rollout` label
         self.argo_info = _Family(
             "argo_rollouts_info",
             "Information about rollout (the tutorial's name, with a rollout label).",
@@ -373,24 +645,44 @@ class _Families:
             gauge,
             _NS_ROLLOUT,
         )
+        # --- Flagger: pkg/metrics/recorder.go (subsystem "flagger")
+        self.flagger_info = _Family(
+            "flagger_info",
+            "Flagger version and mesh provider information",
+            gauge,
+            ("version", "mesh_provider"),
+        )
+        self.flagger_total = _Family(
+            "flagger_canary_total", "Total number of canary object", gauge, ("namespace",)
+        )
+        self.flagger_duration = _Family(
+            "flagger_canary_duration_seconds",
+            "Seconds spent performing canary analysis.",
+            histogram,
+            ("name", "namespace"),
+        )
         self.flagger_weight = _Family(
             "flagger_canary_weight",
-            "The canary (NAME) and primary (NAME-primary) traffic weights.",
+            "The virtual service destination weight current value",
             gauge,
             ("workload", "namespace"),
         )
         self.flagger_status = _Family(
-            "flagger_canary_status",
-            "Last canary analysis result: 0 running, 1 successful, 2 failed.",
-            gauge,
-            ("name", "namespace"),
+            "flagger_canary_status", "Last canary analysis result", gauge, ("name", "namespace")
         )
         self.flagger_analysis = _Family(
             "flagger_canary_metric_analysis",
-            "Last canary analysis result per metric (the newest measured value).",
+            "Last canary analysis result per metric",
             gauge,
             ("name", "namespace", "metric"),
         )
+        self.flagger_successes = _Family(
+            "flagger_canary_successes_total", "Total number of canary successes", counter, _FLAGGER_OUTCOME
+        )
+        self.flagger_failures = _Family(
+            "flagger_canary_failures_total", "Total number of canary failures", counter, _FLAGGER_OUTCOME
+        )
+        # --- meshshift's own
         self.step = _Family(
             "meshshift_rollout_step",
             "The step being run, 1-based; the step count once promoted, 0 after an abort.",
@@ -442,10 +734,10 @@ def _collect_rollout(
 
     families.rollout_info.add((*ns_name, STRATEGY, router, phase.value), 1)
     families.argo_info.add((*ns_name, STRATEGY, router, phase.value), 1)
+    for deprecated in ROLLOUT_PHASE_VALUES:
+        families.rollout_phase.add((*ns_name, STRATEGY, deprecated.value), float(deprecated == phase))
     for candidate in ArgoPhase:
-        current = float(candidate == phase)
-        families.rollout_phase.add((*ns_name, STRATEGY, candidate.value), current)
-        families.argo_phase.add((*ns_name, STRATEGY, candidate.value), current)
+        families.argo_phase.add((*ns_name, STRATEGY, candidate.value), float(candidate == phase))
     if snapshot.workloads is not None:
         for kind, family in families.replicas.items():
             family.add(ns_name, snapshot.workloads.replicas.get(kind, 0))
@@ -454,6 +746,11 @@ def _collect_rollout(
     families.reconcile_error.add(ns_name, counters.reconcile_errors)
     for (event_type, reason), count in sorted(counters.events.items()):
         families.events.add((*ns_name, event_type, reason), count)
+    for (event_type, reason), count in sorted(counters.notifications_sent.items()):
+        families.notification_success.add((*ns_name, event_type, reason), count)
+    for (event_type, reason), count in sorted(counters.notifications_failed.items()):
+        families.notification_error.add((*ns_name, event_type, reason), count)
+    families.notification_send.add_histogram(ns_name, counters.notification_send)
     families.rollbacks.add(ns_name, counters.rollbacks)
 
     position = step_position(snapshot)
@@ -468,18 +765,28 @@ def _collect_rollout(
     families.flagger_weight.add((name, namespace), canary)
     families.flagger_weight.add((f"{name}-primary", namespace), 100 - canary)
     families.flagger_status.add((name, namespace), _flagger_status(state))
+    families.flagger_duration.add_histogram((name, namespace), counters.flagger_duration)
+    for (kind, strategy, analysis), count in sorted(counters.flagger_outcomes.items()):
+        family = families.flagger_successes if kind == "successes" else families.flagger_failures
+        family.add((name, namespace, strategy, analysis), count)
     duration = _rollout_duration(state, now)
     if duration is not None:
         families.argo_duration.add(ns_name, duration)
-    _collect_analysis(families, snapshot)
+    _collect_analysis(families, snapshot, counters)
 
 
 def _flagger_status(state: RolloutState | None) -> int:
+    """Flagger's SetStatus: 0 while Progressing, 2 once Failed, 1 for every other phase
+    (Initialized, WaitingPromotion, Promoting, Succeeded...)."""
     if state is None:
-        return 0
+        return 1
     if state.phase == RolloutPhase.DEGRADED:
         return 2
-    return 0 if state.in_rollout else 1
+    progressing = state.phase == RolloutPhase.PROGRESSING and state.stage in (
+        Stage.STEPPING,
+        Stage.FINALIZING,
+    )
+    return 0 if progressing else 1
 
 
 def _rollout_duration(state: RolloutState | None, now: float) -> float | None:
@@ -493,16 +800,22 @@ def _rollout_duration(state: RolloutState | None, now: float) -> float | None:
     return None
 
 
-def _collect_analysis(families: _Families, snapshot: RolloutSnapshot) -> None:
+def _collect_analysis(families: _Families, snapshot: RolloutSnapshot, counters: _RolloutCounters) -> None:
     namespace, rollout = snapshot.key.namespace, snapshot.key.name
     newest: dict[str, tuple[float, float]] = {}  # metric -> (finished_at, value), for Flagger's gauge
     for run in sorted(snapshot.analysis_runs.values(), key=lambda r: (r.started_at, r.name)):
         run_name = analysis_run_name(snapshot.key, run.name)
         families.run_info.add((namespace, run_name, run.phase.value), 1)
+        for candidate in ANALYSIS_RUN_PHASE_VALUES:
+            families.run_phase.add((namespace, run_name, candidate.value), float(candidate == run.phase))
         for candidate in ANALYSIS_PHASES:
             families.argo_run_phase.add(
                 (namespace, rollout, run_name, candidate.value), float(candidate == run.phase)
             )
+        run_counters = counters.runs.get(run.name)
+        if run_counters is not None:
+            families.run_reconcile.add_histogram((namespace, run_name), run_counters.reconcile)
+            families.run_reconcile_error.add((namespace, run_name), run_counters.errors)
         for metric, result in _metric_results(run):
             kind = provider_type(metric)
             dry_run = "true" if result.dry_run else "false"
@@ -593,9 +906,18 @@ def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+def process_collectors() -> list[Collector]:
+    """prometheus_client's default collectors: `process_*` (Argo's dashboard reads
+    process_start_time_seconds), and `python_gc_*` / `python_info` where Go has `go_*`."""
+    gc = GCCollector(registry=CollectorRegistry(auto_describe=False))  # it registers itself somewhere
+    return [ProcessCollector(registry=None), PlatformCollector(registry=None), gc]
+
+
 def metrics_registry(registry: RolloutRegistry) -> tuple[CollectorRegistry, RolloutMetrics]:
-    """A CollectorRegistry serving a RolloutMetrics over `registry`."""
+    """A CollectorRegistry serving a RolloutMetrics over `registry`, with the process collectors."""
     collectors = CollectorRegistry(auto_describe=False)
     metrics = RolloutMetrics(registry)
     collectors.register(metrics)
+    for collector in process_collectors():
+        collectors.register(collector)
     return collectors, metrics

@@ -63,6 +63,18 @@ class EventKind(StrEnum):
     ANALYSIS_FAILED = "analysis-failed"
 
 
+# The Argo event reason each notification answers to (Argo notifies on events: its trigger
+# `on-rollout-step-completed` is the reason RolloutStepCompleted), for notification_send_*.
+_REASONS = {
+    EventKind.STARTED: "RolloutUpdated",
+    EventKind.STEP_COMPLETED: "RolloutStepCompleted",
+    EventKind.PAUSED: "RolloutPaused",
+    EventKind.PROMOTED: "RolloutCompleted",
+    EventKind.ABORTED: "RolloutAborted",
+    EventKind.ANALYSIS_FAILED: "AnalysisRunFailed",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Notification:
     kind: EventKind
@@ -81,6 +93,20 @@ class Notification:
     @property
     def warning(self) -> bool:
         return self.kind in (EventKind.ABORTED, EventKind.ANALYSIS_FAILED)
+
+
+def notification_reason(notification: Notification) -> str:
+    """The event reason of a notification: `AnalysisRunError` for an errored run, else by kind."""
+    if (
+        notification.kind == EventKind.ANALYSIS_FAILED
+        and notification.details.get("analysisPhase") == "Error"
+    ):
+        return "AnalysisRunError"
+    return _REASONS[notification.kind]
+
+
+# Told of every send: (notification, receiver, delivered, seconds it took, retries included).
+SendListener = Callable[["Notification", "Receiver", bool, float], None]
 
 
 # --- what happened between two snapshots ---------------------------------------------
@@ -358,6 +384,7 @@ class Notifier:
         self.session: aiohttp.ClientSession | None = None
         self.sent = 0
         self.failed = 0
+        self.listeners: list[SendListener] = []
         self._per_rollout: dict[RolloutKey, tuple[Receiver, ...]] = {}
         self._deliveries: dict[tuple[str, str], _Delivery] = {}
         self._last: dict[RolloutKey, RolloutState | None] = {}
@@ -459,6 +486,16 @@ class Notifier:
 
     async def send(self, receiver: Receiver, notification: Notification) -> bool:
         """POST one notification, retrying network errors, 429 and 5xx with backoff."""
+        started = time.perf_counter()
+        delivered = await self._send(receiver, notification)
+        for listener in list(self.listeners):
+            try:
+                listener(notification, receiver, delivered, time.perf_counter() - started)
+            except Exception:  # metrics must never stop the deliveries
+                log.exception("notification listener failed")
+        return delivered
+
+    async def _send(self, receiver: Receiver, notification: Notification) -> bool:
         session = self.session
         if session is None:
             return False

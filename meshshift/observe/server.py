@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from meshshift.observe import api
 from meshshift.observe.guard import ConnectionGuard, guarded_listener, host_check
-from meshshift.observe.metrics import CONTENT_TYPE, RolloutMetrics, render_off_loop
+from meshshift.observe.metrics import CONTENT_TYPE, RolloutMetrics, process_collectors, render_off_loop
 from meshshift.observe.notifications import Notifier
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.settings import DaemonSettings, split_host_port
@@ -128,13 +128,16 @@ async def serve(
         if rollout_metrics is None:
             rollout_metrics = RolloutMetrics(registry)
             stack.callback(rollout_metrics.close)
-        collectors.register(rollout_metrics)
-        stack.callback(collectors.unregister, rollout_metrics)
+        for collector in (rollout_metrics, *process_collectors()):
+            collectors.register(collector)
+            stack.callback(collectors.unregister, collector)
         if notifier is None:
             notifier = Notifier.from_settings(settings.notifications)
             stack.push_async_callback(notifier.close)
         notifier.attach(registry)
         stack.callback(notifier.detach, registry)
+        notifier.listeners.append(rollout_metrics.count_notification)
+        stack.callback(notifier.listeners.remove, rollout_metrics.count_notification)
         await notifier.start()
         guard = ConnectionGuard()
         runner = web.AppRunner(

@@ -20,13 +20,13 @@ after an abort, as Argo resets its step index.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from meshshift.analysis.run import AnalysisRun
-from meshshift.engine.state import AnalysisRunRecord, RolloutPhase, RolloutState, Stage
+from meshshift.engine.state import AnalysisRunRecord, RevisionRecord, RolloutPhase, RolloutState, Stage
 from meshshift.runtime.controller import RolloutSnapshot
 from meshshift.spec.model import (
     STEP_KINDS,
@@ -57,8 +57,20 @@ class ArgoPhase(StrEnum):
 
 TIMEOUT_REASON = "ProgressDeadlineExceeded"
 
-# Router names as Argo's `traffic_router` label spells them.
-_ROUTER_LABELS = {"istio": "Istio", "nginx": "Nginx", "envoy": "Envoy"}
+# The `traffic_router` label of each router (by its Router.name), lowest precedence first.
+# A rollout has one value: with several routers the last of these wins, as in Argo's
+# getStrategyAndTrafficRouter (Istio, then Nginx, override what came before). Argo spells
+# the ones it knows; routers Argo has no label for are named here, below Argo's.
+_ROUTER_LABELS = {
+    "envoy": "Envoy",
+    "traefik": "Traefik",
+    "gatewayapi": "GatewayAPI",
+    "gateway-api": "GatewayAPI",
+    "istio": "Istio",
+    "nginx": "Nginx",
+}
+# Flagger's spelling of the same routers (its --mesh-provider values).
+_FLAGGER_PROVIDERS = {"gateway-api": "gatewayapi:v1", "gatewayapi": "gatewayapi:v1"}
 
 # Provider kinds as Argo's `analysis_run_metric_type` label spells them.
 _PROVIDER_TYPES = {
@@ -97,8 +109,46 @@ def rollout_phase(snapshot: RolloutSnapshot) -> str:
     return snapshot.state.phase.value
 
 
+def traffic_router_label(router: str) -> str:
+    """Argo's `traffic_router` value for one router name: `istio` -> `Istio`."""
+    return _ROUTER_LABELS.get(router, router[:1].upper() + router[1:])
+
+
 def traffic_router(snapshot: RolloutSnapshot) -> str:
-    return ",".join(_ROUTER_LABELS.get(name, name[:1].upper() + name[1:]) for name in snapshot.routers)
+    """The one `traffic_router` value of a rollout ("" without a router, as Argo writes it)."""
+    ranks = {name: rank for rank, name in enumerate(_ROUTER_LABELS)}
+    if not snapshot.routers:
+        return ""
+    return traffic_router_label(max(snapshot.routers, key=lambda name: ranks.get(name, -1)))
+
+
+def flagger_mesh_provider(routers: Iterable[str]) -> str:
+    """`flagger_info{mesh_provider}`: the routers in use, as Flagger's --mesh-provider names
+    them; `kubernetes` (Flagger's plain-Service provider) when there is none yet."""
+    names = sorted({_FLAGGER_PROVIDERS.get(name, name) for name in routers})
+    return ",".join(names) or "kubernetes"
+
+
+def flagger_strategy(strategy: str) -> str:
+    """Flagger's `deployment_strategy` label: canary, blue-green (ab-testing has no Argo twin)."""
+    return "blue-green" if strategy == "blueGreen" else strategy
+
+
+# Argo's CompletionStatus values (pkg/apis/rollouts/v1alpha1/types.go) for our history records.
+COMPLETION_STATUSES = ("Promoted", "FastPromoted", "Aborted", "Superseded", "RolledBack", "FastRolledBack")
+
+
+def completion_status(record: RevisionRecord, earlier_stables: Iterable[str]) -> str:
+    """How a finished rollout ended, in Argo's words: `promote-full` is FastPromoted; going back
+    to the stable mid-rollout is FastRolledBack (Argo skips the steps then); a promotion to a
+    revision that was the stable before is RolledBack."""
+    if record.outcome == "Promoted":
+        if record.full_promotion:
+            return "FastPromoted"
+        return "RolledBack" if record.revision in set(earlier_stables) else "Promoted"
+    if record.outcome == "Undone":
+        return "FastRolledBack"
+    return record.outcome  # Aborted, Superseded
 
 
 def provider_type(metric: Metric) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
 from meshshift.engine.machine import Command, CommandKind, CommandOutcome
+from meshshift.ports import WorkloadStatus
 from meshshift.runtime.controller import RolloutController, RolloutKey, RolloutSnapshot
 
 Listener = Callable[[RolloutKey, RolloutSnapshot | None], None]
@@ -44,6 +46,32 @@ class RolloutRegistry:
         self.controllers[controller.key] = controller
         controller.on_snapshot = self.publish
         self.publish(controller.snapshot())
+
+    def show_invalid(
+        self,
+        key: RolloutKey,
+        error: str,
+        *,
+        routers: Sequence[str] = (),
+        workloads: WorkloadStatus | None = None,
+    ) -> None:
+        """A rollout whose spec is invalid and that has no controller: shown as InvalidSpec
+        (API, `rollout_info{phase="InvalidSpec"}`) until it is fixed, started or removed."""
+        if key in self.controllers:
+            return  # a running controller shows its own spec error
+        self.publish(
+            RolloutSnapshot(
+                key=key,
+                spec=None,
+                spec_error=error,
+                state=None,
+                analysis_runs={},
+                workloads=workloads,
+                applied={},
+                routers=tuple(routers),
+                updated_at=time.time(),
+            )
+        )
 
     def remove(self, key: RolloutKey) -> None:
         """Forget a rollout; its metric series go with it."""

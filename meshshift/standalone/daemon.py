@@ -400,7 +400,7 @@ async def standalone_runtime(
             routers=[router],
             workloads=workloads,
             store=store,
-            templates=templates,
+            templates=metrics.template_source(key, templates),
             providers=providers,
             events=FanOutEvents([LogEvents(rollout=str(key)), metrics.event_sink(key)]),
             arg_context=standalone_arg_context(rollout),

@@ -39,13 +39,17 @@ ARGO_LABELS: dict[str, set[str]] = {
     "rollout_reconcile_count": {"namespace", "name"},
     "rollout_reconcile_error": {"namespace", "name"},
     "rollout_events_total": {"namespace", "name", "type", "reason"},
-    "rollout_duration_seconds_bucket": {"status", "le"},
-    "rollout_duration_seconds_sum": {"status"},
-    "rollout_duration_seconds_count": {"status"},
     "analysis_run_info": {"namespace", "name", "phase"},
+    "analysis_run_phase": {"namespace", "name", "phase"},
+    "analysis_run_reconcile_bucket": {"namespace", "name", "le"},
+    "analysis_run_reconcile_error": {"namespace", "name"},
+    "analysis_template_info": {"namespace", "name"},
+    "analysis_template_metric_info": {"namespace", "name", "type", "metric"},
     "analysis_run_metric_type": {"namespace", "name", "metric", "type"},
     "analysis_run_metric_phase": {"namespace", "name", "metric", "type", "dry_run", "phase"},
     "argo_rollouts_controller_info": {"version"},
+    "build_info": {"version", "goversion", "goarch", "commit"},
+    "process_start_time_seconds": set(),
 }
 TUTORIAL_LABELS: dict[str, set[str]] = {
     "argo_rollouts_info": {"namespace", "rollout", "strategy", "traffic_router", "phase"},
@@ -63,6 +67,9 @@ TUTORIAL_LABELS: dict[str, set[str]] = {
     "argo_rollouts_rollout_duration_seconds": {"namespace", "rollout"},
 }
 OURS_LABELS: dict[str, set[str]] = {
+    "flagger_info": {"version", "mesh_provider"},
+    "flagger_canary_total": {"namespace"},
+    "flagger_canary_duration_seconds_bucket": {"name", "namespace", "le"},
     "flagger_canary_weight": {"workload", "namespace"},
     "flagger_canary_status": {"name", "namespace"},
     "flagger_canary_metric_analysis": {"name", "namespace", "metric"},
@@ -73,7 +80,8 @@ OURS_LABELS: dict[str, set[str]] = {
     "meshshift_rollout_rollbacks_total": {"namespace", "rollout"},
     "meshshift_analysis_metric_value": {"namespace", "rollout", "analysis_run", "metric"},
 }
-ROLLOUT_PHASES = {"Completed", "Progressing", "Paused", "Timeout", "Error", "Abort", "InvalidSpec"}
+ROLLOUT_PHASES = {"Completed", "Progressing", "Paused", "Timeout", "Error", "Abort"}  # rollout_phase
+TUTORIAL_PHASES = ROLLOUT_PHASES | {"InvalidSpec"}
 ANALYSIS_PHASES = {"Pending", "Running", "Successful", "Failed", "Error", "Inconclusive"}
 
 SPEC = PAUSING_SPEC
@@ -129,7 +137,11 @@ async def test_every_name_and_label_set_during_a_rollout(
     base_url, metrics = metrics_daemon
     sinks = [metrics.event_sink(RolloutKey("default", "myapp"))]
     harness = make_controller(
-        registry, SPEC, templates=[success_rate_template(interval="100ms", count=2)], sinks=sinks
+        registry,
+        SPEC,
+        templates=[success_rate_template(interval="100ms", count=2)],
+        sinks=sinks,
+        wrap_templates=metrics.template_source,
     )
     async with running(harness):
         await release_until_paused(harness, 3)
@@ -147,7 +159,7 @@ async def test_every_name_and_label_set_during_a_rollout(
     phases = {labels["phase"]: value for labels, value in found["rollout_phase"]}
     assert phases == {phase: float(phase == "Paused") for phase in ROLLOUT_PHASES}
     tutorial = {labels["phase"]: value for labels, value in found["argo_rollouts_phase"]}
-    assert tutorial == phases
+    assert tutorial == {phase: float(phase == "Paused") for phase in TUTORIAL_PHASES}
     assert only(found["argo_rollouts_info"], rollout="myapp", phase="Paused") == [1]
 
     # The replica counts come from the workloads: 4 stable, the canary scaled to full.
@@ -162,13 +174,13 @@ async def test_every_name_and_label_set_during_a_rollout(
     assert only(found["rollout_reconcile_error"], **ours) == [0]
     assert only(found["rollout_events_total"], **ours, type="Normal", reason="RolloutUpdated") == [1]
     assert only(found["rollout_events_total"], **ours, type="Normal", reason="RolloutPaused") == [1]
-    assert {labels["status"] for labels, _ in found["rollout_duration_seconds_count"]} == {
-        "Promoted",
-        "Aborted",
-        "Superseded",
-        "Undone",
-    }
+    assert "rollout_duration_seconds_count" not in found  # nothing finished yet: no empty histogram
     assert only(found["argo_rollouts_controller_info"]) == [1]
+    template = {"namespace": "default", "name": "success-rate"}
+    assert found["analysis_template_info"] == [(template, 1.0)]
+    assert found["analysis_template_metric_info"] == [
+        ({**template, "type": "Prometheus", "metric": "success-rate"}, 1.0)
+    ]
 
     # One analysis run, named <rollout>-<run>, with one Prometheus metric that succeeded.
     runs = [labels for labels, _ in found["analysis_run_info"]]
@@ -191,7 +203,9 @@ async def test_every_name_and_label_set_during_a_rollout(
     assert only(found["flagger_canary_metric_analysis"], name="myapp", metric="success-rate") == [0.99]
     assert only(found["flagger_canary_weight"], workload="myapp") == [20]
     assert only(found["flagger_canary_weight"], workload="myapp-primary") == [80]
-    assert only(found["flagger_canary_status"], name="myapp") == [0]
+    assert only(found["flagger_canary_status"], name="myapp") == [1]  # paused: Flagger's WaitingPromotion
+    assert only(found["flagger_canary_total"], namespace="default") == [1]
+    assert only(found["flagger_canary_duration_seconds_count"], name="myapp")[0] >= 1
     assert only(found["meshshift_rollout_desired_weight"], rollout="myapp") == [20]
     assert only(found["meshshift_rollout_applied_weight"], rollout="myapp", router="envoy") == [20]
     assert only(found["meshshift_rollout_step"], rollout="myapp") == [4]
@@ -229,7 +243,7 @@ async def test_a_rollouts_series_go_when_it_is_removed(
     # The other rollout and the controller-wide series stay.
     assert any(labels.get("name") == "checkout" for name, labels, _ in after if name == "rollout_info")
     assert any(name == "argo_rollouts_controller_info" for name, _, _ in after)
-    assert any(name == "rollout_duration_seconds_count" for name, _, _ in after)
+    assert any(name == "build_info" for name, _, _ in after)
 
 
 async def test_an_aborted_rollout_counts_a_rollback(
@@ -256,7 +270,10 @@ async def test_an_aborted_rollout_counts_a_rollback(
     assert only(found["rollout_phase"], **ours, phase="Abort") == [1]
     assert only(found["meshshift_rollout_rollbacks_total"], rollout="myapp") == [1]
     assert only(found["rollout_duration_seconds_count"], status="Aborted") == [1]
-    assert only(found["rollout_duration_seconds_count"], status="Promoted") == [0]
+    assert only(found["rollout_duration_seconds_count"], status="Promoted") == []
+    assert only(found["flagger_canary_failures_total"], name="myapp", analysis_status="completed") == [1]
+    assert only(found["rollout_progression_duration_seconds_count"], status="Aborted") == [1]
+    assert only(found["rollout_manual_pause_duration_seconds_sum"], status="Aborted") == [0]
     assert only(found["rollout_events_total"], **ours, type="Warning", reason="RolloutAborted") == [1]
     assert only(found["flagger_canary_status"], name="myapp") == [2]
     assert only(found["flagger_canary_weight"], workload="myapp") == [0]

@@ -6,9 +6,13 @@ import pytest
 
 from meshshift.engine.state import PauseReason, RevisionRecord, RolloutPhase, RolloutState, Stage
 from meshshift.observe.status import (
+    COMPLETION_STATUSES,
     ArgoPhase,
     argo_phase,
+    completion_status,
     describe_step,
+    flagger_mesh_provider,
+    flagger_strategy,
     numeric_value,
     set_weight,
     step_position,
@@ -120,10 +124,45 @@ def test_set_weight_is_the_last_set_weight_reached() -> None:
     assert set_weight(snapshot(aborted)) == 0
 
 
-def test_traffic_router_uses_argo_spelling() -> None:
-    assert traffic_router(snapshot(routers=("istio", "nginx"))) == "Istio,Nginx"
+def test_traffic_router_is_one_value_in_argo_spelling() -> None:
+    # Argo's getStrategyAndTrafficRouter lets Nginx override Istio: both managed reads Nginx.
+    assert traffic_router(snapshot(routers=("istio", "nginx"))) == "Nginx"
+    assert traffic_router(snapshot(routers=("nginx", "istio"))) == "Nginx"
+    assert traffic_router(snapshot(routers=("istio",))) == "Istio"
     assert traffic_router(snapshot(routers=("envoy",))) == "Envoy"
-    assert traffic_router(snapshot(routers=("nginx-conf",))) == "Nginx-conf"
+    assert traffic_router(snapshot(routers=("traefik",))) == "Traefik"
+    assert traffic_router(snapshot(routers=("gateway-api",))) == "GatewayAPI"
+    assert traffic_router(snapshot(routers=("traefik", "istio"))) == "Istio"  # Argo's own names first
+    assert traffic_router(snapshot(routers=("nginx-conf",))) == "Nginx-conf"  # any other router: its name
+    assert traffic_router(snapshot(routers=())) == ""  # Argo's value without traffic routing
+
+
+def test_completion_status_uses_argos_words() -> None:
+    def record(outcome: str, revision: str = "v3", *, full: bool = False) -> RevisionRecord:
+        return RevisionRecord(revision, outcome, 0.0, 10.0, full_promotion=full)
+
+    assert completion_status(record("Promoted"), {"v1", "v2"}) == "Promoted"
+    assert completion_status(record("Promoted", full=True), set()) == "FastPromoted"
+    assert completion_status(record("Promoted", "v1"), {"v1", "v2"}) == "RolledBack"
+    assert completion_status(record("Undone"), set()) == "FastRolledBack"
+    assert completion_status(record("Aborted"), set()) == "Aborted"
+    assert completion_status(record("Superseded"), set()) == "Superseded"
+    assert set(COMPLETION_STATUSES) == {
+        "Promoted",
+        "FastPromoted",
+        "Aborted",
+        "Superseded",
+        "RolledBack",
+        "FastRolledBack",
+    }
+
+
+def test_flagger_spelling_of_providers_and_strategies() -> None:
+    assert flagger_mesh_provider(["nginx", "istio", "istio"]) == "istio,nginx"
+    assert flagger_mesh_provider(["gateway-api"]) == "gatewayapi:v1"
+    assert flagger_mesh_provider([]) == "kubernetes"
+    assert flagger_strategy("canary") == "canary"
+    assert flagger_strategy("blueGreen") == "blue-green"
 
 
 def test_steps_are_described_as_written() -> None:

@@ -23,6 +23,7 @@ from meshshift.ports import (
     ProviderError,
     ProviderResult,
     StoredRollout,
+    TemplateSource,
     WorkloadStatus,
 )
 from meshshift.runtime.analysis import ArgContext, builtin_args
@@ -250,7 +251,10 @@ def make_controller(
     router: MemoryRouter | None = None,
     store: MemoryStore | None = None,
     secrets: Mapping[str, Mapping[str, str]] | None = None,
+    wrap_templates: Callable[[RolloutKey, TemplateSource], TemplateSource] | None = None,
 ) -> Harness:
+    """`wrap_templates` is what a composition root does to the rollout's TemplateSource
+    (RolloutMetrics.template_source, for `analysis_template_*`)."""
     key = RolloutKey(namespace, name)
     router = router or MemoryRouter()
     workloads = MemoryWorkloads()
@@ -271,7 +275,9 @@ def make_controller(
         routers=[router],
         workloads=workloads,
         store=store,
-        templates=MemoryTemplates(templates),
+        templates=wrap_templates(key, MemoryTemplates(templates))
+        if wrap_templates
+        else MemoryTemplates(templates),
         providers={provider.kind: provider},
         events=FanOutEvents([LogEvents(rollout=str(key)), *sinks]),
         arg_context=arg_context,
