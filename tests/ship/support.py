@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,51 @@ def render_install() -> tuple[Document, ...]:
 def installed() -> list[Document]:
     """A fresh copy of the rendered install (tests may change theirs)."""
     return copy.deepcopy(list(render_install()))
+
+
+SERVICEMONITOR_COMPONENT = MANIFESTS / "components" / "servicemonitor"
+
+
+@functools.cache
+def render_with_servicemonitor() -> tuple[Document, ...]:
+    """The install with the ServiceMonitor component, through a kustomization of one's own,
+    as the README shows it (`resources: [manifests]`, `components: [.../servicemonitor]`)."""
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(MANIFESTS, root)],
+            "components": [os.path.relpath(SERVICEMONITOR_COMPONENT, root)],
+        }
+        (root / "kustomization.yaml").write_text(yaml.safe_dump(kustomization), encoding="utf-8")
+        result = subprocess.run(
+            [kubectl(), "kustomize", str(root)], capture_output=True, text=True, timeout=120, check=False
+        )
+    if result.returncode != 0:
+        pytest.fail(f"kubectl kustomize with the servicemonitor component failed:\n{result.stderr}")
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc is not None)
+
+
+def installed_with_servicemonitor() -> list[Document]:
+    return copy.deepcopy(list(render_with_servicemonitor()))
+
+
+def scrape_job(docs: list[Document]) -> str:
+    """The `job` label the Prometheus Operator gives the ServiceMonitor's targets: the value of
+    the Service label `spec.jobLabel` names, else the Service's name."""
+    monitor = find(docs, "ServiceMonitor")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = [
+        d
+        for d in docs
+        if d["kind"] == "Service" and selector.items() <= d["metadata"].get("labels", {}).items()
+    ]
+    assert len(services) == 1, f"the ServiceMonitor selects {len(services)} Services"
+    (service,) = services
+    # The Operator's relabelling: job = the Service's name, replaced by that label's value if set.
+    value = service["metadata"].get("labels", {}).get(monitor["spec"].get("jobLabel", ""))
+    return str(value or service["metadata"]["name"])
 
 
 # --- schemas -------------------------------------------------------------------------------

@@ -21,9 +21,11 @@ from tests.ship.support import (
     Document,
     find,
     installed,
+    installed_with_servicemonitor,
     invalid_documents,
     load_documents,
     sample_files,
+    scrape_job,
     validation_errors,
     with_value,
 )
@@ -57,11 +59,32 @@ def test_kustomize_renders_the_install() -> None:
         ("RoleBinding", "meshshift-leader-election"),
         ("Service", "meshshift-metrics"),
         ("ServiceAccount", "meshshift"),
-        ("ServiceMonitor", "meshshift"),
     ]
     for doc in docs:
         namespace = doc["metadata"].get("namespace")
         assert namespace == (None if doc["kind"] in CLUSTER_SCOPED else DAEMON_NAMESPACE), doc["kind"]
+
+
+def test_the_servicemonitor_is_a_component_added_on_request() -> None:
+    """Not in `kubectl kustomize manifests/` (it needs the Prometheus Operator's CRDs); a
+    kustomization naming the component gets it, and the Service label its jobLabel reads."""
+    plain, monitored = installed(), installed_with_servicemonitor()
+    assert [d for d in plain if d["kind"] == "ServiceMonitor"] == []
+    added = [d for d in monitored if d not in plain]
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in added) == [
+        ("Service", "meshshift-metrics"),  # with its job label
+        ("ServiceMonitor", "meshshift"),
+    ]
+    monitor = find(monitored, "ServiceMonitor")
+    assert monitor["metadata"]["namespace"] == DAEMON_NAMESPACE
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"  # its serviceMonitorSelector
+    # The Prometheus Operator names the job after that label: Argo's dashboard selects this job.
+    assert scrape_job(monitored) == "argo-rollouts-metrics"
+    assert scrape_job([*plain, monitor]) == "meshshift-metrics"  # without the label: the Service's name
+    service = find(monitored, "Service")
+    assert {k: v for k, v in service.items() if k != "metadata"} == {
+        k: v for k, v in find(plain, "Service").items() if k != "metadata"
+    }
 
 
 def test_the_grafana_dashboard_is_a_configmap_for_the_sidecar() -> None:
@@ -73,7 +96,7 @@ def test_the_grafana_dashboard_is_a_configmap_for_the_sidecar() -> None:
 
 
 def test_every_manifest_and_sample_validates() -> None:
-    docs = installed() + [doc for path in sample_files() for doc in load_documents(path)]
+    docs = installed_with_servicemonitor() + [doc for path in sample_files() for doc in load_documents(path)]
     assert len(docs) > 20
     assert invalid_documents(docs) == {}
 
@@ -85,10 +108,11 @@ def test_every_manifest_and_sample_validates() -> None:
         ("ClusterRole", ("rules", 0, "verb"), ["get"], "'verb' was unexpected"),
         ("ServiceMonitor", ("spec", "endpoints", 0, "intervall"), "15s", "'intervall' was unexpected"),
         ("ServiceMonitor", ("spec", "endpoints", 0, "interval"), "15 seconds", "does not match"),
+        ("ServiceMonitor", ("spec", "joblabel"), "x", "'joblabel' was unexpected"),
     ],
 )
 def test_validation_catches_a_typo(kind: str, path: tuple[Any, ...], value: Any, reason: str) -> None:
-    errors = validation_errors(with_value(find(installed(), kind), path, value))
+    errors = validation_errors(with_value(find(installed_with_servicemonitor(), kind), path, value))
     assert any(reason in error for error in errors), errors
 
 
@@ -206,7 +230,7 @@ def test_the_deployment_gives_the_daemon_its_lease_and_identity(monkeypatch: pyt
 
 
 async def test_the_probes_and_the_scrape_path_are_served_on_the_container_port() -> None:
-    docs = installed()
+    docs = installed_with_servicemonitor()
     container = daemon_container(docs)
     (port,) = container["ports"]
     assert port["containerPort"] == split_host_port(DaemonSettings().listen)[1]  # the daemon's default
@@ -253,7 +277,7 @@ def test_the_pod_meets_pod_security_restricted() -> None:
 
 
 def test_service_servicemonitor_and_bindings_point_at_the_daemon() -> None:
-    docs = installed()
+    docs = installed_with_servicemonitor()
     pod = daemon_pod(docs)
     labels = pod["metadata"]["labels"]
     service = find(docs, "Service", "meshshift-metrics")
