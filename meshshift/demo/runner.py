@@ -428,7 +428,8 @@ class Demo:
         targets = [
             ScrapeTarget("app-stable", f"127.0.0.1:{self.ports.stable}"),
             ScrapeTarget("app-canary", f"127.0.0.1:{self.ports.canary}"),
-            ScrapeTarget("meshshift", self.listen.replace("0.0.0.0", "127.0.0.1")),  # noqa: S104
+            # The job Argo Rollouts' Grafana dashboard selects, as the ServiceMonitor component sets it.
+            ScrapeTarget("argo-rollouts-metrics", self.listen.replace("0.0.0.0", "127.0.0.1")),  # noqa: S104
         ]
         if self.router == "envoy":
             targets.append(ScrapeTarget("envoy", f"127.0.0.1:{self.ports.admin}", "/stats/prometheus"))

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -41,6 +42,27 @@ TUTORIAL = {
 }
 # Grafana's variables, as Grafana would substitute them for this demo.
 VARIABLES = {"$namespace": ".*", "$rollout": ROLLOUT, "$__rate_interval": "30s", "$__range": "5m"}
+
+
+# Flagger's Envoy dashboard (tests/data/dashboards), as Grafana fills its variables for the demo:
+# no Kubernetes namespace label on a standalone Envoy (`=~""` matches its absence), $target the
+# rollout. Its panels on cAdvisor's container_* series need a kubelet and are not queried.
+FLAGGER_ENVOY = ROOT / "tests" / "data" / "dashboards" / "flagger-envoy.json"
+FLAGGER_VARIABLES = {"$namespace": "", "$target": ROLLOUT}
+
+
+def flagger_envoy_queries() -> dict[str, str]:
+    dashboard = json.loads(FLAGGER_ENVOY.read_text())
+    queries = {}
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            if "envoy_cluster_" not in expr:
+                continue
+            for name, value in FLAGGER_VARIABLES.items():
+                expr = expr.replace(name, value)
+            queries[f"flagger envoy: {panel['title']} ({panel['id']})"] = expr
+    return queries
 
 
 def dashboard_queries() -> dict[str, str]:
@@ -97,8 +119,12 @@ async def demo(listen: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, d
                 await drain
 
 
-async def series(http: aiohttp.ClientSession, prometheus: str, query: str) -> list[dict[str, object]]:
-    async with http.get(f"{prometheus}/api/v1/query", params={"query": query}) as response:
+async def series(
+    http: aiohttp.ClientSession, prometheus: str, query: str, since: float
+) -> list[dict[str, object]]:
+    """The query over the demo so far, as a Grafana panel of its time range would show it."""
+    params = {"query": query, "start": f"{since:.3f}", "end": f"{time.time():.3f}", "step": "1"}
+    async with http.get(f"{prometheus}/api/v1/query_range", params=params) as response:
         body = await response.json()
     assert body["status"] == "success", f"{query}: {body}"
     result = body["data"]["result"]
@@ -108,8 +134,14 @@ async def series(http: aiohttp.ClientSession, prometheus: str, query: str) -> li
 
 async def test_prometheus_scrapes_the_daemon_during_a_demo(http: aiohttp.ClientSession) -> None:
     assert find_prometheus() is not None, "prometheus is missing: apt-get install prometheus (make test does)"
-    queries = {**{f"tutorial: {k}": v for k, v in TUTORIAL.items()}, **dashboard_queries()}
+    queries = {
+        **{f"tutorial: {k}": v for k, v in TUTORIAL.items()},
+        **dashboard_queries(),
+        **flagger_envoy_queries(),
+    }
+    assert len(flagger_envoy_queries()) == 6  # request volume and success rate of both, traffic of both
     found: dict[str, list[dict[str, object]]] = {}
+    since = time.time()
     async with demo(f"127.0.0.1:{free_port()}") as (process, urls):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HANG_GUARD
@@ -119,7 +151,7 @@ async def test_prometheus_scrapes_the_daemon_during_a_demo(http: aiohttp.ClientS
             )
             assert loop.time() < deadline, f"never answered: {sorted(set(queries) - set(found))}"
             for name, query in queries.items():
-                if name not in found and (result := await series(http, urls["prometheus"], query)):
+                if name not in found and (result := await series(http, urls["prometheus"], query, since)):
                     found[name] = result
             await asyncio.sleep(1.0)
 
@@ -127,7 +159,7 @@ async def test_prometheus_scrapes_the_daemon_during_a_demo(http: aiohttp.ClientS
     assert len(info) == 1
     labels = info[0]["metric"]
     assert isinstance(labels, dict)
-    assert labels["job"] == "meshshift"  # scraped from the daemon, not computed
+    assert labels["job"] == "argo-rollouts-metrics"  # scraped from the daemon, as Argo's dashboard selects
     assert (labels["namespace"], labels["rollout"], labels["strategy"], labels["traffic_router"]) == (
         "standalone",
         ROLLOUT,
