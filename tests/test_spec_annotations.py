@@ -52,6 +52,7 @@ def test_the_contract_keys_are_fixed() -> None:
     assert ANNOTATION_KEYS == (
         "meshshift.io/enabled",
         "meshshift.io/steps",
+        "meshshift.io/blue-green",
         "meshshift.io/analysis",
         "meshshift.io/router",
         "meshshift.io/service",

@@ -683,10 +683,98 @@ CASES = [
     ),
     # --- Argo Rollout ----------------------------------------------------------------
     pytest.param(
-        argo("blueGreen: {activeService: a}"),
-        "spec.strategy.blueGreen",
-        "meshshift runs canary strategies",
-        id="blue-green",
+        argo("blueGreen: {previewService: web-preview}"),
+        "spec.strategy.blueGreen.activeService",
+        "is required",
+        id="blue-green-no-active-service",
+    ),
+    pytest.param(
+        argo("blueGreen: {activeService: web, previewService: web}"),
+        "spec.strategy.blueGreen.previewService",
+        "the preview needs its own Service",
+        id="blue-green-same-services",
+    ),
+    pytest.param(
+        argo("blueGreen: {activeService: web}\ncanary: {steps: [{setWeight: 10}]}"),
+        "spec.strategy",
+        "needs exactly one strategy",
+        id="blue-green-and-canary",
+    ),
+    pytest.param(
+        argo("blueGreen: {activeService: web, autoPromotionSeconds: 1m}"),
+        "spec.strategy.blueGreen.autoPromotionSeconds",
+        "whole seconds",
+        id="blue-green-seconds",
+    ),
+    pytest.param(
+        argo(
+            "blueGreen: {activeService: web, previewHeaderRoute: "
+            "{name: qa, match: [{headerName: X-Canary, headerValue: {exact: 'true'}}]}}"
+        ),
+        "spec.strategy.blueGreen.previewHeaderRoute",
+        "unknown field",
+        id="blue-green-meshshift-field-in-argo",
+    ),
+    pytest.param(
+        argo(
+            "blueGreen:\n      activeService: web\n      prePromotionAnalysis: "
+            "{templates: [{templateName: success-rat}], args: [{name: service-name, value: web}]}"
+        ),
+        "spec.strategy.blueGreen.prePromotionAnalysis.templates[0].templateName",
+        'unknown template "success-rat"',
+        id="blue-green-unknown-template",
+    ),
+    pytest.param(
+        deployment(steps="- setWeight: 10\n", blue_green="activeService: shop\n"),
+        'metadata.annotations["meshshift.io/blue-green"]',
+        "either canary steps or blue-green",
+        id="blue-green-with-steps",
+    ),
+    pytest.param(
+        deployment(
+            steps=None,
+            blue_green="{}",
+            analysis="{templates: [{templateName: success-rate}], args: [{name: service-name, value: shop}]}",
+        ),
+        'metadata.annotations["meshshift.io/analysis"]',
+        "prePromotionAnalysis and postPromotionAnalysis",
+        id="blue-green-with-background-analysis",
+    ),
+    pytest.param(
+        deployment(steps=None, blue_green="{}", on_failure="gradual"),
+        'metadata.annotations["meshshift.io/on-failure"]',
+        "switches all traffic back",
+        id="blue-green-gradual",
+    ),
+    pytest.param(
+        deployment(steps=None, blue_green="activeService: web\n", service="shop"),
+        'metadata.annotations["meshshift.io/blue-green"].activeService',
+        "both name the Service",
+        id="blue-green-two-services",
+    ),
+    pytest.param(
+        deployment(steps=None, blue_green="previewReplicaCount: 0\n"),
+        'metadata.annotations["meshshift.io/blue-green"].previewReplicaCount',
+        "at least 1",
+        id="blue-green-preview-replicas",
+    ),
+    pytest.param(
+        deployment(steps=None, blue_green="previewMetadata: {labels: {role: 'pre view'}}\n"),
+        'metadata.annotations["meshshift.io/blue-green"].previewMetadata.labels.role',
+        "not a valid label value",
+        id="blue-green-label-value",
+    ),
+    pytest.param(
+        standalone(steps=None, blueGreen={"previewService": "web-preview"}),
+        "spec.blueGreen.previewService",
+        "is a Kubernetes field",
+        id="standalone-blue-green-service",
+    ),
+    pytest.param(
+        standalone(steps=None, blueGreen={}, preview={"listen": "127.0.0.1:10000"}),
+        "spec.preview.listen",
+        "same address as spec.router.envoy.listen",
+        id="standalone-preview-clash",
     ),
     pytest.param(
         argo("canary: {stepz: []}"),

@@ -81,6 +81,8 @@ class ScaleCanary:
 class AnalysisKind(StrEnum):
     STEP = "step"
     BACKGROUND = "background"
+    PRE_PROMOTION = "prePromotion"  # blue-green, against the preview
+    POST_PROMOTION = "postPromotion"  # blue-green, after the switch
 
 
 @dataclass(frozen=True, slots=True)

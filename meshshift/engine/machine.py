@@ -11,6 +11,22 @@ Semantics follow Argo Rollouts' canary strategy with Flagger's workload model:
 One deliberate difference from Argo: `promote` skips pauses only. It never skips or
 overrides an analysis: that takes `promote-full`, so a rollout is never promoted on an
 analysis that was not Successful unless a human asked for exactly that.
+
+The blue-green strategy (`spec.blue_green`, Argo's `strategy.blueGreen`) is a second path
+through the same machine, with the same commands, analysis, failure and promotion code:
+- Preview: the new revision is scaled up (`previewReplicaCount`, or full) with 0% of the
+  user traffic; once it is ready its header route (if any) is set and the pre-promotion
+  analysis runs; then it pauses for `promote` (autoPromotionEnabled: false) or
+  autoPromotionSeconds. A Failed pre-promotion analysis aborts before any user request
+  reached the new revision.
+- Switching: scaled to full, and once ready all user traffic moves to it (SetCanaryWeight(100):
+  one write per router).
+- PostPromotion: the post-promotion analysis runs while the old revision still serves nothing
+  but still runs, so a failure switches back at once (SetCanaryWeight(0)). After a success,
+  and no earlier than `scaleDownDelaySeconds` after the switch, the stable is promoted as in
+  the canary strategy (Flagger's model: the template is copied to the stable; then traffic
+  goes back to the stable, which now runs the new revision, and the canary is scaled down
+  `scaleDownDelaySeconds` later).
 """
 
 from __future__ import annotations
@@ -54,6 +70,7 @@ from meshshift.engine.state import (
 )
 from meshshift.spec.model import (
     AnalysisPhase,
+    BlueGreen,
     CanaryScale,
     FailurePolicy,
     Pause,
@@ -65,6 +82,8 @@ from meshshift.spec.model import (
     Step,
     StepAnalysis,
 )
+
+BLUE_GREEN_STAGES = (Stage.PREVIEW, Stage.SWITCHING, Stage.POST_PROMOTION)
 
 
 class CommandKind(StrEnum):
@@ -223,15 +242,16 @@ class _Reconciliation:
         return None
 
     def _start_analysis(self, kind: AnalysisKind, step_index: int | None) -> None:
-        analysis = (
-            step.analysis
-            if step_index is not None and isinstance(step := self.steps[step_index], StepAnalysis)
-            else self.spec.analysis.analysis
-            if self.spec.analysis
-            else None
-        )
+        blue_green = self.spec.blue_green
+        if kind == AnalysisKind.PRE_PROMOTION and blue_green is not None:
+            analysis, label = blue_green.pre_promotion_analysis, "pre"
+        elif kind == AnalysisKind.POST_PROMOTION and blue_green is not None:
+            analysis, label = blue_green.post_promotion_analysis, "post"
+        elif step_index is not None and isinstance(step := self.steps[step_index], StepAnalysis):
+            analysis, label = step.analysis, f"step{step_index}"
+        else:
+            analysis, label = (self.spec.analysis.analysis if self.spec.analysis else None), "background"
         assert analysis is not None and self.state.canary_revision is not None
-        label = f"step{step_index}" if kind == AnalysisKind.STEP else "background"
         previous = sum(1 for r in self.state.analysis_runs if r.kind == kind and r.step_index == step_index)
         name = f"{self.state.canary_revision}-{self.state.attempt}-{label}"
         if previous:
@@ -279,6 +299,10 @@ class _Reconciliation:
                 self.update(stable_revision=revision, waiting_since=self.now, abort_reason=None)
             return
         if state.stage == Stage.PROMOTING:
+            if self.spec.blue_green is not None and revision != state.canary_revision:
+                # The user's Deployment (the canary) now runs an unanalysed revision: user traffic
+                # goes to the stable, which is being updated to the promoted one, at once.
+                self._switch_back(f"revision {revision} arrived while the stable is being updated")
             return  # finish promoting first; a newer revision then starts its own rollout
         if state.in_rollout:
             if revision == state.canary_revision:
@@ -302,16 +326,18 @@ class _Reconciliation:
     def _start_rollout(self, revision: str, *, reason: str) -> None:
         self._stop_running_analyses()
         self._reset_routes()
+        blue_green = self.spec.blue_green
+        scale = blue_green.preview_scale if blue_green is not None else CanaryScale.full()
         self.update(
             phase=RolloutPhase.PROGRESSING,
-            stage=Stage.STEPPING,
+            stage=Stage.STEPPING if blue_green is None else Stage.PREVIEW,
             canary_revision=revision,
             attempt=self.state.attempt + 1,
             step_index=0,
             step_started_at=None,
             pause_reason=None,
             pause_until=None,
-            canary_scale=CanaryScale.full(),
+            canary_scale=scale,
             analysis_runs=(),
             blocking_run=None,
             waiting_since=None,
@@ -322,20 +348,35 @@ class _Reconciliation:
             next_rollback_at=None,
             scale_down_at=None,
             full_promotion=False,
+            preview_ready_at=None,
+            switched_at=None,
             manual_pause_seconds=0.0,
             manual_pause_started_at=None,
         )
-        self.emit(ScaleCanary(CanaryScale.full(), 0))
+        self.emit(ScaleCanary(scale, 0))
         self.event(
             "RolloutUpdated", f"rolling out revision {revision} ({reason}, attempt {self.state.attempt})"
         )
 
     def _reset_routes(self) -> None:
+        if self.state.switched:
+            self._switch_back("the rollout ended")
         if self.state.desired_weight != 0:
             self.emit(SetCanaryWeight(0))
         if self.state.header_routes or self.state.mirror_routes:
             self.emit(RemoveManagedRoutes())
         self.update(desired_weight=0, header_routes=(), mirror_routes=())
+
+    def _switch_back(self, why: str) -> None:
+        """Blue-green: all user traffic back on the stable, in one write per router."""
+        if self.state.desired_weight != 0:
+            self.emit(SetCanaryWeight(0))
+            self.event(
+                "SwitchService",
+                f"switched user traffic back to the stable revision {self.state.stable_revision}: {why}",
+                warning=True,
+            )
+        self.update(desired_weight=0, switched_at=None)
 
     def _cancel_rollout(self) -> None:
         self._stop_running_analyses()
@@ -391,6 +432,8 @@ class _Reconciliation:
 
     def _promote(self) -> tuple[bool, str]:
         state = self.state
+        if state.stage in BLUE_GREEN_STAGES:
+            return self._promote_blue_green()
         if state.stage == Stage.STEPPING and state.phase == RolloutPhase.PAUSED:
             if state.pause_reason == PauseReason.PAUSE_STEP:
                 label = self._step_label()
@@ -407,6 +450,30 @@ class _Reconciliation:
             return False, "waiting for the background analysis verdict; promote-full skips it"
         return False, f"nothing to promote: the rollout is {state.phase.value}"
 
+    def _promote_blue_green(self) -> tuple[bool, str]:
+        state = self.state
+        if state.stage == Stage.PREVIEW and state.phase == RolloutPhase.PAUSED:
+            if state.pause_reason == PauseReason.BLUE_GREEN_PAUSE:
+                self._end_preview()
+                return True, "switching user traffic to the preview"
+            return False, self._human_options()
+        if state.stage == Stage.PREVIEW:
+            if state.preview_ready_at is None:
+                return False, "the preview is not ready yet"
+            if self._current_run(AnalysisKind.PRE_PROMOTION) is not None:
+                return False, "the pre-promotion analysis is running; promote-full skips it"
+            return False, "the switch is on its way"
+        if state.stage == Stage.SWITCHING:
+            return False, "switching already: waiting for the new revision's full replica count"
+        if state.phase == RolloutPhase.PAUSED:
+            return False, self._human_options()
+        if self._post_promotion_pending():
+            return False, "the post-promotion analysis is running; promote-full skips it"
+        return (
+            False,
+            "user traffic is on the new revision; the old one is scaled down after scaleDownDelaySeconds",
+        )
+
     def _human_options(self) -> str:
         state = self.state
         record = state.run(state.blocking_run) if state.blocking_run else None
@@ -414,13 +481,30 @@ class _Reconciliation:
         return f"{what}: promote-full overrides it, retry runs it again, abort rolls back"
 
     def _promote_full(self) -> tuple[bool, str]:
+        if self.state.stage in BLUE_GREEN_STAGES:
+            self._stop_running_analyses()
+            if self.state.phase == RolloutPhase.PAUSED:
+                self.event("RolloutResumed", "Rollout is resumed")
+            self.update(
+                full_promotion=True,
+                phase=RolloutPhase.PROGRESSING,
+                pause_reason=None,
+                pause_until=None,
+                blocking_run=None,
+            )
+            if self.state.stage == Stage.PREVIEW:
+                self._end_preview()
+            return (
+                True,
+                "promoting now: analysis and pauses skipped, user traffic switches to the new revision",
+            )
         if self.state.stage in (Stage.STEPPING, Stage.FINALIZING):
             self._begin_promotion(full=True)
             return True, "promoting now; remaining steps and analysis skipped"
         return False, f"nothing to promote: the rollout is {self.state.phase.value}"
 
     def _abort_by_user(self) -> tuple[bool, str]:
-        if self.state.stage in (Stage.STEPPING, Stage.FINALIZING, Stage.ROLLING_BACK):
+        if self.state.stage in (Stage.STEPPING, Stage.FINALIZING, Stage.ROLLING_BACK, *BLUE_GREEN_STAGES):
             self._abort("AbortedByUser", "aborted by a user")
             return True, "traffic is back on the stable"
         return False, f"nothing to abort: the rollout is {self.state.phase.value}"
@@ -437,9 +521,10 @@ class _Reconciliation:
         needs_human = (
             state.phase == RolloutPhase.PAUSED and state.pause_reason and state.pause_reason.needs_human
         )
-        if state.stage == Stage.STEPPING and needs_human:
+        if state.stage in (Stage.STEPPING, Stage.PREVIEW, Stage.POST_PROMOTION) and needs_human:
             if state.blocking_run:
                 self._supersede(state.blocking_run)
+            what = self._step_label() if state.stage == Stage.STEPPING else _analysis_words(state.stage)
             self.event("RolloutResumed", "Rollout is resumed")
             self.update(
                 phase=RolloutPhase.PROGRESSING,
@@ -447,9 +532,9 @@ class _Reconciliation:
                 blocking_run=None,
                 waiting_since=None,
                 abort_reason=None,
-                message=f"retrying {self._step_label()}",
+                message=f"retrying {what}",
             )
-            return True, f"retrying {self._step_label()}"
+            return True, f"retrying {what}"
         if state.stage == Stage.FINALIZING and needs_human:
             return False, "the background analysis ended with the steps; promote-full or abort"
         return False, f"nothing to retry: the rollout is {state.phase.value}"
@@ -470,6 +555,12 @@ class _Reconciliation:
             return self._await_stable(self.state.canary_revision, self._finish_promotion)
         if stage == Stage.ROLLING_BACK:
             return self._roll_back_gradually()
+        if stage == Stage.PREVIEW:
+            return self._preview()
+        if stage == Stage.SWITCHING:
+            return self._switching()
+        if stage == Stage.POST_PROMOTION:
+            return self._post_promotion()
         return False
 
     def _waits_for_human(self) -> bool:
@@ -592,16 +683,17 @@ class _Reconciliation:
             return True
         return self._stopped_by_verdict(record)
 
-    def _set_header_route(self, step: SetHeaderRoute) -> None:
+    def _set_header_route(self, step: SetHeaderRoute, where: str | None = None) -> None:
         kept = tuple(r for r in self.state.header_routes if r.name != step.name)
+        label = where or self._step_label()
         if step.removes:
             self.emit(RemoveHeaderRoute(step.name))
             self.update(header_routes=kept)
-            self.event("HeaderRouteRemoved", f"{self._step_label()}: header route {step.name} removed")
+            self.event("HeaderRouteRemoved", f"{label}: header route {step.name} removed")
         else:
             self.emit(ApplyHeaderRoute(step.name, step.match))
             self.update(header_routes=(*kept, HeaderRoute(step.name, step.match)))
-            self.event("HeaderRouteSet", f"{self._step_label()}: header route {step.name} set")
+            self.event("HeaderRouteSet", f"{label}: header route {step.name} set")
 
     def _set_mirror_route(self, step: SetMirrorRoute) -> None:
         kept = tuple(r for r in self.state.mirror_routes if r.name != step.name)
@@ -624,13 +716,14 @@ class _Reconciliation:
             return False
         reason = "ProgressDeadlineExceeded"
         detail = f"{message} for longer than the progress deadline ({self.spec.progress_deadline:g}s)"
-        if self.state.stage == Stage.STEPPING and not self.spec.progress_deadline_abort:
+        stepping = self.state.stage in (Stage.STEPPING, Stage.PREVIEW, Stage.SWITCHING)
+        if stepping and not self.spec.progress_deadline_abort:
             # Argo without progressDeadlineAbort: say so once, keep the weights, keep waiting.
             if self.state.message != detail:
                 self.event(reason, f"{detail}; waiting on (progressDeadlineAbort is false)", warning=True)
                 self.update(message=detail)
             return False
-        if self.state.stage == Stage.STEPPING:
+        if stepping:
             self._fail(reason, detail, blocking_run=None)
             return True
         if self.state.abort_reason != reason:
@@ -644,6 +737,136 @@ class _Reconciliation:
             on_ready()
             return True
         return self._wait_on_workload(f"waiting for the stable to run revision {revision}")
+
+    # --- blue-green ------------------------------------------------------------------------
+
+    @property
+    def _blue_green(self) -> BlueGreen:
+        assert self.spec.blue_green is not None
+        return self.spec.blue_green
+
+    def _preview(self) -> bool:
+        """The new revision on the preview only: ready, its analysis, then the pause if any."""
+        if self._waits_for_human():
+            return False
+        revision = self.state.canary_revision
+        if not self.observed.canary_ready:
+            return self._wait_on_workload(f"waiting for the preview of revision {revision} to become ready")
+        blue_green = self._blue_green
+        if self.state.preview_ready_at is None:
+            self.update(
+                preview_ready_at=self.now, waiting_since=None, message=f"previewing revision {revision}"
+            )
+            self.event(
+                "PreviewReady", f"revision {revision} is up on the preview; user traffic stays on the stable"
+            )
+            route = blue_green.preview_header_route
+            if route is not None:
+                self._set_header_route(route, where="preview")
+        if blue_green.pre_promotion_analysis is not None and not self.state.full_promotion:
+            record = self._current_run(AnalysisKind.PRE_PROMOTION)
+            if record is None:
+                self._start_analysis(AnalysisKind.PRE_PROMOTION, None)
+                self.update(message=f"previewing revision {revision}: pre-promotion analysis running")
+                return False
+            if not record.phase.completed:
+                return False
+            if record.phase != AnalysisPhase.SUCCESSFUL:
+                return self._stopped_by_verdict(record)
+        if blue_green.pauses_before_switch and not self.state.full_promotion:
+            if self.state.pause_reason != PauseReason.BLUE_GREEN_PAUSE:
+                seconds = blue_green.auto_promotion_seconds if blue_green.auto_promotion_enabled else None
+                until = None if seconds is None else self.now + seconds
+                self.update(
+                    phase=RolloutPhase.PAUSED,
+                    pause_reason=PauseReason.BLUE_GREEN_PAUSE,
+                    pause_until=until,
+                    message=f"previewing revision {revision}: paused "
+                    + ("until promoted" if until is None else f"for {seconds:g}s before the switch"),
+                )
+                self.event("RolloutPaused", self.state.message)
+            if self.state.pause_until is None or self.now < self.state.pause_until:
+                return False
+        self._end_preview()
+        return True
+
+    def _end_preview(self) -> None:
+        """The preview is done (promoted, or on its own): scale to full, then switch."""
+        if self.state.phase == RolloutPhase.PAUSED:
+            self.event("RolloutResumed", "Rollout is resumed")
+        self.update(
+            stage=Stage.SWITCHING,
+            phase=RolloutPhase.PROGRESSING,
+            pause_reason=None,
+            pause_until=None,
+            waiting_since=None,
+            message=f"switching user traffic to revision {self.state.canary_revision}",
+        )
+
+    def _switching(self) -> bool:
+        if self.state.canary_scale != CanaryScale.full():
+            # previewReplicaCount: the full replica count first (Argo does not switch before it).
+            # This pass's readiness predates the scale-up, so the switch waits for the next one.
+            self.update(canary_scale=CanaryScale.full(), waiting_since=self.now)
+            self.emit(ScaleCanary(CanaryScale.full(), 0))
+            self.event(
+                "CanaryScaled", f"revision {self.state.canary_revision} scaled to its full replica count"
+            )
+            return False
+        if not self.observed.canary_ready:
+            return self._wait_on_workload(f"waiting for revision {self.state.canary_revision} at full scale")
+        revision = self.state.canary_revision
+        self.emit(SetCanaryWeight(100))
+        self.update(
+            stage=Stage.POST_PROMOTION,
+            desired_weight=100,
+            switched_at=self.now,
+            waiting_since=None,
+            message=f"user traffic is on revision {revision}",
+        )
+        self.event(
+            "SwitchService",
+            f"switched user traffic from revision {self.state.stable_revision} to revision {revision}",
+        )
+        return True
+
+    def _post_promotion_pending(self) -> bool:
+        """The post-promotion analysis still decides (it exists, is not skipped, and is not done)."""
+        if self._blue_green.post_promotion_analysis is None or self.state.full_promotion:
+            return False
+        record = self._current_run(AnalysisKind.POST_PROMOTION)
+        return record is None or record.phase != AnalysisPhase.SUCCESSFUL
+
+    def _post_promotion(self) -> bool:
+        """Switched: the post-promotion analysis, then the old revision's scale-down delay."""
+        if self._waits_for_human():
+            return False
+        if self._post_promotion_pending():
+            record = self._current_run(AnalysisKind.POST_PROMOTION)
+            if record is None:
+                self._start_analysis(AnalysisKind.POST_PROMOTION, None)
+                self.update(
+                    message=f"user traffic is on revision {self.state.canary_revision}: "
+                    "post-promotion analysis running"
+                )
+                return False
+            if not record.phase.completed:
+                return False
+            return self._stopped_by_verdict(record)
+        due = self._scale_down_due()
+        if due is not None and self.now < due:
+            self.update(
+                message=f"user traffic is on revision {self.state.canary_revision}; the old revision "
+                f"goes in {due - self.now:g}s (scaleDownDelaySeconds)"
+            )
+            return False
+        self._begin_promotion(full=self.state.full_promotion)
+        return True
+
+    def _scale_down_due(self) -> float | None:
+        """When the old revision may go: scaleDownDelaySeconds after the switch."""
+        switched_at = self.state.switched_at
+        return None if switched_at is None else switched_at + self._blue_green.scale_down_delay
 
     # --- the end of a rollout ------------------------------------------------------------
 
@@ -695,8 +918,18 @@ class _Reconciliation:
         revision = self.state.canary_revision
         assert revision is not None
         if self.state.desired_weight != 0:
-            self.emit(SetCanaryWeight(0))
-        self.emit(RemoveManagedRoutes(), ScaleCanary(CanaryScale.zero(), 0))
+            self.emit(SetCanaryWeight(0))  # the stable runs `revision` now: a hand-over, not a switch back
+        self.emit(RemoveManagedRoutes())
+        canary_scale, scale_down_at = CanaryScale.zero(), None
+        if self.spec.blue_green is not None and self.state.switched:
+            # The canary's pods served all traffic until this write: they go scaleDownDelaySeconds
+            # later, as the old revision's pods did after the switch (proxies apply writes late).
+            canary_scale, scale_down_at = (
+                self.state.canary_scale,
+                self.now + self._blue_green.scale_down_delay,
+            )
+        else:
+            self.emit(ScaleCanary(CanaryScale.zero(), 0))
         self._record_history("Promoted", "promoted")
         self.event("RolloutCompleted", f"revision {revision} is the new stable")
         self.update(
@@ -707,7 +940,9 @@ class _Reconciliation:
             desired_weight=0,
             header_routes=(),
             mirror_routes=(),
-            canary_scale=CanaryScale.zero(),
+            canary_scale=canary_scale,
+            scale_down_at=scale_down_at,
+            switched_at=None,
             waiting_since=None,
             step_index=len(self.steps),
             message="stable",
@@ -767,6 +1002,8 @@ class _Reconciliation:
 
     def _abort(self, reason: str, message: str) -> None:
         self._stop_running_analyses()
+        if self.state.switched:
+            self._switch_back(message)
         if self.state.desired_weight != 0:
             self.emit(SetCanaryWeight(0))
         self.emit(RemoveManagedRoutes())
@@ -835,8 +1072,13 @@ class _Reconciliation:
     def _schedule_wake(self) -> None:
         state = self.state
         times = [state.scale_down_at]
-        if state.phase == RolloutPhase.PAUSED and state.pause_reason == PauseReason.PAUSE_STEP:
+        if state.phase == RolloutPhase.PAUSED and state.pause_reason in (
+            PauseReason.PAUSE_STEP,
+            PauseReason.BLUE_GREEN_PAUSE,
+        ):
             times.append(state.pause_until)
+        if state.stage == Stage.POST_PROMOTION:
+            times.append(self._scale_down_due())
         if state.stage == Stage.ROLLING_BACK:
             times.append(state.next_rollback_at)
         if state.waiting_since is not None:
@@ -887,6 +1129,10 @@ def resume_actions(spec: RolloutSpec, state: RolloutState) -> tuple[Action, ...]
     elif state.stage == Stage.PROMOTING and state.canary_revision is not None:
         actions.append(PromoteCanary(state.canary_revision))
     return tuple(actions)
+
+
+def _analysis_words(stage: Stage) -> str:
+    return "the pre-promotion analysis" if stage == Stage.PREVIEW else "the post-promotion analysis"
 
 
 def _describe_scale(scale: CanaryScale) -> str:

@@ -43,16 +43,37 @@ class Stage(StrEnum):
     PROMOTING = "Promoting"  # the stable is being updated to the canary revision
     ROLLING_BACK = "RollingBack"  # walking the weights down (gradual failure policy)
     IDLE = "Idle"  # Healthy or Degraded
+    # Blue-green: the new revision is up on the preview only (pre-promotion analysis, pause);
+    # then scaled to full before the switch; then switched to, while the old one still runs.
+    PREVIEW = "Preview"
+    SWITCHING = "Switching"
+    POST_PROMOTION = "PostPromotion"
 
 
 class PauseReason(StrEnum):
     PAUSE_STEP = "CanaryPauseStep"
+    BLUE_GREEN_PAUSE = (
+        "BlueGreenPause"  # before the switch: autoPromotionEnabled false, or autoPromotionSeconds
+    )
     INCONCLUSIVE = "InconclusiveAnalysis"
     FROZEN = "FrozenAfterFailure"  # the freeze failure policy holds the weights
 
     @property
     def needs_human(self) -> bool:
-        return self != PauseReason.PAUSE_STEP
+        return self not in (PauseReason.PAUSE_STEP, PauseReason.BLUE_GREEN_PAUSE)
+
+
+IN_ROLLOUT = frozenset(
+    {
+        Stage.STEPPING,
+        Stage.FINALIZING,
+        Stage.PROMOTING,
+        Stage.ROLLING_BACK,
+        Stage.PREVIEW,
+        Stage.SWITCHING,
+        Stage.POST_PROMOTION,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +128,10 @@ class RolloutState:
     next_rollback_at: float | None = None
     scale_down_at: float | None = None
     full_promotion: bool = False
+    # Blue-green: when the preview was first up, and when user traffic moved to the new revision
+    # (None before the switch, and again once traffic is back on the stable).
+    preview_ready_at: float | None = None
+    switched_at: float | None = None
     # This rollout's time in pauses only a human ends (`pause: {}`, Inconclusive, freeze).
     manual_pause_seconds: float = 0.0
     manual_pause_started_at: float | None = None
@@ -116,7 +141,12 @@ class RolloutState:
 
     @property
     def in_rollout(self) -> bool:
-        return self.stage in (Stage.STEPPING, Stage.FINALIZING, Stage.PROMOTING, Stage.ROLLING_BACK)
+        return self.stage in IN_ROLLOUT
+
+    @property
+    def switched(self) -> bool:
+        """Blue-green: user traffic is on the new revision."""
+        return self.switched_at is not None
 
     def run(self, name: str) -> AnalysisRunRecord | None:
         for record in self.analysis_runs:

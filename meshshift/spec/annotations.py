@@ -4,6 +4,7 @@
 |--------------------------------------|-------------------------------------------------------|
 | `meshshift.io/enabled`               | `"true"` opts the Deployment in                       |
 | `meshshift.io/steps`                 | YAML list of canary steps (Argo syntax)               |
+| `meshshift.io/blue-green`            | YAML blue-green strategy (Argo's blueGreen), not with steps |
 | `meshshift.io/analysis`              | YAML background analysis: templates, args, startingStep |
 | `meshshift.io/router`                | `istio`, `nginx`, `traefik`, `gateway-api` (or a comma list) |
 | `meshshift.io/service`               | Service name (default: the Deployment's name)         |
@@ -29,11 +30,13 @@ that `meshshift.io/setps` does not silently leave a Deployment without steps.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from meshshift.spec import ingress_nginx
+from meshshift.spec.bluegreen import BlueGreenBlock, read_blue_green
 from meshshift.spec.errors import Findings
 from meshshift.spec.fields import (
     at,
@@ -51,6 +54,7 @@ from meshshift.spec.model import (
     BackgroundAnalysis,
     KubernetesTarget,
     RolloutSpec,
+    SetHeaderRoute,
 )
 from meshshift.spec.rollout import (
     RolloutPaths,
@@ -66,6 +70,7 @@ from meshshift.spec.yamldoc import load_value
 PREFIX = "meshshift.io/"
 ENABLED = "meshshift.io/enabled"
 STEPS = "meshshift.io/steps"
+BLUE_GREEN = "meshshift.io/blue-green"
 ANALYSIS = "meshshift.io/analysis"
 ROUTER = "meshshift.io/router"
 SERVICE = "meshshift.io/service"
@@ -85,6 +90,7 @@ WEBHOOK_URL = "meshshift.io/webhook-url"
 ANNOTATION_KEYS = (
     ENABLED,
     STEPS,
+    BLUE_GREEN,
     ANALYSIS,
     ROUTER,
     SERVICE,
@@ -147,8 +153,11 @@ def read_deployment(
     raw_name = require(metadata, "name", "metadata", findings)
     name = None if raw_name is None else expect_k8s_name(raw_name, "metadata.name", findings)
     namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
-    target = _read_target(name or "", str(namespace), values, findings)
-    rollout = _read_rollout(values, findings, catalog, target.routers if target is not None else ())
+    blue_green = _read_blue_green(values, findings)
+    active = blue_green.strategy.active_service if blue_green is not None else None
+    target = _read_target(name or "", str(namespace), values, findings, active_service=active)
+    routers = target.routers if target is not None else ()
+    rollout = _read_rollout(values, findings, catalog, routers, blue_green)
     if target is None or name is None:
         return None
     return AnnotatedDeployment(target=target, rollout=rollout)
@@ -200,10 +209,23 @@ def _opted_in(annotations: Mapping[str, Any], findings: Findings) -> bool:
 
 
 def _read_target(
-    deployment: str, namespace: str, values: Mapping[str, str], findings: Findings
+    deployment: str,
+    namespace: str,
+    values: Mapping[str, str],
+    findings: Findings,
+    *,
+    active_service: str | None = None,
 ) -> KubernetesTarget | None:
     routers = _read_routers(values, findings)
-    service = _name_or_default(values, SERVICE, deployment, findings)
+    # A blue-green block's activeService names the Service user traffic reaches: meshshift's
+    # apex Service, which meshshift.io/service names too.
+    service = _name_or_default(values, SERVICE, active_service or deployment, findings)
+    if active_service is not None and SERVICE in values and values[SERVICE] != active_service:
+        findings.error(
+            at(annotation_path(BLUE_GREEN), "activeService"),
+            f'is "{active_service}", but {SERVICE} names "{values[SERVICE]}": both name the Service user '
+            "traffic reaches; give one of them",
+        )
     virtual_service = _name_or_default(values, ISTIO_VIRTUAL_SERVICE, service, findings)
     routes = _read_routes(values, findings)
     ingress = _name_or_default(values, NGINX_INGRESS, "", findings) or None
@@ -303,18 +325,46 @@ def _read_rollout(
     findings: Findings,
     catalog: TemplateCatalog | None,
     routers: tuple[str, ...] = (),
+    blue_green: BlueGreenBlock | None = None,
 ) -> RolloutSpec:
     policy = _read_policy(values, findings)
     paths = RolloutPaths(
         steps=annotation_path(STEPS),
         analysis=annotation_path(ANALYSIS),
         allow_non_monotonic=f'{ALLOW_NON_MONOTONIC}: "true"',
+        blue_green=annotation_path(BLUE_GREEN),
+        on_failure=annotation_path(ON_FAILURE),
     )
     steps = _read_steps(values, paths.steps, findings)
     if "nginx" in routers:
         ingress_nginx.check_header_routes(steps, paths.steps, findings)
+        if blue_green is not None and blue_green.strategy.preview_header_route is not None:
+            _check_nginx_preview_route(blue_green.strategy.preview_header_route, paths.blue_green, findings)
     analysis = _read_analysis(values, paths.analysis, findings)
-    return build_rollout(steps, analysis, policy, paths, findings, catalog)
+    if blue_green is not None and blue_green.abort_scale_down_delay is not None:
+        policy = dataclasses.replace(policy, abort_scale_down_delay=blue_green.abort_scale_down_delay)
+    strategy = blue_green.strategy if blue_green is not None else None
+    return build_rollout(steps, analysis, policy, paths, findings, catalog, strategy)
+
+
+def _read_blue_green(values: Mapping[str, str], findings: Findings) -> BlueGreenBlock | None:
+    if BLUE_GREEN not in values:
+        return None
+    path = annotation_path(BLUE_GREEN)
+    ok, data = load_value(values[BLUE_GREEN], path, findings, where="the annotation value")
+    if not ok:
+        return None
+    return read_blue_green(data, path, findings, where="kubernetes")
+
+
+def _check_nginx_preview_route(route: SetHeaderRoute, path: str, findings: Findings) -> None:
+    where = at(path, "previewHeaderRoute")
+    ingress_nginx.check_header_route(route, where, findings)
+    headers = sorted({match.header_name.lower() for match in route.match})
+    if len(headers) > 1:
+        findings.error(
+            where, f"ingress-nginx routes a canary on one header only; this route uses {', '.join(headers)}"
+        )
 
 
 def _read_policy(values: Mapping[str, str], findings: Findings) -> RolloutPolicy:

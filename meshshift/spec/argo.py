@@ -1,10 +1,10 @@
 """Argo Rollouts `kind: Rollout` documents, and bare `strategy:` fragments.
 
-meshshift runs the canary part: `spec.strategy.canary.steps` and `.analysis`. The other
-fields Argo defines are accepted, so a Rollout can be pasted unchanged, and each one
-meshshift does not act on gets a warning naming it and saying what meshshift does
-instead (`NOT_ACTED_ON`): nothing is accepted and then silently ignored. A field Argo does
-not define is an error, as is a `blueGreen` strategy. The pod-template fields
+meshshift runs either strategy: `spec.strategy.canary` (its `steps` and `analysis`) or
+`spec.strategy.blueGreen` (read by spec/bluegreen.py). The other fields Argo defines are
+accepted, so a Rollout can be pasted unchanged, and each one meshshift does not act on gets
+a warning naming it and saying what meshshift does instead (`NOT_ACTED_ON`): nothing is
+accepted and then silently ignored. A field Argo does not define is an error. The pod-template fields
 (`replicas`, `selector`, `template`, `workloadRef`, `minReadySeconds`,
 `revisionHistoryLimit`) describe the workload, which meshshift takes from the Deployment.
 
@@ -21,6 +21,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from meshshift.spec.bluegreen import read_blue_green
 from meshshift.spec.errors import Findings
 from meshshift.spec.fields import (
     at,
@@ -199,13 +200,24 @@ def read_strategy(
     if strategy is None:
         return None
     check_keys(strategy, STRATEGIES, path, findings, what="strategy")
-    if "blueGreen" in strategy:
-        findings.error(at(path, "blueGreen"), "meshshift runs canary strategies; blueGreen is not supported")
-        return None
     kind = exactly_one_key(strategy, STRATEGIES, path, findings, what="strategy")
     if kind is None:
         return None
+    if kind == "blueGreen":
+        return _read_blue_green(strategy[kind], at(path, kind), findings, policy, catalog)
     return _read_canary(strategy[kind], at(path, kind), findings, policy, catalog)
+
+
+def _read_blue_green(
+    value: object, path: str, findings: Findings, policy: RolloutPolicy, catalog: TemplateCatalog | None
+) -> RolloutSpec | None:
+    block = read_blue_green(value, path, findings, where="argo")
+    if block is None:
+        return None
+    if block.abort_scale_down_delay is not None:
+        policy = dataclasses.replace(policy, abort_scale_down_delay=block.abort_scale_down_delay)
+    paths = RolloutPaths(steps=at(path, "steps"), analysis=at(path, "analysis"), blue_green=path)
+    return build_rollout((), None, policy, paths, findings, catalog, block.strategy)
 
 
 def _read_canary(

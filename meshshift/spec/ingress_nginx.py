@@ -175,19 +175,7 @@ def check_header_routes(steps: Sequence[Step | StepGroup | None], path: str, fin
             active.pop(part.name, None)
             if part.removes:
                 continue
-            for position, match in enumerate(part.match):
-                at_match = at(at(where, "match"), position)
-                problem = header_name_problem(match.header_name)
-                if problem:
-                    findings.error(at(at_match, "headerName"), problem)
-                value = match.value
-                problem = (
-                    regex_problem(value.value)
-                    if value.kind == "regex"
-                    else value_problem(value.value, value.kind)
-                )
-                if problem:
-                    findings.error(at(at(at_match, "headerValue"), value.kind), problem)
+            check_header_route(part, where, findings)
             active[part.name] = {match.header_name.lower() for match in part.match}
             headers = sorted(set().union(*active.values()))
             if len(headers) > 1:
@@ -196,6 +184,21 @@ def check_header_routes(steps: Sequence[Step | StepGroup | None], path: str, fin
                     "ingress-nginx routes a canary on one header only; the header routes active "
                     f"at this step use {', '.join(headers)}: remove the others first",
                 )
+
+
+def check_header_route(route: SetHeaderRoute, where: str, findings: Findings) -> None:
+    """One header route's names and values, by ingress-nginx's rules (`where`: the route's path)."""
+    for position, match in enumerate(route.match):
+        at_match = at(at(where, "match"), position)
+        problem = header_name_problem(match.header_name)
+        if problem:
+            findings.error(at(at_match, "headerName"), problem)
+        value = match.value
+        problem = (
+            regex_problem(value.value) if value.kind == "regex" else value_problem(value.value, value.kind)
+        )
+        if problem:
+            findings.error(at(at(at_match, "headerValue"), value.kind), problem)
 
 
 # --- what ingress-nginx makes of a canary Ingress ------------------------------------------------

@@ -288,6 +288,55 @@ class FailurePolicy(StrEnum):
 DEFAULT_PROGRESS_DEADLINE = 600.0
 DEFAULT_GRADUAL_INTERVAL = 30.0
 DEFAULT_ABORT_SCALE_DOWN_DELAY = 30.0
+DEFAULT_SCALE_DOWN_DELAY = 30.0  # Argo's blueGreen.scaleDownDelaySeconds default
+
+
+@dataclass(frozen=True, slots=True)
+class PodMetadata:
+    """Argo's PodTemplateMetadata: labels and annotations meshshift puts on a set of pods."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.labels or self.annotations)
+
+
+@dataclass(frozen=True, slots=True)
+class BlueGreen:
+    """Argo's `strategy.blueGreen`, as meshshift runs it (see engine.machine).
+
+    The new revision is previewed (scaled up, reachable on the preview only), analysed
+    (`pre_promotion_analysis`), promoted by a human or on its own, switched to in one write
+    per router, analysed again while the old revision still runs (`post_promotion_analysis`,
+    a failure switches back at once), and the old revision is scaled down `scale_down_delay`
+    after the switch at the earliest.
+    """
+
+    active_service: str | None = None  # the Service user traffic reaches (Kubernetes: the apex)
+    preview_service: str | None = None  # Kubernetes: a Service that selects the preview's pods
+    auto_promotion_enabled: bool = True
+    auto_promotion_seconds: float | None = None  # pause this long before switching (None: no pause)
+    preview_replica_count: int | None = None  # None: the preview runs the full replica count
+    pre_promotion_analysis: AnalysisRef | None = None
+    post_promotion_analysis: AnalysisRef | None = None
+    scale_down_delay: float = DEFAULT_SCALE_DOWN_DELAY
+    active_metadata: PodMetadata = field(default_factory=PodMetadata)
+    preview_metadata: PodMetadata = field(default_factory=PodMetadata)
+    # meshshift's addition: a header route to the preview on the active routes, from the
+    # moment the preview is up until the rollout ends (QA reaches it through the mesh).
+    preview_header_route: SetHeaderRoute | None = None
+
+    @property
+    def pauses_before_switch(self) -> bool:
+        """Argo's needsBlueGreenControllerPause: wait for `promote`, or autoPromotionSeconds."""
+        return not self.auto_promotion_enabled or self.auto_promotion_seconds is not None
+
+    @property
+    def preview_scale(self) -> CanaryScale:
+        if self.preview_replica_count is not None:
+            return CanaryScale(replicas=self.preview_replica_count)
+        return CanaryScale.full()
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,10 +354,17 @@ class RolloutSpec:
     # contract); False only reports it and keeps waiting (a pasted Rollout without Argo's
     # progressDeadlineAbort: true).
     progress_deadline_abort: bool = True
+    # The blue-green strategy instead of steps (a spec has one or the other).
+    blue_green: BlueGreen | None = None
 
     @property
     def step_count(self) -> int:
         return len(self.steps)
+
+    @property
+    def strategy(self) -> str:
+        """Argo's strategy name: `canary` or `blueGreen` (the `strategy` label of rollout_info)."""
+        return "blueGreen" if self.blue_green is not None else "canary"
 
 
 # --- where the rollout runs --------------------------------------------------------
@@ -349,6 +405,7 @@ class EnvoyRouterConfig:
     attach: bool = False  # True: write RDS files for an Envoy someone else runs
     base_id: int | None = None
     binary: str | None = None
+    preview_listen: str | None = None  # spec.preview.listen: the preview listener
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +414,7 @@ class NginxRouterConfig:
     config_dir: str | None = None
     binary: str | None = None
     canary_header: str = "X-Canary"
+    preview_listen: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +424,7 @@ class TraefikRouterConfig:
     config_dir: str | None = None  # where the static and the dynamic (file provider) configuration go
     attach: bool = False  # True: write the files for a Traefik someone else runs (needs `api`)
     binary: str | None = None
+    preview_listen: str | None = None
 
 
 StandaloneRouterConfig = EnvoyRouterConfig | NginxRouterConfig | TraefikRouterConfig

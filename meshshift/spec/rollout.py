@@ -23,6 +23,7 @@ from meshshift.spec.model import (
     AnalysisRef,
     AnalysisTemplate,
     BackgroundAnalysis,
+    BlueGreen,
     FailurePolicy,
     RolloutSpec,
     SetHeaderRoute,
@@ -50,6 +51,8 @@ class RolloutPaths:
     steps: str = "steps"
     analysis: str = "analysis"
     allow_non_monotonic: str = "allowNonMonotonic: true"
+    blue_green: str = "blueGreen"
+    on_failure: str = "onFailure"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,20 +101,23 @@ def build_rollout(
     paths: RolloutPaths,
     findings: Findings,
     catalog: TemplateCatalog | None = None,
+    blue_green: BlueGreen | None = None,
 ) -> RolloutSpec:
     """The RolloutSpec, after the whole-rollout checks; None steps are invalid ones, already reported.
 
     Without a `catalog` the template references are not checked (the runtime checks them
     with `validate_rollout` once it has loaded the templates).
     """
-    if not steps:
+    if blue_green is not None:
+        _check_blue_green(steps, analysis, policy, paths, findings)
+    elif not steps:
         findings.warning(paths.steps, "no steps: a new version gets all the traffic at once")
     _check_monotonic(steps, policy.allow_non_monotonic, paths, findings)
     _check_route_removals(steps, paths, findings)
     if analysis is not None:
         _check_starting_step(analysis.starting_step, len(steps), paths, findings)
     if catalog is not None:
-        check_analysis_refs(steps, analysis, catalog, paths, findings)
+        check_analysis_refs(steps, analysis, catalog, paths, findings, blue_green)
     run: list[Step] = []  # a StepGroup runs as its parts, one step each
     first_part: list[int] = []
     for step in steps:
@@ -128,7 +134,36 @@ def build_rollout(
         gradual_interval=policy.gradual_interval,
         abort_scale_down_delay=policy.abort_scale_down_delay,
         progress_deadline_abort=policy.progress_deadline_abort,
+        blue_green=blue_green,
     )
+
+
+def _check_blue_green(
+    steps: Sequence[WrittenStep],
+    analysis: BackgroundAnalysis | None,
+    policy: RolloutPolicy,
+    paths: RolloutPaths,
+    findings: Findings,
+) -> None:
+    """A blue-green rollout has no steps and no background analysis, and always switches back."""
+    if steps:
+        findings.error(
+            paths.blue_green,
+            f"a rollout is either canary steps or blue-green, not both: remove {paths.steps} or this "
+            "(Argo: multiple strategies can not be listed)",
+        )
+    if analysis is not None:
+        findings.error(
+            paths.analysis,
+            "background analysis belongs to canary steps; a blue-green rollout runs "
+            "prePromotionAnalysis and postPromotionAnalysis",
+        )
+    if policy.on_failure != FailurePolicy.ROLLBACK:
+        findings.error(
+            paths.on_failure,
+            f'is "{policy.on_failure.value}", but a blue-green rollout always switches all traffic back '
+            'at once when it fails: use "rollback"',
+        )
 
 
 def validate_rollout(
@@ -141,7 +176,9 @@ def validate_rollout(
     """Cross-check a parsed spec against the templates it may reference."""
     findings = Findings()
     catalog = TemplateCatalog(templates, builtin_templates)
-    check_analysis_refs(spec.steps, spec.analysis, catalog, paths or RolloutPaths(), findings)
+    check_analysis_refs(
+        spec.steps, spec.analysis, catalog, paths or RolloutPaths(), findings, spec.blue_green
+    )
     return findings
 
 
@@ -211,14 +248,22 @@ def _check_starting_step(
 
 
 def _analysis_refs(
-    steps: Sequence[WrittenStep], analysis: BackgroundAnalysis | None, paths: RolloutPaths
+    steps: Sequence[WrittenStep],
+    analysis: BackgroundAnalysis | None,
+    paths: RolloutPaths,
+    blue_green: BlueGreen | None = None,
 ) -> Iterator[tuple[str, AnalysisRef, bool]]:
-    """(path, reference, is a step analysis) for every analysis of the rollout."""
+    """(path, reference, waited for like a step analysis) for every analysis of the rollout."""
     for index, step in _each_step(steps):
         if isinstance(step, StepAnalysis):
             yield at(at(paths.steps, index), "analysis"), step.analysis, True
     if analysis is not None:
         yield paths.analysis, analysis.analysis, False
+    if blue_green is not None:
+        if blue_green.pre_promotion_analysis is not None:
+            yield at(paths.blue_green, "prePromotionAnalysis"), blue_green.pre_promotion_analysis, True
+        if blue_green.post_promotion_analysis is not None:
+            yield at(paths.blue_green, "postPromotionAnalysis"), blue_green.post_promotion_analysis, True
 
 
 def check_analysis_refs(
@@ -227,8 +272,9 @@ def check_analysis_refs(
     catalog: TemplateCatalog,
     paths: RolloutPaths,
     findings: Findings,
+    blue_green: BlueGreen | None = None,
 ) -> None:
-    for path, ref, is_step in _analysis_refs(steps, analysis, paths):
+    for path, ref, is_step in _analysis_refs(steps, analysis, paths, blue_green):
         _check_ref(path, ref, is_step, catalog, findings)
 
 
@@ -339,10 +385,14 @@ def _warn_unbounded(
             continue
         listed = ", ".join(f'"{name}" (every {every})' for name, every in unbounded)
         metrics, has = ("metrics", "have") if len(unbounded) > 1 else ("metric", "has")
+        if path.endswith("PromotionAnalysis"):
+            ends = "so this analysis never completes: the rollout waits on it until promote-full or abort"
+        else:
+            ends = "so this step analysis runs until the rollout is promoted (as in Argo Rollouts)"
         findings.warning(
             at(at(at(path, "templates"), index), "templateName"),
-            f'template "{template.name}": {metrics} {listed} {has} an interval and no count, so this step '
-            "analysis runs until the rollout is promoted (as in Argo Rollouts); set count to bound it",
+            f'template "{template.name}": {metrics} {listed} {has} an interval and no count, {ends}; '
+            "set count to bound it",
         )
 
 

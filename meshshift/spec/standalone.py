@@ -9,6 +9,8 @@ spec:
   stable: {endpoints: ["127.0.0.1:8081"]}
   canary: {endpoints: ["127.0.0.1:8082"]}
   steps: [...]                                     # as meshshift.io/steps
+  blueGreen: {...}                                 # or Argo's blue-green strategy (instead of steps)
+  preview: {listen: "127.0.0.1:10001"}             # a listener that reaches the new revision only
   analysis: {...}                                  # as meshshift.io/analysis
   templates: [...]                                 # AnalysisTemplate documents, inline
   onFailure: rollback
@@ -30,6 +32,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
+from meshshift.spec.bluegreen import read_blue_green
 from meshshift.spec.errors import Findings
 from meshshift.spec.fields import (
     at,
@@ -76,6 +79,8 @@ SPEC_FIELDS = (
     "stable",
     "canary",
     "steps",
+    "blueGreen",
+    "preview",
     "analysis",
     "templates",
     "onFailure",
@@ -171,6 +176,9 @@ def _read_spec(
         {**external, **{template.name: template for template in inline}}, builtin_templates
     )
     rollout = _read_rollout(spec, findings, catalog)
+    preview = _read_preview(spec, findings)
+    if router is not None and preview is not None:
+        router = dataclasses.replace(router, preview_listen=preview)
     state_file = None
     if spec.get("stateFile") is not None:
         state_file = expect_str(spec["stateFile"], "spec.stateFile", findings)
@@ -193,13 +201,41 @@ def _read_spec(
 
 def _read_rollout(spec: Mapping[str, Any], findings: Findings, catalog: TemplateCatalog) -> RolloutSpec:
     paths = RolloutPaths(
-        steps="spec.steps", analysis="spec.analysis", allow_non_monotonic="spec.allowNonMonotonic: true"
+        steps="spec.steps",
+        analysis="spec.analysis",
+        allow_non_monotonic="spec.allowNonMonotonic: true",
+        blue_green="spec.blueGreen",
+        on_failure="spec.onFailure",
     )
     steps = read_steps(spec["steps"], paths.steps, findings) if spec.get("steps") is not None else ()
     analysis = None
     if spec.get("analysis") is not None:
         analysis = read_background_analysis(spec["analysis"], paths.analysis, findings)
-    return build_rollout(steps, analysis, _read_policy(spec, findings), paths, findings, catalog)
+    policy = _read_policy(spec, findings)
+    blue_green = None
+    if "blueGreen" in spec:
+        block = read_blue_green(spec["blueGreen"], paths.blue_green, findings, where="standalone")
+        if block is not None:
+            blue_green = block.strategy
+            if block.abort_scale_down_delay is not None:
+                if spec.get("abortScaleDownDelay") is not None:
+                    findings.error(
+                        "spec.blueGreen.abortScaleDownDelaySeconds",
+                        "and spec.abortScaleDownDelay both set the delay; give one of them",
+                    )
+                policy = dataclasses.replace(policy, abort_scale_down_delay=block.abort_scale_down_delay)
+    return build_rollout(steps, analysis, policy, paths, findings, catalog, blue_green)
+
+
+def _read_preview(spec: Mapping[str, Any], findings: Findings) -> str | None:
+    """`spec.preview: {listen: HOST:PORT}`: where the proxy serves the preview (the new revision)."""
+    if spec.get("preview") is None:
+        return None
+    preview = expect_mapping(spec["preview"], "spec.preview", findings)
+    if preview is None:
+        return None
+    check_keys(preview, ("listen",), "spec.preview", findings)
+    return _required_address(preview, "listen", "spec.preview", findings)
 
 
 def _read_policy(spec: Mapping[str, Any], findings: Findings) -> RolloutPolicy:
@@ -449,3 +485,15 @@ def _check_listen_clash(router: StandaloneRouterConfig, extra: Mapping[str, Any]
         findings.error(
             "spec.metrics.listen", f"is the same address as spec.router.{kind}.listen ({metrics_listen})"
         )
+    preview = router.preview_listen
+    if preview is None:
+        return
+    taken = {
+        f"spec.router.{kind}.listen": router.listen,
+        "spec.metrics.listen": metrics_listen,
+        f"spec.router.{kind}.admin": getattr(router, "admin", None),
+        f"spec.router.{kind}.api": getattr(router, "api", None),
+    }
+    for field, address in taken.items():
+        if address is not None and address == preview:
+            findings.error("spec.preview.listen", f"is the same address as {field} ({preview})")

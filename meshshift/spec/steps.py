@@ -191,6 +191,12 @@ def _read_step_analysis(value: object, path: str, findings: Findings) -> Step | 
     return None if analysis is None else StepAnalysis(analysis)
 
 
+def read_header_route(value: object, path: str, findings: Findings) -> SetHeaderRoute | None:
+    """A `setHeaderRoute` block `{name, match}` (no match: the route is removed)."""
+    route = _read_set_header_route(value, path, findings)
+    return route if isinstance(route, SetHeaderRoute) else None
+
+
 def _read_set_header_route(value: object, path: str, findings: Findings) -> Step | None:
     route = expect_mapping(value, path, findings)
     if route is None:

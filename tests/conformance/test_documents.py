@@ -175,7 +175,28 @@ def test_no_field_of_an_accepted_rollout_is_ignored_without_a_warning(key: str) 
             silent += [f"{path}.{k}" for k in value if f"{path}.{k}" not in warned | ACTED_ON_ROUTING]
         elif field not in ACTED_ON_CANARY and path not in warned:
             silent.append(path)
+    blue_green: Mapping[str, Any] = (spec.get("strategy") or {}).get("blueGreen") or {}
+    for field in blue_green:
+        path = f"spec.strategy.blueGreen.{field}"
+        if field not in ACTED_ON_BLUE_GREEN and path not in warned:
+            silent.append(path)
     assert silent == [], f"accepted without a word: {silent}"
+
+
+# What a pasted Rollout's blueGreen acts on (README: "Argo Rollouts conformance").
+ACTED_ON_BLUE_GREEN = {
+    "activeService",
+    "previewService",
+    "previewReplicaCount",
+    "autoPromotionEnabled",
+    "autoPromotionSeconds",
+    "prePromotionAnalysis",
+    "postPromotionAnalysis",
+    "scaleDownDelaySeconds",
+    "abortScaleDownDelaySeconds",
+    "activeMetadata",
+    "previewMetadata",
+}
 
 
 # Paths under trafficRouting meshshift acts on.
