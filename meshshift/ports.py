@@ -128,12 +128,30 @@ class MeasureContext:
     secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # already read
     secret_reader: SecretReader | None = None  # reads the others (Kubernetes mode)
     in_progress: Measurement | None = None  # the metric's Running measurement, to resume
+    # A backtest's measurement: evaluate the query as of this Unix time, from the metrics
+    # store's history. None (every live rollout): now. Only providers that are
+    # HistoricalProviders accept it; the others refuse it with a ProviderError.
+    evaluation_time: float | None = None
 
 
 class MetricProvider(Protocol):
     """Takes one measurement of one metric (Argo's metric provider)."""
 
     kind: str
+
+    async def measure(self, metric: Metric, context: MeasureContext) -> ProviderResult: ...
+
+
+@runtime_checkable
+class HistoricalProvider(Protocol):
+    """A MetricProvider that can also measure as of a past time (`MeasureContext.evaluation_time`),
+    for `meshshift analyze --from/--to`: Prometheus (`time=`), Datadog and New Relic (time ranges)."""
+
+    kind: str
+
+    def history_refusal(self, metric: Metric) -> str | None:
+        """None when `metric` can be measured at a past time; otherwise why not (a sentence)."""
+        ...
 
     async def measure(self, metric: Metric, context: MeasureContext) -> ProviderResult: ...
 

@@ -79,13 +79,17 @@ class AnalysisExecutor:
         on_change: Callable[[AnalysisRun], None],
         arg_context: Callable[[StartAnalysis], ArgContext],
         measurement_timeout: float = DEFAULT_MEASUREMENT_TIMEOUT,
+        evaluate_at_clock: bool = False,
     ) -> None:
+        """`evaluate_at_clock`: a replay over history (`meshshift analyze --from`): `clock` is the
+        replay's, and each measurement asks its provider for the value as of that time."""
         self.templates = templates
         self.providers = providers
         self.clock = clock
         self.on_change = on_change
         self.arg_context = arg_context
         self.measurement_timeout = measurement_timeout
+        self.evaluate_at_clock = evaluate_at_clock
         self.runs: dict[str, AnalysisRun] = {}
         self.contexts: dict[str, MeasureContext] = {}
         self._secret_values: dict[str, tuple[str, ...]] = {}  # run -> values to redact
@@ -98,8 +102,9 @@ class AnalysisExecutor:
         """Adopt runs persisted by an earlier daemon; `start` then resumes them."""
         self.runs.update(runs)
 
-    async def start(self, action: StartAnalysis) -> None:
-        """Start the run `action` names, or resume it if it was restored."""
+    async def start(self, action: StartAnalysis, *, drive: bool = True) -> None:
+        """Start the run `action` names, or resume it if it was restored. With `drive=False` no
+        task measures it: the caller takes its measurements with `measure_due`."""
         name = action.run_name
         if name in self._tasks:
             return
@@ -131,7 +136,7 @@ class AnalysisExecutor:
             args=provider_args, namespace=context.namespace, secret_reader=context.secret_reader
         )
         self._secret_values[name] = tuple(v for v in secret_args.values() if v)
-        if not run.phase.completed and not run.terminated:
+        if drive and not run.phase.completed and not run.terminated:
             self._tasks[name] = asyncio.create_task(self._drive(name), name=f"analysis:{name}")
 
     async def stop(self, name: str) -> None:
@@ -282,21 +287,30 @@ class AnalysisExecutor:
             run = self.runs[name]
             if run.phase.completed or run.terminated:
                 return
-            due = due_metrics(run, self.clock())
-            if due:
-                measurements = [
-                    self._redact(name, m)
-                    for m in await asyncio.gather(*(self._measure(name, m) for m in due))
-                ]
-                run = self.runs[name]
-                for metric, measurement in zip(due, measurements, strict=True):
-                    run = record_measurement(run, metric.name, measurement)
-                self._publish(run)
+            if due_metrics(run, self.clock()):
+                await self.measure_due(name)
                 continue
             at = next_due_at(run)
             if at is None:
                 return
             await asyncio.sleep(max(0.0, at - self.clock()))
+
+    async def measure_due(self, name: str, *, metrics: Sequence[Metric] | None = None) -> AnalysisRun:
+        """Take the measurements due now (or one of each of `metrics`, due or not), concurrently,
+        record them and publish the run. The daemon's task calls it when a metric is due; a caller
+        that started the run with `drive=False` calls it itself (a replay, `analyze --once`)."""
+        run = self.runs[name]
+        due = tuple(metrics) if metrics is not None else due_metrics(run, self.clock())
+        if not due or run.phase.completed or run.terminated:
+            return run
+        measurements = [
+            self._redact(name, m) for m in await asyncio.gather(*(self._measure(name, m) for m in due))
+        ]
+        run = self.runs[name]
+        for metric, measurement in zip(due, measurements, strict=True):
+            run = record_measurement(run, metric.name, measurement)
+        self._publish(run)
+        return run
 
     def _redact(self, run_name: str, measurement: Measurement) -> Measurement:
         """The measurement with every Secret value of its run masked (Argo does the same)."""
@@ -314,6 +328,8 @@ class AnalysisExecutor:
         running = in_progress(self.runs[run_name].result(metric.name))
         if running is not None:
             context = dataclasses.replace(context, in_progress=running)
+        if self.evaluate_at_clock:
+            context = dataclasses.replace(context, evaluation_time=started)
         provider = self.providers.get(metric.provider.kind) if metric.provider else None
         if provider is None:
             reason = (

@@ -13,6 +13,7 @@ rather than a pause anyone waits for.
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 
@@ -101,3 +102,44 @@ def parse_time_offset(text: str) -> float:
         return 0.0
     seconds = parse_duration(duration)
     return -seconds if sign == "-" else seconds
+
+
+# A moment on the command line (`meshshift analyze --from`): RFC 3339, Unix seconds, or an offset
+# from now. Offsets take d (24h) and w (7d) too, as Prometheus writes them: "-7d" is last week.
+_OFFSET = re.compile(rf"([-+])((?:{_NUMBER}(?:ms|s|m|h|d|w))+)")
+_OFFSET_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d|w)")
+_OFFSET_UNITS = {**_UNIT_SECONDS, "d": 86400.0, "w": 604800.0}
+INSTANT_HINT = (
+    'write RFC 3339 ("2026-12-01T10:00:00Z"), Unix seconds (1796119200) or an offset from now ("-2h", "-7d")'
+)
+
+
+def parse_instant(text: str, *, now: float) -> float:
+    """The Unix time `text` names; ValueError says why it names none (see INSTANT_HINT)."""
+    value = text.strip()
+    if not value:
+        raise ValueError(f"a time cannot be empty; {INSTANT_HINT}")
+    if value == "now":
+        return now
+    offset = _OFFSET.fullmatch(value)
+    if offset is not None:
+        sign, parts = offset.groups()
+        seconds = sum(float(n) * _OFFSET_UNITS[unit] for n, unit in _OFFSET_PART.findall(parts))
+        return now - seconds if sign == "-" else now + seconds
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", value):
+        return float(value)
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise ValueError(f'"{text}" is not a time; {INSTANT_HINT}') from None
+    if moment.tzinfo is None:
+        raise ValueError(f'"{text}" has no time zone; add Z for UTC or an offset like +02:00')
+    return moment.timestamp()
+
+
+def format_instant(seconds: float) -> str:
+    """RFC 3339 in UTC, to the second (to the millisecond when there is a fraction)."""
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    if moment.microsecond:
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -3,7 +3,7 @@
 Options (Argo Rollouts' names): `apiVersion` (v1 default, or v2), `interval` (the window
 looked at, default 5m: from = now - interval), `query`, or `queries` (name -> query) with
 an optional `formula` (v2), `aggregator` (v2, default `last`), `secretRef: {name, namespaced}`,
-`requestTimeout` (default 10s).
+`requestTimeout` (default 10s). In a backtest, "now" is the measurement's time.
 
 v1: `GET {address}/api/v1/query?query=&from=&to=` (seconds); `result` is the last non-null
 point of the first series, or nil when there is no series (use `default(result, 0)`).
@@ -76,7 +76,8 @@ class DatadogProvider:
             raise ProviderError(f"{field}.apiVersion: {version!r} is not v1 or v2")
         window = int(seconds_option(options, "interval", DEFAULT_INTERVAL, args=args, field=field))
         credentials = await self.credentials(options, context)
-        now = int(self.clock())
+        # A backtest asks for the window that ended at the measurement's time.
+        now = int(self.clock() if context.evaluation_time is None else context.evaluation_time)
         headers = {
             "DD-API-KEY": credentials.api_key,
             "DD-APPLICATION-KEY": credentials.app_key,
@@ -126,6 +127,10 @@ class DatadogProvider:
         if formula is not None:
             shown += f"; formula: {formula}"
         return ProviderResult(value=parse_v2(decode_json(answer, what), what), query=shown)
+
+    def history_refusal(self, metric: Metric) -> str | None:
+        """Both APIs take the window (`from`, `to`), so a past one is as easy as the last."""
+        return None
 
     async def credentials(self, options: Mapping[str, Any], context: MeasureContext) -> DatadogCredentials:
         """The first complete set of credentials, in Argo's order (see the module docstring)."""

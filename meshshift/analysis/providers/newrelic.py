@@ -11,6 +11,10 @@ NRQL passed as variables so that no NRQL text is ever spliced into GraphQL (as
 newrelic-client-go, which Argo uses, does). `result` follows Argo: the single result
 object when there is one, else the list of results (empty when there are none).
 
+In a backtest the NRQL's relative window (`SINCE 30 minutes ago`, `UNTIL ...`; without SINCE,
+NRQL's last hour) is rewritten to epoch milliseconds counted back from the measurement's time
+(templating.nrql_at).
+
 Credentials: the Secret `profile` (keys `personal-api-key`, `account-id`, optional
 `region` us|eu and `base-url-nerdgraph`), looked up in the run's resolved secrets and then
 through the injected `SecretReader`; else the environment: NEWRELIC_API_KEY,
@@ -31,9 +35,10 @@ from meshshift.analysis.providers.http import (
     seconds_option,
     shorten,
 )
-from meshshift.analysis.providers.templating import render_nrql
+from meshshift.analysis.providers.templating import nrql_at, render_nrql
 from meshshift.ports import MeasureContext, ProviderError, ProviderResult, SecretReader
 from meshshift.spec.model import Metric
+from meshshift.spec.templates import PLACEHOLDER
 
 DEFAULT_SECRET = "newrelic"  # noqa: S105 (a Secret's name)
 DEFAULT_TIMEOUT = 30.0
@@ -73,6 +78,11 @@ class NewRelicProvider:
         if not isinstance(raw, str) or not raw.strip():
             raise ProviderError(f"{field}.query: an NRQL query is required")
         nrql = " ".join(render_nrql(raw, context.args, field=f"{field}.query").split())
+        if context.evaluation_time is not None:
+            try:
+                nrql = nrql_at(nrql, context.evaluation_time)
+            except ValueError as error:
+                raise ProviderError(f"{field}.query: {error}") from None
         credentials = await self.credentials(options, context)
         timeout = seconds_option(options, "timeout", self.timeout, args=context.args, field=field)
         what = f"New Relic NerdGraph at {credentials.url}"
@@ -94,6 +104,18 @@ class NewRelicProvider:
         results = parse_results(decode_json(answer, what), what, credentials.account_id)
         value: Any = results[0] if len(results) == 1 else results
         return ProviderResult(value=value, query=nrql)
+
+    def history_refusal(self, metric: Metric) -> str | None:
+        """NRQL says its own window; a relative one (or none) can be moved to a past time."""
+        options = metric.provider.options if metric.provider else {}
+        raw = options.get("query")
+        if not isinstance(raw, str):
+            return None  # measuring says what is wrong
+        try:
+            nrql_at(PLACEHOLDER.sub("0", raw), 0.0)
+        except ValueError as error:
+            return f"the NRQL query of metric {metric.name!r}: {error}"
+        return None
 
     async def credentials(self, options: Mapping[str, Any], context: MeasureContext) -> NewRelicCredentials:
         profile = str(options.get("profile") or DEFAULT_SECRET)

@@ -2,12 +2,16 @@
 
 Options (Argo Rollouts' names): `address`, `query`, `timeout` (seconds, default 30),
 `headers` (`[{key, value}]`), `insecure`, `rangeQuery` (`{start, end, step}`: a range query,
-start and end written `now()` or `now() - duration("5m")`), `authentication` (`basicAuth`, or
+start and end written `now()` or `now() - duration("5m")`; in a backtest `now()` is the
+measurement's time), `authentication` (`basicAuth`, or
 `oauth2` client credentials; see http.authentication_headers). Without `address` the provider's default is
 used: the one it was built with, else `$MESHSHIFT_PROMETHEUS_ADDRESS`. A bearer token is
 sent when no Authorization header is given and one is configured: the constructor's,
 else `$MESHSHIFT_PROMETHEUS_BEARER_TOKEN`, else the file named by
 `$MESHSHIFT_PROMETHEUS_BEARER_TOKEN_FILE` (read at every measurement: tokens rotate).
+
+A backtest (`MeasureContext.evaluation_time`) sends the instant query with `time=`, so
+Prometheus evaluates it over its history as it would have then.
 
 The answer becomes `result`: a scalar is a number; a vector is a list of numbers, one per
 series, in Prometheus' order; a matrix (a range selector) is the list of every sample of
@@ -71,12 +75,20 @@ class PrometheusProvider:
         if not isinstance(raw_query, str) or not raw_query.strip():
             raise ProviderError(f"{field}.query: a query is required")
         query = render_promql(raw_query, context.args, field=f"{field}.query")
+        at = context.evaluation_time
         range_form: dict[str, str] = {}
         if options.get("rangeQuery"):
-            range_form = _range(options["rangeQuery"], context.args, f"{field}.rangeQuery", now=time.time())
-        body, what, status = await self.query(query, options, context.args, field, range_form=range_form)
+            now = time.time() if at is None else at
+            range_form = _range(options["rangeQuery"], context.args, f"{field}.rangeQuery", now=now)
+        body, what, status = await self.query(
+            query, options, context.args, field, range_form=range_form, evaluation_time=at
+        )
         value = parse_query_response(body, what=what, query=query, status=status)
         return ProviderResult(value=value, query=query)
+
+    def history_refusal(self, metric: Metric) -> str | None:
+        """Prometheus evaluates any query at a past time (`time=`), from its TSDB."""
+        return None
 
     async def query(
         self,
@@ -86,9 +98,10 @@ class PrometheusProvider:
         field: str,
         *,
         range_form: Mapping[str, str] | None = None,
+        evaluation_time: float | None = None,
     ) -> tuple[Any, str, int]:
-        """(decoded answer, "prometheus at ADDRESS", HTTP status) of one query: an instant one,
-        or a range query with `range_form` (start, end, step).
+        """(decoded answer, "prometheus at ADDRESS", HTTP status) of one query: an instant one
+        (evaluated now, or at `evaluation_time`), or a range query with `range_form`.
 
         `options` are a template's prometheus options (address, timeout, headers,
         authentication, insecure).
@@ -104,6 +117,8 @@ class PrometheusProvider:
         if range_form:
             endpoint = "query_range"
             form |= range_form
+        elif evaluation_time is not None:
+            form["time"] = f"{evaluation_time:.3f}"
         answer = await fetch(
             "POST",
             f"{address}/api/v1/{endpoint}",

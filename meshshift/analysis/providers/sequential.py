@@ -47,6 +47,10 @@ SOURCES = ("envoy-admin", "prometheus")
 DEFAULT_LOOK = {"envoy-admin": 1.0, "prometheus": 10.0}
 MAX_FAILED_LOOKS = 5
 PROGRESS_KEY = "progress"
+_NO_HISTORY = (
+    "Envoy's admin endpoint holds only the counters of now, so it cannot be replayed over history "
+    "(scrape Envoy with Prometheus and use source: prometheus)"
+)
 
 
 class SequentialProvider:
@@ -79,14 +83,17 @@ class SequentialProvider:
         if source not in SOURCES:
             raise ProviderError(f"{FIELD}.source: {source!r} is not one of {', '.join(SOURCES)}")
         look_every = seconds_option(options, "lookEvery", DEFAULT_LOOK[source], args=args, field=FIELD)
+        at = context.evaluation_time
+        if at is not None and source != "prometheus":
+            raise ProviderError(f"{FIELD}: {_NO_HISTORY}")
         progress = _resume(context)
         try:
-            reading, described = await self._read(builtin, source, options, args)
+            reading, described = await self._read(builtin, source, options, args, at)
         except ProviderError as error:
             if progress is None:
                 raise
             return self._failed_look(progress, settings, look_every, error, context)
-        now = self.clock()
+        now = self.clock() if at is None else at
         if progress is None:
             unit = render_plain(str(options.get("unit") or ""), args, field=f"{FIELD}.unit")
             progress = sequential.begin(builtin, now, reading, quantile=quantile, unit=unit)
@@ -117,12 +124,23 @@ class SequentialProvider:
             metadata={PROGRESS_KEY: json.dumps(encode(progress))},
         )
 
+    def history_refusal(self, metric: Metric) -> str | None:
+        options = metric.provider.options if metric.provider else {}
+        if str(options.get("source") or "envoy-admin") == "prometheus":
+            return None  # the counters' history is in Prometheus: each look reads them at its time
+        return f"metric {metric.name!r} reads Envoy's admin endpoint: {_NO_HISTORY}"
+
     async def _read(
-        self, builtin: str, source: str, options: Mapping[str, Any], args: Mapping[str, str]
+        self,
+        builtin: str,
+        source: str,
+        options: Mapping[str, Any],
+        args: Mapping[str, str],
+        at: float | None = None,
     ) -> tuple[Reading, str]:
         if source == "envoy-admin":
             return await self._read_envoy(builtin, options, args)
-        return await self._read_prometheus(builtin, options, args)
+        return await self._read_prometheus(builtin, options, args, at)
 
     async def _read_envoy(
         self, builtin: str, options: Mapping[str, Any], args: Mapping[str, str]
@@ -154,7 +172,7 @@ class SequentialProvider:
         return Reading(series(canary_reading), series(stable_reading)), described
 
     async def _read_prometheus(
-        self, builtin: str, options: Mapping[str, Any], args: Mapping[str, str]
+        self, builtin: str, options: Mapping[str, Any], args: Mapping[str, str], at: float | None
     ) -> tuple[Reading, str]:
         queries = {}
         for side in ("canary", "stable"):
@@ -164,7 +182,10 @@ class SequentialProvider:
             queries[side] = render_promql(raw, args, field=f"{FIELD}.{side}")
         code_label = render_plain(str(options.get("codeLabel") or "code"), args, field=f"{FIELD}.codeLabel")
         answers = await asyncio.gather(
-            *(self.prometheus.query(queries[side], options, args, FIELD) for side in ("canary", "stable"))
+            *(
+                self.prometheus.query(queries[side], options, args, FIELD, evaluation_time=at)
+                for side in ("canary", "stable")
+            )
         )
         sides = []
         what = ""
@@ -299,4 +320,12 @@ class MeshshiftProvider:
         options = metric.provider.options if metric.provider else {}
         if options.get("builtin") in sequential.SEQUENTIAL_BUILTINS:
             return await self.judge.measure(metric, context)
+        if context.evaluation_time is not None:
+            raise ProviderError(f"{FIELD}: {_NO_HISTORY}")
         return await self.envoy.measure(metric, context)
+
+    def history_refusal(self, metric: Metric) -> str | None:
+        options = metric.provider.options if metric.provider else {}
+        if options.get("builtin") in sequential.SEQUENTIAL_BUILTINS:
+            return self.judge.history_refusal(metric)
+        return f"metric {metric.name!r} reads Envoy's admin endpoint: {_NO_HISTORY}"

@@ -292,6 +292,68 @@ def render_nrql(text: str, args: Mapping[str, str], *, field: str = "query") -> 
     return _render(text, args, field, _NrqlLexer())
 
 
+# NRQL's relative time clauses: `SINCE 30 minutes ago`, `UNTIL 5 minutes ago`.
+_NRQL_RELATIVE = re.compile(
+    r"\b(SINCE|UNTIL)\s+([0-9]+(?:\.[0-9]+)?)\s+"
+    r"(SECONDS?|MINUTES?|HOURS?|DAYS?|WEEKS?)\s+AGO\b",
+    re.IGNORECASE,
+)
+_NRQL_TIME_KEYWORD = re.compile(r"\b(SINCE|UNTIL)\b", re.IGNORECASE)
+_NRQL_UNIT_SECONDS = {"SECOND": 1, "MINUTE": 60, "HOUR": 3600, "DAY": 86400, "WEEK": 604800}
+NRQL_DEFAULT_WINDOW = 3600.0  # NRQL's window without SINCE: the last hour
+
+
+def _nrql_code(text: str) -> str:
+    """`text` with everything that is not NRQL code (strings, identifiers, comments) blanked,
+    so clauses are found where NRQL reads them, never inside a literal."""
+    lexer = _NrqlLexer()
+    out = []
+    for char in text:
+        before = lexer.state
+        lexer.feed(char)
+        out.append(char if before is _NrqlState.CODE and lexer.state is _NrqlState.CODE else " ")
+    return "".join(out)
+
+
+def nrql_at(nrql: str, at: float) -> str:
+    """`nrql` evaluated as of Unix time `at` (a backtest): its relative `SINCE n unit ago` and
+    `UNTIL n unit ago` become epoch milliseconds counted back from `at`, and it ends at `at`
+    (`UNTIL`); without SINCE, its window is NRQL's default, the hour before `at`.
+
+    ValueError for a time clause that cannot be moved (an absolute time, `SINCE today`...).
+    """
+    code = _nrql_code(nrql)
+    lexer = _NrqlLexer()
+    lexer.feed(nrql)
+    if lexer.state is not _NrqlState.CODE:
+        raise ValueError("it ends inside a comment or a literal, so no time clause can be added")
+    relative = list(_NRQL_RELATIVE.finditer(code))
+    keywords = list(_NRQL_TIME_KEYWORD.finditer(code))
+    if len(keywords) != len(relative):
+        covered = {match.start() for match in relative}
+        odd = next(k for k in keywords if k.start() not in covered)
+        clause = " ".join(code[odd.start() :].split()[:4])
+        raise ValueError(
+            f"its time clause {clause!r} cannot be replayed at another time; write it relative "
+            "to now (SINCE 30 minutes ago, UNTIL 5 minutes ago)"
+        )
+    found = {match.group(1).upper() for match in relative}
+    result, last = [], 0
+    for match in relative:
+        keyword, number, unit = match.group(1).upper(), float(match.group(2)), match.group(3).upper()
+        seconds = number * _NRQL_UNIT_SECONDS[unit.rstrip("S")]
+        result.append(nrql[last : match.start()])
+        result.append(f"{keyword} {round((at - seconds) * 1000)}")
+        last = match.end()
+    result.append(nrql[last:])
+    rewritten = "".join(result).rstrip()
+    if "SINCE" not in found:
+        rewritten += f" SINCE {round((at - NRQL_DEFAULT_WINDOW) * 1000)}"
+    if "UNTIL" not in found:
+        rewritten += f" UNTIL {round(at * 1000)}"
+    return rewritten
+
+
 # --- URLs ------------------------------------------------------------------------------
 
 

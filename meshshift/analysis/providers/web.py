@@ -39,6 +39,10 @@ from meshshift.spec.model import Metric
 
 DEFAULT_TIMEOUT = 10.0
 METHODS = ("GET", "POST", "PUT")
+NO_HISTORY = (
+    "the web provider asks an endpoint about now; an endpoint keeps no history to replay, so a "
+    "backtest cannot measure it"
+)
 # Query parameters whose values are kept out of the recorded query and of messages.
 _SECRET_PARAMS = ("key", "token", "secret", "password", "passwd", "auth", "signature", "credential")
 
@@ -49,9 +53,14 @@ class WebProvider:
     def __init__(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
 
+    def history_refusal(self, metric: Metric) -> str | None:
+        return f"metric {metric.name!r}: {NO_HISTORY}"
+
     async def measure(self, metric: Metric, context: MeasureContext) -> ProviderResult:
         options = metric.provider.options if metric.provider else {}
         field, args = "provider.web", context.args
+        if context.evaluation_time is not None:
+            raise ProviderError(f"{field}: {NO_HISTORY}")
         if not options.get("url"):
             raise ProviderError(f"{field}.url: a URL is required")
         url = render_url(str(options["url"]), args, field=f"{field}.url")
