@@ -17,6 +17,10 @@ from meshshift import __version__
 from meshshift.logs import configure_logging
 from meshshift.settings import DaemonSettings, split_host_port
 
+# The meshes of the builtin templates (meshshift.analysis.providers.builtin.MESHES, which this file
+# does not import so that `meshshift lint` starts fast; tests/test_backtest.py checks they agree).
+BUILTIN_MESHES = ("istio", "nginx", "envoy", "traefik", "gateway-api/istio", "gateway-api/traefik")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -78,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("files", nargs="+", metavar="FILE")
     lint.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
+    analyze = commands.add_parser(
+        "analyze",
+        help="run an AnalysisTemplate now, once, or replayed over history (--from/--to)",
+        description="Try an AnalysisTemplate before trusting it: its metrics measured now (or once, "
+        "or replayed over the metrics store's history) with the providers, templating and phase "
+        "rules of a rollout. Exit status: 0 Successful, 1 Failed, 2 Error or Inconclusive.",
+    )
+    _add_analyze_arguments(analyze)
+
     get = commands.add_parser("get", help="show a rollout, like `kubectl argo rollouts get`")
     get.add_argument("kind", choices=["rollout", "rollouts", "ro"])
     get.add_argument("name", nargs="?")
@@ -97,6 +110,55 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "promote":
             control.add_argument("--full", action="store_true")
     return parser
+
+
+def _add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="YAML files holding the templates")
+    parser.add_argument(
+        "--template",
+        "-t",
+        action="append",
+        metavar="NAME",
+        help="the AnalysisTemplate to run (repeat for several, as a step's analysis lists them; "
+        "default: the only one in FILE)",
+    )
+    parser.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an arg of the template (or $MESHSHIFT_ARG_<NAME>)",
+    )
+    parser.add_argument("--once", action="store_true", help="one measurement of each metric, now")
+    parser.add_argument(
+        "--duration",
+        metavar="DURATION",
+        help="stop the run after this long (a metric with an interval and no count runs until then); "
+        "with --every, the length of each replay (default: the --every interval)",
+    )
+    parser.add_argument("--from", dest="start", metavar="TIME", help="backtest: replay from TIME")
+    parser.add_argument("--to", dest="end", metavar="TIME", help="backtest: until TIME (default: now)")
+    parser.add_argument("--every", metavar="DURATION", help="backtest: start a replay every DURATION")
+    parser.add_argument(
+        "--incident",
+        action="append",
+        default=[],
+        metavar="START..END",
+        help="backtest: a period that was an incident (the rest of the range is taken as healthy)",
+    )
+    parser.add_argument("--plot", metavar="FILE.png|svg", help="backtest: draw the metrics and verdicts")
+    parser.add_argument(
+        "--prometheus-address",
+        metavar="URL",
+        help="query this Prometheus instead of the templates' addresses (a port-forward, say)",
+    )
+    parser.add_argument(
+        "--mesh",
+        choices=BUILTIN_MESHES,
+        help="make the builtin templates (request-success-rate, request-duration...) of this mesh available",
+    )
+    parser.add_argument("-n", "--namespace", help="the namespace arg builtins and templates are given")
+    parser.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
 
 def _add_target_options(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +193,27 @@ def daemon_settings(args: argparse.Namespace) -> DaemonSettings:
         notifications=notifications,
         log_format=args.log_format,
     )
+
+
+# Options whose value may be a time offset from now ("-2h"), which argparse takes for an option.
+_TIME_OPTIONS = ("--from", "--to", "--incident")
+
+
+def _join_time_offsets(argv: Sequence[str]) -> list[str]:
+    """`--from -2h` as `--from=-2h`, so a time written as an offset from now reads as one."""
+    joined: list[str] = []
+    items = list(argv)
+    index = 0
+    while index < len(items):
+        item = items[index]
+        following = items[index + 1] if index + 1 < len(items) else ""
+        if item in _TIME_OPTIONS and following.startswith("-") and following[1:2].isdigit():
+            joined.append(f"{item}={following}")
+            index += 2
+            continue
+        joined.append(item)
+        index += 1
+    return joined
 
 
 EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in meshshift, never "findings" (1) or usage (2)
@@ -173,7 +256,7 @@ def _silence_stdout() -> None:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_time_offsets(sys.argv[1:] if argv is None else argv))
     if getattr(args, "listen", None):
         try:
             split_host_port(args.listen)
@@ -202,6 +285,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 return 1
         return 0
     configure_logging("console", "WARNING")
+    if args.command == "analyze":
+        from meshshift.cli.analyze import run_analyze
+
+        return run_analyze(args)
     if args.command == "demo":
         from meshshift.demo.runner import run_demo
 
