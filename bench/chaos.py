@@ -14,7 +14,7 @@ Prints tried / survived / lost for each part:
   as a hang; an exception other than the documented ones is a crash.
 - **alias bomb**: a Kubernetes-mode daemon (on the test emulator) runs a rollout while
   another Deployment's annotation is an alias bomb, edited every 0.2 s: the rollout's time
-  from release to its pause against a quiet run (median of 3 each), /healthz's slowest
+  from release to its pause against a quiet run (median of 5 each), /healthz's slowest
   answer, and the daemon's RSS growth.
 
 Run: .venv/bin/python bench/chaos.py [--kills 100] [--specs 10000] [--expressions 10000]
@@ -222,7 +222,7 @@ def _counts(counter: Counter[str]) -> str:
 # --- the alias bomb ----------------------------------------------------------------------
 
 
-async def alias_bomb(repeats: int = 3) -> None:
+async def alias_bomb(repeats: int = 5) -> None:
     import aiohttp
     import kmock
 

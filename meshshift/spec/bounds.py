@@ -16,6 +16,7 @@ node is composed:
   reading 20,000 takes a fraction of a second and a few MB.
 - depth: 64 nested collections. Argo's full specification is 12 deep; 64 stays far below
   Python's recursion limit for every recursive walker after this check.
+- integers: 4,300 digits, Python's own limit for reading one (past it, int() raises).
 
 Already-parsed JSON (an AnalysisTemplate object from the API) gets the same values and
 depth bounds through `data_problem`. An input past a bound is refused with a message
@@ -24,6 +25,7 @@ naming the bound: a lint error, or the InvalidSpec of a rollout; nothing else ch
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +35,8 @@ MAX_TEXT_CHARS = 1024 * 1024
 MAX_ALIASES = 100
 MAX_NODES = 20_000
 MAX_DEPTH = 64
+MAX_INT_DIGITS = 4300  # sys.int_info.default_max_str_digits
+_LONG_INTEGER = re.compile(r"[-+]?(0[xob])?[0-9a-fA-F_]+")
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -84,6 +88,13 @@ def yaml_problem(text: str) -> BoundExceeded | None:
                 size = 1
                 if event.anchor is not None:
                     sizes[event.anchor] = 1
+                value = event.value
+                if len(value) > MAX_INT_DIGITS and event.implicit[0] and _LONG_INTEGER.fullmatch(value):
+                    return _at(
+                        document,
+                        mark,
+                        f"an integer of {len(value)} digits (meshshift reads at most {MAX_INT_DIGITS})",
+                    )
             elif isinstance(event, yaml.AliasEvent):
                 aliases += 1
                 if aliases > MAX_ALIASES:

@@ -31,6 +31,13 @@ def parse_duration(value: object) -> float:
     """The duration in seconds; ValueError says why `value` is not a duration."""
     if isinstance(value, bool):
         raise ValueError(f"a duration cannot be a boolean; {_HINT}")
+    if isinstance(value, int) and value < -MAX_DURATION:
+        raise ValueError("negative durations are not allowed")
+    if isinstance(value, int) and value > MAX_DURATION:
+        # float() of a huge int overflows, and repr() of one past 4300 digits raises: say it plainly.
+        raise ValueError(
+            "the duration is a number of seconds longer than 30 days (720h); that is almost certainly a typo"
+        )
     if isinstance(value, int | float):
         return _check_seconds(float(value), repr(value))
     if not isinstance(value, str):

@@ -56,6 +56,7 @@ DEEP = "@@DEEP@@"
 TEXT_SNIPPETS = (
     "\n", " ", "  ", "-", ":", "- ", ": ", "&a ", "*a", "<<: ", "{", "}", "[", "]", "'", '"', "#", "---\n",
     "...\n", "!!python/object:os.system ", "!!binary ", "\t", "\\", "%YAML 1.1\n", "? ", "|\n", ">-\n",
+    " " + "9" * 5000 + "\n",  # past Python's 4300-digit limit for int()
 )  # fmt: skip
 
 

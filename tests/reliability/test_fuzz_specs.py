@@ -14,6 +14,7 @@ import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -159,3 +160,27 @@ def test_the_hang_guard_cuts_a_runaway_parse() -> None:
     with contextlib.suppress(HangError), hang_guard(0.2):
         while True:
             pass
+
+
+HUGE_DURATIONS = [10**400, -(10**400), 10**5000, "9" * 5000 + "s", 2**63]
+
+
+@pytest.mark.parametrize(
+    "value", HUGE_DURATIONS, ids=["1e400", "-1e400", "5000-digits", "5000-digit-text", "2^63"]
+)
+def test_a_huge_duration_is_a_finding(value: object) -> None:
+    """Found by bench/chaos.py: float() of a 400-digit int overflowed out of the template parser."""
+    metric = {"name": "m", "initialDelay": value, "provider": {"web": {"url": "http://127.0.0.1:1/"}}}
+    document = {"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate", "metadata": {"name": "t"}}
+    document["spec"] = {"metrics": [metric]}
+    with hang_guard(), pytest.raises(SpecError, match=r"spec\.metrics\[0\]\.initialDelay"):
+        parse_template(document)
+
+
+@pytest.mark.parametrize("digits", [4301, 5000, 100_000])
+def test_a_yaml_integer_too_long_to_read_is_a_finding(digits: int) -> None:
+    text = "kind: AnalysisTemplate\nspec:\n  metrics:\n  - {name: m, count: " + "9" * digits + "}\n"
+    findings = check_sources([("t.yaml", text)])
+    assert [f.reason for f in findings] == [
+        f"invalid YAML at line 4, column 22: an integer of {digits} digits (meshshift reads at most 4300)"
+    ]

@@ -154,6 +154,26 @@ class _PredicateBudget:
 
 # Per evaluation, and per thread / task, since a cached Condition may be evaluated concurrently.
 _predicate_budget: ContextVar[_PredicateBudget] = ContextVar("condition_predicate_budget")
+# Functions whose cost does not grow with their arguments' size.
+_CONSTANT_TIME_FUNCTIONS = frozenset(
+    {"len", "first", "last", "isNaN", "isInf", "abs", "round", "floor", "ceil", "int", "float", "asFloat"}
+)
+
+
+def _charge_operands(where: str, *values: object) -> None:
+    """Inside a predicate, an operation on a list or map walks it once per element: charge that.
+
+    `all(1..100000, {# in result})` on a result of 20,000 numbers is 2 * 10^9 steps within a
+    budget of 100,000 iterations otherwise. Strings are walked by C code: a hundredth each.
+    """
+    work = 0
+    for value in values:
+        if isinstance(value, list | dict):
+            work += len(value)
+        elif isinstance(value, str):
+            work += len(value) // 100
+    if work:
+        _predicate_budget.get().charge(work, where)
 
 
 def _quote(text: str) -> str:
@@ -217,6 +237,7 @@ class _Compiler:
     def __init__(self, source: str) -> None:
         self._source = source
         self.uses_predicates = False
+        self._in_predicate = 0  # > 0 while compiling a predicate's body (run once per element)
 
     def _text(self, node: Node) -> str:
         return _quote(self._source[node.start : node.end])
@@ -330,27 +351,48 @@ class _Compiler:
             return coalesce
         operation = BINARY_OPERATIONS[operator]
         where = self._text(node)
+        charging = self._in_predicate > 0  # run once per element: its work counts (see _charge_operands)
         if isinstance(node.right, Literal):  # `result[0] >= 0.95`: the common shape, one call less
             constant = node.right.value
 
             def binary_with_constant(result: object, frame: Frame) -> object:
                 value = left(result, frame)
+                if charging:
+                    _charge_operands(where, value, constant)
                 try:
                     return operation(value, constant)
                 except OperandError as problem:
                     raise ConditionEvalError(f"{where}: {problem}") from None
 
-            return binary_with_constant
+            return self._charged(operator, binary_with_constant, where)
 
         def binary(result: object, frame: Frame) -> object:
             left_value = left(result, frame)
             right_value = right(result, frame)
+            if charging:
+                _charge_operands(where, left_value, right_value)
             try:
                 return operation(left_value, right_value)
             except OperandError as problem:
                 raise ConditionEvalError(f"{where}: {problem}") from None
 
-        return binary
+        return self._charged(operator, binary, where)
+
+    def _charged(self, operator: str, evaluator: Evaluator, where: str) -> Evaluator:
+        """A range built once per element of a predicate counts against the predicates' budget.
+
+        Otherwise `1..100000 | map(1..100000)` builds 10^10 numbers within its budget.
+        """
+        if operator != ".." or not self._in_predicate:
+            return evaluator
+
+        def charged_range(result: object, frame: Frame) -> object:
+            value = evaluator(result, frame)
+            if isinstance(value, list):
+                _predicate_budget.get().charge(len(value), where)
+            return value
+
+        return charged_range
 
     def _logical(self, node: Binary, operator: str) -> Evaluator:
         """`&&` stops at false, `||` at true; both sides must be bools, as in expr."""
@@ -448,11 +490,14 @@ class _Compiler:
         function = FUNCTIONS[node.name].implementation
         arguments = [self.compile(argument) for argument in node.arguments]
         where = self._text(node)
+        charging = self._in_predicate > 0 and node.name not in _CONSTANT_TIME_FUNCTIONS
         if len(arguments) == 1:
             (argument,) = arguments
 
             def call_one(result: object, frame: Frame) -> object:
                 value = argument(result, frame)
+                if charging:
+                    _charge_operands(where, value)
                 try:
                     return function(value)
                 except OperandError as problem:
@@ -462,6 +507,8 @@ class _Compiler:
 
         def call(result: object, frame: Frame) -> object:
             values = [argument(result, frame) for argument in arguments]
+            if charging:
+                _charge_operands(where, *values)
             try:
                 return function(*values)
             except OperandError as problem:
@@ -473,7 +520,11 @@ class _Compiler:
         self.uses_predicates = True
         name = node.name
         collection = self.compile(node.arguments[0])
-        predicate = None if node.predicate is None else self.compile(node.predicate)
+        self._in_predicate += 1
+        try:
+            predicate = None if node.predicate is None else self.compile(node.predicate)
+        finally:
+            self._in_predicate -= 1
         slot = node.slot
         where = self._text(node)
 
