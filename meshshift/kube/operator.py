@@ -160,6 +160,7 @@ class RunningRollout:
     target: KubernetesTarget
     spec: RolloutSpec
     uid: str
+    workloads: KubeWorkloads
     task: asyncio.Task[None] | None = None
 
 
@@ -405,6 +406,7 @@ class Operator:
             running = self._start(key, watched, target, spec)
         elif running.spec != spec or running.controller.spec is None:
             running.spec = spec
+            running.workloads.follow(spec)
             running.controller.update_spec(spec)
         _offer(key, running, watched.command)
 
@@ -442,17 +444,19 @@ class Operator:
             for router in routers:
                 await router.commit()
 
+        workloads = KubeWorkloads(
+            self.api,
+            namespace=key.namespace,
+            deployment=key.name,
+            service=target.service,
+            before_write=write_staged_traffic,
+        )
+        workloads.follow(spec)
         controller = RolloutController(
             key,
             spec=spec,
             routers=list(routers),
-            workloads=KubeWorkloads(
-                self.api,
-                namespace=key.namespace,
-                deployment=key.name,
-                service=target.service,
-                before_write=write_staged_traffic,
-            ),
+            workloads=workloads,
             store=store,
             templates=self.metrics.template_source(key, self._templates(key, target)),
             providers=self._providers,
@@ -461,7 +465,12 @@ class Operator:
             measurement_timeout=self.settings.measurement_timeout,
         )
         running = RunningRollout(
-            controller, CommandTracker(store, controller, events, rollout=str(key)), target, spec, watched.uid
+            controller,
+            CommandTracker(store, controller, events, rollout=str(key)),
+            target,
+            spec,
+            watched.uid,
+            workloads,
         )
         self.running[key] = running
         self.registry.add(controller)

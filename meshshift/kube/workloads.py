@@ -12,6 +12,11 @@ A revision is a stable hash of the user's pod template. The primary's pod templa
 carries it as the label `meshshift.io/revision`, which is how meshshift tells which
 revision the stable runs, and what analysis queries select stable pods on
 (`baseline-hash`); canary pods are the pods of `<name>` (see the README notes).
+
+A blue-green rollout may name a preview Service (`previewService`): it selects the pods of
+`<name>` while they run (a new revision is up), and the primary's pods otherwise, so it always
+reaches the newest revision, as Argo's preview Service does. It is re-pointed before `<name>` is
+scaled to zero, and created when missing (owned, with the apex's ports).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import structlog
 from meshshift.kube.resources import DEPLOYMENTS, SERVICES, JsonObject, KubeApi, owner_reference
 from meshshift.kube.rmw import comparable, read_modify_write
 from meshshift.ports import WorkloadStatus
-from meshshift.spec.model import CanaryScale
+from meshshift.spec.model import CanaryScale, RolloutSpec
 
 log = structlog.get_logger(__name__)
 
@@ -181,10 +186,16 @@ class KubeWorkloads:
         self.name = deployment
         self.service = service
         self.primary = primary_name(deployment)
+        self.preview_service: str | None = None  # blue-green's previewService (see follow())
         # Pod templates seen per revision, so a revision can still be promoted after the
         # user's Deployment moved on (the engine finishes a promotion before a new rollout).
         self._templates: dict[str, JsonObject] = {}
         self.log = log.bind(rollout=f"{namespace}/{deployment}")
+
+    def follow(self, spec: RolloutSpec) -> None:
+        """What the rollout's spec says about the workloads: the preview Service."""
+        blue_green = spec.blue_green
+        self.preview_service = blue_green.preview_service if blue_green is not None else None
 
     # --- the port -------------------------------------------------------------------------
 
@@ -243,8 +254,11 @@ class KubeWorkloads:
                 # asks again once the primary is ready.
                 self.log.info("canary kept: the primary is not ready yet", replicas=spec_replicas(canary))
                 return
-            # The apex must not select the pods about to go away.
+            # The apex and the preview must not select the pods about to go away.
             await self._point_apex_at_primary(canary)
+            await self._point_preview(canary, at_canary=False)
+        else:
+            await self._point_preview(canary, at_canary=True)
         if spec_replicas(canary) != replicas:
             await self.api.merge_patch(
                 DEPLOYMENTS, self.name, {"spec": {"replicas": replicas}}, self.namespace, subresource="scale"
@@ -324,13 +338,18 @@ class KubeWorkloads:
 
     # --- services ----------------------------------------------------------------------
 
-    async def _ensure_services(self, canary: Mapping[str, Any]) -> None:
-        labels = selector_labels(canary)
+    async def _service_ports(
+        self, canary: Mapping[str, Any]
+    ) -> tuple[JsonObject | None, list[dict[str, Any]]]:
+        """(the apex Service or None, the ports of meshshift's Services: the apex's, else the pods')."""
         apex = await self.api.get(SERVICES, self.service, self.namespace)
         if apex is not None:
-            ports = service_ports_from(apex)
-        else:
-            ports = container_ports((canary.get("spec") or {}).get("template") or {})
+            return apex, service_ports_from(apex)
+        return None, container_ports((canary.get("spec") or {}).get("template") or {})
+
+    async def _ensure_services(self, canary: Mapping[str, Any]) -> None:
+        labels = selector_labels(canary)
+        apex, ports = await self._service_ports(canary)
         if not ports:
             raise WorkloadError(
                 f"cannot create Services for {self.name}: no Service {self.service} to copy ports from "
@@ -340,6 +359,7 @@ class KubeWorkloads:
         await self._ensure_service(self.service + CANARY_SUFFIX, labels, ports, canary)
         if apex is None:
             await self._ensure_service(self.service, primary_selector(labels), ports, canary)
+        await self._point_preview(canary, at_canary=spec_replicas(canary) > 0, ports=ports)
 
     async def _ensure_service(
         self, name: str, selector: Mapping[str, str], ports: list[dict[str, Any]], owner: Mapping[str, Any]
@@ -387,6 +407,47 @@ class KubeWorkloads:
         _, written = await read_modify_write(self.api, SERVICES, self.service, self.namespace, build)
         if written:
             self.log.info("apex service now selects the primary", service=self.service)
+
+    async def _point_preview(
+        self, canary: Mapping[str, Any], *, at_canary: bool, ports: list[dict[str, Any]] | None = None
+    ) -> None:
+        """The preview Service selects the newest revision's pods: `<name>`'s while they run."""
+        name = self.preview_service
+        if name is None:
+            return
+        if ports is None:
+            ports = (await self._service_ports(canary))[1]
+        labels = selector_labels(canary)
+        wanted = dict(labels) if at_canary else primary_selector(labels)
+
+        def build(current: JsonObject | None) -> JsonObject | None:
+            if current is None:
+                if not ports:
+                    return None  # nothing to copy ports from: promote() reports it
+                return {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {
+                        "name": name,
+                        "namespace": self.namespace,
+                        "labels": {MANAGED_BY_LABEL: MANAGED_BY},
+                        "ownerReferences": [owner_reference(canary)],
+                    },
+                    "spec": {"type": "ClusterIP", "selector": wanted, "ports": ports},
+                }
+            spec = current.setdefault("spec", {})
+            selector = spec.get("selector")
+            if selector == wanted:
+                return None
+            if (current["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY and selector:
+                annotations = current["metadata"].setdefault("annotations", {})
+                annotations.setdefault(ORIGINAL_SELECTOR_ANNOTATION, json.dumps(selector, sort_keys=True))
+            spec["selector"] = wanted
+            return current
+
+        _, written = await read_modify_write(self.api, SERVICES, name, self.namespace, build)
+        if written:
+            self.log.info("preview service re-pointed", service=name, at="canary" if at_canary else "primary")
 
 
 def _merge_ports(current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> list[dict[str, Any]]:

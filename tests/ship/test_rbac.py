@@ -3,7 +3,8 @@
 Every Kubernetes scenario of tests/kube (SCENARIOS: rollouts on both routers, failures,
 restarts, commands, scope, leader election with in-process and separate daemons, and
 `template_sources`, the one that reads templates and Secrets from every place they can
-come from; ROUTER_SCENARIOS: the Traefik and Gateway API rollouts) runs again against a
+come from; ROUTER_SCENARIOS: the Traefik and Gateway API rollouts; BLUE_GREEN_SCENARIOS: a
+blue-green rollout with its preview Service on Istio and on NGINX) runs again against a
 fresh kmock, whose request log records every API request. Each request of the daemons
 (by User-Agent) is turned into what RBAC checks (API group, resource/subresource, verb,
 namespace, name) and must be allowed by the rules `kubectl kustomize manifests/` renders
@@ -33,6 +34,7 @@ import pytest_asyncio
 
 from meshshift.kube.access import API_ACCESS
 from tests.kube.conftest import NAMESPACE
+from tests.kube.blue_green_scenarios import BLUE_GREEN_SCENARIOS
 from tests.kube.router_scenarios import ROUTER_SCENARIOS
 from tests.kube.scenarios import SCENARIOS, requests_of
 from tests.kube.test_api_access import rbac
@@ -150,7 +152,7 @@ async def replay(tmp_path_factory: pytest.TempPathFactory) -> Replay:
     started = time.monotonic()
     calls: dict[str, set[Call]] = {}
     created: dict[str, list[Document]] = {}
-    for name, scenario in {**SCENARIOS, **ROUTER_SCENARIOS}.items():
+    for name, scenario in {**SCENARIOS, **ROUTER_SCENARIOS, **BLUE_GREEN_SCENARIOS}.items():
         directory: Path = tmp_path_factory.mktemp(name)
         async with emulated_cluster(directory, NAMESPACE) as env:
             await scenario(env)
