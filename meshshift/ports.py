@@ -31,6 +31,7 @@ class AppliedRoutes:
     canary_weight: int | None  # None: the router could not tell
     header_routes: tuple[str, ...] = ()
     mirror_routes: tuple[str, ...] = ()
+    preview: str | None = None  # standalone preview listener: "canary" or "stable"; None: none or unknown
 
 
 @runtime_checkable

@@ -6,6 +6,8 @@ Layout of the config directory (all JSON, which Envoy reads by the file extensio
     clusters/clusters.json  the stable and canary clusters (CDS, a DiscoveryResponse), named
                             `<rollout>-primary` and `<rollout>-canary` by the standalone daemon
     routes/routes.json      route configuration `meshshift_routes` (RDS, a DiscoveryResponse)
+    routes/preview.json     route configuration `meshshift_preview` of the preview listener (with
+                            spec.preview.listen): everything to the canary cluster, or to the stable
     envoy.pid, envoy.log    the Envoy process meshshift runs (not in attach mode)
 
 Envoy watches each directory and re-reads the file when something is moved into the
@@ -62,6 +64,9 @@ log = structlog.get_logger(__name__)
 
 ROUTE_CONFIG_NAME = "meshshift_routes"
 LISTENER_STAT_PREFIX = "ingress"
+PREVIEW_ROUTE_CONFIG_NAME = "meshshift_preview"
+PREVIEW_STAT_PREFIX = "preview"
+PREVIEW_ROUTE = "meshshift/preview"
 DEFAULT_ROUTE = "meshshift/default"
 HEADER_ROUTE_PREFIX = "meshshift/header/"
 MIRROR_ROUTE_PREFIX = "meshshift/mirror/"
@@ -69,6 +74,7 @@ APPLY_TIMEOUT = 10.0
 ATTACH_WAIT = 60.0  # attach mode: how long to wait for someone else's Envoy to answer
 CDS_STATS = "cluster_manager.cds."
 RDS_STATS = f"http.{LISTENER_STAT_PREFIX}.rds.{ROUTE_CONFIG_NAME}."
+PREVIEW_RDS_STATS = f"http.{PREVIEW_STAT_PREFIX}.rds.{PREVIEW_ROUTE_CONFIG_NAME}."
 _ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 _CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 _HCM_TYPE = (
@@ -92,6 +98,10 @@ class EnvoyFiles:
     @property
     def routes(self) -> Path:
         return self.root / "routes" / "routes.json"
+
+    @property
+    def preview_routes(self) -> Path:
+        return self.root / "routes" / "preview.json"
 
     @property
     def pid(self) -> Path:
@@ -130,9 +140,62 @@ def _is_ip(endpoint: str) -> bool:
     return True
 
 
-def render_bootstrap(
-    files: EnvoyFiles, *, listen: str, admin: str, node_id: str = "meshshift"
+def _http_listener(
+    name: str, address: dict[str, Any], stat_prefix: str, route_config: str, path: Path
 ) -> dict[str, Any]:
+    return {
+        "name": name,
+        "address": address,
+        # No SO_REUSEPORT: a second Envoy on this port must fail to start, not take part of
+        # the requests (see listen_ports.py).
+        "enable_reuse_port": False,
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": _HCM_TYPE,
+                            "stat_prefix": stat_prefix,
+                            "rds": {
+                                "route_config_name": route_config,
+                                "config_source": {
+                                    "resource_api_version": "V3",
+                                    "path_config_source": {
+                                        "path": str(path),
+                                        "watched_directory": {"path": str(path.parent)},
+                                    },
+                                },
+                            },
+                            "http_filters": [
+                                {
+                                    "name": "envoy.filters.http.router",
+                                    "typed_config": {"@type": _ROUTER_FILTER_TYPE},
+                                }
+                            ],
+                        },
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def render_bootstrap(
+    files: EnvoyFiles, *, listen: str, admin: str, node_id: str = "meshshift", preview: str | None = None
+) -> dict[str, Any]:
+    bootstrap = _render_bootstrap(files, listen=listen, admin=admin, node_id=node_id)
+    if preview is not None:
+        address = listen_address(preview, "spec.preview.listen")
+        bootstrap["static_resources"]["listeners"].append(
+            _http_listener(
+                "preview", address, PREVIEW_STAT_PREFIX, PREVIEW_ROUTE_CONFIG_NAME, files.preview_routes
+            )
+        )
+    return bootstrap
+
+
+def _render_bootstrap(files: EnvoyFiles, *, listen: str, admin: str, node_id: str) -> dict[str, Any]:
     return {
         "node": {"id": node_id, "cluster": "meshshift"},
         # Histograms reach /stats/prometheus on each flush; 1 s keeps latency analysis fresh.
@@ -149,42 +212,13 @@ def render_bootstrap(
         },
         "static_resources": {
             "listeners": [
-                {
-                    "name": "ingress",
-                    "address": listen_address(listen, "spec.router.envoy.listen"),
-                    # No SO_REUSEPORT: a second Envoy on this port must fail to start, not take
-                    # part of the requests (see listen_ports.py).
-                    "enable_reuse_port": False,
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": {
-                                        "@type": _HCM_TYPE,
-                                        "stat_prefix": LISTENER_STAT_PREFIX,
-                                        "rds": {
-                                            "route_config_name": ROUTE_CONFIG_NAME,
-                                            "config_source": {
-                                                "resource_api_version": "V3",
-                                                "path_config_source": {
-                                                    "path": str(files.routes),
-                                                    "watched_directory": {"path": str(files.routes.parent)},
-                                                },
-                                            },
-                                        },
-                                        "http_filters": [
-                                            {
-                                                "name": "envoy.filters.http.router",
-                                                "typed_config": {"@type": _ROUTER_FILTER_TYPE},
-                                            }
-                                        ],
-                                    },
-                                }
-                            ]
-                        }
-                    ],
-                }
+                _http_listener(
+                    "ingress",
+                    listen_address(listen, "spec.router.envoy.listen"),
+                    LISTENER_STAT_PREFIX,
+                    ROUTE_CONFIG_NAME,
+                    files.routes,
+                )
             ]
         },
     }
@@ -299,6 +333,23 @@ def render_routes(desired: DesiredRoutes, version: str) -> dict[str, Any]:
     return {"version_info": version, "resources": [route_config]}
 
 
+def render_preview_routes(desired: DesiredRoutes, version: str) -> dict[str, Any]:
+    """The preview listener's routes: every request to the canary cluster (or the stable one)."""
+    cluster = desired.names.canary if desired.preview_canary else desired.names.stable
+    route_config = {
+        "@type": _ROUTE_TYPE,
+        "name": PREVIEW_ROUTE_CONFIG_NAME,
+        "virtual_hosts": [
+            {
+                "name": "preview",
+                "domains": ["*"],
+                "routes": [{"name": PREVIEW_ROUTE, "match": {"prefix": "/"}, "route": {"cluster": cluster}}],
+            }
+        ],
+    }
+    return {"version_info": version, "resources": [route_config]}
+
+
 def write_atomically(path: Path, document: Mapping[str, Any]) -> None:
     """Temp file in the same directory, then rename: the only change Envoy's watcher sees."""
     replace_file(path, json.dumps(document, indent=1))
@@ -308,14 +359,30 @@ def write_atomically(path: Path, document: Mapping[str, Any]) -> None:
 
 
 def applied_from_dump(dump: Mapping[str, Any], names: UpstreamNames) -> tuple[str | None, AppliedRoutes]:
-    """(version, routes) of `meshshift_routes` in a `dynamic_route_configs` config dump."""
+    """(version, routes) of `meshshift_routes` in a `dynamic_route_configs` config dump
+    (with where `meshshift_preview` sends the preview listener's requests, if it is there)."""
+    preview = _applied_preview(dump, names)
     for config in dump.get("configs", []):
         route_config = config.get("route_config", {})
         if route_config.get("name") != ROUTE_CONFIG_NAME:
             continue
         routes = [r for host in route_config.get("virtual_hosts", []) for r in host.get("routes", [])]
-        return config.get("version_info"), _applied_routes(routes, names)
-    return None, AppliedRoutes(canary_weight=None)
+        applied = dataclasses.replace(_applied_routes(routes, names), preview=preview)
+        return config.get("version_info"), applied
+    return None, AppliedRoutes(canary_weight=None, preview=preview)
+
+
+def _applied_preview(dump: Mapping[str, Any], names: UpstreamNames) -> str | None:
+    for config in dump.get("configs", []):
+        route_config = config.get("route_config", {})
+        if route_config.get("name") != PREVIEW_ROUTE_CONFIG_NAME:
+            continue
+        for host in route_config.get("virtual_hosts", []):
+            for route in host.get("routes", []):
+                cluster = (route.get("route") or {}).get("cluster")
+                if cluster in (names.canary, names.stable):
+                    return "canary" if cluster == names.canary else "stable"
+    return None
 
 
 def _applied_routes(routes: Sequence[Mapping[str, Any]], names: UpstreamNames) -> AppliedRoutes:
@@ -358,13 +425,17 @@ class EnvoyRouter(ModelRouter):
 
     name = "envoy"
 
-    def __init__(self, files: EnvoyFiles, admin_url: str, desired: DesiredRoutes) -> None:
+    def __init__(
+        self, files: EnvoyFiles, admin_url: str, desired: DesiredRoutes, *, preview: bool = False
+    ) -> None:
         super().__init__(desired)
         self.files = files
         self.admin_url = admin_url.rstrip("/")
+        self.preview = preview  # the bootstrap has a preview listener (spec.preview.listen)
         self._token = secrets.token_hex(3)
         self._sequence = 0
         self._applied_clusters: tuple[tuple[str, ...], tuple[str, ...], UpstreamNames] | None = None
+        self._applied_preview: str | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -381,6 +452,8 @@ class EnvoyRouter(ModelRouter):
         self.check(desired)
         write_atomically(self.files.clusters, render_clusters(desired, self._next_version()))
         write_atomically(self.files.routes, render_routes(desired, self._next_version()))
+        if self.preview:
+            write_atomically(self.files.preview_routes, render_preview_routes(desired, self._next_version()))
 
     async def apply(self, desired: DesiredRoutes) -> None:
         clusters = (desired.stable, desired.canary, desired.names)
@@ -392,6 +465,11 @@ class EnvoyRouter(ModelRouter):
             self._applied_clusters = clusters
         version = self._next_version()
         await self._write_and_wait(self.files.routes, render_routes(desired, version), version, RDS_STATS)
+        if self.preview and desired.preview_target != self._applied_preview:
+            version = self._next_version()
+            document = render_preview_routes(desired, version)
+            await self._write_and_wait(self.files.preview_routes, document, version, PREVIEW_RDS_STATS)
+            self._applied_preview = desired.preview_target
         log.debug("envoy routes applied", version=version, canary_weight=desired.canary_weight)
 
     async def read_back(self) -> AppliedRoutes:
@@ -467,6 +545,7 @@ class EnvoyInstance:
     process: ProxyProcess | None  # None in attach mode: someone else runs Envoy
     listen: str
     admin: str
+    preview: str | None = None  # the preview listener's address
 
     @property
     def admin_url(self) -> str:
@@ -475,6 +554,10 @@ class EnvoyInstance:
     @property
     def proxy_url(self) -> str:
         return client_url(self.listen)
+
+    @property
+    def preview_url(self) -> str | None:
+        return None if self.preview is None else client_url(self.preview)
 
 
 def _existing_admin(files: EnvoyFiles) -> str | None:
@@ -508,21 +591,25 @@ async def running_envoy(
     else:
         adoptable = find_adoptable(files.pid, files.bootstrap)
         admin = config.admin or (_existing_admin(files) if adoptable else None) or f"127.0.0.1:{free_port()}"
-    bootstrap = render_bootstrap(files, listen=config.listen, admin=admin, node_id=node_id)
+    preview = config.preview_listen
+    bootstrap = render_bootstrap(files, listen=config.listen, admin=admin, node_id=node_id, preview=preview)
     admin_url = client_url(admin)
-    router = EnvoyRouter(files, admin_url, desired)
+    router = EnvoyRouter(files, admin_url, desired, preview=preview is not None)
     process: ProxyProcess | None = None
     try:
         if config.attach:
             # For whoever runs that Envoy: the bootstrap, and the files it must find at start.
             write_atomically(files.bootstrap, bootstrap)
-            if not (files.clusters.exists() and files.routes.exists()):
+            needed = (files.clusters, files.routes, *((files.preview_routes,) if preview else ()))
+            if not all(path.exists() for path in needed):
                 router.write_files(desired)
             await wait_until_http_ready(admin_url + "/ready", wait_seconds=ATTACH_WAIT)
             await router.apply(desired)
         else:
             process = await _start_or_adopt(config, files, bootstrap, router, desired)
-        yield EnvoyInstance(router=router, process=process, listen=config.listen, admin=admin)
+        yield EnvoyInstance(
+            router=router, process=process, listen=config.listen, admin=admin, preview=preview
+        )
     finally:
         await router.close()
         if process is not None:
@@ -552,6 +639,8 @@ async def _start_or_adopt(
                 log.warning("the running Envoy did not answer; restarting it", pid=pid, error=str(error))
         await adopted.stop()
     ports = {config.listen: "spec.router.envoy.listen", admin_address(bootstrap): "spec.router.envoy.admin"}
+    if config.preview_listen is not None:
+        ports[config.preview_listen] = "spec.preview.listen"
     for address, field in ports.items():
         ensure_free(address, field)  # before anything starts: the error names the field
     write_atomically(files.bootstrap, bootstrap)

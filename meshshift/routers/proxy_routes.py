@@ -1,9 +1,10 @@
 """What the standalone routers share: the desired routes, and applying them level-triggered.
 
 A router keeps the whole desired route model (upstreams, canary weight, header and mirror
-routes). Every change builds a new model, renders the whole proxy configuration from it
-and applies that; the model is only adopted once the proxy confirmed it, so a rejected
-change leaves both the proxy and the router where they were.
+routes, where the preview listener sends its requests). Every change builds a new model,
+renders the whole proxy configuration from it and applies that; the model is only adopted
+once the proxy confirmed it, so a rejected change leaves both the proxy and the router where
+they were.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ class DesiredRoutes:
     header_routes: tuple[HeaderRoute, ...] = ()  # in the order they were set; first match wins
     mirror_routes: tuple[MirrorRoute, ...] = ()
     names: UpstreamNames = UpstreamNames()
+    # The preview listener (spec.preview.listen) sends everything to the canary while a new
+    # revision is up, and to the stable otherwise (the workloads say which: see set_preview).
+    preview_canary: bool = False
+
+    @property
+    def preview_target(self) -> str:
+        return "canary" if self.preview_canary else "stable"
 
     def with_header_route(self, name: str, match: Sequence[HeaderMatch]) -> DesiredRoutes:
         kept = tuple(r for r in self.header_routes if r.name != name)
@@ -70,12 +78,13 @@ class DesiredRoutes:
     def without_mirror_route(self, name: str) -> DesiredRoutes:
         return dataclasses.replace(self, mirror_routes=tuple(r for r in self.mirror_routes if r.name != name))
 
-    def summary(self) -> AppliedRoutes:
-        """What a router that applied this model should read back."""
+    def summary(self, *, preview: bool = False) -> AppliedRoutes:
+        """What a router that applied this model should read back (`preview`: it has a preview listener)."""
         return AppliedRoutes(
             canary_weight=self.canary_weight,
             header_routes=tuple(r.name for r in self.header_routes),
             mirror_routes=tuple(r.name for r in self.mirror_routes),
+            preview=self.preview_target if preview else None,
         )
 
 
@@ -128,6 +137,11 @@ class ModelRouter(ABC):
     async def set_upstreams(self, stable: Sequence[str], canary: Sequence[str]) -> None:
         """New endpoint sets (a promotion, or a new canary in the rollout file)."""
         await self.change(lambda d: dataclasses.replace(d, stable=tuple(stable), canary=tuple(canary)))
+
+    async def set_preview(self, to_canary: bool) -> None:
+        """Where the preview listener sends requests: the canary (a new revision is up) or the stable."""
+        if self.desired.preview_canary != to_canary:
+            await self.change(lambda d: dataclasses.replace(d, preview_canary=to_canary))
 
     async def change(self, edit: Callable[[DesiredRoutes], DesiredRoutes]) -> None:
         """Apply `edit(desired)`; the model moves on only when the proxy applied it."""

@@ -19,6 +19,8 @@ replaced by rename (Traefik's watcher then reads one complete file):
   entry (`PathPrefix(`/`) && Header(...)` or `HeaderRegexp(...)`, to `canary`; entries of
   one setHeaderRoute are ORed, as Argo Rollouts does on Istio), then one per mirror match
   entry, then `meshshift-default` (priority 1) to the split;
+- with spec.preview.listen, the entry point `preview` and its router `meshshift-preview`, to
+  `canary` while a new revision is up and to `stable` otherwise;
 - a probe router that only a request carrying this configuration's generation matches,
   answered by Traefik's own `ping@internal` with the generation as a response header.
 
@@ -77,6 +79,8 @@ log = structlog.get_logger(__name__)
 
 PROVIDER = "file"
 WEB_ENTRY_POINT = "web"
+PREVIEW_ENTRY_POINT = "preview"
+PREVIEW_ROUTER = "meshshift-preview"
 API_ENTRY_POINT = "traefik"  # the name `api.insecure` serves the API on
 SPLIT = "meshshift-split"
 DEFAULT_ROUTER = "meshshift-default"
@@ -193,7 +197,7 @@ def _router(rule: str, service: str, priority: int, **extra: Any) -> dict[str, A
     return {"entryPoints": [WEB_ENTRY_POINT], "rule": rule, "priority": priority, "service": service, **extra}
 
 
-def render_dynamic(desired: DesiredRoutes, generation: str) -> dict[str, Any]:
+def render_dynamic(desired: DesiredRoutes, generation: str, *, preview: bool = False) -> dict[str, Any]:
     names = desired.names
     services: dict[str, Any] = {
         names.stable: _servers(desired.stable),
@@ -228,6 +232,14 @@ def render_dynamic(desired: DesiredRoutes, generation: str) -> dict[str, Any]:
             routers[name] = _router(mirror_rule(mirror_match), service, MIRROR_PRIORITY - position)
             position += 1
     routers[DEFAULT_ROUTER] = _router("PathPrefix(`/`)", SPLIT, 1)
+    if preview:
+        target = names.canary if desired.preview_canary else names.stable
+        routers[PREVIEW_ROUTER] = {
+            "entryPoints": [PREVIEW_ENTRY_POINT],
+            "rule": "PathPrefix(`/`)",
+            "priority": 1,
+            "service": target,
+        }
     routers[PROBE_ROUTER] = _router(
         f"Header(`{PROBE_HEADER}`, {go_string(generation)})",
         "ping@internal",
@@ -240,7 +252,16 @@ def render_dynamic(desired: DesiredRoutes, generation: str) -> dict[str, Any]:
     return {"http": {"routers": routers, "services": services, "middlewares": middlewares}}
 
 
-def render_static(files: TraefikFiles, *, listen: str, api: str) -> dict[str, Any]:
+def render_static(
+    files: TraefikFiles, *, listen: str, api: str, preview: str | None = None
+) -> dict[str, Any]:
+    static = _render_static(files, listen=listen, api=api)
+    if preview is not None:
+        static["entryPoints"][PREVIEW_ENTRY_POINT] = {"address": preview}
+    return static
+
+
+def _render_static(files: TraefikFiles, *, listen: str, api: str) -> dict[str, Any]:
     return {
         # No version check, no usage statistics: Traefik reaches nothing outside this machine.
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
@@ -316,10 +337,16 @@ class TraefikView:
             if total > 0 and set(weights) <= {stable, canary}
             else None
         )
+        preview = None
+        router = self.routers.get(PREVIEW_ROUTER)
+        if router is not None and router.get("status", "enabled") == "enabled":
+            service = str(router.get("service", "")).removesuffix("@" + PROVIDER)
+            preview = {canary: "canary", stable: "stable"}.get(service)
         return AppliedRoutes(
             canary_weight=weight,
             header_routes=self._route_names(HEADER_ROUTER_PREFIX),
             mirror_routes=self._route_names(MIRROR_ROUTER_PREFIX),
+            preview=preview,
         )
 
     def _route_names(self, prefix: str) -> tuple[str, ...]:
@@ -344,9 +371,18 @@ class TraefikRouter(ModelRouter):
 
     name = "traefik"
 
-    def __init__(self, files: TraefikFiles, *, api_url: str, proxy_url: str, desired: DesiredRoutes) -> None:
+    def __init__(
+        self,
+        files: TraefikFiles,
+        *,
+        api_url: str,
+        proxy_url: str,
+        desired: DesiredRoutes,
+        preview: bool = False,
+    ) -> None:
         super().__init__(desired)
         self.files = files
+        self.preview = preview  # the static configuration has the preview entry point
         self.api_url = api_url.rstrip("/")
         self.proxy_url = proxy_url.rstrip("/")
         self._token = secrets.token_hex(3)
@@ -374,7 +410,7 @@ class TraefikRouter(ModelRouter):
         """The dynamic configuration for `desired`; returns its generation."""
         self.check(desired)
         generation = self._next_generation()
-        write_yaml(self.files.dynamic, render_dynamic(desired, generation))
+        write_yaml(self.files.dynamic, render_dynamic(desired, generation, preview=self.preview))
         return generation
 
     async def apply(self, desired: DesiredRoutes) -> None:
@@ -464,6 +500,7 @@ class TraefikInstance:
     process: ProxyProcess | None  # None in attach mode
     listen: str
     api: str
+    preview: str | None = None
 
     @property
     def api_url(self) -> str:
@@ -472,6 +509,10 @@ class TraefikInstance:
     @property
     def proxy_url(self) -> str:
         return client_url(self.listen)
+
+    @property
+    def preview_url(self) -> str | None:
+        return None if self.preview is None else client_url(self.preview)
 
 
 def _existing_api(files: TraefikFiles) -> str | None:
@@ -500,9 +541,14 @@ async def running_traefik(
     else:
         adoptable = find_adoptable(files.pid, files.static)
         api = config.api or (_existing_api(files) if adoptable else None) or f"127.0.0.1:{free_port()}"
-    static = render_static(files, listen=config.listen, api=api)
+    preview = config.preview_listen
+    static = render_static(files, listen=config.listen, api=api, preview=preview)
     router = TraefikRouter(
-        files, api_url=client_url(api), proxy_url=client_url(config.listen), desired=desired
+        files,
+        api_url=client_url(api),
+        proxy_url=client_url(config.listen),
+        desired=desired,
+        preview=preview is not None,
     )
     process: ProxyProcess | None = None
     try:
@@ -514,7 +560,7 @@ async def running_traefik(
             await router.apply(desired)
         else:
             process = await _start_or_adopt(config, files, static, router, desired)
-        yield TraefikInstance(router=router, process=process, listen=config.listen, api=api)
+        yield TraefikInstance(router=router, process=process, listen=config.listen, api=api, preview=preview)
     finally:
         await router.close()
         if process is not None:

@@ -166,6 +166,10 @@ def unsupported_by_router(
     if not isinstance(rollout.router, NginxRouterConfig):
         return []
     issues = nginx_conf.unsupported_steps(rollout.rollout.steps)
+    blue_green = rollout.rollout.blue_green
+    if blue_green is not None and blue_green.preview_header_route is not None:
+        route = blue_green.preview_header_route
+        issues += nginx_conf.unsupported_steps([route], "spec.blueGreen.previewHeaderRoute")
     for path, ref in analysis_refs(rollout.rollout):
         for index, template in enumerate(ref.templates):
             name = template.template_name
@@ -188,6 +192,14 @@ def analysis_refs(spec: RolloutSpec) -> list[tuple[str, AnalysisRef]]:
     ]
     if spec.analysis is not None:
         refs.append(("spec.analysis", spec.analysis.analysis))
+    blue_green = spec.blue_green
+    if blue_green is not None:
+        for field, ref in (
+            ("prePromotionAnalysis", blue_green.pre_promotion_analysis),
+            ("postPromotionAnalysis", blue_green.post_promotion_analysis),
+        ):
+            if ref is not None:
+                refs.append((f"spec.blueGreen.{field}", ref))
     return refs
 
 
@@ -263,6 +275,7 @@ class StandaloneRuntime:
     state_file: StateFile
     proxy_url: str
     envoy_admin_url: str | None
+    preview_url: str | None = None  # the preview listener (spec.preview.listen)
     proxy_process: ProxyProcess | None = None
     http_url: str | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -352,6 +365,8 @@ def initial_routes(
         header_routes=state.header_routes,
         mirror_routes=state.mirror_routes,
         names=names,
+        # The preview reaches the canary while the state has it scaled up (see EndpointWorkloads).
+        preview_canary=state.canary_scale.replicas_for(100, state.desired_weight) > 0,
     )
 
 
@@ -381,7 +396,11 @@ async def standalone_runtime(
         proxy = await _start_proxy(stack, rollout, desired, base_dir)
         router, admin_url = proxy.router, proxy.admin_url
         workloads = EndpointWorkloads(
-            state_file, stable=stable, canary=rollout.canary.endpoints, set_upstreams=router.set_upstreams
+            state_file,
+            stable=stable,
+            canary=rollout.canary.endpoints,
+            set_upstreams=router.set_upstreams,
+            set_preview=router.set_preview,
         )
         prometheus = settings.prometheus_address or (rollout.extra.get("prometheus") or {}).get("address")
         providers, builtin = analysis_plugins(
@@ -423,6 +442,7 @@ async def standalone_runtime(
             proxy_url=proxy.url,
             envoy_admin_url=admin_url,
             proxy_process=proxy.process,
+            preview_url=proxy.preview_url,
         )
         if serve_http:
             runtime.http_url = await stack.enter_async_context(
@@ -456,6 +476,7 @@ class _Proxy:
     url: str
     admin_url: str | None
     process: ProxyProcess | None  # None: attached to an Envoy someone else runs
+    preview_url: str | None = None
 
 
 async def _start_proxy(
@@ -500,14 +521,14 @@ async def _enter_proxy(
                 config, desired, config_dir=directory, node_id=f"meshshift-{rollout.name}"
             )
         )
-        return _Proxy(envoy.router, envoy.proxy_url, envoy.admin_url, envoy.process)
+        return _Proxy(envoy.router, envoy.proxy_url, envoy.admin_url, envoy.process, envoy.preview_url)
     if isinstance(config, TraefikRouterConfig):
         traefik = await stack.enter_async_context(
             traefik_file.running_traefik(config, desired, config_dir=directory)
         )
-        return _Proxy(traefik.router, traefik.proxy_url, None, traefik.process)
+        return _Proxy(traefik.router, traefik.proxy_url, None, traefik.process, traefik.preview_url)
     nginx = await stack.enter_async_context(nginx_conf.running_nginx(config, desired, config_dir=directory))
-    return _Proxy(nginx.router, nginx.proxy_url, None, nginx.process)
+    return _Proxy(nginx.router, nginx.proxy_url, None, nginx.process, nginx.preview_url)
 
 
 async def _poke_on_readiness(runtime: StandaloneRuntime) -> None:
@@ -589,6 +610,7 @@ async def _run(loaded: RolloutFile, path: Path, settings: DaemonSettings) -> Non
             rollout=str(runtime.key),
             router=runtime.router.name,
             proxy=runtime.proxy_url,
+            preview=runtime.preview_url,
             listen=runtime.http_url,
             state_file=str(runtime.state_file.path),
         )

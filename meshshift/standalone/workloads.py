@@ -9,6 +9,8 @@
   (the start of a rollout, after its weight went back to 0), so a new canary in the file
   never receives the weight of the rollout it supersedes.
 - Ready means every endpoint of the set accepts a TCP connection.
+- The preview listener, if any, follows the canary's scale: it reaches the canary endpoints
+  while the engine has them scaled up (a new revision is up), the stable otherwise.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from meshshift.standalone.state_file import StateFile, record_stable, recorded_s
 log = structlog.get_logger(__name__)
 
 UpstreamsCallback = Callable[[tuple[str, ...], tuple[str, ...]], Awaitable[None]]
+PreviewCallback = Callable[[bool], Awaitable[None]]
 
 
 async def endpoint_accepts(endpoint: str, within: float = 1.0) -> bool:
@@ -61,6 +64,7 @@ class EndpointWorkloads:
         stable: Sequence[str],
         canary: Sequence[str],
         set_upstreams: UpstreamsCallback,
+        set_preview: PreviewCallback | None = None,
         probe_timeout: float = 1.0,
     ) -> None:
         self.state_file = state_file
@@ -68,6 +72,7 @@ class EndpointWorkloads:
         self.canary = tuple(canary)  # what the rollout file asks for
         self.routed_canary = self.canary  # what the router's canary upstream holds
         self.set_upstreams = set_upstreams
+        self.set_preview = set_preview
         self.probe_timeout = probe_timeout
         # Called when what observe() reports changed by our own hand (a promotion, a new
         # canary): the controller must reconcile, as an informer would make it in Kubernetes.
@@ -117,6 +122,9 @@ class EndpointWorkloads:
 
     async def scale_canary(self, scale: CanaryScale, traffic_weight: int) -> None:
         """Endpoint sets have no replicas; scaling up is when the router picks up a new canary."""
-        if scale.replicas_for(100, traffic_weight) > 0 and self.routed_canary != self.canary:
+        up = scale.replicas_for(100, traffic_weight) > 0
+        if up and self.routed_canary != self.canary:
             self.routed_canary = self.canary
             await self.set_upstreams(self.stable, self.routed_canary)
+        if self.set_preview is not None:
+            await self.set_preview(up)

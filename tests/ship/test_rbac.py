@@ -33,8 +33,8 @@ import pytest
 import pytest_asyncio
 
 from meshshift.kube.access import API_ACCESS
-from tests.kube.conftest import NAMESPACE
 from tests.kube.blue_green_scenarios import BLUE_GREEN_SCENARIOS
+from tests.kube.conftest import NAMESPACE
 from tests.kube.router_scenarios import ROUTER_SCENARIOS
 from tests.kube.scenarios import SCENARIOS, requests_of
 from tests.kube.test_api_access import rbac
