@@ -1,4 +1,13 @@
-"""Connecting to the API server: a kubeconfig (`--kubeconfig`, `--context`) or in-cluster config."""
+"""Connecting to the API server: a kubeconfig (`--kubeconfig`, `--context`) or in-cluster config.
+
+kubernetes-asyncio's REST client opens its aiohttp session with `trust_env=True`: aiohttp then
+reads `~/.netrc` and the proxy variables in a worker thread on every request (two thread hops,
+a file lookup, a parse). `connect` gives the client a session without that, and reads the
+proxy once, at start: the kubeconfig's `proxy-url` if any, else `HTTPS_PROXY` / `HTTP_PROXY`
+for the API server's scheme unless `NO_PROXY` covers its host (aiohttp's own rules, with proxy
+credentials from the URL or `~/.netrc`, as `trust_env` applied them). A change of those
+variables needs a restart, as for client-go.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +18,19 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
+import structlog
 import yaml
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config.config_exception import ConfigException
+from yarl import URL
 
 from meshshift import __version__
 from meshshift.settings import DaemonSettings
+
+log = structlog.get_logger(__name__)
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -56,12 +71,45 @@ async def load_configuration(settings: DaemonSettings) -> Configuration:
     return configuration
 
 
+def environment_proxy(server: str) -> tuple[str, dict[str, str]] | None:
+    """The proxy the environment names for `server` (and its Proxy-Authorization), or None."""
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(server))
+    except LookupError:  # no proxy for this scheme, or NO_PROXY covers the host
+        return None
+    return str(proxy), ({"Proxy-Authorization": auth.encode()} if auth is not None else {})
+
+
+def without_environment_lookups(client: ApiClient) -> None:
+    """Give `client` a session that looks nothing up per request; the proxy is read here, once."""
+    rest = client.rest_client
+    configuration = client.configuration
+    server = str(configuration.host)
+    if not configuration.proxy and (found := environment_proxy(server)) is not None:
+        rest.proxy, credentials = found
+        if URL(server).scheme == "https":  # sent with the CONNECT that opens the tunnel
+            rest.proxy_headers = {**(configuration.proxy_headers or {}), **credentials}
+        else:  # plain HTTP goes to the proxy as it is: the credentials ride on each request
+            client.default_headers.update(credentials)
+    old: aiohttp.ClientSession = rest.pool_manager
+    connector = old.connector
+    old.detach()  # the new session takes the connector over (TLS settings, pool size)
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=connector,
+        trust_env=False,
+        read_bufsize=2**21,  # as kubernetes-asyncio sets it: watch events of large objects
+    )
+    if rest.proxy:
+        log.info("API server requests go through a proxy", proxy=URL(rest.proxy).with_user(None).human_repr())
+
+
 @contextlib.asynccontextmanager
 async def connect(settings: DaemonSettings, identity: str) -> AsyncIterator[ApiClient]:
     """An ApiClient for the whole daemon; its User-Agent names this daemon's identity."""
     client = ApiClient(await load_configuration(settings))
     client.user_agent = f"meshshift/{__version__} ({identity})"
     try:
+        without_environment_lookups(client)
         yield client
     finally:
         await client.close()
