@@ -91,6 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_analyze_arguments(analyze)
 
+    convert = commands.add_parser(
+        "convert",
+        help="Argo Rollouts and Flagger Canaries as meshshift's annotated Deployments",
+        description="Convert Argo Rollouts (argoproj.io/v1alpha1) and Flagger Canaries "
+        "(flagger.app/v1beta1) into Deployments with meshshift's annotations. The documents go to "
+        "standard output; what could not be converted, or behaves differently, goes to standard error "
+        "with its path. Exit status: 0 all converted, 1 something not converted (or the output does not "
+        "lint clean), 2 unreadable input.",
+    )
+    convert.add_argument("files", nargs="+", metavar="FILE")
+    convert.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    convert.add_argument(
+        "--router",
+        choices=["istio", "nginx", "traefik", "gateway-api"],
+        default="istio",
+        help="the router for a rollout whose traffic routing meshshift has no router for (default istio)",
+    )
+    convert.add_argument(
+        "--mesh-provider",
+        default="istio",
+        metavar="PROVIDER",
+        help="Flagger's -mesh-provider flag: the provider of a Canary that names none (default istio)",
+    )
+
     get = commands.add_parser("get", help="show a rollout, like `kubectl argo rollouts get`")
     get.add_argument("kind", choices=["rollout", "rollouts", "ro"])
     get.add_argument("name", nargs="?")
@@ -285,6 +309,12 @@ def _main(argv: Sequence[str] | None) -> int:
                 return 1
         return 0
     configure_logging("console", "WARNING")
+    if args.command == "convert":
+        from meshshift.cli.convert import run_convert
+
+        return run_convert(
+            args.files, output=args.output, router=args.router, mesh_provider=args.mesh_provider
+        )
     if args.command == "analyze":
         from meshshift.cli.analyze import run_analyze
 

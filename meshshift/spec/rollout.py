@@ -397,14 +397,17 @@ def _warn_unbounded(
 
 
 def _unbounded_metrics(template: AnalysisTemplate) -> list[tuple[str, str]]:
+    """Metrics with an interval and no count, which no consecutiveSuccessLimit ends either."""
     if template.raw_metrics:
         return [
             (str(raw.get("name", "")), str(raw["interval"]))
             for raw in template.raw_metrics
-            if raw.get("interval") is not None and raw.get("count") is None
+            if raw.get("interval") is not None
+            and raw.get("count") is None
+            and raw.get("consecutiveSuccessLimit") in (None, 0, "0")
         ]
     return [
         (metric.name, format_duration(metric.interval))
         for metric in template.metrics
-        if metric.interval is not None and metric.count is None
+        if metric.interval is not None and metric.count is None and metric.consecutive_success_limit <= 0
     ]

@@ -13,6 +13,9 @@ Args (each has a default; a step's `args` override them):
     interval          "1m"  measurement interval and the rate() window (Flagger's `interval`)
     count             "3"   measurements per run
     failure-limit     "1"   failed measurements tolerated
+    consecutive-success-limit "0"  successes in a row that end the run early ("0": none; a
+                            converted Flagger check passes with "1", count "0": it measures until
+                            one measurement passes, or failure-limit is exceeded)
     min-success-rate  "99"  percent (request-success-rate)
     max-duration      "500" milliseconds (request-duration)
     quantile          "0.99" (request-duration)
@@ -249,6 +252,7 @@ def builtin_document(
         _arg("interval", target.interval),
         _arg("count", "3"),
         _arg("failure-limit", "1"),
+        _arg("consecutive-success-limit", "0"),
         _arg("min-success-rate", "99") if success else _arg("max-duration", "500"),
     ]
     if not success:
@@ -279,6 +283,7 @@ def builtin_document(
                     "interval": "{{args.interval}}",
                     "count": "{{args.count}}",
                     "failureLimit": "{{args.failure-limit}}",
+                    "consecutiveSuccessLimit": "{{args.consecutive-success-limit}}",
                     "successCondition": condition,
                     "provider": provider,
                 }
