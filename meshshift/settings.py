@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+# PagerDuty's Events API v2 endpoint; MESHSHIFT_PAGERDUTY_EVENTS_URL overrides it (proxies, tests).
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -14,8 +17,26 @@ def _env(name: str, default: str | None = None) -> str | None:
 class NotificationSettings:
     slack_webhook_url: str | None = None
     webhook_url: str | None = None
+    # A PagerDuty integration's routing key: a secret, so never shown in a repr (or a log).
+    pagerduty_routing_key: str | None = field(default=None, repr=False)
+    pagerduty_events_url: str = PAGERDUTY_EVENTS_URL
     timeout: float = 5.0
     retries: int = 3
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> NotificationSettings:
+        """MESHSHIFT_SLACK_WEBHOOK_URL, _WEBHOOK_URL, _PAGERDUTY_ROUTING_KEY, _PAGERDUTY_EVENTS_URL,
+        with explicit values (not None) winning: `meshshift run` and `meshshift demo` read these."""
+        env: dict[str, object] = {
+            "slack_webhook_url": _env("SLACK_WEBHOOK_URL"),
+            "webhook_url": _env("WEBHOOK_URL"),
+            "pagerduty_routing_key": _env("PAGERDUTY_ROUTING_KEY"),
+            "pagerduty_events_url": _env("PAGERDUTY_EVENTS_URL"),
+        }
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in env.items() if v}
+        values.update({k: v for k, v in overrides.items() if v is not None and k in known})
+        return cls(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +75,7 @@ class DaemonSettings:
             "namespace": _env("NAMESPACE"),
             "lease_namespace": _env("LEASE_NAMESPACE") or _env("POD_NAMESPACE"),
             "identity": _env("IDENTITY") or _env("POD_NAME"),
-            "notifications": NotificationSettings(
-                slack_webhook_url=_env("SLACK_WEBHOOK_URL"), webhook_url=_env("WEBHOOK_URL")
-            ),
+            "notifications": NotificationSettings.from_env(),
         }
         if (hosts := _env("ALLOWED_HOSTS")) is not None:
             env["allowed_hosts"] = tuple(h.strip() for h in hosts.split(",") if h.strip())

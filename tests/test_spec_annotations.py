@@ -68,6 +68,7 @@ def test_the_contract_keys_are_fixed() -> None:
         "meshshift.io/max-traffic-weight",
         "meshshift.io/slack-webhook-url",
         "meshshift.io/webhook-url",
+        "meshshift.io/pagerduty-secret",
     )
 
 
@@ -285,3 +286,16 @@ def test_all_errors_are_raised_together() -> None:
         'metadata.annotations["meshshift.io/progress-deadline"]',
         'metadata.annotations["meshshift.io/steps"][0].setWeight',
     ]
+
+
+def test_the_pagerduty_annotation_names_a_secret_never_a_key() -> None:
+    _, findings = read(enabled(**{"meshshift.io/pagerduty-secret": "pd-routing"}))
+    assert list(findings) == []
+    key = "R0ut1ngKey0123456789abcdefABCDEF"
+    _, findings = read(enabled(**{"meshshift.io/pagerduty-secret": key}))
+    (issue,) = findings.issues
+    assert issue.severity == "error" and issue.path == 'metadata.annotations["meshshift.io/pagerduty-secret"]'
+    assert "looks like a routing key" in issue.reason and "routing-key" in issue.reason
+    assert key not in issue.reason  # the key is not repeated in a finding, an Event or a log
+    _, findings = read(enabled(**{"meshshift.io/pagerduty-secret": "PD_Secret"}))
+    assert "not a valid Kubernetes name" in findings.issues[0].reason

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from meshshift import __version__
 from meshshift.logs import configure_logging
-from meshshift.settings import DaemonSettings, split_host_port
+from meshshift.settings import DaemonSettings, NotificationSettings, split_host_port
 
 # The meshes of the builtin templates (meshshift.analysis.providers.builtin.MESHES, which this file
 # does not import so that `meshshift lint` starts fast; tests/test_backtest.py checks they agree).
@@ -55,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--prometheus-address", metavar="URL", help="default Prometheus for templates without one"
     )
-    run.add_argument("--slack-webhook-url", metavar="URL")
-    run.add_argument("--webhook-url", metavar="URL", help="generic JSON webhook for rollout events")
-    run.add_argument("--log-format", choices=["json", "console"])
+    _add_notification_options(run)
+    run.add_argument(
+        "--log-format", choices=["json", "console"], help="log lines as JSON (default) or for people"
+    )
 
     demo = commands.add_parser(
         "demo", help="the whole loop on this machine: real proxy, apps, traffic, metrics"
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1:8090",
         help="the daemon's HTTP listener (dashboard, /metrics)",
     )
+    _add_notification_options(demo)
 
     lint = commands.add_parser("lint", help="validate Deployments, AnalysisTemplates and standalone files")
     lint.add_argument("files", nargs="+", metavar="FILE")
@@ -185,6 +187,35 @@ def _add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
 
+def _add_notification_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--slack-webhook-url",
+        metavar="URL",
+        help="Slack incoming webhook for rollout events (or MESHSHIFT_SLACK_WEBHOOK_URL)",
+    )
+    parser.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="generic JSON webhook for rollout events (or MESHSHIFT_WEBHOOK_URL)",
+    )
+    parser.add_argument(
+        "--pagerduty-routing-key",
+        metavar="KEY",
+        help="PagerDuty Events API v2 routing key: incidents on aborts and failed analyses, resolved "
+        "once healthy (prefer MESHSHIFT_PAGERDUTY_ROUTING_KEY: a flag shows in the process list; "
+        "MESHSHIFT_PAGERDUTY_EVENTS_URL sets another endpoint)",
+    )
+
+
+def notification_settings(args: argparse.Namespace) -> NotificationSettings:
+    """The environment's notification settings, with the flags given winning."""
+    return NotificationSettings.from_env(
+        slack_webhook_url=args.slack_webhook_url,
+        webhook_url=args.webhook_url,
+        pagerduty_routing_key=args.pagerduty_routing_key,
+    )
+
+
 def _add_target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--namespace", default=None)
     parser.add_argument("--kubeconfig", metavar="PATH")
@@ -194,13 +225,7 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
 
 
 def daemon_settings(args: argparse.Namespace) -> DaemonSettings:
-    from meshshift.settings import NotificationSettings
-
-    notifications = None
-    if args.slack_webhook_url or args.webhook_url:
-        notifications = NotificationSettings(
-            slack_webhook_url=args.slack_webhook_url, webhook_url=args.webhook_url
-        )
+    notifications = notification_settings(args)
     return DaemonSettings.from_env(
         config=args.config,
         kubeconfig=args.kubeconfig,
@@ -323,7 +348,13 @@ def _main(argv: Sequence[str] | None) -> int:
         from meshshift.demo.runner import run_demo
 
         return asyncio.run(
-            run_demo(scenario=args.scenario, router=args.router, listen=args.listen, judge=args.judge)
+            run_demo(
+                scenario=args.scenario,
+                router=args.router,
+                listen=args.listen,
+                judge=args.judge,
+                notifications=notification_settings(args),
+            )
         )
     if args.command == "get":
         from meshshift.cli.rollouts import get_rollout

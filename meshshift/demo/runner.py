@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import sys
 import tempfile
@@ -48,8 +47,9 @@ from meshshift.demo.prometheus import PrometheusServer, ScrapeTarget, find_prome
 from meshshift.engine.state import RevisionRecord
 from meshshift.observe.status import judge_view
 from meshshift.processes import ManagedProcess, free_port, wait_until_http_ready
+from meshshift.routers.listen_ports import port_in_use
 from meshshift.runtime.controller import RolloutSnapshot
-from meshshift.settings import DaemonSettings
+from meshshift.settings import DaemonSettings, NotificationSettings, split_host_port
 from meshshift.standalone.daemon import (
     FATAL_ERRORS,
     StandaloneRuntime,
@@ -390,9 +390,18 @@ def _side(counts: Mapping[str, Any]) -> str:
 
 class Demo:
     def __init__(
-        self, scenario: Scenario, router: str, listen: str, console: Console, *, judge: str = THRESHOLD
+        self,
+        scenario: Scenario,
+        router: str,
+        listen: str,
+        console: Console,
+        *,
+        judge: str = THRESHOLD,
+        notifications: NotificationSettings | None = None,
     ) -> None:
         self.scenario = scenario
+        # Slack, webhook and PagerDuty receivers, read as `meshshift run` reads them.
+        self.notifications = notifications if notifications is not None else NotificationSettings.from_env()
         self.router = router
         self.judge = judge
         self.decided_runs: dict[str, AnalysisRun] = {}  # the analysis runs at the decision
@@ -413,6 +422,7 @@ class Demo:
         self.console.print(text, highlight=False, soft_wrap=True)
 
     async def run(self) -> Summary:
+        self.check_listen()
         if not prometheus_wanted() and self.router in ("nginx", "traefik"):
             why = "NGINX reports no per-upstream metrics" if self.router == "nginx" else "it reads Prometheus"
             raise DemoError(
@@ -465,7 +475,10 @@ class Demo:
         (self.workdir / "rollout.yaml").write_text(text)
         loaded = parse_rollout_text(text, str(self.workdir / "rollout.yaml"))
         settings = DaemonSettings(
-            listen=self.listen, token=self.token, prometheus_address=prometheus.url if prometheus else None
+            listen=self.listen,
+            token=self.token,
+            prometheus_address=prometheus.url if prometheus else None,
+            notifications=self.notifications,
         )
         async with standalone_runtime(
             loaded, base_dir=self.workdir, settings=settings, start=False
@@ -577,11 +590,22 @@ class Demo:
             counts -= late
         return counts
 
-    def cleanup(self, *, keep: bool) -> None:
-        if keep:
-            self.say(f"logs kept in {self.workdir}")
-        else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+    def check_listen(self) -> None:
+        """A busy --listen port is said before anything starts, with what to do about it."""
+        reason = port_in_use(self.listen)
+        if reason is not None:
+            host, port = split_host_port(self.listen)
+            raise DemoError(
+                f"--listen {self.listen}: port {port} is in use ({reason}), perhaps by another "
+                f"meshshift demo or daemon; stop it, or pick a free port: --listen {host}:{free_port()}"
+            )
+
+    def farewell(self) -> None:
+        """The working directory stays: logs, configs, the state and the rollout.yaml to reuse."""
+        rollout = self.workdir / "rollout.yaml"
+        self.say(f"working directory kept: {self.workdir}")
+        if rollout.exists():
+            self.say(f"  its rollout: {rollout}  (meshshift run --config {rollout})")
 
 
 def _log_to_file(path: Path) -> None:
@@ -593,10 +617,17 @@ def _log_to_file(path: Path) -> None:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=path.open("a")))
 
 
-async def run_demo(*, scenario: str, router: str, listen: str, judge: str = THRESHOLD) -> int:
+async def run_demo(
+    *,
+    scenario: str,
+    router: str,
+    listen: str,
+    judge: str = THRESHOLD,
+    notifications: NotificationSettings | None = None,
+) -> int:
     """Run one demo scenario; the exit code says whether it ended as the scenario expects."""
     console = Console()
-    demo = Demo(SCENARIOS[scenario], router, listen, console, judge=judge)
+    demo = Demo(SCENARIOS[scenario], router, listen, console, judge=judge, notifications=notifications)
     _log_to_file(demo.workdir / "meshshift.log")
     main = asyncio.current_task()
     assert main is not None
@@ -611,22 +642,19 @@ async def run_demo(*, scenario: str, router: str, listen: str, judge: str = THRE
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    keep = True
     try:
         summary = await demo.run()
         print_summary(console, summary)
-        keep = not summary.as_expected
         return 0 if summary.as_expected else 1
     except asyncio.CancelledError:
         if not stopping:
             raise
         console.print("interrupted: every process the demo started is stopped", highlight=False)
-        keep = False
         return 130
     except (DemoError, *FATAL_ERRORS) as error:
-        console.print(f"meshshift demo: {error}", style="red", highlight=False)
+        console.print(f"meshshift demo: {error}", style="red", highlight=False, soft_wrap=True)
         return 1
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        demo.cleanup(keep=keep)
+        demo.farewell()

@@ -39,6 +39,7 @@ from meshshift.kube.resources import (
     DEPLOYMENTS,
     JsonObject,
     KubeApi,
+    KubeApiError,
     KubeRequests,
     object_key,
     requests_owned_by,
@@ -48,7 +49,13 @@ from meshshift.kube.tasks import cancel_and_wait
 from meshshift.kube.templates import ClusterTemplates, KubeSecretReader
 from meshshift.kube.workloads import PRIMARY_OF_LABEL, KubeWorkloads, deployment_replicas
 from meshshift.observe.metrics import RolloutMetrics
-from meshshift.observe.notifications import Notifier, receivers_from_annotations
+from meshshift.observe.notifications import (
+    PAGERDUTY_SECRET_KEY,
+    Notifier,
+    RoutingKeyError,
+    RoutingKeySource,
+    receivers_from_annotations,
+)
 from meshshift.observe.server import serve
 from meshshift.ports import MetricProvider, WorkloadStatus
 from meshshift.routers.gateway_api import GatewayApiRouter
@@ -555,9 +562,31 @@ class Operator:
     def _set_receivers(self, key: RolloutKey, manifest: JsonObject) -> None:
         annotations = (manifest.get("metadata") or {}).get("annotations") or {}
         try:
-            self.notifier.set_receivers(key, receivers_from_annotations(annotations))
+            receivers = receivers_from_annotations(
+                annotations,
+                pagerduty_key=lambda secret: self._routing_key_reader(key.namespace, secret),
+                pagerduty_events_url=self.settings.notifications.pagerduty_events_url,
+                namespace=key.namespace,
+            )
+            self.notifier.set_receivers(key, receivers)
         except ValueError as error:
             self.log.warning("notification annotation ignored", rollout=str(key), error=str(error))
+
+    def _routing_key_reader(self, namespace: str, secret: str) -> RoutingKeySource:
+        """Reads the `routing-key` of the Secret `secret` at each send (a rotated key applies at once)."""
+
+        async def read() -> str | None:
+            try:
+                data = await self.secrets(secret, namespace)
+            except KubeApiError as error:
+                raise RoutingKeyError(f"cannot read the Secret {namespace}/{secret}: {error}") from error
+            key = (data or {}).get(PAGERDUTY_SECRET_KEY, "").strip()
+            if not key:
+                where = "does not exist" if data is None else f"has no {PAGERDUTY_SECRET_KEY!r}"
+                raise RoutingKeyError(f"the Secret {namespace}/{secret} {where}")
+            return key
+
+        return read
 
     async def _supervise(self, key: RolloutKey, running: RunningRollout) -> None:
         """Run the controller; if it fails outside its own retry loop (loading state), start it again."""

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from meshshift.analysis.run import AnalysisRun
+from meshshift.analysis.phases import limit_violation
+from meshshift.analysis.run import AnalysisRun, MetricResult
 from meshshift.engine.state import AnalysisRunRecord, RevisionRecord, RolloutPhase, RolloutState, Stage
 from meshshift.runtime.controller import RolloutSnapshot
 from meshshift.spec.model import (
     STEP_KINDS,
+    AnalysisPhase,
     Metric,
     Pause,
     SetCanaryScale,
@@ -323,6 +325,86 @@ def judge_view(value: object) -> dict[str, Any] | None:
         "latencyThreshold": value.get("threshold"),
         "quantile": value.get("quantile"),
     }
+
+
+MEASUREMENTS_SHOWN = 10  # the newest measurements a failure report carries
+
+
+def shown_value(value: object) -> str:
+    """A measurement's value in a few characters: `0.71`, `[0.71, 0.9]`, a judge's verdict."""
+    judged = judge_view(value)
+    if judged is not None:
+        return f"{judged['verdict']} (evidence {judged['evidence']})"
+    number = numeric_value(value) if not isinstance(value, list | tuple) or len(value) == 1 else None
+    if number is not None and not isinstance(value, str):
+        return f"{number:.6g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(shown_value(v) for v in value[:5]) + (", ..." if len(value) > 5 else "") + "]"
+    text = "none" if value is None else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def metric_conditions(metric: Metric) -> str:
+    """`successCondition: result[0] >= 0.95` (and/or the failureCondition), or `no condition`."""
+    parts = [
+        f"{label}: {condition}"
+        for label, condition in (
+            ("successCondition", metric.success_condition),
+            ("failureCondition", metric.failure_condition),
+        )
+        if condition
+    ]
+    return "; ".join(parts) or "no condition"
+
+
+def metric_failure(metric: Metric, result: MetricResult, mask: SecretMask | None = None) -> dict[str, Any]:
+    """Why a metric ended as it did, in the words of its template: the value measured last, the
+    condition it was held to, and the limit its counts crossed (`failed (2) > failureLimit (0)`)."""
+    mask = mask or SecretMask(set(), [])
+    completed = [m for m in result.measurements if m.phase.completed]
+    last = completed[-1] if completed else None
+    value = shown_value(last.value) if last is not None and last.value is not None else None
+    problem = last.message if last is not None and last.phase == AnalysisPhase.ERROR else ""
+    violated = limit_violation(metric, result.counts)
+    limit = violated[1] if violated is not None else result.message
+    summary = f"{metric.name} = {value}" if value is not None else f"{metric.name}: no value"
+    summary += f", {metric_conditions(metric)}"
+    if limit:
+        summary += f"; {limit}"
+    if problem:
+        summary += f" ({problem})"
+    return {
+        "metric": metric.name,
+        "phase": result.phase.value,
+        "value": mask.text(value),
+        "condition": metric_conditions(metric),
+        "limit": limit,
+        "error": mask.text(problem) or None,
+        "message": mask.text(result.message) or "",
+        "summary": mask.text(summary) or summary,
+        "measurements": [
+            {
+                "phase": m.phase.value,
+                "value": mask.text(shown_value(m.value)) if m.value is not None else None,
+                "at": m.finished_at,
+                "message": mask.text(m.message) or "",
+            }
+            for m in result.measurements[-MEASUREMENTS_SHOWN:]
+        ],
+    }
+
+
+def failed_metrics(run: AnalysisRun, mask: SecretMask | None = None) -> list[dict[str, Any]]:
+    """metric_failure for each metric of `run` that stops the rollout or pauses it for a human
+    (Failed, Error, Inconclusive); dry-run metrics decide nothing and are left out."""
+    results = {r.name: r for r in run.results}
+    return [
+        metric_failure(metric, result, mask)
+        for metric in run.metrics
+        if (result := results.get(metric.name)) is not None
+        and not result.dry_run
+        and (result.phase.blocks_rollout or result.phase == AnalysisPhase.INCONCLUSIVE)
+    ]
 
 
 class SecretMask:

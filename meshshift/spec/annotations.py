@@ -19,10 +19,12 @@
 | `meshshift.io/allow-non-monotonic`   | `"true"` lets a later setWeight be lower than an earlier one |
 | `meshshift.io/slack-webhook-url`     | Slack incoming webhook for this rollout's notifications |
 | `meshshift.io/webhook-url`           | generic JSON webhook for this rollout's notifications |
+| `meshshift.io/pagerduty-secret`      | a Secret (key `routing-key`) with this rollout's PagerDuty key |
 
 Beyond the contract: `meshshift.io/allow-non-monotonic` (without it a schedule like
-`50 -> 10` is refused as a likely typo) and the two notification receivers. The same key is honoured on an
-Argo Rollout's metadata.
+`50 -> 10` is refused as a likely typo) and the notification receivers. The PagerDuty
+annotation names a Secret, never the key itself: a value shaped like a routing key is an
+error. The same key is honoured on an Argo Rollout's metadata.
 
 Any other `meshshift.io/*` key is reported as a warning with the closest known key, so
 that `meshshift.io/setps` does not silently leave a Deployment without steps.
@@ -86,6 +88,8 @@ ALLOW_NON_MONOTONIC = "meshshift.io/allow-non-monotonic"
 MAX_TRAFFIC_WEIGHT = "meshshift.io/max-traffic-weight"
 SLACK_WEBHOOK_URL = "meshshift.io/slack-webhook-url"
 WEBHOOK_URL = "meshshift.io/webhook-url"
+PAGERDUTY_SECRET = "meshshift.io/pagerduty-secret"  # noqa: S105 - names a Secret, holds none
+PAGERDUTY_SECRET_KEY = "routing-key"  # noqa: S105 - the data key of that Secret
 
 ANNOTATION_KEYS = (
     ENABLED,
@@ -106,6 +110,7 @@ ANNOTATION_KEYS = (
     MAX_TRAFFIC_WEIGHT,
     SLACK_WEBHOOK_URL,
     WEBHOOK_URL,
+    PAGERDUTY_SECRET,
 )
 COMMANDS = ("promote", "promote-full", "abort", "retry")
 DEFAULT_NAMESPACE = "default"
@@ -148,6 +153,7 @@ def read_deployment(
     annotations = expect_mapping(raw_annotations, _ANNOTATIONS_PATH, findings) or {}
     _warn_unknown_keys(annotations, findings)
     values = _annotation_strings(annotations, findings)
+    _check_pagerduty_secret(values, findings)
     if not _opted_in(annotations, findings):
         return None
     raw_name = require(metadata, "name", "metadata", findings)
@@ -194,6 +200,26 @@ def _annotation_strings(annotations: Mapping[str, Any], findings: Findings) -> d
                 "write the YAML as a block string (|)",
             )
     return values
+
+
+# PagerDuty's integration (routing) keys are 32 letters and digits.
+_ROUTING_KEY_SHAPE = re.compile(r"[A-Za-z0-9]{32}")
+
+
+def _check_pagerduty_secret(values: Mapping[str, str], findings: Findings) -> None:
+    """The annotation names a Secret in the Deployment's namespace; a key never goes here."""
+    value = values.get(PAGERDUTY_SECRET)
+    if value is None:
+        return
+    path = annotation_path(PAGERDUTY_SECRET)
+    if _ROUTING_KEY_SHAPE.fullmatch(value) and any(c.isdigit() for c in value):
+        findings.error(
+            path,
+            "looks like a routing key: annotations are readable by anyone who can read the Deployment; "
+            f"put the key in a Secret (key {PAGERDUTY_SECRET_KEY!r}) and name that Secret here",
+        )
+        return
+    expect_k8s_name(value, path, findings)
 
 
 def _opted_in(annotations: Mapping[str, Any], findings: Findings) -> bool:

@@ -7,17 +7,21 @@ that a second demo run right after an interrupted one works.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 
-from meshshift.processes import free_port
+from meshshift.processes import ManagedProcess, free_port, running
 from meshshift.routers.proxy_process import process_alive, process_command_line
+from tests.support.receivers import receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +55,8 @@ class DemoRun:
         self.listen = f"127.0.0.1:{free_port()}"
         self.argv = [MESHSHIFT, "demo", "--listen", self.listen, *args]
         self.output_path = tmp_path / "demo-output.txt"
-        self.env = {**os.environ, **(env or {})}
+        # The demo keeps its working directory: under the test's tmp_path, which pytest removes.
+        self.env = {**os.environ, "TMPDIR": str(tmp_path), **(env or {})}
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -181,3 +186,108 @@ async def test_traefik_demo_reaches_each_scenarios_outcome(
     assert re.search(rf"after the decision: {after} \d+\n", output)
     if scenario != "bad-errors":
         assert "failed requests:    0" in output
+
+
+async def test_a_busy_listen_port_is_said_with_a_way_out(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        demo = DemoRun(tmp_path, "--scenario", "healthy")
+        demo.argv[demo.argv.index("--listen") + 1] = f"127.0.0.1:{port}"
+        await demo.start()
+        assert await demo.wait(within=30) == 1, demo.output
+    output = demo.output
+    assert f"--listen 127.0.0.1:{port}: port {port} is in use" in output
+    assert re.search(r"pick a free port: --listen 127\.0\.0\.1:\d+", output)
+    assert "meshshift.demo.app" not in " ".join(descendants(os.getpid()).values())
+
+
+ROUTING_KEY = "R0ut1ngKeyForDemo0123456789abcde"  # 32 characters, as PagerDuty's integration keys
+
+
+def kept_workdir(output: str) -> Path:
+    found = re.search(r"working directory kept: (\S+)", output)
+    assert found is not None, output
+    return Path(found.group(1))
+
+
+async def test_pagerduty_hears_the_bad_demo_and_the_healthy_rollout_after_it(tmp_path: Path) -> None:
+    """`meshshift demo --scenario bad-errors` with MESHSHIFT_PAGERDUTY_ROUTING_KEY and _EVENTS_URL
+    triggers an incident; `meshshift run` on the rollout.yaml the demo kept, with a healthy canary
+    and the same variables, resolves it once promoted. The key appears nowhere but in the events."""
+    async with receiver(pagerduty=True) as pd:
+        env = {
+            "MESHSHIFT_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
+            "MESHSHIFT_PAGERDUTY_EVENTS_URL": pd.url,
+        }
+        demo = DemoRun(tmp_path, "--scenario", "bad-errors", "--router", "envoy", env=env)
+        await demo.start()
+        assert await demo.wait() == 0, demo.output
+        assert "outcome:            Aborted, as expected" in demo.output
+        assert pd.refused == [] and pd.received, demo.output
+        triggers = [e for e in pd.received if e["event_action"] == "trigger"]
+        (dedup,) = {e["dedup_key"] for e in triggers}
+        assert re.fullmatch(r"meshshift/standalone/demo/ep-[0-9a-f]{10}", dedup)
+        payload = triggers[0]["payload"]
+        assert payload["severity"] == "error"
+        assert "rollout standalone/demo revision ep-" in payload["summary"]
+        assert re.search(
+            r"success-rate = 0\.\d+, successCondition: result\[0\] >= 0\.95; failed", payload["summary"]
+        )
+        (failed,) = [f for f in payload["custom_details"]["failedMetrics"] if f["metric"] == "success-rate"]
+        assert failed["measurements"] and failed["limit"].startswith("failed (")
+
+        workdir = kept_workdir(demo.output)
+        rollout_file = workdir / "rollout.yaml"
+        documents = list(yaml.safe_load_all(rollout_file.read_text()))
+        spec = documents[0]["spec"]
+        stable_port = int(spec["stable"]["endpoints"][0].rsplit(":", 1)[1])
+        canary_port = free_port()
+        spec["canary"]["endpoints"] = [f"127.0.0.1:{canary_port}"]  # a new, healthy canary
+        spec["steps"] = [{"setWeight": 50}, {"pause": {"duration": "1s"}}]
+        rollout_file.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+        apps = [demo_app("stable", stable_port, tmp_path), demo_app("canary", canary_port, tmp_path)]
+        async with contextlib.AsyncExitStack() as stack:
+            for app in apps:
+                await stack.enter_async_context(running(app, ready_url=f"http://{app_address(app)}/healthz"))
+            daemon = ManagedProcess(
+                "meshshift-run",
+                [MESHSHIFT, "run", "--config", str(rollout_file), "--listen", f"127.0.0.1:{free_port()}"],
+                tmp_path / "run.log",
+                env=env,
+            )
+            await stack.enter_async_context(running(daemon))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 90
+            while "resolve" not in pd.events():
+                daemon.check_alive()
+                assert loop.time() < deadline, daemon.output_tail(40)
+                await asyncio.sleep(0.2)
+        resolve = pd.received[-1]
+        assert (resolve["event_action"], resolve["dedup_key"]) == ("resolve", dedup)
+        assert pd.refused == []
+    for path in (
+        workdir / "meshshift.log",
+        workdir / "demo.state.json",
+        tmp_path / "run.log",
+        demo.output_path,
+    ):
+        assert ROUTING_KEY not in path.read_text(errors="replace"), f"the routing key is in {path}"
+
+
+def demo_app(version: str, port: int, where: Path) -> ManagedProcess:
+    argv = [
+        sys.executable,
+        "-m",
+        "meshshift.demo.app",
+        f"--version={version}",
+        "--service=demo",
+        f"--port={port}",
+    ]
+    return ManagedProcess(f"app-{version}-{port}", argv, where / f"app-{version}.log")
+
+
+def app_address(app: ManagedProcess) -> str:
+    port = next(a.removeprefix("--port=") for a in app.argv if a.startswith("--port="))
+    return f"127.0.0.1:{port}"

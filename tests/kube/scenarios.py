@@ -19,6 +19,7 @@ from typing import Any
 
 import kmock
 
+from meshshift.settings import NotificationSettings
 from tests.kube.harness import (
     HANG_GUARD,
     TEMPLATE_VERSION,
@@ -33,6 +34,7 @@ from tests.kube.harness import (
     write_kubeconfig,
 )
 from tests.kube.kmock_ext import k8s_status
+from tests.support.receivers import receiver
 
 APP = "web"
 IMAGE = os.environ.get("MESHSHIFT_E2E_IMAGE", "registry.k8s.io/pause:3.9")
@@ -921,6 +923,53 @@ async def template_sources(env: KubeEnv) -> None:
     assert w.metrics.tokens == ["s3cr3t", "s3cr3t"]  # only the namespaced template asks for it
 
 
+# --- notifications --------------------------------------------------------------------------
+
+PAGERDUTY_KEY = "R0ut1ngKeyForKube0123456789abcde"  # 32 characters, as PagerDuty's integration keys
+
+
+async def until(predicate: Callable[[], bool], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HANG_GUARD
+    while not predicate():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def pagerduty_from_a_secret(env: KubeEnv) -> None:
+    """`meshshift.io/pagerduty-secret`: a failed analysis triggers an incident with the routing key
+    read from that Secret (the daemon's `get secrets` grant), the Deployment set back to the stable
+    resolves it, and the key is in no object the daemon writes."""
+    async with receiver(pagerduty=True) as pd, world(env) as w:
+        w.metrics.values["errors"] = 0.2  # success needs >= 0.9
+        await w.cluster.create_template(w.metrics.template())
+        await w.cluster.create_virtual_service(virtual_service())
+        await w.cluster.create_secret("pd-routing", {"routing-key": PAGERDUTY_KEY})
+        annotations = opt_in("istio", FAILING_STEPS, pagerduty_secret="pd-routing")
+        await w.cluster.create_deployment(deployment(annotations=annotations))
+        async with running_daemon(env, notifications=NotificationSettings(pagerduty_events_url=pd.url)):
+            await wait_initialized(w)
+            await w.cluster.patch_deployment(APP, new_version("v2"))
+            aborted = await wait_state(w, "the abort", phase="Degraded", stage="Idle")
+            await until(lambda: "trigger" in pd.events(), "the PagerDuty trigger")
+            await w.cluster.patch_deployment(APP, new_version("v1"))  # undo: back to the stable
+            await wait_state(w, "back on the stable", phase="Healthy", canaryRevision=None)
+            await until(lambda: "resolve" in pd.events(), "the PagerDuty resolve")
+        assert pd.refused == []
+        dedup = f"meshshift/{env.namespace}/{APP}/{aborted['canaryRevision']}"
+        assert {e["dedup_key"] for e in pd.received} == {dedup}
+        assert {e["routing_key"] for e in pd.received} == {PAGERDUTY_KEY}
+        trigger = next(e for e in pd.received if e["event_action"] == "trigger")
+        assert (
+            "check = 0.2, successCondition: result >= 0.9; failed (1) > failureLimit (0)"
+            in trigger["payload"]["summary"]
+        ), trigger["payload"]["summary"]
+        written = json.dumps(
+            [versions for kind, objects in w.observer.history.items() for versions in objects.values()]
+        )
+        assert PAGERDUTY_KEY not in written, "the routing key in an object"
+
+
 # --- scope -----------------------------------------------------------------------------------
 
 
@@ -1487,6 +1536,7 @@ SCENARIOS: dict[str, Callable[[KubeEnv], Awaitable[None]]] = {
     "scope": scope,
     "argo_template_with_secret": argo_template_with_secret,
     "template_sources": template_sources,
+    "pagerduty_from_a_secret": pagerduty_from_a_secret,
 }
 KMOCK_ONLY: dict[str, Callable[[KubeEnv], Awaitable[None]]] = {"injected_faults": injected_faults}
 

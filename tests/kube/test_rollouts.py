@@ -50,6 +50,10 @@ async def test_nginx_annotation_prefix_and_weight_total(kube_env: KubeEnv) -> No
     await scenarios.nginx_custom_prefix(kube_env)
 
 
+async def test_pagerduty_from_a_secret(kube_env: KubeEnv) -> None:
+    await scenarios.pagerduty_from_a_secret(kube_env)
+
+
 async def test_argo_template_with_a_secret_arg(kube_env: KubeEnv) -> None:
     await scenarios.argo_template_with_secret(kube_env)
 

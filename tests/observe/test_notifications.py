@@ -1,4 +1,4 @@
-"""Notifications to local stand-ins for Slack and a webhook, during real rollouts."""
+"""Notifications to local stand-ins for Slack, a webhook and PagerDuty, during real rollouts."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp import web
+from structlog.testing import capture_logs
 
 from meshshift.engine.machine import CommandKind
 from meshshift.observe.notifications import (
     Notifier,
+    PagerDutyReceiver,
     SlackReceiver,
     WebhookReceiver,
     receivers_from_annotations,
@@ -38,48 +39,7 @@ from meshshift.spec.model import (
 )
 from meshshift.spec.templates import parse_template
 from tests.support.inmemory import STEP_ANALYSIS, Harness, make_controller, running, success_rate_template
-
-
-@dataclass
-class Receiver:
-    """A local HTTP endpoint standing in for Slack or a webhook: records what it gets."""
-
-    url: str = ""
-    received: list[dict[str, Any]] = field(default_factory=list)
-    statuses: list[int] = field(default_factory=list)  # answers to give, in order; then 200
-    hang: asyncio.Event | None = None  # set: answer; unset: hold every request
-    requests: int = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        if self.hang is not None:
-            await self.hang.wait()
-        status = self.statuses.pop(0) if self.statuses else 200
-        if status == 200:
-            with contextlib.suppress(ConnectionError):  # the sender gave up on us
-                self.received.append(await request.json())
-        return web.Response(status=status, text="ok" if status == 200 else "no")
-
-    def events(self) -> list[str]:
-        return [payload["event"] for payload in self.received]
-
-
-@contextlib.asynccontextmanager
-async def receiver(**options: Any) -> AsyncIterator[Receiver]:
-    stand_in = Receiver(**options)
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", stand_in.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    stand_in.url = f"http://127.0.0.1:{port}/services/T000/B000/XXXX"
-    try:
-        yield stand_in
-    finally:
-        if stand_in.hang is not None:
-            stand_in.hang.set()
-        await runner.cleanup()
+from tests.support.receivers import receiver
 
 
 @contextlib.asynccontextmanager
@@ -187,9 +147,15 @@ async def test_a_failed_analysis_and_the_rollback(registry: RolloutRegistry) -> 
     assert failed["severity"] == "warning"
     assert failed["details"]["analysisPhase"] == "Failed"
     why = "failed (1) > failureLimit (0); last measurement: successCondition `result[0] >= 0.95` is false"
-    assert failed["details"]["failedMetrics"] == [
-        {"metric": "success-rate", "phase": "Failed", "message": f"{why} for result [0.5]"}
-    ]
+    (metric,) = failed["details"]["failedMetrics"]
+    assert metric["message"] == f"{why} for result [0.5]"
+    # What failed, in the template's words: the value, the condition, the limit crossed.
+    assert metric["summary"] == (
+        "success-rate = 0.5, successCondition: result[0] >= 0.95; failed (1) > failureLimit (0)"
+    )
+    assert (metric["metric"], metric["phase"], metric["value"]) == ("success-rate", "Failed", "0.5")
+    assert [m["value"] for m in metric["measurements"]] == ["0.5"]
+    assert aborted["details"]["failedMetrics"] == failed["details"]["failedMetrics"]
     assert aborted["details"]["reason"] == "AnalysisRunFailed"
     assert aborted["phase"] == "Degraded" and aborted["canaryWeight"] == 0
 
@@ -374,3 +340,178 @@ async def test_secrets_stay_out_of_notifications(registry: RolloutRegistry) -> N
     (metric,) = failed["details"]["failedMetrics"]
     assert metric["message"].endswith("GET https://vendor.example/check?key=<secret>: 401")
     assert key not in json.dumps(hook.received)
+
+
+# --- PagerDuty -------------------------------------------------------------------------------
+
+ROUTING_KEY = "R0ut1ngKeyForTests0123456789abcd"  # 32 characters, as PagerDuty's integration keys
+
+
+@dataclass
+class Answers:
+    """What the metric answers; a test switches it from bad to good between revisions."""
+
+    value: float = 0.5
+
+    def __call__(self, _metric: object) -> list[float]:
+        return [self.value]
+
+
+def pagerduty(url: str, key: str = ROUTING_KEY) -> PagerDutyReceiver:
+    return receivers_from_settings(NotificationSettings(pagerduty_routing_key=key, pagerduty_events_url=url))[
+        0
+    ]  # type: ignore[return-value]
+
+
+async def test_pagerduty_triggers_on_a_failed_analysis_and_resolves_once_promoted(
+    registry: RolloutRegistry,
+) -> None:
+    spec = RolloutSpec(steps=(SetWeight(20), STEP_ANALYSIS, SetWeight(50)))
+    answers = Answers(0.5)
+    harness = make_controller(
+        registry, spec, templates=[success_rate_template(interval="50ms", count=2)], answer=answers
+    )
+    async with receiver(pagerduty=True) as pd, receiver() as hook:
+        with capture_logs() as logs:
+            async with notifier_on(registry, pagerduty(pd.url), WebhookReceiver(hook.url)), running(harness):
+                await release(harness)
+                await harness.wait_for(lambda: harness.state_is(phase="Degraded"), what="the abort")
+                await eventually(lambda: len(pd.received) == 2, "the triggers")
+                answers.value = 0.99  # the next revision is good
+                harness.workloads.release("v3")
+                await harness.wait_for(
+                    lambda: harness.state_is(phase="Healthy", stable_revision="v3"), what="v3 promoted"
+                )
+                await eventually(lambda: "resolve" in pd.events(), "the resolve")
+    assert pd.refused == []  # every event is one the Events API accepts
+    # The failed analysis and the abort are one incident: one dedup key per rollout and revision.
+    assert pd.events() == ["trigger", "trigger", "resolve"]
+    assert {e["dedup_key"] for e in pd.received} == {"meshshift/default/myapp/v2"}
+    assert {e["routing_key"] for e in pd.received} == {ROUTING_KEY}
+    trigger = pd.received[0]
+    payload = trigger["payload"]
+    assert payload["severity"] == "error"
+    assert payload["summary"] == (
+        "meshshift: rollout default/myapp revision v2 failed its analysis: success-rate = 0.5, "
+        "successCondition: result[0] >= 0.95; failed (1) > failureLimit (0)"
+    )
+    assert payload["source"] == "meshshift/default/myapp" and payload["class"] == "AnalysisRunFailed"
+    (failed,) = payload["custom_details"]["failedMetrics"]
+    assert [m["value"] for m in failed["measurements"]] == ["0.5"]
+    assert failed["condition"] == "successCondition: result[0] >= 0.95"
+    aborted = pd.received[1]["payload"]
+    assert aborted["summary"].startswith(
+        "meshshift: rollout default/myapp revision v2 aborted: success-rate = 0.5"
+    )
+    assert aborted["class"] == "RolloutAborted"
+    # Slack and the webhook hear of the promotion; only PagerDuty's events carry the key.
+    assert "promoted" in hook.events()
+    assert all(ROUTING_KEY not in json.dumps(p) for p in hook.received)
+    assert harness.store.stored is not None
+    assert ROUTING_KEY not in json.dumps(harness.store.stored.rollout.to_dict())
+    assert ROUTING_KEY not in repr(logs), "a routing key in the logs"
+
+
+async def test_pagerduty_resolves_after_undo_and_after_a_restart(registry: RolloutRegistry) -> None:
+    """Back on the stable (the workload set back) resolves; so does the promotion a restarted
+    daemon sees, for the incident an earlier daemon opened."""
+    spec = RolloutSpec(steps=(SetWeight(20), STEP_ANALYSIS, SetWeight(50)))
+    answers = Answers(0.5)
+    harness = make_controller(
+        registry, spec, templates=[success_rate_template(interval="50ms", count=2)], answer=answers
+    )
+    async with receiver(pagerduty=True) as pd, running(harness):
+        async with notifier_on(registry, pagerduty(pd.url)):
+            await release(harness)
+            await harness.wait_for(lambda: harness.state_is(phase="Degraded"), what="the abort")
+            harness.workloads.release("v1")  # undo: the workload back on the stable
+            await harness.wait_for(
+                lambda: harness.state_is(phase="Healthy", canary_revision=None), what="stable"
+            )
+            await eventually(lambda: pd.events() == ["trigger", "trigger", "resolve"], "the resolve")
+        assert pd.received[-1]["dedup_key"] == "meshshift/default/myapp/v2"
+
+        harness.workloads.release("v4")  # fails too, with no notifier listening (a daemon down)
+        await harness.wait_for(
+            lambda: harness.state_is(phase="Degraded", canary_revision="v4"), what="v4 aborted"
+        )
+        async with notifier_on(registry, pagerduty(pd.url)):  # the restarted daemon's notifier
+            harness.controller.poke()
+            seen = registry.snapshots[harness.key].updated_at
+            await harness.wait_for(lambda: registry.snapshots[harness.key].updated_at > seen, what="a pass")
+            answers.value = 0.99
+            assert (await registry.command(harness.key, CommandKind.RETRY)).applied
+            await harness.wait_for(
+                lambda: harness.state_is(phase="Healthy", stable_revision="v4"), what="v4 promoted on retry"
+            )
+            await eventually(lambda: len(pd.received) == 4, "the resolve for v4")
+    assert pd.received[-1]["event_action"] == "resolve"
+    assert pd.received[-1]["dedup_key"] == "meshshift/default/myapp/v4"
+    assert pd.refused == []
+
+
+async def test_a_hanging_pagerduty_delays_no_step(registry: RolloutRegistry) -> None:
+    spec = RolloutSpec(steps=(SetWeight(20), STEP_ANALYSIS, SetWeight(50)))
+    answers = Answers(0.5)
+    harness = make_controller(
+        registry, spec, templates=[success_rate_template(interval="50ms", count=2)], answer=answers
+    )
+    async with (
+        receiver(pagerduty=True, hang=asyncio.Event()) as stuck,
+        notifier_on(registry, pagerduty(stuck.url), timeout=60.0, retries=0, drain_for=0.1),
+        running(harness),
+    ):
+        await release(harness)
+        await harness.wait_for(lambda: harness.state_is(phase="Degraded"), what="the abort")
+        await eventually(lambda: stuck.requests == 1, "the held trigger")
+        answers.value = 0.99
+        harness.workloads.release("v3")
+        # The whole next rollout runs while PagerDuty still holds the first trigger.
+        await harness.wait_for(
+            lambda: harness.state_is(phase="Healthy", stable_revision="v3"), what="v3 promoted"
+        )
+        assert stuck.requests == 1 and stuck.received == []
+        assert harness.router.weights_written[-3:] == [20, 50, 0]
+
+
+async def test_a_missing_routing_key_secret_is_reported_not_sent(registry: RolloutRegistry) -> None:
+    """A Deployment's PagerDuty Secret that cannot be read: not delivered, logged by name only."""
+    spec = RolloutSpec(steps=(SetWeight(20), STEP_ANALYSIS, SetWeight(50)))
+    harness = make_controller(
+        registry, spec, templates=[success_rate_template(interval="50ms", count=2)], answer=Answers(0.5)
+    )
+    secrets: dict[str, str] = {}
+
+    def reader(name: str) -> Any:
+        async def read() -> str | None:
+            return secrets.get(name)
+
+        return read
+
+    async with receiver(pagerduty=True) as pd:
+        annotations = {"meshshift.io/pagerduty-secret": "pd-routing"}
+        with capture_logs() as logs:
+            async with notifier_on(registry, retries=0) as notifier, running(harness):
+                notifier.set_receivers(
+                    harness.key,
+                    receivers_from_annotations(
+                        annotations, pagerduty_key=reader, pagerduty_events_url=pd.url, namespace="default"
+                    ),
+                )
+                await release(harness)
+                await harness.wait_for(lambda: harness.state_is(phase="Degraded"), what="the abort")
+                await eventually(lambda: notifier.failed == 2, "both triggers given up")
+    assert pd.requests == 0
+    problems = [e["problem"] for e in logs if e.get("event") == "notification not delivered"]
+    assert problems and all("secret default/pd-routing" in p for p in problems)
+
+
+def test_pagerduty_settings_and_annotations() -> None:
+    settings = NotificationSettings(pagerduty_routing_key=ROUTING_KEY)
+    (receiver_,) = receivers_from_settings(settings)
+    assert isinstance(receiver_, PagerDutyReceiver)
+    assert receiver_.url == "https://events.pagerduty.com/v2/enqueue"
+    assert ROUTING_KEY not in repr(settings) and ROUTING_KEY not in repr(receiver_)
+    assert ROUTING_KEY not in receiver_.identity
+    with pytest.raises(ValueError, match="Kubernetes mode only"):
+        receivers_from_annotations({"meshshift.io/pagerduty-secret": "pd"})
