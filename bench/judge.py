@@ -479,22 +479,36 @@ class RealRun:
     message: str
 
 
-def _rollout(stable: str, canary: str, analysis: dict[str, Any], templates: Sequence[dict[str, Any]]) -> str:
+def _rollout(
+    stable: str,
+    canary: str,
+    analysis: dict[str, Any],
+    templates: Sequence[dict[str, Any]],
+    *,
+    background: float | None,
+) -> str:
+    """At REAL_WEIGHT, the analysis as a step (as the tutorial writes it), or with `background`
+    seconds: as a background analysis from step 0, so the judge's counters start before the
+    first canary request, and a pause of that long before the promotion."""
+    steps: list[dict[str, Any]] = [{"setWeight": REAL_WEIGHT}]
+    steps += [{"analysis": analysis}] if background is None else [{"pause": {"duration": f"{background:g}s"}}]
+    spec: dict[str, Any] = {
+        "router": {"envoy": {"listen": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}"}},
+        "stable": {"endpoints": [stable]},
+        "canary": {"endpoints": [canary]},
+        "steps": [*steps, {"setWeight": 100}],
+        "onFailure": "rollback",
+        "progressDeadline": "10m",
+        "abortScaleDownDelay": "0s",
+    }
+    if background is not None:
+        spec["analysis"] = analysis
     rollout = {
         "apiVersion": "meshshift.io/v1alpha1",
         "kind": "StandaloneRollout",
         "metadata": {"name": "bench"},
-        "spec": {
-            "router": {"envoy": {"listen": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}"}},
-            "stable": {"endpoints": [stable]},
-            "canary": {"endpoints": [canary]},
-            "steps": [{"setWeight": REAL_WEIGHT}, {"analysis": analysis}, {"setWeight": 100}],
-            "onFailure": "rollback",
-            "progressDeadline": "10m",
-            "abortScaleDownDelay": "0s",
-        },
     }
-    return yaml.safe_dump_all([rollout, *templates], sort_keys=False)
+    return yaml.safe_dump_all([{**rollout, "spec": spec}, *templates], sort_keys=False)
 
 
 def judge_analysis(max_duration: str) -> dict[str, Any]:
@@ -546,11 +560,13 @@ async def real_run(
     *,
     templates: Sequence[dict[str, Any]] = (),
     prometheus: str | None = None,
+    background: float | None = None,
     deadline: float = 600.0,
 ) -> tuple[RealRun, dict[str, AnalysisRun]]:
     """One rollout on a fresh Envoy under 100 requests/s, until it is promoted or rolled back."""
     await asyncio.to_thread(workdir.mkdir, parents=True)
-    loaded = parse_rollout_text(_rollout(stable, canary, analysis, templates), str(workdir / "rollout.yaml"))
+    text = _rollout(stable, canary, analysis, templates, background=background)
+    loaded = parse_rollout_text(text, str(workdir / "rollout.yaml"))
     settings = DaemonSettings(listen=f"127.0.0.1:{free_port()}", prometheus_address=prometheus)
     async with standalone_runtime(
         loaded, base_dir=workdir, settings=settings, serve_http=False, start=False
@@ -632,12 +648,14 @@ async def real(args: argparse.Namespace) -> bool:
 
 async def judge_runs(root: Path, stable: str, canary: str, count: int) -> bool:
     print(
-        f"The judge (sequential-error-rate, Envoy's admin endpoint, looking every {LOOK_EVERY}): "
-        f"the canary fails {BAD_ERRORS * 100:g} % of requests, the stable none"
+        f"The judge (sequential-error-rate as background analysis, Envoy's admin endpoint, looking every "
+        f"{LOOK_EVERY}): the canary fails {BAD_ERRORS * 100:g} % of requests, the stable none"
     )
     ok, times = True, []
     for index in range(count):
-        run, runs = await real_run(root / f"judge-{index}", stable, canary, judge_analysis("5m"))
+        run, runs = await real_run(
+            root / f"judge-{index}", stable, canary, judge_analysis("5m"), background=300.0
+        )
         print(
             f"  run {index + 1}: {run.outcome} {_seconds(run.seconds)} after the first canary request, "
             f"{run.canary_requests} canary requests, {run.failed} failed; {_judged(runs)}"
@@ -689,7 +707,7 @@ async def healthy_runs(root: Path, stable: str, canary: str, count: int) -> bool
     rollbacks = 0
     for index in range(count):
         run, runs = await real_run(
-            root / f"healthy-{index}", stable, canary, judge_analysis(HEALTHY_MAX_DURATION)
+            root / f"healthy-{index}", stable, canary, judge_analysis(HEALTHY_MAX_DURATION), background=32.0
         )
         rollbacks += run.outcome == "Aborted"
         print(f"  run {index + 1}: {run.outcome} after {_seconds(run.seconds)}; {_judged(runs)}")
