@@ -13,8 +13,9 @@ The judge looks every LOOK seconds (continuous looking: 1,200 looks in 10 minute
 threshold rules look at their own interval:
 
 - the tutorial's template (`success-rate`): the canary's success rate over the last 5 minutes
-  (`rate(...[5m])`) must be >= 0.95, checked every minute, rolled back when more than
-  `failureLimit: 3` checks failed (the 4th failure); the tutorial's query selects the whole
+  (`rate(...[5m])`) must be >= 0.95, checked every minute (from 10 s in: the measurement at 0 s
+  has no data, an Error retried after 10 s), rolled back when more than `failureLimit: 3`
+  checks failed (the 4th failure); the tutorial's query selects the whole
   service, which at 10 % weight dilutes the canary's errors tenfold: we give it the canary's
   own requests, as meshshift's demo does, which is its best case;
 - Flagger's default: the builtin request-success-rate over the last minute, >= 99 %
@@ -241,17 +242,17 @@ def cross_check(traffic: Traffic, settings: JudgeSettings, outcome: Outcome, run
 
 
 def threshold_rule(
-    traffic: Traffic, *, window: float, every: float, minimum: float, failure_limit: int
+    traffic: Traffic, *, window: float, first: float, every: float, minimum: float, failure_limit: int
 ) -> Outcome:
-    """Success rate of the canary over `window` seconds, >= `minimum`, checked every `every`
-    seconds; rolled back when more than `failure_limit` checks failed."""
+    """Success rate of the canary over `window` seconds, >= `minimum`, checked at `first` seconds
+    and then every `every` seconds; rolled back when more than `failure_limit` checks failed."""
     per_check = round(every / LOOK)
     span = round(window / LOOK)
     requests = np.cumsum(traffic.canary, axis=0)
     errors = np.cumsum(traffic.canary_errors, axis=0)
     failures = np.zeros(traffic.runs, dtype=np.int64)
     decided = np.full(traffic.runs, UNDECIDED, dtype=np.int64)
-    for end in range(per_check - 1, traffic.looks, per_check):
+    for end in range(round(first / LOOK) - 1, traffic.looks, per_check):
         start = end - span
         served = requests[end] - (requests[start] if start >= 0 else 0)
         failed = errors[end] - (errors[start] if start >= 0 else 0)
@@ -264,11 +265,14 @@ def threshold_rule(
 
 
 def tutorial(traffic: Traffic, *, every: float = 60.0) -> Outcome:
-    return threshold_rule(traffic, window=300.0, every=every, minimum=0.95, failure_limit=3)
+    # Its first measurement, when the canary starts, finds no data: an Error (not a failure),
+    # retried after 10 s (Argo's error retry), then every `interval` after that.
+    return threshold_rule(traffic, window=300.0, first=10.0, every=every, minimum=0.95, failure_limit=3)
 
 
-def flagger(traffic: Traffic) -> Outcome:
-    return threshold_rule(traffic, window=60.0, every=60.0, minimum=0.99, failure_limit=0)
+def flagger(traffic: Traffic, *, every: float = 60.0) -> Outcome:
+    # Flagger checks at each analysis tick, one interval after it set the weight.
+    return threshold_rule(traffic, window=60.0, first=every, every=every, minimum=0.99, failure_limit=0)
 
 
 # --- statistics ------------------------------------------------------------------------------------
@@ -368,8 +372,8 @@ def false_rollbacks(rng: np.random.Generator, runs: int, settings: JudgeSettings
         "judge, looks every 0.5 s",
         "judge passed early",
         "tutorial (1m)",
-        "tutorial, every 10s",
         "Flagger (1m)",
+        "Flagger's rule, every 10s",
     )
     print(_row(header))
     ok = True
@@ -382,8 +386,8 @@ def false_rollbacks(rng: np.random.Generator, runs: int, settings: JudgeSettings
                 int(outcome.rolled_back.sum()),
                 int(outcome.passed_early.sum()),
                 int(tutorial(traffic).rolled_back.sum()),
-                int(tutorial(traffic, every=10.0).rolled_back.sum()),
                 int(flagger(traffic).rolled_back.sum()),
+                int(flagger(traffic, every=10.0).rolled_back.sum()),
             ]
         low, high = clopper_pearson(int(counts[0]), runs)
         within = high <= settings.alpha
@@ -392,7 +396,8 @@ def false_rollbacks(rng: np.random.Generator, runs: int, settings: JudgeSettings
         cells = [f"{_pct(error)}", judged, _pct(counts[1] / runs)]
         cells += [_interval(int(c), runs) for c in counts[2:]]
         print(_row(cells))
-    print("  (a judge's early pass is its not-worse claim, true here: the canary is not worse)")
+    print("  (a judge's early pass is its not-worse claim, true here: the canary is not worse;")
+    print("   Flagger's rule checked every 10 s instead of every minute: looking more often rolls back more)")
     return ok
 
 
