@@ -86,6 +86,7 @@ def plot_backtest(
     panels = [row[0] for row in axes]
     for panel, metric in zip(panels, metrics, strict=False):
         _draw_metric(panel, metric, replays, incidents, mask)
+    _legend(figure, replays, incidents)
     locator = mdates.AutoDateLocator(tz=datetime.UTC)  # type: ignore[no-untyped-call]
     panels[-1].xaxis.set_major_locator(locator)
     panels[-1].xaxis.set_major_formatter(
@@ -93,9 +94,31 @@ def plot_backtest(
     )
     panels[-1].set_xlabel("time (UTC)")
     figure.suptitle(_title(title, replays), fontsize=11)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.04, 1, 1))  # room for the legend below
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
+
+
+def _legend(figure: Any, replays: Sequence[Replay], incidents: Sequence[Period]) -> None:
+    """What the marks mean, for those the picture holds."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles: list[Any] = [Line2D([], [], color="#1565c0", lw=1, label="measured value")]
+    phases = {e.measurement.phase for r in replays for e in r.timeline}
+    failed, error = PHASE_COLOURS[AnalysisPhase.FAILED], PHASE_COLOURS[AnalysisPhase.ERROR]
+    if AnalysisPhase.FAILED in phases:
+        handles.append(Line2D([], [], marker="o", ls="", color=failed, label="failed measurement"))
+    if AnalysisPhase.ERROR in phases:
+        handles.append(Line2D([], [], marker="x", ls="", color=error, label="error (no value)"))
+    verdicts = {r.run.phase for r in replays}
+    for phase in (AnalysisPhase.FAILED, AnalysisPhase.ERROR, AnalysisPhase.INCONCLUSIVE):
+        if phase in verdicts:
+            handles.append(Line2D([], [], color=PHASE_COLOURS[phase], lw=1.2, label=f"run {phase.value}"))
+    handles.append(Line2D([], [], color="#424242", ls="--", lw=1, label="condition's threshold"))
+    if incidents:
+        handles.append(Patch(color="#c62828", alpha=0.15, label="incident"))
+    figure.legend(handles=handles, loc="lower center", fontsize=8, frameon=False, ncol=len(handles))
 
 
 def _metrics(replays: Sequence[Replay]) -> list[Metric]:
