@@ -58,6 +58,9 @@ class DaemonSettings:
     lease_name: str = "meshshift-leader"
     lease_namespace: str | None = None  # default: the pod's namespace, else "default"
     lease_duration: float = 15.0
+    # Sharding: rollouts hashed onto this many shards, each guarded by its own Lease
+    # (`meshshift-shard-<k>`); replicas share them. 1: one leader runs every rollout.
+    shards: int = 1
     identity: str | None = None  # default: hostname
     # Analysis.
     prometheus_address: str | None = None

@@ -8,6 +8,13 @@ clocks of different machines are never compared. A holder that cannot renew for
 `renew_deadline` (shorter than the lease duration) stops leading before anyone else
 may start. A holder that stops cleanly releases the Lease, so a standby takes over at
 its next try instead of waiting out the lease duration.
+
+A holder renews with one request: a merge patch carrying the resourceVersion of its own last
+write (a 409 means someone else wrote: it reads again). Each try is bounded by what is left
+of the renew deadline, and `holds()` answers, from any thread, whether writes are still
+allowed: the Lease was renewed less than `renew_deadline` ago, counted from when that
+renewal was sent. `ElectionThread` runs the electors on a thread of their own, with their own
+event loop and HTTP session (see there).
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ class LeaderElector:
         timings: LeaseTimings,
         on_change: Callable[[bool], None],
         clock: Callable[[], float] = time.monotonic,
+        may_acquire: Callable[[], bool] | None = None,
     ) -> None:
         self.api = api
         self.name = name
@@ -63,27 +71,45 @@ class LeaderElector:
         self.timings = timings
         self.on_change = on_change
         self.clock = clock
+        # Asked before taking a free or expired Lease (sharding: only up to a fair share).
+        self.may_acquire = may_acquire
         self.leading = False
         self.transitions = 0  # times this candidate became the leader
         self._observed: tuple[Any, ...] | None = None  # the lease record last seen
         self._observed_at = 0.0
-        self._renewed_at = 0.0  # last successful acquire or renew (leader only)
+        self._renewed_at = 0.0  # when the last successful acquire or renew was sent (leader only)
         self._expires_at: float | None = None  # when the lease seen last expires (standby only)
+        self._lease: JsonObject | None = None  # the Lease as our last write left it (leader only)
         self.log = log.bind(lease=f"{namespace}/{name}", identity=identity)
+
+    def holds(self) -> bool:
+        """Whether this candidate may write now: it leads, and renewed within the renew deadline."""
+        return self.leading and self.clock() - self._renewed_at < self.timings.renew_deadline
 
     async def run(self) -> None:
         """Try to lead forever; cancel to stop (then call `release`)."""
         while True:
             try:
-                await self._try_once()
+                async with asyncio.timeout(self._try_budget()):
+                    await self._try_once()
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                self._lease = None
+                self.log.warning("lease update timed out")
             except Exception as error:
+                self._lease = None
                 self.log.warning("lease update failed", error=str(error))
-            if self.leading and self.clock() - self._renewed_at > self.timings.renew_deadline:
+            if self.leading and self.clock() - self._renewed_at >= self.timings.renew_deadline:
                 self.log.warning("could not renew the lease in time; stepping down")
                 self._set_leading(False)
             await asyncio.sleep(self._next_try_in())
+
+    def _try_budget(self) -> float:
+        """A leader's try ends at its renew deadline; a candidate's within one renew deadline."""
+        if self.leading:
+            return max(0.01, self._renewed_at + self.timings.renew_deadline - self.clock())
+        return self.timings.renew_deadline
 
     def _next_try_in(self) -> float:
         """A standby wakes exactly when the lease it watches expires, else every retry period."""
@@ -111,6 +137,9 @@ class LeaderElector:
     # --- one try ----------------------------------------------------------------------
 
     async def _try_once(self) -> None:
+        if self.leading and self._lease is not None:
+            await self._write(self._lease, acquire=False)  # renew: one request
+            return
         lease = await self.api.get(LEASES, self.name, self.namespace)
         now = self.clock()
         if lease is None:
@@ -127,7 +156,7 @@ class LeaderElector:
             self.log.warning("the lease is held by someone else now", holder=holder)
             self._set_leading(False)
         self._expires_at = self._observed_at + self._grace(lease)
-        if not holder or now >= self._expires_at:
+        if (not holder or now >= self._expires_at) and (self.may_acquire is None or self.may_acquire()):
             await self._write(lease, acquire=True)
 
     def _grace(self, lease: JsonObject) -> float:
@@ -142,6 +171,9 @@ class LeaderElector:
         return max(self.timings.renew_deadline, duration - self.timings.retry_period)
 
     async def _create(self) -> None:
+        if self.may_acquire is not None and not self.may_acquire():
+            return
+        sent = self.clock()
         now = micro_time()
         body: JsonObject = {
             "apiVersion": LEASES.api_version,
@@ -156,32 +188,34 @@ class LeaderElector:
             },
         }
         try:
-            await self.api.create(LEASES, body, self.namespace)
+            self._lease = await self.api.create(LEASES, body, self.namespace)
         except KubeApiError as error:
             if error.conflict:
                 return  # another candidate created it first
             raise
-        self._renewed_at = self.clock()
+        self._renewed_at = sent
         self._set_leading(True)
 
     async def _write(self, lease: JsonObject, *, acquire: bool) -> None:
+        sent = self.clock()
         now = micro_time()
         spec: JsonObject = {"renewTime": now, "leaseDurationSeconds": _seconds(self.timings.lease_duration)}
         if acquire:
             transitions = int((lease.get("spec") or {}).get("leaseTransitions") or 0)
             spec.update(holderIdentity=self.identity, acquireTime=now, leaseTransitions=transitions + 1)
         try:
-            await self.api.merge_patch(
+            self._lease = await self.api.merge_patch(
                 LEASES,
                 self.name,
                 with_resource_version({"spec": spec}, resource_version(lease)),
                 self.namespace,
             )
         except KubeApiError as error:
+            self._lease = None
             if error.conflict:
                 return  # someone else wrote first: read again next time
             raise
-        self._renewed_at = self.clock()
+        self._renewed_at = sent
         if acquire:
             self.log.info("lease acquired", previous=_holder(lease) or None)
         self._set_leading(True)
@@ -190,6 +224,8 @@ class LeaderElector:
         if leading == self.leading:
             return
         self.leading = leading
+        if not leading:
+            self._lease = None
         if leading:
             self.transitions += 1
         self.log.info("leadership changed", leading=leading)

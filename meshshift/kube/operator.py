@@ -9,8 +9,13 @@ which is how it learns that pods became ready: there is no polling.
 
 Only the leader (a Lease, see leader.py; on by default) runs controllers, writes Events
 and handles commands. A standby keeps its informer warm and takes over when the Lease
-comes free. An invalid spec gets a Warning Event carrying the lint findings and changes
-no object: a new Deployment gets no controller, a running one holds where it is.
+comes free. With `--shards K`, each rollout belongs to one of K shards (shards.py), each
+guarded by its own Lease: a replica runs the rollouts of the shards it holds. Leader
+election runs on a thread of its own (election.py), and every write the daemon sends for a
+rollout is fenced: it goes out only while the Lease of the rollout's shard is held.
+
+An invalid spec gets a Warning Event carrying the lint findings and changes no object: a
+new Deployment gets no controller, a running one holds where it is.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ from meshshift.backoff import Backoff
 from meshshift.engine.actions import StartAnalysis
 from meshshift.kube.client import connect, default_identity, pod_namespace
 from meshshift.kube.commands import COMMAND_ANNOTATION, CommandTracker, accepts
+from meshshift.kube.election import ElectionThread
 from meshshift.kube.events import KubeEventSink, invalid_spec_event
 from meshshift.kube.informer import DELETED, READ_GRACE, WATCH_TIMEOUT, Informer
-from meshshift.kube.leader import LeaderElector, LeaseTimings
+from meshshift.kube.leader import LeaseTimings
 from meshshift.kube.resources import (
     DEPLOYMENTS,
     JsonObject,
@@ -44,6 +50,7 @@ from meshshift.kube.resources import (
     object_key,
     requests_owned_by,
 )
+from meshshift.kube.shards import shard_leases, shard_of
 from meshshift.kube.state_store import ConfigMapStateStore
 from meshshift.kube.tasks import cancel_and_wait
 from meshshift.kube.templates import ClusterTemplates, KubeSecretReader
@@ -202,13 +209,17 @@ class Operator:
         self.notifier = Notifier.from_settings(settings.notifications)
         self.watched: dict[RolloutKey, WatchedDeployment] = {}
         self.running: dict[RolloutKey, RunningRollout] = {}
-        self.leading = not settings.leader_elect
+        self.shards = max(1, settings.shards) if settings.leader_elect else 1
+        self.lease_names = shard_leases(self.shards, settings.lease_name)
+        # The shards whose rollouts this daemon runs (all of them without leader election).
+        self.held: set[int] = set() if settings.leader_elect else set(range(self.shards))
+        self._giving_up: set[int] = set()  # shards to release once their rollouts stopped
         self.url: str | None = None
         self.ready = asyncio.Event()  # listening, and the first listing is in
-        self.leader = asyncio.Event()  # set while this daemon leads
+        self.leader = asyncio.Event()  # set while this daemon holds a shard (leads)
         if self.leading:
             self.leader.set()
-        self.elector: LeaderElector | None = None
+        self.election: ElectionThread | None = None
         self.informer: Informer | None = None
         self._api: KubeApi | None = None
         self._providers: Mapping[str, MetricProvider] = {}
@@ -217,6 +228,26 @@ class Operator:
         self._dirty: set[RolloutKey] = set()
         self._reported_invalid: dict[RolloutKey, str] = {}
         self.log = log.bind(identity=self.identity)
+
+    @property
+    def leading(self) -> bool:
+        """Whether this daemon runs rollouts: it holds the leader's Lease (or some shard)."""
+        return bool(self.held)
+
+    def shard(self, key: RolloutKey) -> int:
+        return shard_of(key.namespace, key.name, self.shards)
+
+    def owns(self, key: RolloutKey) -> bool:
+        return self.shard(key) in self.held
+
+    def _may_write(self, owner: tuple[str, str] | None) -> bool:
+        """The fence of every write: the Lease of the rollout's shard (any, for the daemon's own) is held."""
+        election = self.election
+        if election is None:
+            return True
+        if owner is None:
+            return bool(election.held())
+        return election.holds(self.lease_names[shard_of(owner[0], owner[1], self.shards)])
 
     @property
     def api(self) -> KubeApi:
@@ -235,7 +266,10 @@ class Operator:
         async with contextlib.AsyncExitStack() as stack:
             client = await stack.enter_async_context(connect(self.settings, self.identity))
             self._api = KubeApi(
-                client, request_timeout=self.options.request_timeout, requests=self.kube_requests
+                client,
+                request_timeout=self.options.request_timeout,
+                requests=self.kube_requests,
+                write_guard=self._may_write if self.settings.leader_elect else None,
             )
             self._secrets = KubeSecretReader(self.api, own_namespace=self._own_namespace())
             self._providers = self.options.providers or default_providers(
@@ -258,15 +292,17 @@ class Operator:
             self.registry.health_checks.append(self._watch_health)
             tasks = [asyncio.create_task(self.informer.run(), name="informer:deployments")]
             if self.settings.leader_elect:
-                self.elector = LeaderElector(
-                    self.api,
-                    name=self.settings.lease_name,
+                self.election = ElectionThread(
+                    self.settings,
+                    self.identity,
                     namespace=self._lease_namespace(),
-                    identity=self.identity,
+                    leases=self.lease_names,
                     timings=LeaseTimings.for_duration(self.settings.lease_duration),
-                    on_change=self._on_leadership,
+                    on_change=self._on_lease,
+                    requests=self.kube_requests,
+                    request_timeout=self.options.request_timeout,
                 )
-                tasks.append(asyncio.create_task(self.elector.run(), name="leader-election"))
+                await self.election.start()
             try:
                 await self.informer.synced.wait()
                 self.registry.ready = True
@@ -277,8 +313,8 @@ class Operator:
             finally:
                 await cancel_and_wait(tasks)
                 await self._stop_all()
-                if self.elector is not None:
-                    await self.elector.release()
+                if self.election is not None:
+                    await self.election.stop()
 
     def _watch_health(self) -> str | None:
         """Why /readyz fails: the Deployments watch has heard nothing for too long."""
@@ -295,15 +331,21 @@ class Operator:
 
     # --- inputs -----------------------------------------------------------------------------
 
-    def _on_leadership(self, leading: bool) -> None:
-        self.leading = leading
+    def _on_lease(self, lease: str, leading: bool) -> None:
+        """The election thread's news, on the daemon's loop: a shard's Lease won or lost."""
+        shard = self.lease_names.index(lease)
         if leading:
+            self.held.add(shard)
+        else:
+            self.held.discard(shard)
+            self._giving_up.discard(shard)
+        if self.leading:
             self.leader.set()
         else:
             self.leader.clear()
-        self.registry.is_leader = leading
-        self._dirty.update(self.watched)
-        self._dirty.update(self.running)
+        self.registry.is_leader = self.leading
+        self.log.info("shard lease changed", lease=lease, leading=leading, shards=sorted(self.held))
+        self._dirty.update(key for key in (*self.watched, *self.running) if self.shard(key) == shard)
         self._changed.set()
 
     def _on_deployment(self, kind: str, manifest: JsonObject) -> None:
@@ -327,7 +369,7 @@ class Operator:
             running = self.running.get(key)
             if running is not None:
                 running.controller.poke()
-                if self.leading:
+                if self.owns(key):
                     _offer(key, running, previous.command)
             return
         if previous is None and not _opted_in(manifest):
@@ -365,14 +407,24 @@ class Operator:
             await self._changed.wait()
             self._changed.clear()
             dirty, self._dirty = self._dirty, set()
-            if not self.leading:
-                await self._stop_all()
-                continue
             for key in sorted(dirty):
                 try:
-                    await self._sync(key)
+                    if self.owns(key):
+                        await self._sync(key)
+                    else:
+                        await self._let_go(key)
                 except Exception:
                     self.log.exception("cannot sync rollout", rollout=str(key))
+
+    async def _let_go(self, key: RolloutKey) -> None:
+        """Another replica runs this rollout (or nobody does, for now): show and drive nothing."""
+        if key in self.running:
+            await self._stop(key)
+        self.registry.remove(key)
+        self._reported_invalid.pop(key, None)
+        watched = self.watched.get(key)
+        if watched is not None and not watched.enabled:
+            del self.watched[key]
 
     async def _sync(self, key: RolloutKey) -> None:
         watched = self.watched.get(key)
@@ -430,7 +482,8 @@ class Operator:
             "invalid spec; nothing changes", rollout=str(key), findings=[str(i) for i in watched.issues]
         )
         sink = KubeEventSink(self.api, involved=watched.manifest, instance=self.identity)
-        await FanOutEvents([sink, self.metrics.event_sink(key)]).record(event)
+        with requests_owned_by(key.namespace, key.name):  # fenced by the rollout's shard
+            await FanOutEvents([sink, self.metrics.event_sink(key)]).record(event)
         self._reported_invalid[key] = event.message
 
     def _start(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -109,6 +109,18 @@ class KubeApiError(Exception):
     @property
     def transient(self) -> bool:
         return self.status == 0 or self.status in TRANSIENT_STATUSES
+
+
+class NotHolderError(KubeApiError):
+    """A write refused before it was sent: this daemon does not hold the Lease that covers it."""
+
+    @property
+    def transient(self) -> bool:
+        return False
+
+
+# Whether a write made for this rollout (None: for the daemon itself) may be sent now.
+WriteGuard = Callable[[tuple[str, str] | None], bool]
 
 
 def error_from_status(status: Mapping[str, Any], *, what: str = "") -> KubeApiError:
@@ -281,12 +293,15 @@ class KubeApi:
         retries: int = 4,
         retry_delay: float = 0.2,
         requests: KubeRequests | None = None,
+        write_guard: WriteGuard | None = None,
     ) -> None:
         self.client = client
         self.request_timeout = request_timeout
         self.retries = retries
         self.retry_delay = retry_delay
         self.requests = requests if requests is not None else KubeRequests()
+        # Leader election or sharding: a write is only sent while the Lease covering it is held.
+        self.write_guard = write_guard
 
     # --- reads --------------------------------------------------------------------
 
@@ -439,6 +454,11 @@ class KubeApi:
     ) -> JsonObject:
         delay = self.retry_delay
         for attempt in range(self.retries + 1):
+            guard = self.write_guard
+            if method != "GET" and guard is not None and not guard(_REQUEST_OWNER.get()):
+                raise NotHolderError(
+                    0, "NotHolder", "this daemon does not hold the Lease for it; not sent", what=what
+                )
             try:
                 return await self._call_once(method, path, query, body, content_type, what)
             except KubeApiError as error:

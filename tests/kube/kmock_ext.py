@@ -11,7 +11,9 @@ refused with 422 Invalid and is not stored, as a real API server refuses it. Ser
 EndpointSlice ports get the API server's default protocol (TCP), which Traefik's Gateway API
 provider requires. It uses kmock privates: its URL parser (patched for Namespace paths),
 `_payloads`, `_objects`, `_lock`, `_buses`, `_internal.dicts`, and the name-mangled
-`__get_objs` / `__check` of KubernetesEmulator (for a watch without a gap).
+`__get_objs` / `__check` of KubernetesEmulator (for a watch without a gap), and its views'
+internals (`_source`, `criteria`, `Root._requests`, `Request.id`) for a membership test that
+does not walk the whole request history (see `_view_contains`).
 
 `hang_watches = True` makes every watch hang as a stuck API server or proxy would: the
 headers are sent, then nothing, whatever timeoutSeconds says, until it is set back.
@@ -25,12 +27,13 @@ import random
 import re
 import string
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import jsonpatch
 import kmock
-from kmock._internal import parsing  # private: kmock's URL parser
+from kmock._internal import dsl, parsing  # private: kmock's views and URL parser
 from kmock._internal.dicts import patch_dict  # private: kmock's own merge-patch function
 
 _parse_path = parsing.parse_path
@@ -54,6 +57,83 @@ def _parse_k8s_path(path: str) -> Any:
 
 
 parsing.parse_path = _parse_k8s_path
+
+
+class _WalksHistory(Exception):
+    """A view whose membership needs kmock's own walk of the history (unions, exclusions, streams)."""
+
+
+class _SliceProgress:
+    """How far a slice has read its source's requests: their count so far, those inside the slice."""
+
+    def __init__(self, view: Any) -> None:
+        self.view = weakref.ref(view)  # an id is only the view's while it lives
+        self.read = 0  # requests of the root looked at
+        self.seen = 0  # of those, the ones in the source
+        self.inside: set[int] = set()  # ids of the requests inside the slice
+
+
+_slices: dict[int, _SliceProgress] = {}
+_stock_contains = dsl.View.__contains__
+
+
+def _member(view: Any, request: Any) -> bool:
+    """Whether `request` is in `view`, in time linear in the chain of views, not in the history."""
+    kind = type(view)
+    if isinstance(view, dsl.Root):
+        requests = view._requests
+        return request.id < len(requests) and requests[request.id] is request
+    if kind is dsl.Filter:
+        return bool(view.criteria(request)) and _member(view._source, request)
+    if kind is dsl.Priority:
+        return _member(view._source, request)
+    if kind is dsl.Slicer and view.s.step in (None, 1) and (view.s.start or 0) >= 0:
+        if view.s.stop is not None and view.s.stop < 0:
+            raise _WalksHistory
+        return _in_slice(view, request)
+    raise _WalksHistory
+
+
+def _in_slice(view: Any, request: Any) -> bool:
+    """A slice `[start:stop]` of a source: the requests seen since last time are counted once."""
+    progress = _slices.get(id(view))
+    if progress is None or progress.view() is not view:
+        for key in [key for key, old in _slices.items() if old.view() is None]:
+            del _slices[key]
+        progress = _slices[id(view)] = _SliceProgress(view)
+    roots = list(view._walk(dsl.Root, unique=True))
+    if len(roots) != 1:
+        raise _WalksHistory
+    requests = roots[0]._requests
+    start, stop = view.s.start or 0, view.s.stop
+    while progress.read < len(requests):
+        candidate = requests[progress.read]
+        progress.read += 1
+        if _member(view._source, candidate):
+            if progress.seen >= start and (stop is None or progress.seen < stop):
+                progress.inside.add(id(candidate))
+            progress.seen += 1
+    return id(request) in progress.inside
+
+
+def _view_contains(self: Any, item: Any) -> bool:
+    """kmock's `request in view`, which kmock asks of every reaction for every request.
+
+    kmock answers it by walking every request the view ever saw; with a few fault reactions
+    (`view[n : n + 1] << 500`) and a few thousand requests, serving one request cost as much as
+    all the ones before it, and the emulator fell behind its clients (timeouts everywhere).
+    Filters, priorities and non-negative slices are answered here from the request itself and
+    the slice's running count; anything else is asked of kmock.
+    """
+    if isinstance(item, kmock.Request):
+        try:
+            return _member(self, item)
+        except _WalksHistory:
+            pass
+    return bool(_stock_contains(self, item))
+
+
+dsl.View.__contains__ = _view_contains  # type: ignore[method-assign]
 
 
 def k8s_status(code: int, reason: str, message: str = "") -> dict[str, Any]:
