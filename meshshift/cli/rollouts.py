@@ -397,17 +397,28 @@ def _block(view: View) -> list[str]:
         _field("Namespace", view["namespace"]),
         _field("Status", _status(view.get("phase"))),
         _field("Message", _message(view)),
-        _field("Strategy", "Canary"),
-        _field("Step", view["step"]["label"], 2),
-        _field("SetWeight", weights.get("setWeight", 0), 2),
-        _field("ActualWeight", weights.get("actual", 0), 2),
     ]
+    blue_green = view.get("blueGreen")
+    if blue_green:
+        # As Argo's plugin shows a blue-green Rollout: no steps or weights, the roles instead.
+        lines += [
+            _field("Strategy", "BlueGreen"),
+            _field("Active", _revision_and_roles(blue_green, blue_green.get("activeRevision")), 2),
+            _field("Preview", _revision_and_roles(blue_green, blue_green.get("previewRevision")), 2),
+        ]
+    else:
+        lines += [
+            _field("Strategy", "Canary"),
+            _field("Step", view["step"]["label"], 2),
+            _field("SetWeight", weights.get("setWeight", 0), 2),
+            _field("ActualWeight", weights.get("actual", 0), 2),
+        ]
     applied = weights.get("applied") or {}
     if len(applied) > 1 or (applied and not weights.get("appliedAgree", True)):
         shown = ", ".join(f"{router} {'?' if w is None else w}" for router, w in sorted(applied.items()))
         lines.append(_field("Applied", shown, 2))
     images = [
-        f"{image} ({role})"
+        f"{image} ({_image_roles(view, role)})" if _image_roles(view, role) else str(image)
         for role in ("stable", "canary")
         for image in (view.get("images") or {}).get(role, ())
     ]
@@ -424,6 +435,22 @@ def _block(view: View) -> list[str]:
             if key in replicas:
                 lines.append(_field(key.capitalize(), replicas[key], 2))
     return lines
+
+
+def _revision_and_roles(blue_green: Mapping[str, Any], revision: object) -> str:
+    if revision is None:
+        return "none"
+    roles = (blue_green.get("roles") or {}).get(revision) or []
+    return f"{revision} ({', '.join(roles)})" if roles else str(revision)
+
+
+def _image_roles(view: View, role: str) -> str:
+    """`stable`/`canary` for a canary; Argo's `stable, active`, `preview` for a blue-green rollout."""
+    blue_green = view.get("blueGreen")
+    if not blue_green:
+        return role
+    revision = (view.get("revisions") or {}).get(role)
+    return ", ".join((blue_green.get("roles") or {}).get(revision) or [])
 
 
 def _message(view: View) -> str:
@@ -466,7 +493,8 @@ def _tree(view: View, width: int, now: float) -> list[str]:
     canary, stable = revisions.get("canary"), revisions.get("stable")
     runs = [r for r in view.get("analysisRuns") or [] if not r.get("superseded")]
     if canary and canary != stable:
-        children = [_Row(f"⧉ {canary}", "Revision", _status(_canary_health(view)), "", "canary")]
+        info = ",".join(_roles(view, canary)) if view.get("blueGreen") else "canary"
+        children = [_Row(f"⧉ {canary}", "Revision", _status(_canary_health(view)), "", info)]
         children += [
             _Row(
                 f"{ANALYSIS_RUN_ICON} {run['name']}",
@@ -479,8 +507,9 @@ def _tree(view: View, width: int, now: float) -> list[str]:
         ]
         groups.append((f"# revision:{canary}", children))
     if stable:
+        info = ",".join(_roles(view, stable)) if view.get("blueGreen") else "stable"
         groups.append(
-            (f"# revision:{stable}", [_Row(f"⧉ {stable}", "Revision", _status("Healthy"), "", "stable")])
+            (f"# revision:{stable}", [_Row(f"⧉ {stable}", "Revision", _status("Healthy"), "", info)])
         )
     tree: list[tuple[str, _Row | None]] = [("", rows[0])]
     for index, (label, children) in enumerate(groups):
@@ -491,6 +520,10 @@ def _tree(view: View, width: int, now: float) -> list[str]:
             branch = "└──" if child_index == len(children) - 1 else "├──"
             tree.append((stem + branch, child))
     return _table([(prefix + row.name, row) for prefix, row in tree if row is not None], width)
+
+
+def _roles(view: View, revision: str) -> list[str]:
+    return list(((view.get("blueGreen") or {}).get("roles") or {}).get(revision) or [])
 
 
 def _canary_health(view: View) -> str:
@@ -566,7 +599,7 @@ def _print_views(views: list[View], output: str) -> None:
             v["name"],
             v["namespace"],
             _status(v.get("phase")),
-            v["step"]["label"],
+            "-" if v.get("strategy") == "blueGreen" else v["step"]["label"],
             str(v["weights"].get("setWeight", "")),
             str(v["weights"].get("actual", "")),
         )

@@ -32,20 +32,24 @@ from meshshift.analysis.run import AnalysisRun, MetricResult
 from meshshift.engine.machine import CommandKind, CommandOutcome
 from meshshift.engine.state import AnalysisRunRecord, RolloutPhase, RolloutState, Stage
 from meshshift.observe.status import (
-    STRATEGY,
     SecretMask,
+    active_revision,
     actual_weight,
     applied_weight,
     argo_phase,
+    blue_green_phases,
     current_step_index,
     describe_step,
     judge_view,
     numeric_value,
+    preview_revision,
     provider_type,
+    revision_roles,
     rollout_phase,
     set_weight,
     step_kind,
     step_position,
+    strategy,
     traffic_router,
 )
 from meshshift.runtime.controller import RolloutKey, RolloutSnapshot
@@ -72,6 +76,7 @@ def rollout_summary(snapshot: RolloutSnapshot) -> dict[str, Any]:
         "phase": rollout_phase(snapshot),
         "argoPhase": argo_phase(snapshot).value,
         "message": _message(snapshot),
+        "strategy": strategy(snapshot),
         "step": {"current": position.current, "total": position.total, "label": str(position)},
         "weights": _weights(snapshot),
         "revisions": {
@@ -94,7 +99,8 @@ def rollout_view(snapshot: RolloutSnapshot) -> dict[str, Any]:
             "abortReason": state.abort_reason if state else None,
             "specError": snapshot.spec_error,
             "lastError": snapshot.last_error,
-            "strategy": STRATEGY,
+            "strategy": strategy(snapshot),
+            "blueGreen": _blue_green(snapshot),
             "trafficRouter": traffic_router(snapshot),
             "routers": list(snapshot.routers),
             "steps": _steps(snapshot),
@@ -113,6 +119,42 @@ def rollout_view(snapshot: RolloutSnapshot) -> dict[str, Any]:
     )
     view["step"]["index"] = current_step_index(snapshot)
     return view
+
+
+def _blue_green(snapshot: RolloutSnapshot) -> dict[str, Any] | None:
+    """The blue-green strategy's facts: which revision is active and which is on the preview."""
+    spec, state = snapshot.spec, snapshot.state
+    if spec is None or spec.blue_green is None:
+        return None
+    blue_green = spec.blue_green
+    scale_down_at = state.scale_down_at if state else None
+    if state is not None and state.switched_at is not None and state.stage == Stage.POST_PROMOTION:
+        scale_down_at = state.switched_at + blue_green.scale_down_delay  # the earliest the old one goes
+    return {
+        "activeRevision": active_revision(state) if state else None,
+        "previewRevision": preview_revision(state) if state else None,
+        "roles": {
+            revision: revision_roles(state, revision)
+            for revision in (state.stable_revision, state.canary_revision)
+            if revision is not None
+        }
+        if state
+        else {},
+        "activeService": blue_green.active_service,
+        "previewService": blue_green.preview_service,
+        "previewReplicaCount": blue_green.preview_replica_count,
+        "autoPromotionEnabled": blue_green.auto_promotion_enabled,
+        "autoPromotionSeconds": blue_green.auto_promotion_seconds,
+        "scaleDownDelaySeconds": blue_green.scale_down_delay,
+        "previewReadyAt": state.preview_ready_at if state else None,
+        "switchedAt": state.switched_at if state else None,
+        "scaleDownAt": scale_down_at,
+        "previewApplied": {name: a.preview for name, a in sorted(snapshot.applied.items()) if a.preview},
+        "phases": [
+            {"name": p.name, "description": p.description, "status": p.status, "run": p.run}
+            for p in blue_green_phases(snapshot)
+        ],
+    }
 
 
 def _message(snapshot: RolloutSnapshot) -> str:

@@ -78,7 +78,6 @@ from meshshift.engine.actions import EventType, RecordEvent
 from meshshift.engine.state import RevisionRecord, RolloutPhase, RolloutState, Stage
 from meshshift.observe.notifications import Notification, Receiver, notification_reason
 from meshshift.observe.status import (
-    STRATEGY,
     ArgoPhase,
     actual_weight,
     argo_phase,
@@ -88,6 +87,7 @@ from meshshift.observe.status import (
     numeric_value,
     provider_type,
     step_position,
+    strategy,
     traffic_router,
 )
 from meshshift.ports import EventSink, TemplateSource
@@ -299,9 +299,9 @@ class RolloutMetrics(Collector):
         for name in [n for n in counters.runs if n not in snapshot.analysis_runs]:
             del counters.runs[name]
         if snapshot.state is not None:
-            self._count_finished(counters, snapshot.state)
+            self._count_finished(counters, snapshot.state, strategy(snapshot))
 
-    def _count_finished(self, counters: _RolloutCounters, state: RolloutState) -> None:
+    def _count_finished(self, counters: _RolloutCounters, state: RolloutState, kind: str) -> None:
         stables_before = set(counters.stables)  # the stables seen before this state: RolledBack targets
         if state.stable_revision not in counters.stables:
             counters.stables = [*counters.stables, state.stable_revision][-STABLE_REVISIONS_KEPT:]
@@ -321,11 +321,11 @@ class RolloutMetrics(Collector):
             if record.outcome == "Aborted":
                 counters.rollbacks += 1
                 counters.flagger_outcomes[
-                    ("failures", flagger_strategy(STRATEGY), FLAGGER_ANALYSIS_COMPLETED)
+                    ("failures", flagger_strategy(kind), FLAGGER_ANALYSIS_COMPLETED)
                 ] += 1
             elif record.outcome == "Promoted":
                 analysis = FLAGGER_ANALYSIS_SKIPPED if record.full_promotion else FLAGGER_ANALYSIS_COMPLETED
-                counters.flagger_outcomes[("successes", flagger_strategy(STRATEGY), analysis)] += 1
+                counters.flagger_outcomes[("successes", flagger_strategy(kind), analysis)] += 1
 
     def count_event(self, key: RolloutKey, event: RecordEvent) -> None:
         counters = self._live(key)
@@ -732,12 +732,13 @@ def _collect_rollout(
     router = traffic_router(snapshot)
     state = snapshot.state
 
-    families.rollout_info.add((*ns_name, STRATEGY, router, phase.value), 1)
-    families.argo_info.add((*ns_name, STRATEGY, router, phase.value), 1)
+    kind = strategy(snapshot)
+    families.rollout_info.add((*ns_name, kind, router, phase.value), 1)
+    families.argo_info.add((*ns_name, kind, router, phase.value), 1)
     for deprecated in ROLLOUT_PHASE_VALUES:
-        families.rollout_phase.add((*ns_name, STRATEGY, deprecated.value), float(deprecated == phase))
+        families.rollout_phase.add((*ns_name, kind, deprecated.value), float(deprecated == phase))
     for candidate in ArgoPhase:
-        families.argo_phase.add((*ns_name, STRATEGY, candidate.value), float(candidate == phase))
+        families.argo_phase.add((*ns_name, kind, candidate.value), float(candidate == phase))
     if snapshot.workloads is not None:
         for kind, family in families.replicas.items():
             family.add(ns_name, snapshot.workloads.replicas.get(kind, 0))
@@ -766,9 +767,9 @@ def _collect_rollout(
     families.flagger_weight.add((f"{name}-primary", namespace), 100 - canary)
     families.flagger_status.add((name, namespace), _flagger_status(state))
     families.flagger_duration.add_histogram((name, namespace), counters.flagger_duration)
-    for (kind, strategy, analysis), count in sorted(counters.flagger_outcomes.items()):
-        family = families.flagger_successes if kind == "successes" else families.flagger_failures
-        family.add((name, namespace, strategy, analysis), count)
+    for (outcome, deployment_strategy, analysis), count in sorted(counters.flagger_outcomes.items()):
+        family = families.flagger_successes if outcome == "successes" else families.flagger_failures
+        family.add((name, namespace, deployment_strategy, analysis), count)
     duration = _rollout_duration(state, now)
     if duration is not None:
         families.argo_duration.add(ns_name, duration)

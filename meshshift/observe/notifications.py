@@ -3,7 +3,8 @@
 Events: a rollout started, a step completed, the rollout paused, was promoted (the
 canary is the new stable), was aborted (traffic back on the stable), went back on the
 stable after trouble (an undo, or the workload set back), or one of its analysis runs
-failed (Failed or Error).
+failed (Failed or Error); for blue-green, the preview is up, user traffic switched to the
+new revision, and switched back to the stable.
 
 PagerDuty takes part in the troubles only: an abort, a rollback or a failed analysis
 triggers an incident (severity `error`, one `dedup_key` per rollout and revision, the
@@ -79,6 +80,9 @@ class EventKind(StrEnum):
     ABORTED = "aborted"
     ANALYSIS_FAILED = "analysis-failed"
     BACK_ON_STABLE = "back-on-stable"  # after an abort or a failed analysis, without a promotion
+    PREVIEW = "preview-ready"  # blue-green: the new revision is up on the preview
+    SWITCHED = "switched"  # blue-green: user traffic moved to the new revision
+    SWITCHED_BACK = "switched-back"  # blue-green: user traffic is back on the stable
 
 
 # What opens a PagerDuty incident, and what closes every incident the rollout has open.
@@ -96,6 +100,9 @@ _REASONS = {
     EventKind.ABORTED: "RolloutAborted",
     EventKind.ANALYSIS_FAILED: "AnalysisRunFailed",
     EventKind.BACK_ON_STABLE: "RolloutCompleted",  # Argo's word for a rollout on its stable again
+    EventKind.PREVIEW: "PreviewReady",
+    EventKind.SWITCHED: "SwitchService",
+    EventKind.SWITCHED_BACK: "SwitchService",
 }
 
 
@@ -116,7 +123,7 @@ class Notification:
 
     @property
     def warning(self) -> bool:
-        return self.kind in (EventKind.ABORTED, EventKind.ANALYSIS_FAILED)
+        return self.kind in (EventKind.ABORTED, EventKind.ANALYSIS_FAILED, EventKind.SWITCHED_BACK)
 
 
 def notification_reason(notification: Notification) -> str:
@@ -155,7 +162,7 @@ def notifications_between(
             attempt=current.attempt,
         )
         previous = dataclasses.replace(
-            previous, step_index=0, analysis_runs=(), phase=RolloutPhase.PROGRESSING
+            previous, step_index=0, analysis_runs=(), phase=RolloutPhase.PROGRESSING, preview_ready_at=None
         )
     steps = snapshot.spec.steps if snapshot.spec is not None else ()
     if not current.full_promotion and current.step_index > previous.step_index:
@@ -178,6 +185,27 @@ def notifications_between(
                 failedMetrics=_failed_metrics(run, record.phase, mask),
                 reason=mask.text(run.message) if run else "",
             )
+    if current.preview_ready_at is not None and previous.preview_ready_at is None:
+        note(
+            EventKind.PREVIEW,
+            f"Rollout {key}: revision {current.canary_revision} is up on the preview"
+            " (users stay on the stable)",
+            revision=current.canary_revision,
+        )
+    if current.switched and not previous.switched:
+        note(
+            EventKind.SWITCHED,
+            f"Rollout {key}: user traffic switched to revision {current.canary_revision}",
+            revision=current.canary_revision,
+            fromRevision=current.stable_revision,
+        )
+    if previous.switched and not current.switched and current.stable_revision == previous.stable_revision:
+        note(
+            EventKind.SWITCHED_BACK,
+            f"Rollout {key}: user traffic switched back to revision {current.stable_revision}",
+            revision=current.stable_revision,
+            fromRevision=previous.canary_revision,
+        )
     paused_anew = current.phase == RolloutPhase.PAUSED and (
         previous.phase != RolloutPhase.PAUSED
         or previous.pause_reason != current.pause_reason
@@ -295,6 +323,9 @@ _COLORS = {
     EventKind.ABORTED: "danger",
     EventKind.ANALYSIS_FAILED: "danger",
     EventKind.BACK_ON_STABLE: "good",
+    EventKind.PREVIEW: "#439FE0",
+    EventKind.SWITCHED: "good",
+    EventKind.SWITCHED_BACK: "danger",
 }
 
 

@@ -27,11 +27,14 @@ from typing import Any
 
 from meshshift.analysis.phases import limit_violation
 from meshshift.analysis.run import AnalysisRun, MetricResult
+from meshshift.engine.actions import AnalysisKind
 from meshshift.engine.state import AnalysisRunRecord, RevisionRecord, RolloutPhase, RolloutState, Stage
 from meshshift.runtime.controller import RolloutSnapshot
 from meshshift.spec.model import (
     STEP_KINDS,
     AnalysisPhase,
+    BlueGreen,
+    CanaryScale,
     Metric,
     Pause,
     SetCanaryScale,
@@ -42,7 +45,12 @@ from meshshift.spec.model import (
     StepAnalysis,
 )
 
-STRATEGY = "canary"  # the one strategy meshshift runs
+STRATEGY = "canary"  # the strategy of a rollout whose spec is not known (invalid, or not read yet)
+
+
+def strategy(snapshot: RolloutSnapshot) -> str:
+    """Argo's `strategy` label value: `canary` or `blueGreen`."""
+    return snapshot.spec.strategy if snapshot.spec is not None else STRATEGY
 
 
 class ArgoPhase(StrEnum):
@@ -431,3 +439,146 @@ class SecretMask:
             for value in self.values:
                 text = text.replace(value, self.MASK)
         return text
+
+
+# --- blue-green ------------------------------------------------------------------------------
+
+
+def active_revision(state: RolloutState) -> str:
+    """The revision user traffic reaches: the new one once switched to, else the stable."""
+    if state.switched and state.canary_revision is not None:
+        return state.canary_revision
+    return state.stable_revision
+
+
+def preview_revision(state: RolloutState) -> str:
+    """The revision the preview reaches: the new one while its pods run, else the stable."""
+    if state.canary_revision is not None and state.canary_scale != CanaryScale.zero():
+        return state.canary_revision
+    return state.stable_revision
+
+
+def revision_roles(state: RolloutState, revision: str | None) -> list[str]:
+    """Argo's plugin tags for a revision of a blue-green rollout: `stable`, then `active` or else
+    `preview` (an active revision is not also tagged preview, as in its get_rollout.go)."""
+    roles = ["stable"] if revision == state.stable_revision else []
+    if revision == active_revision(state):
+        roles.append("active")
+    elif revision == preview_revision(state):
+        roles.append("preview")
+    return roles
+
+
+@dataclass(frozen=True, slots=True)
+class BlueGreenPhase:
+    """One phase of a blue-green rollout, as the dashboard lists them."""
+
+    name: str  # preview, prePromotionAnalysis, pause, switch, postPromotionAnalysis, promotion
+    description: str
+    status: str  # completed, current, failed, pending, skipped
+    run: str | None = None  # the analysis run of an analysis phase
+
+
+def blue_green_phases(snapshot: RolloutSnapshot) -> list[BlueGreenPhase]:
+    """The phases of the rollout's blue-green strategy, and where the rollout is among them."""
+    spec, state = snapshot.spec, snapshot.state
+    if spec is None or spec.blue_green is None:
+        return []
+    blue_green = spec.blue_green
+    phases = _phase_names(blue_green)
+    runs = {
+        kind: _latest_run(state, kind) for kind in (AnalysisKind.PRE_PROMOTION, AnalysisKind.POST_PROMOTION)
+    }
+    current, failed = _position(snapshot, phases, runs)
+    skipped = state is not None and state.full_promotion
+    result = []
+    for index, (name, description) in enumerate(phases):
+        record = runs.get(_KINDS[name]) if name in _KINDS else None
+        if failed is not None and index == failed:
+            status = "failed"
+        elif current is None or index > current:
+            status = "pending"
+        elif index == current:
+            status = "current"
+        elif skipped and name in _SKIPPED_BY_PROMOTE_FULL and (record is None or record.stop_requested):
+            status = "skipped"
+        else:
+            status = "completed"
+        result.append(BlueGreenPhase(name, description, status, record.name if record else None))
+    return result
+
+
+_SKIPPED_BY_PROMOTE_FULL = ("prePromotionAnalysis", "pause", "postPromotionAnalysis")
+_KINDS = {
+    "prePromotionAnalysis": AnalysisKind.PRE_PROMOTION,
+    "postPromotionAnalysis": AnalysisKind.POST_PROMOTION,
+}
+
+
+def _phase_names(blue_green: BlueGreen) -> list[tuple[str, str]]:
+    replicas = blue_green.preview_replica_count
+    phases = [("preview", f"preview up ({replicas} replicas)" if replicas else "preview up")]
+    if blue_green.pre_promotion_analysis is not None:
+        names = ", ".join(t.template_name for t in blue_green.pre_promotion_analysis.templates)
+        phases.append(("prePromotionAnalysis", f"pre-promotion analysis: {names}"))
+    if not blue_green.auto_promotion_enabled:
+        phases.append(("pause", "pause until promoted"))
+    elif blue_green.auto_promotion_seconds is not None:
+        phases.append(("pause", f"pause: {_seconds(blue_green.auto_promotion_seconds)}, then switch"))
+    phases.append(("switch", "switch user traffic to the new revision"))
+    if blue_green.post_promotion_analysis is not None:
+        names = ", ".join(t.template_name for t in blue_green.post_promotion_analysis.templates)
+        phases.append(("postPromotionAnalysis", f"post-promotion analysis: {names}"))
+    phases.append(
+        ("promotion", f"the new revision is the stable (after {_seconds(blue_green.scale_down_delay)})")
+    )
+    return phases
+
+
+def _latest_run(state: RolloutState | None, kind: AnalysisKind) -> AnalysisRunRecord | None:
+    if state is None:
+        return None
+    found = [r for r in state.analysis_runs if r.kind == kind]
+    return found[-1] if found else None
+
+
+def _position(
+    snapshot: RolloutSnapshot,
+    phases: list[tuple[str, str]],
+    runs: Mapping[AnalysisKind, AnalysisRunRecord | None],
+) -> tuple[int | None, int | None]:
+    """(the index of the current phase, the index of the failed one), None where there is none."""
+    state = snapshot.state
+    names = [name for name, _ in phases]
+    if state is None or (state.canary_revision is None and not state.in_rollout):
+        # At rest: the last rollout promoted (all completed), or none yet.
+        last = state.history[-1] if state is not None and state.history else None
+        return (len(names), None) if last is not None and last.outcome == "Promoted" else (None, None)
+    pre, post = runs[AnalysisKind.PRE_PROMOTION], runs[AnalysisKind.POST_PROMOTION]
+    if state.phase == RolloutPhase.DEGRADED:
+        if post is not None and post.phase != AnalysisPhase.SUCCESSFUL:
+            return names.index("postPromotionAnalysis"), names.index("postPromotionAnalysis")
+        reached = _reached(state, names, pre)
+        return reached, reached
+    stage = state.stage
+    if stage == Stage.PREVIEW:
+        return _reached(state, names, pre), None
+    if stage == Stage.SWITCHING:
+        return names.index("switch"), None
+    if stage == Stage.POST_PROMOTION and "postPromotionAnalysis" in names:
+        done = post is not None and post.phase == AnalysisPhase.SUCCESSFUL
+        if not done and not state.full_promotion:
+            return names.index("postPromotionAnalysis"), None
+    return names.index("promotion"), None
+
+
+def _reached(state: RolloutState, names: list[str], pre: AnalysisRunRecord | None) -> int:
+    """The phase a rollout still in (or aborted in) the preview is at."""
+    if state.preview_ready_at is None:
+        return names.index("preview")
+    pending = pre is None or pre.phase != AnalysisPhase.SUCCESSFUL
+    if "prePromotionAnalysis" in names and pending and not state.full_promotion:
+        return names.index("prePromotionAnalysis")
+    if "pause" in names and state.stage == Stage.PREVIEW:
+        return names.index("pause")
+    return names.index("switch")

@@ -149,7 +149,9 @@ function renderRollout(view, url) {
       controls(view, url),
     ),
     el("section", {}, el("h2", { text: "Traffic" }), weights(view)),
-    el("section", {}, el("h2", { text: "Steps" }), steps(view)),
+    view.blueGreen
+      ? el("section", { "data-testid": "blue-green" }, el("h2", { text: "Blue-green" }), blueGreen(view))
+      : el("section", {}, el("h2", { text: "Steps" }), steps(view)),
     view.headerRoutes.length ? el("section", {}, el("h2", { text: "Header routes" }), headerRoutes(view)) : null,
     el("section", {}, el("h2", { text: "Analysis" }), analysis(view)),
     el("section", {}, el("h2", { text: "History" }), history(view)),
@@ -163,9 +165,15 @@ function facts(view) {
     ["Strategy", `${view.strategy} (${view.trafficRouter || "no router"})`],
     ["Stable", view.revisions.stable || "none"],
     ["Canary", view.revisions.canary || "none"],
-    ["Images", Object.entries(view.images).map(([role, images]) => `${images.join(", ")} (${role})`).join("; ") || "unknown"],
+    ["Images", Object.entries(view.images).map(([role, images]) => `${images.join(", ")} (${imageRole(view, role)})`).join("; ") || "unknown"],
     ["Started", view.rolloutStartedAt ? `${clock(view.rolloutStartedAt)} (${ago(view.rolloutStartedAt)})` : "not rolling out"],
   ];
+  if (view.blueGreen) {
+    const bg = view.blueGreen;
+    items.splice(0, 1, ["Active", el("span", { "data-testid": "bg-active", text: revisionWithRoles(bg, bg.activeRevision) })]);
+    items.splice(1, 0, ["Preview", el("span", { "data-testid": "bg-preview", text: revisionWithRoles(bg, bg.previewRevision) })]);
+    if (bg.switchedAt) items.push(["Switched", `${clock(bg.switchedAt)} (${ago(bg.switchedAt)})`]);
+  }
   if (view.pauseUntil) items.push(["Paused until", clock(view.pauseUntil)]);
   if (view.lastError) items.push(["Last error", view.lastError]);
   return el("dl", { class: "facts" }, items.map(([term, value]) => [el("dt", { text: term }), el("dd", {}, value)]));
@@ -280,6 +288,58 @@ function steps(view) {
   );
 }
 
+function imageRole(view, role) {
+  if (!view.blueGreen) return role;
+  const roles = (view.blueGreen.roles || {})[view.revisions[role]] || [];
+  return roles.join(", ") || role;
+}
+
+function revisionWithRoles(bg, revision) {
+  if (!revision) return "none";
+  const roles = (bg.roles || {})[revision] || [];
+  return roles.length ? `${revision} (${roles.join(", ")})` : revision;
+}
+
+function blueGreen(view) {
+  const bg = view.blueGreen;
+  const markers = { completed: "✔", current: "▶", failed: "✖", pending: "○", skipped: "»" };
+  const services = [bg.activeService ? `active Service ${bg.activeService}` : null, bg.previewService ? `preview Service ${bg.previewService}` : null].filter(Boolean);
+  const preview = Object.entries(bg.previewApplied || {}).map(([router, target]) => `${router} preview listener: ${target}`);
+  return el(
+    "div",
+    { class: "blue-green" },
+    el(
+      "p",
+      { class: "roles" },
+      el("span", { class: "role role-active", "data-testid": "bg-active-role", text: `users → ${bg.activeRevision || "none"}` }),
+      " ",
+      el("span", { class: "role role-preview", "data-testid": "bg-preview-role", text: `preview → ${bg.previewRevision || "none"}` }),
+    ),
+    services.length || preview.length ? el("p", { class: "muted", text: [...services, ...preview].join(" · ") }) : null,
+    el(
+      "ol",
+      { class: "steps" },
+      bg.phases.map((phase) =>
+        el(
+          "li",
+          {
+            class: `step step-${phase.status}`,
+            "data-status": phase.status,
+            "data-phase": phase.name,
+            "data-testid": phase.status === "current" ? "current-phase" : "phase-item",
+            "aria-current": phase.status === "current" ? "step" : null,
+          },
+          el("span", { class: "marker", text: markers[phase.status] || "○" }),
+          el("span", { text: phase.description }),
+          phase.run ? el("span", { class: "muted", text: ` · ${phase.run}` }) : null,
+          phase.status === "current" ? el("span", { class: "current-label", text: " (current)" }) : null,
+          phase.name === "promotion" && phase.status === "current" && bg.scaleDownAt ? el("span", { class: "muted", text: ` · old revision goes at ${clock(bg.scaleDownAt)}` }) : null,
+        ),
+      ),
+    ),
+  );
+}
+
 function headerRoutes(view) {
   return el(
     "ul",
@@ -302,7 +362,7 @@ function analysis(view) {
         run.name,
         " ",
         phaseBadge(run.phase || "Pending"),
-        el("span", { class: "muted", text: ` ${run.kind === "background" ? "background" : `step ${run.stepIndex + 1}`} · ${run.templates.join(", ")}${run.superseded ? " · superseded" : ""}` }),
+        el("span", { class: "muted", text: ` ${RUN_KINDS[run.kind] || `step ${run.stepIndex + 1}`} · ${run.templates.join(", ")}${run.superseded ? " · superseded" : ""}` }),
       ),
       run.message ? el("p", { class: "message", text: run.message }) : null,
       el(
@@ -316,6 +376,8 @@ function analysis(view) {
     ),
   );
 }
+
+const RUN_KINDS = { background: "background", prePromotion: "pre-promotion", postPromotion: "post-promotion" };
 
 function metricRow(metric) {
   const last = metric.measurements.length ? metric.measurements[metric.measurements.length - 1] : null;
