@@ -15,7 +15,7 @@ import kmock
 import pytest
 
 # The scenarios and the harness assert too: show their comparisons like a test module's.
-pytest.register_assert_rewrite("tests.kube.scenarios", "tests.kube.harness")
+pytest.register_assert_rewrite("tests.kube.scenarios", "tests.kube.harness", "tests.ship.support")
 
 from tests.kube.crd_schemas import crd_versions, schema_errors  # noqa: E402
 from tests.kube.harness import KubeEnv, write_kubeconfig  # noqa: E402 - after the rewrite hook
