@@ -4,7 +4,11 @@ with the exit codes a script relies on."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -212,3 +216,36 @@ async def test_bad_input_is_refused_with_exit_two(tmp_path: Path) -> None:
     )
     invalid = await analyze(broken, "--once")
     assert invalid.code == 2 and "the templates have errors" in invalid.stderr
+
+
+async def test_ctrl_c_stops_the_run_which_takes_its_phase(stack: Stack) -> None:
+    # interval 1m and no count: the run only ends when stopped. Ctrl-C (SIGINT) after the first
+    # measurements stops it as the end of a step would, and it is Successful on what it measured.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "meshshift.cli",
+        "analyze",
+        str(SUCCESS_RATE),
+        "--arg",
+        "service-name=healthy",
+        "--prometheus-address",
+        stack.prometheus.url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ),
+    )
+    assert process.stdout is not None
+    seen: list[str] = []
+
+    def measured(metric: str) -> bool:
+        return any(f"  {metric}  " in line for line in seen)
+
+    while not (measured("latency") and measured("success-rate")):
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+        assert line, "the command ended before measuring"
+        seen.append(line.decode())
+    process.send_signal(signal.SIGINT)
+    rest, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0
+    assert "Run: Successful (stopped)" in rest.decode()
