@@ -35,7 +35,6 @@ LAYERS: list[list[str]] = [
 # Adapters of one layer may use each other where one is the other's client library.
 ALLOWED_SIBLINGS = {
     ("meshshift.routers", "meshshift.kube"),  # the Kubernetes routers use the API client
-    ("meshshift.standalone", "meshshift.analysis.providers"),
 }
 
 
