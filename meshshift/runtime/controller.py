@@ -197,7 +197,8 @@ class RolloutController:
                     wake_at = self.clock() + delay
                 finally:
                     self._reconcile_seconds = time.perf_counter() - started
-                self._publish()
+                    # A pass that a stop waited for still shows what it did.
+                    self._publish()
                 await self._sleep_until(wake_at)
         finally:
             await self.executor.close()
