@@ -91,6 +91,12 @@ class StoredRollout:
     analysis_runs: Mapping[str, AnalysisRun] = field(default_factory=dict)
 
 
+class StateStoreError(RuntimeError):
+    """The state cannot be saved where it lives (the message names where and why). The rollout
+    does nothing it could not record: it shows as Degraded and the daemon as not ready until a
+    save succeeds again."""
+
+
 class StateStore(Protocol):
     async def load(self) -> StoredRollout | None: ...
 

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import sys
+import textwrap
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -334,10 +335,37 @@ def render_text(view: View, *, width: int, now: float | None = None) -> str:
     """The Argo-like block, then the tree; no line wider than `width` cells."""
     now = time.time() if now is None else now
     lines = [*_block(view), "", *_tree(view, width, now)]
+    failures = _analysis_failures(view, width)
+    if failures:
+        lines += ["", *failures]
     judges = _judges(view)
     if judges:
         lines += ["", *judges]
     return "".join(_fit(line, width) + "\n" for line in lines)
+
+
+def _analysis_failures(view: View, width: int) -> list[str]:
+    """Why each live analysis run failed, erred or is inconclusive: per metric, the value it
+    measured, the condition it was held to and the limit it crossed (the API's `why`), wrapped
+    rather than cut to the terminal's width."""
+    lines = []
+    for run in view.get("analysisRuns") or []:
+        if run.get("superseded") or run.get("phase") not in ("Failed", "Error", "Inconclusive"):
+            continue
+        step = run.get("stepIndex")
+        where = "background" if step is None else f"step {int(step) + 1}"
+        lines.append(f"  {ANALYSIS_RUN_ICON} {run['name']} ({where}): {_status(run.get('phase'))}")
+        explained = [m for m in run.get("metrics") or [] if m.get("why")]
+        for metric in explained:
+            icon = STATUS_ICONS.get(str(metric.get("phase")), "?")
+            lines += textwrap.wrap(
+                str(metric["why"]), width - 1, initial_indent=f"    {icon} ", subsequent_indent="      "
+            )
+        if not explained and run.get("message"):
+            lines += textwrap.wrap(
+                str(run["message"]), width - 1, initial_indent="    ", subsequent_indent="    "
+            )
+    return ["Analysis:", *lines] if lines else []
 
 
 VERDICT_ICONS = {"worse": "✖", "not-worse": "✔", "undecided": "◌"}

@@ -248,7 +248,8 @@ class _Reconciliation:
         elif kind == AnalysisKind.POST_PROMOTION and blue_green is not None:
             analysis, label = blue_green.post_promotion_analysis, "post"
         elif step_index is not None and isinstance(step := self.steps[step_index], StepAnalysis):
-            analysis, label = step.analysis, f"step{step_index}"
+            # Run names count steps from 1, as the Events, the logs and the CLI do.
+            analysis, label = step.analysis, f"step{step_index + 1}"
         else:
             analysis, label = (self.spec.analysis.analysis if self.spec.analysis else None), "background"
         assert analysis is not None and self.state.canary_revision is not None

@@ -463,7 +463,7 @@ class Operator:
             running = None
         if running is None:
             running = self._start(key, watched, target, spec)
-        elif running.spec != spec or running.controller.spec is None:
+        elif running.spec != spec or running.controller.spec_error is not None:
             running.spec = spec
             running.workloads.follow(spec)
             running.controller.update_spec(spec)
@@ -729,7 +729,6 @@ async def run_operator(settings: DaemonSettings, options: OperatorOptions | None
     try:
         options = options or OperatorOptions.from_env()
     except OptionsError as error:
-        log.error("cannot start", error=str(error))
-        raise SystemExit(f"meshshift: {error}") from None
+        raise SystemExit(f"meshshift: {error}") from None  # said once, on stderr, by the exit
     operator = Operator(settings, options)
     await run_until_stopped(operator.run())

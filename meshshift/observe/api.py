@@ -22,6 +22,7 @@ import contextlib
 import hmac
 import json
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -41,10 +42,13 @@ from meshshift.observe.status import (
     current_step_index,
     describe_step,
     judge_view,
+    metric_failure,
     numeric_value,
+    on_newest_revision,
     preview_revision,
     provider_type,
     revision_roles,
+    revision_weight,
     rollout_phase,
     set_weight,
     step_kind,
@@ -54,7 +58,7 @@ from meshshift.observe.status import (
 )
 from meshshift.runtime.controller import RolloutKey, RolloutSnapshot
 from meshshift.runtime.registry import RolloutRegistry, UnknownRolloutError
-from meshshift.spec.model import Metric, Step
+from meshshift.spec.model import AnalysisPhase, Metric, Step
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +68,11 @@ STREAM_COALESCE = 0.1  # bursts of snapshots inside this window become one event
 
 
 # --- views ------------------------------------------------------------------------
+
+
+def rfc3339(seconds: float) -> str:
+    """`2026-12-02T09:14:15.123Z`: a timestamp as Kubernetes and Argo write them (UTC)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def rollout_summary(snapshot: RolloutSnapshot) -> dict[str, Any]:
@@ -83,7 +92,7 @@ def rollout_summary(snapshot: RolloutSnapshot) -> dict[str, Any]:
             "stable": state.stable_revision if state else None,
             "canary": state.canary_revision if state else None,
         },
-        "updatedAt": snapshot.updated_at,
+        "updatedAt": rfc3339(snapshot.updated_at),
     }
 
 
@@ -99,6 +108,7 @@ def rollout_view(snapshot: RolloutSnapshot) -> dict[str, Any]:
             "abortReason": state.abort_reason if state else None,
             "specError": snapshot.spec_error,
             "lastError": snapshot.last_error,
+            "storeError": snapshot.store_error,
             "strategy": strategy(snapshot),
             "blueGreen": _blue_green(snapshot),
             "trafficRouter": traffic_router(snapshot),
@@ -160,20 +170,27 @@ def _blue_green(snapshot: RolloutSnapshot) -> dict[str, Any] | None:
 def _message(snapshot: RolloutSnapshot) -> str:
     if snapshot.spec_error:
         return snapshot.spec_error
+    if snapshot.store_error:
+        return snapshot.store_error
     if snapshot.last_error:
         return snapshot.last_error
     return snapshot.state.message if snapshot.state else ""
 
 
 def _weights(snapshot: RolloutSnapshot) -> dict[str, Any]:
-    actual = actual_weight(snapshot)
+    """Argo's SetWeight and ActualWeight count the newest revision's share (100 once promoted);
+    `canary` and `stable` are the two destinations' shares, `desired` and `applied` the canary
+    weight the engine asks for and each data plane reports."""
+    canary = actual_weight(snapshot)
     return {
         "desired": snapshot.state.desired_weight if snapshot.state else 0,
         "applied": {name: a.canary_weight for name, a in sorted(snapshot.applied.items())},
-        "actual": actual,
+        "actual": revision_weight(snapshot),
         "appliedAgree": applied_weight(snapshot) is not None,
         "setWeight": set_weight(snapshot),
-        "stable": 100 - actual,
+        "canary": canary,
+        "stable": 100 - canary,
+        "promoted": bool(snapshot.state and on_newest_revision(snapshot.state)),
     }
 
 
@@ -254,6 +271,8 @@ def _metric(metric: Metric, result: MetricResult, redact: SecretMask) -> dict[st
         "count": metric.count,
         "failureLimit": metric.failure_limit,
         "counts": codec.encode(result.counts),
+        # Why it stopped or paused the rollout: its value, the condition, the limit crossed.
+        "why": metric_failure(metric, result, redact)["summary"] if result.phase in _EXPLAINED else None,
         "query": last_query,  # the resolved query, as last sent to the provider
         # The sequential judge's last word (verdict, counts and rates, evidence against alpha).
         "judge": next(
@@ -272,6 +291,9 @@ def _metric(metric: Metric, result: MetricResult, redact: SecretMask) -> dict[st
             for m in result.measurements
         ],
     }
+
+
+_EXPLAINED = (AnalysisPhase.FAILED, AnalysisPhase.ERROR, AnalysisPhase.INCONCLUSIVE)
 
 
 def _encodable(value: object) -> bool:

@@ -86,6 +86,7 @@ from meshshift.observe.status import (
     flagger_strategy,
     numeric_value,
     provider_type,
+    revision_weight,
     step_position,
     strategy,
     traffic_router,
@@ -692,13 +693,14 @@ class _Families:
         self.steps = _Family("meshshift_rollout_steps", "The number of canary steps.", gauge, _NS_ROLLOUT)
         self.desired_weight = _Family(
             "meshshift_rollout_desired_weight",
-            "The canary weight (percent) the engine asks for.",
+            "The newest revision's weight (percent) the engine asks for: the canary's during a "
+            "rollout, 100 once promoted, 0 after a rollback.",
             gauge,
             _NS_ROLLOUT,
         )
         self.applied_weight = _Family(
             "meshshift_rollout_applied_weight",
-            "The canary weight (percent) each data plane reports it applies.",
+            "The newest revision's weight (percent) each data plane reports it applies.",
             gauge,
             (*_NS_ROLLOUT, "router"),
         )
@@ -758,10 +760,13 @@ def _collect_rollout(
     families.step.add(ns_name, position.current)
     families.steps.add(ns_name, position.total)
     desired = state.desired_weight if state is not None else 0
-    families.desired_weight.add(ns_name, desired)
+    # The newest revision's share, as Argo's SetWeight/ActualWeight count it: a promotion ends at
+    # 100, a rollback at 0 (the canary destination is 0 after both).
+    families.desired_weight.add(ns_name, revision_weight(snapshot, desired))
     for router_name, applied in sorted(snapshot.applied.items()):
         if applied.canary_weight is not None:
-            families.applied_weight.add((*ns_name, router_name), applied.canary_weight)
+            weight = revision_weight(snapshot, applied.canary_weight)
+            families.applied_weight.add((*ns_name, router_name), weight)
     canary = actual_weight(snapshot)
     families.flagger_weight.add((name, namespace), canary)
     families.flagger_weight.add((f"{name}-primary", namespace), 100 - canary)

@@ -171,6 +171,7 @@ def notifications_between(
                 EventKind.STEP_COMPLETED,
                 f"Rollout {key}: step {index + 1}/{len(steps)} completed ({describe_step(steps[index])})",
                 stepIndex=index,
+                step=index + 1,  # 1-based, as in the title, the Events and the CLI
             )
     for record in current.current_runs():
         before = previous.run(record.name)

@@ -6,7 +6,7 @@ Argo Rollouts' metric phase (`rollout_info{phase}`) from our engine's state:
 | our state                                              | Argo phase  |
 |--------------------------------------------------------|-------------|
 | spec missing or invalid (`spec_error`)                 | InvalidSpec |
-| the last reconcile failed (`last_error`)               | Error       |
+| the last reconcile failed (`last_error`; also when the state cannot be saved, shown Degraded) | Error |
 | Paused (a pause step, Inconclusive analysis, freeze)   | Paused      |
 | Degraded after ProgressDeadlineExceeded                | Timeout     |
 | Degraded otherwise (aborted by analysis or a user)     | Abort       |
@@ -111,9 +111,13 @@ def argo_phase(snapshot: RolloutSnapshot) -> ArgoPhase:
 
 
 def rollout_phase(snapshot: RolloutSnapshot) -> str:
-    """The phase people read (Argo's CLI words): Healthy, Progressing, Paused, Degraded, ..."""
+    """The phase people read (Argo's CLI words): Healthy, Progressing, Paused, Degraded, ...
+
+    A rollout whose state cannot be saved is Degraded: it holds, and will not act until it can."""
     if snapshot.spec is None or snapshot.spec_error is not None:
         return "InvalidSpec"
+    if snapshot.store_error is not None:
+        return "Degraded"
     if snapshot.state is None:
         return "Progressing"
     return snapshot.state.phase.value
@@ -172,14 +176,21 @@ def provider_type(metric: Metric) -> str:
 class StepPosition:
     current: int  # 1-based; 0 after an abort
     total: int
+    total_known: bool = True  # False: no valid spec to count the steps of (`3/?`)
 
     def __str__(self) -> str:
-        return f"{self.current}/{self.total}"
+        return f"{self.current}/{self.total if self.total_known else '?'}"
 
 
 def step_position(snapshot: RolloutSnapshot) -> StepPosition:
-    total = snapshot.spec.step_count if snapshot.spec is not None else 0
     state = snapshot.state
+    if snapshot.spec is None:
+        # No valid spec to count (the CLI reading a Deployment whose annotations turned invalid
+        # mid-rollout): the step the state holds, out of an unknown number.
+        if state is not None and state.in_rollout and state.phase != RolloutPhase.DEGRADED:
+            return StepPosition(state.step_index + 1, 0, total_known=False)
+        return StepPosition(0, 0)
+    total = snapshot.spec.step_count
     if state is None:
         return StepPosition(0, total)
     return StepPosition(_current_step(state, total), total)
@@ -203,19 +214,30 @@ def current_step_index(snapshot: RolloutSnapshot) -> int | None:
     return state.step_index
 
 
+def on_newest_revision(state: RolloutState) -> bool:
+    """No rollout under way and not aborted: the stable is the newest revision (promoted, never
+    rolled out, or back on the stable), so it is what Argo's weights count as serving 100%."""
+    return state.phase == RolloutPhase.HEALTHY and not state.in_rollout
+
+
 def set_weight(snapshot: RolloutSnapshot) -> int:
-    """The weight of the last setWeight step reached (Argo's SetWeight): 100 once promoted."""
+    """Argo's SetWeight: the weight of the last setWeight step reached; 100 once promoted (or on
+    the stable with nothing to roll out), 0 after an abort."""
     state = snapshot.state
-    if state is None or snapshot.spec is None:
+    if state is None:
         return 0
-    if not state.in_rollout or state.phase == RolloutPhase.DEGRADED:
-        return 100 if state.phase == RolloutPhase.HEALTHY else 0
+    if on_newest_revision(state):
+        return 100
+    if state.phase == RolloutPhase.DEGRADED or not state.in_rollout or snapshot.spec is None:
+        return 0 if state.phase == RolloutPhase.DEGRADED else state.desired_weight
     reached = snapshot.spec.steps[: state.step_index + 1]
     weights = [step.weight for step in reached if isinstance(step, SetWeight)]
     return weights[-1] if weights else 0
 
 
 def desired_weight(snapshot: RolloutSnapshot) -> int:
+    """The canary weight the engine asks the routers for (0 once promoted: the canary destination
+    is empty, the new stable serves everything)."""
     return snapshot.state.desired_weight if snapshot.state is not None else 0
 
 
@@ -226,9 +248,20 @@ def applied_weight(snapshot: RolloutSnapshot) -> int | None:
 
 
 def actual_weight(snapshot: RolloutSnapshot) -> int:
-    """The applied weight when known, else the one the engine asked for."""
+    """The canary destination's share: the applied weight when known, else the one asked for."""
     applied = applied_weight(snapshot)
     return applied if applied is not None else desired_weight(snapshot)
+
+
+def revision_weight(snapshot: RolloutSnapshot, canary_weight: int | None = None) -> int:
+    """The share of the newest revision (Argo's ActualWeight, and what our weight metrics plot):
+    the canary's share during a rollout, 100 once it is promoted (the stable is that revision
+    now), 0 after an abort. A promotion and a rollback end at 100 and 0, never both at 0."""
+    canary = actual_weight(snapshot) if canary_weight is None else canary_weight
+    state = snapshot.state
+    if state is not None and on_newest_revision(state):
+        return 100 - canary  # what the stable destination serves: all of it, once settled
+    return canary
 
 
 def describe_step(step: Step) -> str:

@@ -55,7 +55,6 @@ from meshshift.routers.proxy_process import (
     last_log_line,
     process_alive,
     process_command_line,
-    read_pid,
     stop_orphans,
 )
 from meshshift.routers.proxy_routes import (
@@ -530,5 +529,5 @@ async def _start_or_adopt(router: NginxRouter, desired: DesiredRoutes, pid: int 
     except BaseException:
         await process.stop()
         raise
-    log.info("nginx started", pid=router.master_pid, listen=router.listen, pid_file=read_pid(files.pid))
+    log.info("nginx started", pid=router.master_pid, listen=router.listen, pid_file=str(files.pid))
     return process

@@ -44,6 +44,7 @@ from meshshift.ports import (
     MetricProvider,
     Router,
     StateStore,
+    StateStoreError,
     StoredRollout,
     TemplateSource,
     Workloads,
@@ -91,6 +92,8 @@ class RolloutSnapshot:
     updated_at: float
     last_error: str | None = None
     reconcile_seconds: float | None = None
+    # The state could not be saved (StateStoreError): the rollout holds, shown Degraded.
+    store_error: str | None = None
 
 
 class WeightMismatchError(RuntimeError):
@@ -143,6 +146,7 @@ class RolloutController:
         self.applied: dict[str, AppliedRoutes] = {}
         self.workload_status: WorkloadStatus | None = None
         self.last_error: str | None = None
+        self.store_error: str | None = None
         self.log = log.bind(rollout=str(key))
         self._wakeup = asyncio.Event()
         self._pending: dict[str, _PendingCommand] = {}
@@ -158,8 +162,14 @@ class RolloutController:
         self._wakeup.set()
 
     def update_spec(self, spec: RolloutSpec | None, error: str | None = None) -> None:
-        """A new spec; None with an error keeps the rollout where it is (invalid spec)."""
-        self.spec, self.spec_error = spec, error
+        """A new spec; None with an error keeps the rollout where it is (invalid spec).
+
+        The last valid spec is kept to show where the rollout holds (its step and weight);
+        nothing is reconciled while `spec_error` is set.
+        """
+        if spec is not None or self.spec is None or error is None:
+            self.spec = spec
+        self.spec_error = error if spec is None else None
         self.poke()
 
     def submit(self, command: Command) -> asyncio.Future[CommandOutcome]:
@@ -186,11 +196,16 @@ class RolloutController:
                 try:
                     wake_at = await self._finish_even_if_cancelled(self.reconcile_once())
                     self._backoff.reset()
-                    self.last_error = None
+                    if self.store_error is not None:
+                        self.log.info("the state is saved again; the rollout goes on")
+                    self.last_error = self.store_error = None
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:
-                    self.last_error = f"{type(error).__name__}: {error}"
+                    if isinstance(error, StateStoreError):
+                        self.store_error, self.last_error = str(error), str(error)
+                    else:
+                        self.last_error = f"{type(error).__name__}: {error}"
                     self._needs_resync = True
                     delay = self._backoff.next()
                     self.log.warning("reconcile failed; retrying", error=self.last_error, retry_in=delay)
@@ -232,7 +247,7 @@ class RolloutController:
         self.log.info(
             "resuming rollout",
             phase=stored.rollout.phase.value,
-            step=stored.rollout.step_index,
+            step=stored.rollout.step_index + 1,  # 1-based, as Events and the CLI count
             weight=stored.rollout.desired_weight,
         )
 
@@ -246,7 +261,7 @@ class RolloutController:
     async def reconcile_once(self) -> float | None:
         """One pass; returns when to come back at the latest."""
         spec = self.spec
-        if spec is None:
+        if spec is None or self.spec_error is not None:
             return None  # invalid or missing spec: change nothing
         if self._needs_resync and self.state is not None:
             await self._apply_all(resume_actions(spec, self.state))
@@ -363,6 +378,7 @@ class RolloutController:
             updated_at=self.clock(),
             last_error=self.last_error,
             reconcile_seconds=self._reconcile_seconds,
+            store_error=self.store_error,
         )
 
     def _publish(self) -> None:

@@ -36,6 +36,9 @@ class RolloutRegistry:
         """Why /readyz must fail, or None when it may pass."""
         if not self.ready:
             return "not ready"
+        for key, snapshot in sorted(self.snapshots.items()):
+            if snapshot.store_error is not None:  # it holds until its state can be saved
+                return f"rollout {key}: {snapshot.store_error}"
         for check in self.health_checks:
             reason = check()
             if reason is not None:

@@ -593,14 +593,12 @@ async def run_standalone(settings: DaemonSettings) -> None:
     try:
         loaded = load_rollout_file(path)
     except RolloutFileError as error:
-        log.error("cannot start: the rollout file is invalid", error=str(error))
-        raise SystemExit(f"meshshift: {error}") from None
+        raise SystemExit(f"meshshift: {error}") from None  # said once, on stderr, by the exit
     settings = dataclasses.replace(settings, listen=listen_address(settings, loaded.rollout))
     try:
         await run_until_stopped(_run(loaded, path, settings))
     except FATAL_ERRORS as error:
-        log.error("meshshift stopped", error=str(error), error_type=type(error).__name__)
-        raise SystemExit(f"meshshift: {error}") from None
+        raise SystemExit(f"meshshift: {error}") from None  # said once, on stderr, by the exit
 
 
 async def _run(loaded: RolloutFile, path: Path, settings: DaemonSettings) -> None:

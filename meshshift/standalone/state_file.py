@@ -17,6 +17,7 @@ The engine saves its state before the actions it announces, so a restart resumes
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ from meshshift import codec
 from meshshift.analysis.run import AnalysisRun
 from meshshift.engine.state import RolloutState
 from meshshift.files import write_atomically
-from meshshift.ports import StoredRollout
+from meshshift.ports import StateStoreError, StoredRollout
 
 SCHEMA_VERSION = 1
 
@@ -35,11 +36,19 @@ class StateFileError(RuntimeError):
     """The state file exists but cannot be read; it is left untouched."""
 
 
-class StateFile:
-    """The document on disk, shared by the StateStore and the Workloads adapters."""
+class StateFileWriteError(StateFileError, StateStoreError):
+    """The state file cannot be written (a full disk, a directory gone read-only...)."""
 
-    def __init__(self, path: Path) -> None:
+
+class StateFile:
+    """The document on disk, shared by the StateStore and the Workloads adapters.
+
+    `field` names where the path comes from (`spec.stateFile`), for the errors people read.
+    """
+
+    def __init__(self, path: Path, *, field: str = "spec.stateFile") -> None:
         self.path = path
+        self.field = field
         self._document: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
 
@@ -86,8 +95,19 @@ class StateFile:
         async with self._lock:
             document = {**self.read(), **parts, "schemaVersion": SCHEMA_VERSION}
             text = json.dumps(document, sort_keys=True, indent=1)
-            await asyncio.to_thread(write_atomically, self.path, text, durable=True)
+            try:
+                await asyncio.to_thread(write_atomically, self.path, text, durable=True)
+            except OSError as error:
+                raise StateFileWriteError(
+                    f"{self.field}: cannot write the state file {self.path}: "
+                    f"{error.strerror or error}{_errno_name(error)}; the rollout holds until it can"
+                ) from error
             self._document = document
+
+
+def _errno_name(error: OSError) -> str:
+    name = errno.errorcode.get(error.errno or 0)
+    return f" ({name})" if name else ""
 
 
 def document_problem(document: Mapping[str, Any]) -> str | None:

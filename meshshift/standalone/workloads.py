@@ -9,6 +9,10 @@
   (the start of a rollout, after its weight went back to 0), so a new canary in the file
   never receives the weight of the rollout it supersedes.
 - Ready means every endpoint of the set accepts a TCP connection.
+- Replicas (`rollout_info_replicas_*`, as Argo counts a Rollout's pods) are endpoints: desired
+  is the stable set's size; the endpoints serving are the stable's and, while the engine has
+  the canary scaled up, the canary's; available are those of them that accept a connection,
+  unavailable the others; updated are the serving endpoints of the newest revision.
 - The preview listener, if any, follows the canary's scale: it reaches the canary endpoints
   while the engine has them scaled up (a new revision is up), the stable otherwise.
 """
@@ -45,9 +49,11 @@ async def endpoint_accepts(endpoint: str, within: float = 1.0) -> bool:
     return True
 
 
-async def all_accept(endpoints: Sequence[str], within: float = 1.0) -> bool:
-    results = await asyncio.gather(*(endpoint_accepts(e, within) for e in endpoints))
-    return bool(results) and all(results)
+async def accepting(endpoints: Sequence[str], within: float = 1.0) -> dict[str, bool]:
+    """Each distinct endpoint, and whether it accepts a TCP connection now."""
+    unique = list(dict.fromkeys(endpoints))
+    results = await asyncio.gather(*(endpoint_accepts(e, within) for e in unique))
+    return dict(zip(unique, results, strict=True))
 
 
 def endpoints_revision(endpoints: Sequence[str]) -> str:
@@ -73,6 +79,7 @@ class EndpointWorkloads:
         self.routed_canary = self.canary  # what the router's canary upstream holds
         self.set_upstreams = set_upstreams
         self.set_preview = set_preview
+        self.canary_up = False  # the engine has the canary scaled up: its endpoints serve
         self.probe_timeout = probe_timeout
         # Called when what observe() reports changed by our own hand (a promotion, a new
         # canary): the controller must reconcile, as an informer would make it in Kubernetes.
@@ -93,16 +100,25 @@ class EndpointWorkloads:
             self.on_change()
 
     async def observe(self) -> WorkloadStatus:
-        stable_ready, canary_ready = await asyncio.gather(
-            all_accept(self.stable, self.probe_timeout), all_accept(self.canary, self.probe_timeout)
-        )
+        up = await accepting((*self.stable, *self.canary), self.probe_timeout)
         return WorkloadStatus(
             revision=self.revision,
             stable_revision=self.stable_revision,
-            stable_ready=stable_ready,
-            canary_ready=canary_ready,
-            replicas={"desired": len(self.canary)},
+            stable_ready=all(up[e] for e in self.stable),
+            canary_ready=all(up[e] for e in self.canary),
+            replicas=self._replicas(up),
         )
+
+    def _replicas(self, up: dict[str, bool]) -> dict[str, int]:
+        newest = set(self.canary)
+        serving = set(self.stable) | (newest if self.canary_up else set())
+        available = sum(1 for endpoint in serving if up.get(endpoint))
+        return {
+            "desired": len(set(self.stable)),
+            "updated": len(serving & newest),
+            "available": available,
+            "unavailable": len(serving) - available,
+        }
 
     async def promote(self, revision: str) -> None:
         """The endpoints of `revision` become the stable upstream: recorded first, then routed."""
@@ -123,6 +139,9 @@ class EndpointWorkloads:
     async def scale_canary(self, scale: CanaryScale, traffic_weight: int) -> None:
         """Endpoint sets have no replicas; scaling up is when the router picks up a new canary."""
         up = scale.replicas_for(100, traffic_weight) > 0
+        if up != self.canary_up:
+            self.canary_up = up
+            self.on_change()  # the replica counts changed, as an informer would tell
         if up and self.routed_canary != self.canary:
             self.routed_canary = self.canary
             await self.set_upstreams(self.stable, self.routed_canary)

@@ -1127,7 +1127,7 @@ async def restart_rollout(env: KubeEnv, *, stops: str) -> RunRecord:
             daemons = await stop_at_each_state_write(env, w)
         state = w.observer.state(APP)
         assert state is not None
-        run = next(r["name"] for r in state["analysisRuns"] if r["name"].endswith("-step4"))
+        run = next(r["name"] for r in state["analysisRuns"] if r["name"].endswith("-step5"))
         objects = {
             (kind, name): normalized(obj)
             for kind in ("Deployment", "Service", "VirtualService")

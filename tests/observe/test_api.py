@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -67,9 +68,12 @@ async def test_the_rollout_view(daemon: str, paused: Harness, http: aiohttp.Clie
         "actual": 20,
         "appliedAgree": True,
         "setWeight": 20,
+        "canary": 20,
         "stable": 80,
+        "promoted": False,
     }
     assert view["revisions"] == {"stable": "v1", "canary": "v2"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", view["updatedAt"])  # RFC 3339
     assert view["images"] == {"stable": ["example/app:v1"], "canary": ["example/app:v2"]}
     assert view["headerRoutes"] == [
         {

@@ -102,7 +102,7 @@ def test_the_text_block_and_tree(registry: RolloutRegistry) -> None:
         "rolloutStartedAt": 1000.0,
         "analysisRuns": [
             {
-                "name": "v2-1-step1",
+                "name": "v2-1-step2",
                 "phase": "Successful",
                 "startedAt": 1001.0,
                 "superseded": False,
@@ -132,7 +132,7 @@ def test_the_text_block_and_tree(registry: RolloutRegistry) -> None:
         ["⟳ myapp", "Rollout", "॥ Paused", "5m", ""],
         ["├──# revision:v2", "", "", "", ""],
         ["│  ├──⧉ v2", "Revision", "✔ Healthy", "", "canary"],
-        [f"│  └──{ALPHA} v2-1-step1", "AnalysisRun", "✔ Successful", "4m", "✔ 2,✖ 1"],
+        [f"│  └──{ALPHA} v2-1-step2", "AnalysisRun", "✔ Successful", "4m", "✔ 2,✖ 1"],
         ["└──# revision:v1", "", "", "", ""],
         ["└──⧉ v1", "Revision", "✔ Healthy", "", "stable"],  # under the last revision
     ]
@@ -287,3 +287,26 @@ class Terminal:
 
     def lines(self) -> list[str]:
         return [ANSI.sub("", line) for line in self.text.replace("\r\n", "\n").split("\n")]
+
+
+async def test_get_says_why_an_analysis_failed(registry: RolloutRegistry, daemon: str) -> None:
+    """The metric, its value, its condition and the limit it crossed, as the dashboard shows them."""
+    harness = make_controller(
+        registry,
+        SPEC,
+        templates=[success_rate_template(interval="50ms", count=2)],
+        answer=lambda metric: [0.42],
+    )
+    async with running(harness):
+        await harness.wait_for(lambda: harness.state_is(stable_revision="v1"), what="first sight")
+        harness.workloads.release("v2")
+        await harness.wait_for(lambda: harness.state_is(phase="Degraded"), what="the abort")
+        code, out, err = await meshshift("get", "rollout", "myapp", "--server", daemon)
+    assert code == 0, err
+    section = out.split("Analysis:\n", 1)[1].splitlines()
+    assert section[0] == f"  {ALPHA} v2-1-step2 (step 2): ✖ Failed"
+    why = " ".join(line.strip() for line in section[1:3])  # wrapped at 80 columns, not cut
+    assert why == (
+        "✖ success-rate = 0.42, successCondition: result[0] >= 0.95; failed (1) > failureLimit (0)"
+    )
+    assert all(cell_len(line) <= 80 for line in out.splitlines())

@@ -186,6 +186,7 @@ async def test_an_invalid_rollout_file_stops_the_daemon_with_the_field(tmp_path:
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 1
     assert f"meshshift: {config}: spec.steps[0].setWeight" in stderr.decode()
+    assert stderr.decode().count("spec.steps[0].setWeight") == 1  # said once, not logged and printed
     assert not (tmp_path / ".meshshift").exists()  # no proxy was started
 
 

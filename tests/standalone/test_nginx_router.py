@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from structlog.testing import capture_logs
 
 from meshshift.processes import free_port
 from meshshift.routers.nginx_conf import NginxInstance, running_nginx, unsupported_steps
@@ -29,8 +30,18 @@ pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.e2e]
 async def nginx(apps: Apps, tmp_path: Path) -> AsyncIterator[NginxInstance]:
     config = NginxRouterConfig(listen=f"127.0.0.1:{free_port()}")
     desired = DesiredRoutes((apps.stable.endpoint,), (apps.canary.endpoint,))
-    async with running_nginx(config, desired, config_dir=tmp_path / "nginx") as instance:
-        yield instance
+    with capture_logs() as logs:
+        async with running_nginx(config, desired, config_dir=tmp_path / "nginx") as instance:
+            (started,) = [e for e in logs if e["event"] == "nginx started"]
+            check_pid_file(started, tmp_path)
+            yield instance
+
+
+def check_pid_file(started: dict[str, object], where: Path) -> None:
+    """The log names the pid file by its path (and the pid on its own)."""
+    pid_file = Path(str(started["pid_file"]))
+    assert pid_file.is_file() and str(pid_file).startswith(str(where))
+    assert pid_file.read_text().strip() == str(started["pid"])
 
 
 async def test_weights_split_the_traffic_and_read_back(nginx: NginxInstance) -> None:

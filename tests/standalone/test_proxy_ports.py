@@ -87,6 +87,7 @@ async def test_a_second_daemon_on_the_same_listen_port_exits_and_the_first_keeps
         assert code == 1
         port = listen.rsplit(":", 1)[1]
         assert f"spec.router.envoy.listen: port {port} ({listen}) is in use" in err
+        assert err.count("is in use") == 1, err  # a fatal error is said once
         assert not (
             tmp_path / "second" / ".meshshift" / "shop" / "envoy" / "envoy.log"
         ).exists()  # never started

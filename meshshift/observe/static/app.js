@@ -106,9 +106,9 @@ function renderList(data) {
       el("td", { text: r.namespace }),
       el("td", {}, phaseBadge(r.phase)),
       el("td", { text: r.step.label }),
-      el("td", {}, weightBar(r.weights.actual)),
+      el("td", {}, weightBar(r.weights.canary)),
       el("td", { class: "message", text: r.message }),
-      el("td", { class: "muted", text: ago(r.updatedAt) }),
+      el("td", { class: "muted", text: ago(Date.parse(r.updatedAt) / 1000) }),
     ),
   );
   const table = rows.length
@@ -252,11 +252,11 @@ function weights(view) {
   return el(
     "div",
     { class: "weights" },
-    weightBar(w.actual),
+    weightBar(w.canary),
     el(
       "ul",
       {},
-      el("li", { "data-testid": "weight-canary", text: `canary ${w.actual}%` }),
+      el("li", { "data-testid": "weight-canary", text: `canary ${w.canary}%` }),
       el("li", { "data-testid": "weight-stable", text: `stable ${w.stable}%` }),
       el("li", { "data-testid": "weight-desired", text: `desired canary weight ${w.desired}% (setWeight ${w.setWeight})` }),
       applied,
