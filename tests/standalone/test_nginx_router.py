@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -37,7 +37,7 @@ async def nginx(apps: Apps, tmp_path: Path) -> AsyncIterator[NginxInstance]:
             yield instance
 
 
-def check_pid_file(started: dict[str, object], where: Path) -> None:
+def check_pid_file(started: Mapping[str, object], where: Path) -> None:
     """The log names the pid file by its path (and the pid on its own)."""
     pid_file = Path(str(started["pid_file"]))
     assert pid_file.is_file() and str(pid_file).startswith(str(where))
