@@ -66,6 +66,11 @@ async def dashboard(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html")
 
 
+async def favicon(request: web.Request) -> web.Response:
+    """/favicon.ico, asked for by browsers and bookmarks that do not read the page's icon link."""
+    raise web.HTTPMovedPermanently("/static/favicon.svg")
+
+
 @web.middleware
 async def _security_headers(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -102,6 +107,7 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     api.add_routes(app, registry, token=settings.token, command_timeout=command_timeout)
     app.router.add_get("/", dashboard)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     return app
 

@@ -12,6 +12,7 @@ const ACTIONS = [
 ];
 
 let info = { controlEnabled: false, leader: true, version: "" };
+let serverOffset = 0; // the daemon's clock minus this browser's, in seconds (from its Date header)
 let stream = null;
 let lastNotice = null; // the answer to the last button, kept across re-renders
 
@@ -39,17 +40,56 @@ function svg(tag, attrs, ...children) {
   return node;
 }
 
-function ago(seconds) {
-  if (seconds === null || seconds === undefined) return "";
-  const delta = Math.max(0, Date.now() / 1000 - seconds);
+// A time from the API as seconds since the epoch: a number, or an RFC 3339 string.
+function toSeconds(value) {
+  if (value === null || value === undefined || value === "") return null;
+  if (typeof value === "number") return value;
+  const parsed = Date.parse(String(value));
+  return Number.isNaN(parsed) ? null : parsed / 1000;
+}
+
+// Now on the daemon's clock: deadlines it sets (a timed pause) are on that clock.
+function serverNow() {
+  return Date.now() / 1000 + serverOffset;
+}
+
+function ago(value) {
+  const seconds = toSeconds(value);
+  if (seconds === null) return "";
+  const delta = Math.max(0, serverNow() - seconds);
   if (delta < 60) return `${Math.round(delta)}s ago`;
   if (delta < 3600) return `${Math.round(delta / 60)}m ago`;
   if (delta < 86400) return `${Math.round(delta / 3600)}h ago`;
   return `${Math.round(delta / 86400)}d ago`;
 }
 
-function clock(seconds) {
+function clock(value) {
+  const seconds = toSeconds(value);
   return seconds ? new Date(seconds * 1000).toLocaleTimeString() : "";
+}
+
+// "1h 02m 05s", "4m 05s", "12s": what is left until a deadline.
+function duration(seconds) {
+  const total = Math.max(0, Math.ceil(seconds));
+  const [h, m, s] = [Math.floor(total / 3600), Math.floor((total % 3600) / 60), total % 60];
+  const pad = (n) => String(n).padStart(2, "0");
+  if (h) return `${h}h ${pad(m)}m ${pad(s)}s`;
+  if (m) return `${m}m ${pad(s)}s`;
+  return `${s}s`;
+}
+
+function countdownText(deadline) {
+  const left = deadline - serverNow();
+  return left > 0 ? `resumes in ${duration(left)}` : "resuming now";
+}
+
+// A countdown to `deadline` (seconds since the epoch), kept current by tickCountdowns.
+function countdown(deadline) {
+  return el("span", { class: "countdown", "data-testid": "pause-countdown", "data-deadline": deadline, text: countdownText(deadline) });
+}
+
+function tickCountdowns() {
+  for (const node of document.querySelectorAll("[data-deadline]")) node.textContent = countdownText(Number(node.dataset.deadline));
 }
 
 function phaseBadge(phase) {
@@ -119,7 +159,8 @@ function renderList(data) {
         el("tbody", {}, rows),
       )
     : el("p", { class: "muted", text: "No rollouts yet." });
-  document.getElementById("view").replaceChildren(el("h1", { text: "Rollouts" }), el("p", { id: "connection", class: "muted" }), table);
+  const key = rows.length ? legend("stable", "canary", "list-legend") : null;
+  document.getElementById("view").replaceChildren(el("h1", { text: "Rollouts" }), el("p", { id: "connection", class: "muted" }), key, table);
 }
 
 // --- one rollout -----------------------------------------------------------------------
@@ -174,7 +215,8 @@ function facts(view) {
     items.splice(1, 0, ["Preview", el("span", { "data-testid": "bg-preview", text: revisionWithRoles(bg, bg.previewRevision) })]);
     if (bg.switchedAt) items.push(["Switched", `${clock(bg.switchedAt)} (${ago(bg.switchedAt)})`]);
   }
-  if (view.pauseUntil) items.push(["Paused until", clock(view.pauseUntil)]);
+  const pauseUntil = toSeconds(view.pauseUntil);
+  if (pauseUntil) items.push(["Paused until", el("span", {}, clock(pauseUntil), " (", countdown(pauseUntil), ")")]);
   if (view.lastError) items.push(["Last error", view.lastError]);
   return el("dl", { class: "facts" }, items.map(([term, value]) => [el("dt", { text: term }), el("dd", {}, value)]));
 }
@@ -195,17 +237,34 @@ function controls(view, url) {
       "data-action": action,
       title: hint,
       text: label,
-      onclick: () => send(url, action, label),
+      onclick: () => send(url, action, label, action === "abort" ? abortQuestion(view) : null),
     }),
   );
   return el("div", { class: "controls" }, buttons, notice);
 }
 
-async function send(url, action, label) {
+function abortQuestion(view) {
+  const stable = view.revisions.stable ? ` (${view.revisions.stable})` : "";
+  return `Abort ${view.namespace}/${view.name}? All traffic goes back to the stable${stable} at once, and the rollout stops until it is retried.`;
+}
+
+function showNotice(ok, text) {
+  lastNotice = { ok, text };
+  const notice = document.getElementById("control-result");
+  if (notice) {
+    notice.textContent = text;
+    notice.className = `notice ${ok ? "ok" : "bad"}`;
+  }
+}
+
+// `question`: asked first (window.confirm); nothing is sent unless it is accepted.
+async function send(url, action, label, question) {
   if (!token()) {
-    lastNotice = { ok: false, text: "Enter the control token first (top right)." };
-    const notice = document.getElementById("control-result");
-    if (notice) notice.textContent = lastNotice.text;
+    showNotice(false, "Enter the control token first (top right).");
+    return;
+  }
+  if (question && !window.confirm(question)) {
+    showNotice(false, `${label} cancelled: nothing was sent.`);
     return;
   }
   for (const button of document.querySelectorAll("button.action")) button.disabled = true;
@@ -220,12 +279,7 @@ async function send(url, action, label) {
   } catch (error) {
     text = `${label} failed: ${error}`;
   }
-  lastNotice = { ok, text };
-  const notice = document.getElementById("control-result");
-  if (notice) {
-    notice.textContent = text;
-    notice.className = `notice ${ok ? "ok" : "bad"}`;
-  }
+  showNotice(ok, text);
   for (const button of document.querySelectorAll("button.action")) button.disabled = false;
 }
 
@@ -244,15 +298,26 @@ function weightBar(canary) {
   );
 }
 
+// What the bar's two colours are: the same classes fill the bar and the swatches.
+function legend(stableText, canaryText, testid) {
+  return el(
+    "ul",
+    { class: "legend", "data-testid": testid },
+    el("li", { "data-testid": "legend-stable" }, el("span", { class: "swatch stable", "aria-hidden": "true" }), stableText),
+    el("li", { "data-testid": "legend-canary" }, el("span", { class: "swatch canary", "aria-hidden": "true" }), canaryText),
+  );
+}
+
 function weights(view) {
   const w = view.weights;
+  const name = (role) => (view.revisions[role] ? ` ${view.revisions[role]}` : "");
   const applied = Object.entries(w.applied).map(([router, weight]) =>
     el("li", { "data-testid": `applied-${router}`, text: `${router}: ${weight === null ? "unknown" : `${weight}%`} applied` }),
   );
   return el(
     "div",
     { class: "weights" },
-    weightBar(w.canary),
+    el("div", { class: "bar-with-legend" }, weightBar(w.canary), legend(`stable${name("stable")}: ${w.stable}%`, `canary${name("canary")}: ${w.canary}%`, "traffic-legend")),
     el(
       "ul",
       {},
@@ -484,12 +549,28 @@ document.getElementById("token-form").addEventListener("submit", (event) => {
   showTokenState();
 });
 
+// The daemon's clock minus ours, from the Date header of an answer sent between `sent` and
+// `received`; kept only when larger than what that header cannot tell (whole seconds, and
+// the time on the way), so a browser on the daemon's own clock counts on its own.
+function clockOffset(response, sent, received) {
+  const date = Date.parse(response.headers.get("Date") || "");
+  if (Number.isNaN(date)) return 0;
+  const offset = date / 1000 + 0.5 - (sent + received) / 2;
+  const uncertainty = 0.5 + (received - sent) / 2;
+  return Math.abs(offset) > uncertainty + 0.5 ? offset : 0;
+}
+
+const infoSent = Date.now() / 1000;
 fetch("/api/v1/info")
-  .then((response) => response.json())
+  .then((response) => {
+    serverOffset = clockOffset(response, infoSent, Date.now() / 1000);
+    return response.json();
+  })
   .then((data) => {
     info = data;
     document.getElementById("daemon-info").textContent = `v${data.version}${data.leader ? "" : " · standby"}`;
     showTokenState();
     window.addEventListener("hashchange", route);
+    setInterval(tickCountdowns, 1000);
     route();
   });
