@@ -11,11 +11,13 @@ from playwright.async_api import Browser, expect
 
 from meshshift.cli.rollouts import render_text
 from meshshift.engine.machine import CommandKind
+from meshshift.engine.state import Stage
 from meshshift.observe.api import rollout_view
 from meshshift.observe.metrics import RolloutMetrics
 from meshshift.observe.notifications import WebhookReceiver
 from meshshift.observe.server import serve
 from meshshift.processes import free_port
+from meshshift.runtime.controller import RolloutSnapshot
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.settings import DaemonSettings
 from meshshift.spec.model import AnalysisRef, Arg, BlueGreen, RolloutSpec, TemplateRef
@@ -79,12 +81,21 @@ async def test_the_view_and_get_show_active_and_preview_as_argo_s_plugin_does(
     registry: RolloutRegistry,
 ) -> None:
     harness = harness_for(registry)
+    # The switched phase lasts a scale-down delay: catch it as it is published, not by a poll.
+    published: list[RolloutSnapshot] = []
+    registry.listeners.append(lambda _key, snapshot: published.append(snapshot) if snapshot else None)
+
+    def first_switched() -> RolloutSnapshot | None:
+        return next((s for s in published if s.state and s.state.stage == Stage.POST_PROMOTION), None)
+
     async with running(harness):
         await previewing(harness)
         paused = rollout_view(harness.controller.snapshot())
         await registry.command(harness.key, CommandKind.PROMOTE)
-        await harness.wait_for(lambda: harness.state_is(stage="PostPromotion"), what="the switch")
-        switched = rollout_view(harness.controller.snapshot())
+        await harness.wait_for(lambda: first_switched() is not None, what="the switch")
+        switched_snapshot = first_switched()
+        assert switched_snapshot is not None
+        switched = rollout_view(switched_snapshot)
         await harness.wait_for(
             lambda: harness.state_is(phase="Healthy", stable_revision="v2"), what="promotion"
         )

@@ -3,11 +3,15 @@
 User traffic goes to the active listener (`spec.router.<kind>.listen`), QA traffic to the
 preview listener (`spec.preview.listen`). The analyses run the tutorial's success rate on the
 apps' own metrics through a real Prometheus.
+
+A phase can be shorter than a poll (an analysis that fails on its first measurement ends the
+switch within milliseconds), so the tests read what the rollout went through from `Recording`
+(every snapshot it published, in order) rather than hoping to catch it in the current one.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,7 @@ from meshshift.demo.load import LoadGenerator, running_load
 from meshshift.demo.prometheus import PrometheusServer
 from meshshift.engine.state import PauseReason, RolloutPhase, Stage
 from meshshift.processes import free_port
-from meshshift.runtime.controller import RolloutSnapshot
+from meshshift.runtime.controller import RolloutKey, RolloutSnapshot
 from meshshift.spec.model import AnalysisPhase
 from meshshift.standalone.daemon import StandaloneRuntime, parse_rollout_text, standalone_runtime
 from tests.standalone.conftest import App, Apps, versions
@@ -55,6 +59,57 @@ def blue_green_text(
     return yaml.safe_dump_all([rollout, success_rate_template(prometheus.url)], sort_keys=False)
 
 
+def measuring_after_the_switch(template: dict[str, Any], delay: str) -> dict[str, Any]:
+    """The template with `initialDelay` on its metric: a post-promotion analysis measures the new
+    revision under user traffic, not the seconds before the switch (or nothing: a NaN is a failure)."""
+    (metric,) = template["spec"]["metrics"]
+    return {**template, "spec": {**template["spec"], "metrics": [{**metric, "initialDelay": delay}]}}
+
+
+class Recording:
+    """Every snapshot a rollout publishes, in order, from before it starts."""
+
+    def __init__(self, runtime: StandaloneRuntime) -> None:
+        self.key: RolloutKey = runtime.key
+        self.snapshots: list[RolloutSnapshot] = []
+        self.published = asyncio.Event()
+        runtime.registry.listeners.append(self._record)
+
+    def _record(self, key: RolloutKey, snapshot: RolloutSnapshot | None) -> None:
+        if key == self.key and snapshot is not None:
+            self.snapshots.append(snapshot)
+            self.published.set()
+
+    def first(self, check: Any, *, after: RolloutSnapshot | None = None) -> RolloutSnapshot | None:
+        start = 0 if after is None else next(i for i, s in enumerate(self.snapshots) if s is after) + 1
+        return next((s for s in self.snapshots[start:] if check(s)), None)
+
+    async def went_through(
+        self, check: Any, *, after: RolloutSnapshot | None = None, within: float = 60.0
+    ) -> RolloutSnapshot:
+        """The first published snapshot (after `after`) where `check` held, however briefly
+        (a hang guard, not a timing assertion)."""
+        async with asyncio.timeout(within):
+            while (found := self.first(check, after=after)) is None:
+                self.published.clear()
+                await self.published.wait()
+        return found
+
+    def weights(self) -> list[int | None]:
+        """The user traffic weights the proxy reported back after each routing write, changes only,
+        from the 0 it starts at (all on the stable)."""
+        seen: list[int | None] = [0]
+        for snapshot in self.snapshots:
+            for applied in snapshot.applied.values():
+                if not seen or seen[-1] != applied.canary_weight:
+                    seen.append(applied.canary_weight)
+        return seen
+
+
+def switched_back(snapshot: RolloutSnapshot) -> bool:
+    return bool(snapshot.applied) and all(a.canary_weight == 0 for a in snapshot.applied.values())
+
+
 def urls(runtime: StandaloneRuntime) -> tuple[str, str]:
     assert runtime.preview_url is not None
     return runtime.proxy_url + "/", runtime.preview_url + "/"
@@ -88,7 +143,11 @@ async def test_the_preview_is_previewed_switched_to_at_once_and_promoted(
     loaded = parse_rollout_text(
         blue_green_text(router, apps.stable, apps.canary, blue_green, prometheus), "r"
     )
-    async with standalone_runtime(loaded, base_dir=tmp_path, settings=settings(prometheus)) as runtime:
+    async with standalone_runtime(
+        loaded, base_dir=tmp_path, settings=settings(prometheus), start=False
+    ) as runtime:
+        recording = Recording(runtime)
+        runtime.start()
         active, preview = urls(runtime)
         async with (
             running_load(LoadGenerator(active, rate=25)) as users,
@@ -109,7 +168,7 @@ async def test_the_preview_is_previewed_switched_to_at_once_and_promoted(
             users_before = users.stats.requests["canary"]
             await promote(runtime)
             # Switched: every user request goes to the new revision while the old one still runs.
-            await wait_until(runtime, in_stage(Stage.POST_PROMOTION, weight=100, preview="canary"))
+            await recording.went_through(in_stage(Stage.POST_PROMOTION, weight=100, preview="canary"))
             assert users_before == 0
             assert await versions(active, ACTIVE_REQUESTS) == {"canary": ACTIVE_REQUESTS}
             done = await wait_until(runtime, finished("Promoted"), within=90)
@@ -123,6 +182,8 @@ async def test_the_preview_is_previewed_switched_to_at_once_and_promoted(
         assert await versions(preview, 100) == {"canary": 100}
         applied = await runtime.router.read_back()
         assert (applied.canary_weight, applied.header_routes) == (0, ())
+        # One switch to the new revision, then the hand-back to it as the stable (Promoted).
+        assert recording.weights() == [0, 100, 0]
 
 
 @ROUTERS
@@ -154,23 +215,38 @@ async def test_a_failed_post_promotion_analysis_switches_every_user_back(
     router: str, apps: Apps, prometheus: PrometheusServer, tmp_path: Path
 ) -> None:
     blue_green = {"postPromotionAnalysis": analysis("shop-bad"), "scaleDownDelaySeconds": 60}
-    loaded = parse_rollout_text(blue_green_text(router, apps.stable, apps.bad, blue_green, prometheus), "r")
-    async with standalone_runtime(loaded, base_dir=tmp_path, settings=settings(prometheus)) as runtime:
+    rollout, template = yaml.safe_load_all(
+        blue_green_text(router, apps.stable, apps.bad, blue_green, prometheus)
+    )
+    text = yaml.safe_dump_all([rollout, measuring_after_the_switch(template, "2s")], sort_keys=False)
+    loaded = parse_rollout_text(text, "r")
+    async with standalone_runtime(
+        loaded, base_dir=tmp_path, settings=settings(prometheus), start=False
+    ) as runtime:
+        recording = Recording(runtime)
+        runtime.start()
         active, _ = urls(runtime)
         async with running_load(LoadGenerator(active, rate=25)) as users:
-            await wait_until(runtime, in_stage(Stage.POST_PROMOTION, weight=100, preview="canary"), within=90)
+            switched = await recording.went_through(
+                in_stage(Stage.POST_PROMOTION, weight=100, preview="canary"), within=90
+            )
             snapshot = await wait_until(runtime, finished("Aborted"), within=90)
-            back = time.time()
-            await wait_until(runtime, lambda s: all(a.canary_weight == 0 for a in s.applied.values()))
+            back = await recording.went_through(switched_back, after=switched)
             assert await versions(active, ACTIVE_REQUESTS) == {"stable": ACTIVE_REQUESTS}
         state = snapshot.state
         assert state is not None and state.abort_reason == "AnalysisRunFailed" and state.switched_at is None
+        assert switched.state is not None and switched.state.switched_at is not None
+        # The proxy went to the new revision once, and straight back: nothing in between.
+        assert recording.weights() == [0, 100, 0]
         assert users.stats.requests["canary"] > 0  # the users did meet it, until the analysis said no
         run = next(iter(snapshot.analysis_runs.values()))
-        failed_at = max(m.finished_at or 0.0 for r in run.results for m in r.measurements)
-        print(
-            f"\n{router}: failed post-promotion measurement to switch back: {back - failed_at:.3f}s"
-        )
+        measured = [m for r in run.results for m in r.measurements]
+        # It measured the new revision under user traffic (initialDelay), then failed on it.
+        assert min(m.started_at for m in measured) >= switched.state.switched_at + 2
+        assert [r.phase for r in run.results] == [AnalysisPhase.FAILED]
+        failed_at = max(m.finished_at or 0.0 for m in measured)
+        took = back.updated_at - failed_at
+        print(f"\n{router}: failed post-promotion measurement to switch back: {took:.3f}s")
 
 
 @ROUTERS
@@ -181,7 +257,11 @@ async def test_auto_promotion_seconds_switches_on_its_own_after_the_delay(
     loaded = parse_rollout_text(
         blue_green_text(router, apps.stable, apps.canary, blue_green, prometheus), "r"
     )
-    async with standalone_runtime(loaded, base_dir=tmp_path, settings=settings(prometheus)) as runtime:
+    async with standalone_runtime(
+        loaded, base_dir=tmp_path, settings=settings(prometheus), start=False
+    ) as runtime:
+        recording = Recording(runtime)
+        runtime.start()
         active, _ = urls(runtime)
         paused = await wait_until(
             runtime,
@@ -190,7 +270,7 @@ async def test_auto_promotion_seconds_switches_on_its_own_after_the_delay(
         )
         assert paused.state is not None and paused.state.pause_until is not None
         assert await versions(active, 200) == {"stable": 200}
-        switched = await wait_until(runtime, in_stage(Stage.POST_PROMOTION, weight=100, preview="canary"))
+        switched = await recording.went_through(in_stage(Stage.POST_PROMOTION, weight=100, preview="canary"))
         assert switched.state is not None and switched.state.switched_at is not None
         # On its own (no command), once autoPromotionSeconds had passed.
         assert switched.state.switched_at >= paused.state.pause_until
@@ -199,3 +279,4 @@ async def test_auto_promotion_seconds_switches_on_its_own_after_the_delay(
         late = switched.state.switched_at - paused.state.pause_until
         print(f"\n{router}: switched {late:.3f}s after autoPromotionSeconds ran out")
         await wait_until(runtime, finished("Promoted"), within=60)
+        assert recording.weights() == [0, 100, 0]
