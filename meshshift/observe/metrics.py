@@ -57,15 +57,17 @@ pass with a measurement in Error, or a run that could not start. The templates o
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import os
 import platform
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -200,6 +202,7 @@ class _RolloutCounters:
     last_reconcile: tuple[float, float] | None = None
     finished: set[tuple[str, float, str]] | None = None  # history records seen; None: none yet
     stables: list[str] = field(default_factory=list)  # stable revisions seen, for RolledBack
+    version: int = 0  # bumped on every change: a scrape re-renders a rollout only when it moved
 
     def for_rendering(self) -> _RolloutCounters:
         """A copy of what a scrape shows (the bookkeeping of what was seen stays here)."""
@@ -215,6 +218,7 @@ class _RolloutCounters:
             flagger_outcomes=Counter(self.flagger_outcomes),
             runs={name: run.copy() for name, run in self.runs.items()},
             templates=dict(self.templates),
+            version=self.version,
         )
 
 
@@ -255,6 +259,7 @@ class RolloutMetrics(Collector):
         self.kube_requests = kube_requests
         self.counters: dict[RolloutKey, _RolloutCounters] = {}
         self.durations = _Durations()
+        self._lines = _RenderedLines()  # each rollout's sample lines, as last rendered
         registry.listeners.append(self.observe)
 
     def close(self) -> None:
@@ -283,6 +288,7 @@ class RolloutMetrics(Collector):
             self.counters.pop(key, None)
             return
         counters = self.counters.setdefault(key, _RolloutCounters())
+        counters.version += 1
         # Each reconcile publishes once with fresh timings; registering publishes none.
         if snapshot.reconcile_seconds is not None:
             stamp = (snapshot.updated_at, snapshot.reconcile_seconds)
@@ -332,6 +338,7 @@ class RolloutMetrics(Collector):
         counters = self._live(key)
         if counters is not None:
             counters.events[(event.type.value, event.reason)] += 1
+            counters.version += 1
 
     def count_notification(
         self, notification: Notification, receiver: Receiver, sent: bool, seconds: float
@@ -346,6 +353,7 @@ class RolloutMetrics(Collector):
         )
         (counters.notifications_sent if sent else counters.notifications_failed)[labels] += 1
         counters.notification_send.observe(seconds)
+        counters.version += 1
 
     def note_template(self, key: RolloutKey, template: AnalysisTemplate) -> None:
         counters = self._live(key)
@@ -354,6 +362,7 @@ class RolloutMetrics(Collector):
         namespace = "" if template.cluster_scope else key.namespace  # Argo's ClusterAnalysisTemplates
         metrics = tuple((provider_type(m), m.name) for m in template.metrics)
         counters.templates[(namespace, template.name)] = metrics
+        counters.version += 1
 
     def _live(self, key: RolloutKey) -> _RolloutCounters | None:
         if key not in self.registry.snapshots:
@@ -365,18 +374,44 @@ class RolloutMetrics(Collector):
     def describe(self) -> Iterable[Metric]:
         return []  # series depend on the rollouts; nothing to check at registration
 
-    def capture(self) -> Capture:
-        """What one scrape shows, taken at once on the event loop; rendering may then run anywhere."""
+    def capture(self, *, reuse: bool = False) -> Capture:
+        """What one scrape shows, taken at once on the event loop; rendering may then run anywhere.
+
+        With `reuse`, a rollout whose snapshot and counters are those its rendered lines were
+        made from gets no copy (None): `render_lines` reuses those lines.
+        """
         empty = _RolloutCounters()
-        rollouts = [
-            (snapshot, self.counters.get(snapshot.key, empty).for_rendering())
-            for snapshot in self.registry.list()
-        ]
+        rollouts: list[tuple[RolloutSnapshot, _RolloutCounters | None]] = []
+        for snapshot in self.registry.list():
+            live = self.counters.get(snapshot.key, empty)
+            if reuse and self._lines.unchanged(snapshot, live.version):
+                rollouts.append((snapshot, None))
+            else:
+                rollouts.append((snapshot, live.for_rendering()))
         requests = dict(self.kube_requests.counts()) if self.kube_requests is not None else {}
         return Capture(rollouts, self.durations.copy(), requests, self.clock())
 
     def collect(self) -> Iterator[Metric]:
-        capture = _CAPTURES.get({}).get(id(self)) or self.capture()
+        capture = _CAPTURES.get({}).get(id(self))
+        if capture is not None:  # a scrape's render (render_off_loop): the incremental lines
+            yield _PreRendered(self.render_lines(capture))
+            return
+        capture = self.capture()
+        families = self._daemon_families(capture)
+        for labels, count in sorted(capture.requests.items()):
+            families.k8s_requests.add(labels, count)
+        templates: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+        for snapshot, counters in capture.rollouts:
+            counters = (
+                counters if counters is not None else self.counters.get(snapshot.key, _RolloutCounters())
+            )
+            _collect_rollout(families, snapshot, counters, capture.now)
+            templates.update(counters.templates)
+        _collect_templates(families, templates)
+        yield from families.all()
+
+    def _daemon_families(self, capture: Capture) -> _Families:
+        """The families with the daemon's own series (the rollouts' are added to them)."""
         families = _Families()
         families.controller_info.add((self.version,), 1)
         families.build_info.add(build_info_values(self.version), 1)
@@ -390,25 +425,118 @@ class RolloutMetrics(Collector):
             family = getattr(families, name)
             for status, histogram in sorted(histograms.items()):
                 family.add_histogram((status,), histogram)
-        for labels, count in sorted(capture.requests.items()):
-            families.k8s_requests.add(labels, count)
         per_namespace = Counter(snapshot.key.namespace for snapshot, _ in capture.rollouts)
         for namespace, total in sorted(per_namespace.items()):
             families.flagger_total.add((namespace,), total)
+        return families
+
+    def render_lines(self, capture: Capture) -> list[str]:
+        """The exposition of this collector, re-rendering only the rollouts that changed.
+
+        A scrape of a thousand rollouts of which ten moved formats ten rollouts' series; the
+        others' lines are those of the scrape before. (A rollout in progress shows its
+        duration so far: it is rendered at every scrape.) The request counts reuse each
+        series' line while its count stays.
+        """
+        families = self._daemon_families(capture)
+        per_rollout: list[dict[str, list[str]]] = []
         templates: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
         for snapshot, counters in capture.rollouts:
-            _collect_rollout(families, snapshot, counters, capture.now)
-            templates.update(counters.templates)
-        for (namespace, name), metrics in sorted(templates.items()):
-            families.template_info.add((namespace, name), 1)
-            for kind, metric in metrics:
-                families.template_metric_info.add((namespace, name, kind, metric), 1)
-        yield from families.all()
+            lines = self._lines.get(snapshot, counters, capture.now)
+            per_rollout.append(lines.by_family)
+            templates.update(lines.templates)
+        _collect_templates(families, templates)
+        self._lines.forget_others(snapshot.key for snapshot, _ in capture.rollouts)
+        requests = families.k8s_requests
+        request_lines = self._lines.request_lines(capture.requests, requests.name, requests.labels)
+        out: list[str] = []
+        for metric in families.all():
+            samples = [_sample_line(sample) for sample in metric.samples]
+            if metric is requests.metric:
+                samples = request_lines
+            rollout_samples = [line for lines in per_rollout for line in lines.get(metric.name, ())]
+            out.extend(_header(metric, [*samples, *rollout_samples]))
+            out.extend(samples)
+            out.extend(rollout_samples)
+        return out
+
+
+@dataclass
+class _Rendered:
+    snapshot: RolloutSnapshot
+    version: int
+    until: float | None  # the `now` it was rendered for, when its series depend on it
+    by_family: dict[str, list[str]]
+    templates: dict[tuple[str, str], tuple[tuple[str, str], ...]]
+
+
+class _RenderedLines:
+    """Each rollout's sample lines by family, and each request counter's line, kept between scrapes."""
+
+    def __init__(self) -> None:
+        self._rollouts: dict[RolloutKey, _Rendered] = {}
+        self._requests: dict[tuple[str, ...], tuple[int, str]] = {}
+        self._lock = threading.Lock()  # two scrapes at once render in two threads
+        self.rendered = 0  # rollouts formatted (again), over all scrapes
+
+    def unchanged(self, snapshot: RolloutSnapshot, version: int) -> bool:
+        rendered = self._rollouts.get(snapshot.key)
+        return (
+            rendered is not None
+            and rendered.snapshot is snapshot
+            and rendered.version == version
+            and rendered.until is None
+        )
+
+    def get(self, snapshot: RolloutSnapshot, counters: _RolloutCounters | None, now: float) -> _Rendered:
+        with self._lock:
+            rendered = self._rollouts.get(snapshot.key)
+        if counters is None and rendered is not None and rendered.snapshot is snapshot:
+            return rendered
+        counters = counters if counters is not None else _RolloutCounters()
+        families = _Families()
+        _collect_rollout(families, snapshot, counters, now)
+        self.rendered += 1
+        by_family = {
+            metric.name: [_sample_line(s) for s in metric.samples]
+            for metric in families.all()
+            if metric.samples
+        }
+        depends_on_now = snapshot.state is not None and snapshot.state.in_rollout
+        rendered = _Rendered(snapshot, counters.version, now if depends_on_now else None, by_family,
+                             dict(counters.templates))  # fmt: skip
+        with self._lock:
+            self._rollouts[snapshot.key] = rendered
+        return rendered
+
+    def forget_others(self, keys: Iterable[RolloutKey]) -> None:
+        keep = set(keys)
+        with self._lock:
+            for key in [key for key in self._rollouts if key not in keep]:
+                del self._rollouts[key]
+
+    def request_lines(
+        self, counts: Mapping[tuple[str, str, str, str, str], int], name: str, labels: Sequence[str]
+    ) -> list[str]:
+        lines = []
+        with self._lock:
+            known = self._requests
+            fresh: dict[tuple[str, ...], tuple[int, str]] = {}
+            for values, count in sorted(counts.items()):
+                line = known.get(values)
+                if line is None or line[0] != count:
+                    text = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(labels, values, strict=True))
+                    line = (count, f"{name}{{{text}}} {_go_float(count)}")
+                fresh[values] = line
+                lines.append(line[1])
+            self._requests = fresh
+        return lines
 
 
 @dataclass(frozen=True, slots=True)
 class Capture:
-    rollouts: list[tuple[RolloutSnapshot, _RolloutCounters]]
+    # Each rollout's counters as copied for this scrape; None: unchanged since its lines were made.
+    rollouts: list[tuple[RolloutSnapshot, _RolloutCounters | None]]
     durations: _Durations
     requests: dict[tuple[str, str, str, str, str], int]
     now: float
@@ -421,9 +549,43 @@ _CAPTURES: ContextVar[dict[int, Capture]] = ContextVar("meshshift_metrics_captur
 
 async def render_off_loop(registry: CollectorRegistry, collectors: Iterable[RolloutMetrics]) -> bytes:
     """`render` in a worker thread, from captures taken now: a scrape of many rollouts
-    never holds up the controllers."""
-    _CAPTURES.set({id(c): c.capture() for c in collectors})
-    return await asyncio.to_thread(render, registry)
+    never holds up the controllers, and re-renders only the rollouts that changed."""
+    context = contextvars.copy_context()  # the captures are this render's only, not the caller's
+    context.run(_CAPTURES.set, {id(c): c.capture(reuse=True) for c in collectors})
+    return await asyncio.to_thread(context.run, render, registry)
+
+
+class _PreRendered(Metric):
+    """A collector's exposition, already in text (RolloutMetrics.render_lines)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("meshshift_prerendered", "", "untyped")
+        self.lines = lines
+
+
+def _collect_templates(
+    families: _Families, templates: Mapping[tuple[str, str], tuple[tuple[str, str], ...]]
+) -> None:
+    for (namespace, name), metrics in sorted(templates.items()):
+        families.template_info.add((namespace, name), 1)
+        for kind, metric in metrics:
+            families.template_metric_info.add((namespace, name, kind, metric), 1)
+
+
+def _header(family: Metric, sample_lines: Sequence[str]) -> list[str]:
+    """`# HELP` and `# TYPE`: a counter whose samples end in `_total` is typed by that name."""
+    type_name = family.name
+    if family.type == "counter" and any(line.startswith(family.name + "_total") for line in sample_lines):
+        type_name = family.name + "_total"
+    kind = {"unknown": "untyped", "info": "gauge", "stateset": "gauge"}.get(family.type, family.type)
+    help_text = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    return [f"# HELP {type_name} {help_text}", f"# TYPE {type_name} {kind}"]
+
+
+def _sample_line(sample: Any) -> str:
+    labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
+    body = f"{sample.name}{{{labels}}}" if labels else sample.name
+    return f"{body} {_go_float(sample.value)}"
 
 
 def _record_id(record: RevisionRecord) -> tuple[str, float, str]:
@@ -878,18 +1040,12 @@ def render(registry: CollectorRegistry) -> bytes:
     """
     lines: list[str] = []
     for family in registry.collect():
-        samples = [s for s in family.samples if not s.name.endswith("_created")]
-        type_name = family.name
-        if family.type == "counter" and any(s.name == family.name + "_total" for s in samples):
-            type_name = family.name + "_total"
-        kind = {"unknown": "untyped", "info": "gauge", "stateset": "gauge"}.get(family.type, family.type)
-        help_text = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        lines.append(f"# HELP {type_name} {help_text}")
-        lines.append(f"# TYPE {type_name} {kind}")
-        for sample in samples:
-            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
-            body = f"{sample.name}{{{labels}}}" if labels else sample.name
-            lines.append(f"{body} {_go_float(sample.value)}")
+        if isinstance(family, _PreRendered):
+            lines.extend(family.lines)
+            continue
+        samples = [_sample_line(s) for s in family.samples if not s.name.endswith("_created")]
+        lines.extend(_header(family, samples))
+        lines.extend(samples)
     return ("\n".join(lines) + "\n").encode()
 
 

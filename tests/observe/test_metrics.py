@@ -8,12 +8,19 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry
 
-from meshshift.observe.metrics import RolloutMetrics
+from meshshift.analysis.run import Measurement, record_measurement, start_run
+from meshshift.engine.actions import EventType, RecordEvent
+from meshshift.engine.state import RolloutPhase, RolloutState, Stage
+from meshshift.kube.resources import KubeRequests
+from meshshift.observe.metrics import RolloutMetrics, render, render_off_loop
 from meshshift.observe.server import serve
-from meshshift.runtime.controller import RolloutKey
+from meshshift.ports import AppliedRoutes, WorkloadStatus
+from meshshift.runtime.controller import RolloutKey, RolloutSnapshot
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.settings import DaemonSettings
+from meshshift.spec.model import AnalysisPhase, Metric, ProviderSpec
 from tests.support.inmemory import (
     PAUSING_SPEC,
     make_controller,
@@ -281,3 +288,55 @@ async def test_an_aborted_rollout_counts_a_rollback(
     assert only(found["meshshift_analysis_metric_value"], metric="success-rate") == [0.42]
     metric_phases = {labels["phase"]: value for labels, value in found["analysis_run_metric_phase"]}
     assert metric_phases["Failed"] == 1 and sum(metric_phases.values()) == 1
+
+
+def synthetic_snapshot(index: int, *, weight: int = 50, in_rollout: bool = False) -> RolloutSnapshot:
+    """A rollout with an analysis run of one metric: idle (Healthy) or paused in a rollout."""
+    metric = Metric("success-rate", ProviderSpec("prometheus", {"query": "x"}), interval=60.0, count=3)
+    run = start_run("v2-1-background", (metric,), args={}, now=0.0)
+    run = record_measurement(run, metric.name, Measurement(AnalysisPhase.SUCCESSFUL, 1, 2, [0.99], "", "q"))
+    phase, stage = (RolloutPhase.PAUSED, Stage.STEPPING) if in_rollout else (RolloutPhase.HEALTHY, Stage.IDLE)
+    state = RolloutState("v1", phase, stage, "v2", 1, 1, desired_weight=weight, rollout_started_at=0.0)
+    workloads = WorkloadStatus(
+        "v2", "v1", True, True, {"stable": ("a:1",), "canary": ("a:2",)}, {"desired": 3}
+    )
+    return RolloutSnapshot(
+        RolloutKey("ns", f"app{index}"), PAUSING_SPEC, None, state, {run.name: run}, workloads,
+        {"istio": AppliedRoutes(weight)}, ("istio",), 0.0, None, 0.01,
+    )  # fmt: skip
+
+
+async def test_a_scrape_renders_only_the_rollouts_that_changed_and_shows_what_a_full_render_shows() -> None:
+    registry = RolloutRegistry()
+    requests = KubeRequests()
+    collectors = CollectorRegistry(auto_describe=False)
+    metrics = RolloutMetrics(registry, kube_requests=requests, clock=lambda: 100.0)
+    collectors.register(metrics)
+    for index in range(50):
+        registry.publish(synthetic_snapshot(index))
+        requests.record(("configmaps", "ns", f"app{index}-meshshift-state", "Patch", "200"))
+
+    def full() -> bytes:  # what a collector that keeps nothing renders
+        fresh = CollectorRegistry(auto_describe=False)
+        fresh.register(metrics)  # its collect() outside a scrape renders everything anew
+        return render(fresh)
+
+    first = await render_off_loop(collectors, [metrics])
+    assert first == full()
+    assert metrics._lines.rendered == 50
+    registry.publish(synthetic_snapshot(7, weight=20))  # one rollout moved
+    metrics.count_event(RolloutKey("ns", "app9"), RecordEvent(EventType.NORMAL, "RolloutPaused", "x"))
+    requests.record(("configmaps", "ns", "app3-meshshift-state", "Patch", "200"))  # a request counted
+    second = await render_off_loop(collectors, [metrics])
+    assert metrics._lines.rendered == 52  # app7 and app9 again, nobody else
+    assert second == full() and second != first
+    assert (
+        'controller_clientset_k8s_request_total{kind="configmaps",namespace="ns",name="app3-meshshift-state",'
+        'verb="Patch",status_code="200"} 2' in second.decode()
+    )
+    registry.publish(synthetic_snapshot(11, in_rollout=True))  # its duration so far: at every scrape
+    await render_off_loop(collectors, [metrics])
+    await render_off_loop(collectors, [metrics])
+    assert metrics._lines.rendered == 54
+    registry.remove(RolloutKey("ns", "app0"))
+    assert b'name="app0"' not in await render_off_loop(collectors, [metrics])
