@@ -61,6 +61,9 @@ class DaemonSettings:
     # Sharding: rollouts hashed onto this many shards, each guarded by its own Lease
     # (`meshshift-shard-<k>`); replicas share them. 1: one leader runs every rollout.
     shards: int = 1
+    # Client-side rate limiting of API requests, as Argo Rollouts' --qps / --burst (0: none).
+    qps: float = 40.0
+    burst: int = 80
     identity: str | None = None  # default: hostname
     # Analysis.
     prometheus_address: str | None = None
@@ -84,11 +87,26 @@ class DaemonSettings:
             env["allowed_hosts"] = tuple(h.strip() for h in hosts.split(",") if h.strip())
         if (listen := _env("LISTEN")) is not None:
             env["listen"] = listen
+        for variable, key, minimum in (("QPS", "qps", 0), ("BURST", "burst", 1), ("SHARDS", "shards", 1)):
+            if (text := _env(variable)) is not None:
+                env[key] = bounded_number(f"MESHSHIFT_{variable}", text, minimum, integer=key != "qps")
         if (log_format := _env("LOG_FORMAT")) is not None:
             env["log_format"] = log_format
         values = {k: v for k, v in env.items() if v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def bounded_number(name: str, text: str, minimum: float, *, integer: bool) -> float:
+    """A number of at least `minimum` (an integer if asked); ValueError naming `name` otherwise."""
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name}: {text!r} is not {kind}") from None
+    if not value >= minimum:  # also refuses NaN
+        raise ValueError(f"{name}: {text} is below {minimum}")
+    return value
 
 
 def split_host_port(address: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:

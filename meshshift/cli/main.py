@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from meshshift import __version__
 from meshshift.logs import configure_logging
-from meshshift.settings import DaemonSettings, NotificationSettings, split_host_port
+from meshshift.settings import DaemonSettings, NotificationSettings, bounded_number, split_host_port
 
 # The meshes of the builtin templates (meshshift.analysis.providers.builtin.MESHES, which this file
 # does not import so that `meshshift lint` starts fast; tests/test_backtest.py checks they agree).
@@ -51,6 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="elect a leader through a Lease (default: on)",
+    )
+    run.add_argument(
+        "--shards",
+        type=_at_least(1, integer=True, name="--shards"),
+        metavar="K",
+        help="hash rollouts onto K shards, each guarded by its own Lease meshshift-shard-<k>; "
+        "replicas share them (default 1: one leader runs all; or MESHSHIFT_SHARDS)",
+    )
+    run.add_argument(
+        "--qps",
+        type=_at_least(0, integer=False, name="--qps"),
+        help="client-side limit of API requests per second, as Argo Rollouts' (default 40; 0: none)",
+    )
+    run.add_argument(
+        "--burst", type=_at_least(1, integer=True, name="--burst"), help="burst above --qps (default 80)"
     )
     run.add_argument(
         "--prometheus-address", metavar="URL", help="default Prometheus for templates without one"
@@ -216,6 +231,16 @@ def notification_settings(args: argparse.Namespace) -> NotificationSettings:
     )
 
 
+def _at_least(minimum: float, *, integer: bool, name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            return bounded_number(name, text, minimum, integer=integer)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
 def _add_target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--namespace", default=None)
     parser.add_argument("--kubeconfig", metavar="PATH")
@@ -238,6 +263,9 @@ def daemon_settings(args: argparse.Namespace) -> DaemonSettings:
         if args.allowed_hosts
         else None,
         leader_elect=args.leader_elect,
+        shards=args.shards,
+        qps=args.qps,
+        burst=args.burst,
         prometheus_address=args.prometheus_address,
         notifications=notifications,
         log_format=args.log_format,

@@ -31,6 +31,8 @@ import structlog
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from meshshift.kube.ratelimit import FairRateLimiter
+
 log = structlog.get_logger(__name__)
 
 JsonObject = dict[str, Any]
@@ -294,6 +296,7 @@ class KubeApi:
         retry_delay: float = 0.2,
         requests: KubeRequests | None = None,
         write_guard: WriteGuard | None = None,
+        limiter: FairRateLimiter | None = None,
     ) -> None:
         self.client = client
         self.request_timeout = request_timeout
@@ -302,6 +305,7 @@ class KubeApi:
         self.requests = requests if requests is not None else KubeRequests()
         # Leader election or sharding: a write is only sent while the Lease covering it is held.
         self.write_guard = write_guard
+        self.limiter = limiter  # client-side QPS and burst, fair between rollouts
 
     # --- reads --------------------------------------------------------------------
 
@@ -420,6 +424,8 @@ class KubeApi:
             sock_read=read_timeout if read_timeout is not None else timeout_seconds + 30,
         )
         path = rt.path(namespace)
+        if self.limiter is not None:
+            await self.limiter.acquire(_REQUEST_OWNER.get())
         try:
             response = await self.client.call_api(
                 path,
@@ -480,6 +486,8 @@ class KubeApi:
     ) -> JsonObject:
         status = 0  # no answer
         result: Any = None
+        if self.limiter is not None:
+            await self.limiter.acquire(_REQUEST_OWNER.get())
         try:
             answer = await self.client.call_api(
                 path,

@@ -29,8 +29,18 @@ from typing import Any
 
 import structlog
 
-from meshshift.kube.resources import DEPLOYMENTS, SERVICES, JsonObject, KubeApi, owner_reference
-from meshshift.kube.rmw import comparable, read_modify_write
+from meshshift.kube.patches import with_resource_version
+from meshshift.kube.resources import (
+    DEPLOYMENTS,
+    SERVICES,
+    JsonObject,
+    KubeApi,
+    KubeApiError,
+    ResourceType,
+    owner_reference,
+    resource_version,
+)
+from meshshift.kube.rmw import KnownObjects, comparable, read_modify_write
 from meshshift.ports import WorkloadStatus
 from meshshift.spec.model import CanaryScale, RolloutSpec
 
@@ -165,8 +175,45 @@ def container_ports(template: Mapping[str, Any]) -> list[dict[str, Any]]:
     return ports
 
 
+DeploymentLookup = Callable[[str], JsonObject | None]  # a Deployment of the namespace by name, or None
+
+
+class InformedDeployments(KnownObjects):
+    """Deployments as the informer's cache has them, or as this daemon last wrote them.
+
+    A write's answer is newer than the cache until the watch delivers it: the object written
+    is used while the cache still shows the version it showed when the write went out. (Writes
+    carry the resourceVersion they start from, so nobody wrote in between: the next version the
+    watch brings is that write, or one after it.)
+    """
+
+    def __init__(self, lookup: DeploymentLookup) -> None:
+        super().__init__()
+        self.lookup = lookup
+        self._cache_version: dict[str, str | None] = {}  # name -> the cache's version at our write
+
+    def get(self, rt: ResourceType, name: str, namespace: str | None) -> JsonObject | None:
+        cached = self.lookup(name)
+        mine = super().get(rt, name, namespace)
+        if mine is not None and resource_version(cached) == self._cache_version.get(name):
+            return mine
+        return cached
+
+    def put(self, rt: ResourceType, name: str, namespace: str | None, obj: JsonObject | None) -> None:
+        super().put(rt, name, namespace, obj)
+        if obj is None:
+            self._cache_version.pop(name, None)
+        else:
+            self._cache_version[name] = resource_version(self.lookup(name))
+
+
 class KubeWorkloads:
-    """One annotated Deployment and everything meshshift keeps beside it."""
+    """One annotated Deployment and everything meshshift keeps beside it.
+
+    With `deployments` (the informer's cache), the Deployments are read from it, not from the
+    API server; the Services meshshift keeps are read once, then known from its own writes (a
+    409 or a 404 reads them again).
+    """
 
     def __init__(
         self,
@@ -176,8 +223,12 @@ class KubeWorkloads:
         deployment: str,
         service: str,
         before_write: Callable[[], Awaitable[None]] | None = None,
+        deployments: DeploymentLookup | None = None,
     ) -> None:
         self.api = api
+        self.known_deployments = InformedDeployments(deployments) if deployments is not None else None
+        self.known_services = KnownObjects()
+        self._revision: tuple[str | None, str] | None = None  # (canary's resourceVersion, revision)
         # The routers stage their edits; the engine orders traffic changes before the
         # workload changes that depend on them (route away, then scale down), so staged
         # traffic edits are written before any workload write.
@@ -202,9 +253,14 @@ class KubeWorkloads:
     async def observe(self) -> WorkloadStatus:
         canary = await self._canary()
         template = (canary.get("spec") or {}).get("template") or {}
-        revision = template_revision(template)
+        version = resource_version(canary)
+        if self._revision is not None and version is not None and self._revision[0] == version:
+            revision = self._revision[1]
+        else:
+            revision = template_revision(template)
+            self._revision = (version, revision)
         self._remember(revision, template)
-        primary = await self.api.get(DEPLOYMENTS, self.primary, self.namespace)
+        primary = await self._deployment(self.primary)
         stable_revision = None
         if primary is not None:
             labels = ((primary.get("spec") or {}).get("template") or {}).get("metadata", {}).get(
@@ -236,7 +292,9 @@ class KubeWorkloads:
         def build(current: JsonObject | None) -> JsonObject:
             return self._desired_primary(canary, copy.deepcopy(template), revision, current)
 
-        _, written = await read_modify_write(self.api, DEPLOYMENTS, self.primary, self.namespace, build)
+        _, written = await read_modify_write(
+            self.api, DEPLOYMENTS, self.primary, self.namespace, build, known=self.known_deployments
+        )
         if written:
             self.log.info("primary updated", revision=revision)
         await self._ensure_services(canary)
@@ -244,7 +302,7 @@ class KubeWorkloads:
     async def scale_canary(self, scale: CanaryScale, traffic_weight: int) -> None:
         await self._flush_traffic()
         canary = await self._canary()
-        primary = await self.api.get(DEPLOYMENTS, self.primary, self.namespace)
+        primary = await self._deployment(self.primary)
         base = spec_replicas(primary) if primary is not None else max(1, spec_replicas(canary))
         replicas = scale.replicas_for(base, traffic_weight)
         if replicas == 0:
@@ -260,10 +318,27 @@ class KubeWorkloads:
         else:
             await self._point_preview(canary, at_canary=True)
         if spec_replicas(canary) != replicas:
-            await self.api.merge_patch(
-                DEPLOYMENTS, self.name, {"spec": {"replicas": replicas}}, self.namespace, subresource="scale"
-            )
+            await self._scale(canary, replicas)
             self.log.info("canary scaled", replicas=replicas)
+
+    async def _scale(self, canary: JsonObject, replicas: int) -> None:
+        """Scale the user's Deployment, from the version read (a 409: read it again, once)."""
+        for attempt in range(2):
+            patch = with_resource_version({"spec": {"replicas": replicas}}, resource_version(canary))
+            try:
+                await self.api.merge_patch(DEPLOYMENTS, self.name, patch, self.namespace, subresource="scale")
+                return
+            except KubeApiError as error:
+                if not error.conflict or attempt:
+                    raise
+            fresh = await self.api.get(DEPLOYMENTS, self.name, self.namespace)
+            if fresh is None:
+                raise WorkloadError(f"Deployment {self.namespace}/{self.name} is gone")
+            if self.known_deployments is not None:
+                self.known_deployments.put(DEPLOYMENTS, self.name, self.namespace, fresh)
+            if spec_replicas(fresh) == replicas:
+                return
+            canary = fresh
 
     async def _flush_traffic(self) -> None:
         if self.before_write is not None:
@@ -271,8 +346,13 @@ class KubeWorkloads:
 
     # --- the primary -------------------------------------------------------------------
 
+    async def _deployment(self, name: str) -> JsonObject | None:
+        if self.known_deployments is not None:
+            return self.known_deployments.get(DEPLOYMENTS, name, self.namespace)
+        return await self.api.get(DEPLOYMENTS, name, self.namespace)
+
     async def _canary(self) -> JsonObject:
-        canary = await self.api.get(DEPLOYMENTS, self.name, self.namespace)
+        canary = await self._deployment(self.name)
         if canary is None:
             raise WorkloadError(f"Deployment {self.namespace}/{self.name} is gone")
         return canary
@@ -342,7 +422,10 @@ class KubeWorkloads:
         self, canary: Mapping[str, Any]
     ) -> tuple[JsonObject | None, list[dict[str, Any]]]:
         """(the apex Service or None, the ports of meshshift's Services: the apex's, else the pods')."""
-        apex = await self.api.get(SERVICES, self.service, self.namespace)
+        apex = self.known_services.get(SERVICES, self.service, self.namespace)
+        if apex is None:
+            apex = await self.api.get(SERVICES, self.service, self.namespace)
+            self.known_services.put(SERVICES, self.service, self.namespace, apex)
         if apex is not None:
             return apex, service_ports_from(apex)
         return None, container_ports((canary.get("spec") or {}).get("template") or {})
@@ -384,7 +467,9 @@ class KubeWorkloads:
             spec["ports"] = _merge_ports(spec.get("ports") or [], ports)
             return current
 
-        _, written = await read_modify_write(self.api, SERVICES, name, self.namespace, build)
+        _, written = await read_modify_write(
+            self.api, SERVICES, name, self.namespace, build, known=self.known_services
+        )
         if written:
             self.log.info("service written", service=name)
 
@@ -404,7 +489,9 @@ class KubeWorkloads:
             spec["selector"] = wanted
             return current
 
-        _, written = await read_modify_write(self.api, SERVICES, self.service, self.namespace, build)
+        _, written = await read_modify_write(
+            self.api, SERVICES, self.service, self.namespace, build, known=self.known_services
+        )
         if written:
             self.log.info("apex service now selects the primary", service=self.service)
 
@@ -445,7 +532,9 @@ class KubeWorkloads:
             spec["selector"] = wanted
             return current
 
-        _, written = await read_modify_write(self.api, SERVICES, name, self.namespace, build)
+        _, written = await read_modify_write(
+            self.api, SERVICES, name, self.namespace, build, known=self.known_services
+        )
         if written:
             self.log.info("preview service re-pointed", service=name, at="canary" if at_canary else "primary")
 

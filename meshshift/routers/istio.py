@@ -25,6 +25,11 @@ batch of routing actions), and before any workload change (the operator wires
 go, in the order the engine asks. A resync after a restart, which re-asserts the whole
 routing state, therefore writes nothing when nothing changed. On 409 the object is read
 again and the staged edits are applied again.
+
+The VirtualService is read once; after that each write starts from the answer of the one
+before (its resourceVersion makes that safe: anyone else's write meets a 409 and a fresh
+read), and that answer, the object as the server stored it, is what `read_back` reports.
+One request per step: the write.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import structlog
 
 from meshshift.engine.state import HeaderRoute, MirrorRoute
 from meshshift.kube.resources import JsonObject, KubeApi, ResourceType, owner_reference, virtual_services
-from meshshift.kube.rmw import read_modify_write
+from meshshift.kube.rmw import KnownObjects, read_modify_write
 from meshshift.ports import AppliedRoutes
 from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
 
@@ -376,6 +381,7 @@ class IstioRouter:
         self.rt: ResourceType = virtual_services(api_version)
         self.hosts = Hosts(f"{service}-primary", f"{service}-canary", namespace)
         self.writes = 0
+        self.known = KnownObjects()  # the VirtualService as last read or written
         self._staged: list[Edit] = []
         self._desired_weight: int | None = None
         self.log = log.bind(virtual_service=f"{namespace}/{virtual_service}")
@@ -412,9 +418,12 @@ class IstioRouter:
             await self.set_mirror_route(mirror.name, mirror.match, mirror.percentage)
 
     async def read_back(self) -> AppliedRoutes:
-        """Write what is staged, then read the VirtualService back and report what it holds."""
+        """Write what is staged, then report what the VirtualService holds (as the write stored it)."""
         await self.commit()
-        current = await self.api.get(self.rt, self.virtual_service, self.namespace)
+        current = self.known.get(self.rt, self.virtual_service, self.namespace)
+        if current is None:
+            current = await self.api.get(self.rt, self.virtual_service, self.namespace)
+            self.known.put(self.rt, self.virtual_service, self.namespace, current)
         if current is None:
             return AppliedRoutes(canary_weight=None)
         edit = VirtualServiceEdit(copy.deepcopy(current), self.hosts, self.route_names)
@@ -439,7 +448,13 @@ class IstioRouter:
                 apply(edit)
             return edit.result()
 
-        _, written = await read_modify_write(self.api, self.rt, self.virtual_service, self.namespace, build)
+        try:
+            _, written = await read_modify_write(
+                self.api, self.rt, self.virtual_service, self.namespace, build, known=self.known
+            )
+        except Exception:
+            self.known.clear()  # a failed write: read afresh next time
+            raise
         if written:
             self.writes += 1
             self.log.info("virtual service written", canary_weight=self._desired_weight)

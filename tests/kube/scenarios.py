@@ -1378,8 +1378,8 @@ async def injected_faults(env: KubeEnv) -> None:
                     lambda o: vs_split(o.get("VirtualService", APP) or {})[0] == 20, what="weight 20"
                 )
                 # The next traffic write fails beyond the client's retries: the controller
-                # backs off and re-asserts everything.
-                view, n = daemon_calls(km, "get", kmock.resource(VS_RESOURCE))
+                # backs off and re-asserts everything (reading the VirtualService afresh).
+                view, n = daemon_calls(km, "patch", kmock.resource(VS_RESOURCE))
                 view[n : n + 6] << 500 << status(500, "InternalError", "down")
                 await wait_state(w, "the pause", phase="Paused", stepIndex=PAUSED_AT)
                 # The Deployment watch expires (410) mid-stream, and once more at reconnect,
