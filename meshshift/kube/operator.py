@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -41,6 +42,7 @@ from meshshift.kube.election import ElectionThread
 from meshshift.kube.events import KubeEventSink, invalid_spec_event
 from meshshift.kube.informer import DELETED, READ_GRACE, WATCH_TIMEOUT, Informer
 from meshshift.kube.leader import LeaseTimings
+from meshshift.kube.ratelimit import FairRateLimiter
 from meshshift.kube.resources import (
     DEPLOYMENTS,
     JsonObject,
@@ -234,6 +236,16 @@ class Operator:
         """Whether this daemon runs rollouts: it holds the leader's Lease (or some shard)."""
         return bool(self.held)
 
+    def _limiter(self) -> FairRateLimiter | None:
+        if self.settings.qps <= 0:
+            return None
+        return FairRateLimiter(self.settings.qps, self.settings.burst)
+
+    def _cached_deployment(self, namespace: str, name: str) -> JsonObject | None:
+        """A Deployment as the informer last saw it (the rollouts read them from there)."""
+        informer = self.informer
+        return informer.cache.get((namespace, name)) if informer is not None else None
+
     def shard(self, key: RolloutKey) -> int:
         return shard_of(key.namespace, key.name, self.shards)
 
@@ -270,6 +282,7 @@ class Operator:
                 request_timeout=self.options.request_timeout,
                 requests=self.kube_requests,
                 write_guard=self._may_write if self.settings.leader_elect else None,
+                limiter=self._limiter(),
             )
             self._secrets = KubeSecretReader(self.api, own_namespace=self._own_namespace())
             self._providers = self.options.providers or default_providers(
@@ -301,6 +314,7 @@ class Operator:
                     on_change=self._on_lease,
                     requests=self.kube_requests,
                     request_timeout=self.options.request_timeout,
+                    on_surplus=self._on_surplus,
                 )
                 await self.election.start()
             try:
@@ -347,6 +361,23 @@ class Operator:
         self.log.info("shard lease changed", lease=lease, leading=leading, shards=sorted(self.held))
         self._dirty.update(key for key in (*self.watched, *self.running) if self.shard(key) == shard)
         self._changed.set()
+
+    def _on_surplus(self, lease: str) -> None:
+        """The election thread asks for a shard back (a replica joined): stop its rollouts, then release."""
+        shard = self.lease_names.index(lease)
+        self.held.discard(shard)
+        self._giving_up.add(shard)
+        self.log.info("giving a shard back", lease=lease, shards=sorted(self.held))
+        self._dirty.update(key for key in (*self.watched, *self.running) if self.shard(key) == shard)
+        self._changed.set()
+
+    async def _release_given_up(self) -> None:
+        for shard in sorted(self._giving_up):
+            if any(self.shard(key) == shard for key in self.running):
+                continue
+            self._giving_up.discard(shard)
+            if self.election is not None:
+                await self.election.release(self.lease_names[shard])
 
     def _on_deployment(self, kind: str, manifest: JsonObject) -> None:
         namespace, name = object_key(manifest)
@@ -415,6 +446,7 @@ class Operator:
                         await self._let_go(key)
                 except Exception:
                     self.log.exception("cannot sync rollout", rollout=str(key))
+            await self._release_given_up()
 
     async def _let_go(self, key: RolloutKey) -> None:
         """Another replica runs this rollout (or nobody does, for now): show and drive nothing."""
@@ -510,6 +542,7 @@ class Operator:
             deployment=key.name,
             service=target.service,
             before_write=write_staged_traffic,
+            deployments=functools.partial(self._cached_deployment, key.namespace),
         )
         workloads.follow(spec)
         controller = RolloutController(

@@ -493,8 +493,13 @@ async def world(env: KubeEnv) -> AsyncIterator[World]:
 
 
 @contextlib.asynccontextmanager
-async def daemon_process(env: KubeEnv, identity: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`run_operator` in a child process (tests/kube/daemon_process.py); killed at the end if alive."""
+async def daemon_process(
+    env: KubeEnv, identity: str, *settings: str, log: Path | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`run_operator` in a child process (tests/kube/daemon_process.py); killed at the end if alive.
+
+    `settings` are SETTING=VALUE overrides (`shards=6`); `log` gets the daemon's output."""
+    output = log.open("w") if log is not None else None
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -502,9 +507,10 @@ async def daemon_process(env: KubeEnv, identity: str) -> AsyncIterator[asyncio.s
         str(env.kubeconfig),
         env.namespace,
         identity,
+        *settings,
         cwd=str(REPO_ROOT),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stdout=output or asyncio.subprocess.DEVNULL,
+        stderr=output or asyncio.subprocess.DEVNULL,
     )
     try:
         yield process
@@ -512,6 +518,8 @@ async def daemon_process(env: KubeEnv, identity: str) -> AsyncIterator[asyncio.s
         if process.returncode is None:
             process.kill()
             await process.wait()
+        if output is not None:
+            output.close()
 
 
 def lease_holder(observer: Observer, name: str = "meshshift-leader") -> str | None:

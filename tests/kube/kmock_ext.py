@@ -15,6 +15,10 @@ provider requires. It uses kmock privates: its URL parser (patched for Namespace
 internals (`_source`, `criteria`, `Root._requests`, `Request.id`) for a membership test that
 does not walk the whole request history (see `_view_contains`).
 
+`write_audit = []` records every write a meshshift daemon sends (but to Leases), with the Lease
+holders at the moment the emulator handles it: (identity, plural, namespace, name, {Lease name:
+(holder, renewTime, leaseDurationSeconds)}, time), for tests that check who wrote when.
+
 `hang_watches = True` makes every watch hang as a stuck API server or proxy would: the
 headers are sent, then nothing, whatever timeoutSeconds says, until it is set back.
 """
@@ -26,6 +30,7 @@ import math
 import random
 import re
 import string
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -198,6 +203,7 @@ class K8sEmulator(kmock.KubernetesEmulator):
         self.hang_watches = False
         self.validators: dict[tuple[str, str, str], Validator] = {}  # (group, version, plural)
         self.bookmark_interval = 5.0  # seconds of quiet between BOOKMARKs (the API server: about 60)
+        self.write_audit: list[tuple[str, str, str, str, dict[str, tuple[Any, ...]], float]] | None = None
         self.fallback[kmock.method.PUT] << self._serve_put
 
     @staticmethod
@@ -251,8 +257,24 @@ class K8sEmulator(kmock.KubernetesEmulator):
                 return True
         return False
 
+    def _audit_write(self, r: Any) -> None:
+        agent = str(r.headers.get("User-Agent", ""))
+        if self.write_audit is None or not agent.startswith("meshshift/") or r.resource.plural == "leases":
+            return
+        name = r.name or str(((r.data if isinstance(r.data, dict) else {}).get("metadata") or {}).get("name"))
+        holders = {
+            key[2]: (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseDurationSeconds"))
+            for key, obj in self._objects.items()
+            if key[0].plural == "leases" and not obj.deleted
+            for spec in [obj.raw.get("spec") or {}]
+        }
+        identity = agent.partition("(")[2].rstrip(")")
+        self.write_audit.append((identity, r.resource.plural, r.namespace or "", name, holders, time.time()))
+
     async def _handle(self, request: Any) -> Any:
         r = request
+        if r.resource is not None and r.method.value in ("POST", "PUT", "PATCH", "DELETE"):
+            self._audit_write(r)
         if r.resource is not None:
             if r.method == "GET" and str(r.params.get("watch", "")).lower() in ("true", "1"):
                 object.__setattr__(r, "action", kmock.action.WATCH)  # watch=True -> WATCH

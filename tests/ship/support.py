@@ -130,31 +130,40 @@ def installed() -> list[Document]:
 
 
 SERVICEMONITOR_COMPONENT = MANIFESTS / "components" / "servicemonitor"
+SHARDING_COMPONENT = MANIFESTS / "components" / "sharding"
 
 
 @functools.cache
-def render_with_servicemonitor() -> tuple[Document, ...]:
-    """The install with the ServiceMonitor component, through a kustomization of one's own,
-    as the README shows it (`resources: [manifests]`, `components: [.../servicemonitor]`)."""
+def render_with_component(component: Path) -> tuple[Document, ...]:
+    """The install with one component, through a kustomization of one's own, as the README
+    shows it (`resources: [manifests]`, `components: [.../<component>]`)."""
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
         kustomization = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
             "resources": [os.path.relpath(MANIFESTS, root)],
-            "components": [os.path.relpath(SERVICEMONITOR_COMPONENT, root)],
+            "components": [os.path.relpath(component, root)],
         }
         (root / "kustomization.yaml").write_text(yaml.safe_dump(kustomization), encoding="utf-8")
         result = subprocess.run(
             [kubectl(), "kustomize", str(root)], capture_output=True, text=True, timeout=120, check=False
         )
     if result.returncode != 0:
-        pytest.fail(f"kubectl kustomize with the servicemonitor component failed:\n{result.stderr}")
+        pytest.fail(f"kubectl kustomize with the {component.name} component failed:\n{result.stderr}")
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc is not None)
+
+
+def render_with_servicemonitor() -> tuple[Document, ...]:
+    return render_with_component(SERVICEMONITOR_COMPONENT)
 
 
 def installed_with_servicemonitor() -> list[Document]:
     return copy.deepcopy(list(render_with_servicemonitor()))
+
+
+def installed_with_sharding() -> list[Document]:
+    return copy.deepcopy(list(render_with_component(SHARDING_COMPONENT)))
 
 
 def scrape_job(docs: list[Document]) -> str:

@@ -17,6 +17,11 @@ daemon's own namespace is the one it is told to watch (tests/kube/harness.py giv
 both `namespace` and `lease_namespace`), so a Role rule allows a daemon's request when
 it goes to a namespace whose Deployments that daemon lists.
 
+The sharding scenario (tests/kube/sharding_scenarios.py: two replicas, `--shards 6`) runs as
+well; its calls are checked against the install with the sharding component
+(manifests/components/sharding), whose Role grants the shard Leases and the membership Lease
+instead of the leader's: each of those rules must be used too, and nothing beyond them.
+
 The fault-injection scenario (KMOCK_ONLY) is left out: its retries repeat the calls the
 others make, and it would add a quarter to this test's time.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +41,10 @@ import pytest_asyncio
 from meshshift.kube.access import API_ACCESS
 from tests.kube.blue_green_scenarios import BLUE_GREEN_SCENARIOS
 from tests.kube.conftest import NAMESPACE
+from tests.kube.harness import KubeEnv
 from tests.kube.router_scenarios import ROUTER_SCENARIOS
 from tests.kube.scenarios import SCENARIOS, requests_of
+from tests.kube.sharding_scenarios import SHARDING_SCENARIOS
 from tests.kube.test_api_access import rbac
 from tests.ship.support import (
     DAEMON_NAMESPACE,
@@ -44,6 +52,7 @@ from tests.ship.support import (
     emulated_cluster,
     find,
     installed,
+    installed_with_sharding,
     invalid_documents,
 )
 
@@ -152,7 +161,13 @@ async def replay(tmp_path_factory: pytest.TempPathFactory) -> Replay:
     started = time.monotonic()
     calls: dict[str, set[Call]] = {}
     created: dict[str, list[Document]] = {}
-    for name, scenario in {**SCENARIOS, **ROUTER_SCENARIOS, **BLUE_GREEN_SCENARIOS}.items():
+    every: dict[str, Callable[[KubeEnv], Awaitable[object]]] = {
+        **SCENARIOS,
+        **ROUTER_SCENARIOS,
+        **BLUE_GREEN_SCENARIOS,
+        **SHARDING_SCENARIOS,
+    }
+    for name, scenario in every.items():
         directory: Path = tmp_path_factory.mktemp(name)
         async with emulated_cluster(directory, NAMESPACE) as env:
             await scenario(env)
@@ -168,22 +183,39 @@ def test_the_replay_covers_every_scenario(replay: Replay) -> None:
     print(f"\n{len(replay.calls)} scenarios replayed in {replay.seconds:.1f}s")
 
 
+def install_of(scenario: str) -> list[Grant]:
+    """What the daemons of a scenario run with: the install, or the install with sharding."""
+    return grants(installed_with_sharding() if scenario in SHARDING_SCENARIOS else installed())
+
+
 def test_every_call_the_daemon_makes_is_allowed(replay: Replay) -> None:
-    granted = grants(installed())
     denied = []
     for scenario, calls in replay.calls.items():
+        granted = install_of(scenario)
         owns = own_namespaces(calls)
         denied += [f"{scenario}: {call}" for call in sorted(calls) if not allowed(call, granted, owns)]
     assert denied == []
 
 
+def unused(granted: list[Grant], replay: Replay, scenarios: set[str]) -> list[str]:
+    used: set[Grant] = set()
+    for scenario, calls in replay.calls.items():
+        if scenario in scenarios:
+            owns = own_namespaces(calls)
+            used.update(g for g in granted for c in calls if g.allows(c, owns.get(c.daemon, frozenset())))
+    return [str(g) for g in granted if g not in used]
+
+
+def test_every_rule_of_the_sharding_component_was_used(replay: Replay) -> None:
+    """Its Lease rules by the sharded daemons; the rest, shared with the install, by any."""
+    assert unused(grants(installed_with_sharding()), replay, set(replay.calls)) == []
+    leases = [g for g in grants(installed_with_sharding()) if g.resource == "leases" and g.name]
+    assert unused(leases, replay, set(SHARDING_SCENARIOS)) == []
+
+
 def test_every_rule_was_used(replay: Replay) -> None:
     granted = grants(installed())
-    used: set[Grant] = set()
-    for calls in replay.calls.values():
-        owns = own_namespaces(calls)
-        used.update(g for g in granted for c in calls if g.allows(c, owns.get(c.daemon, frozenset())))
-    assert [str(g) for g in granted if g not in used] == []
+    assert unused(granted, replay, set(replay.calls) - set(SHARDING_SCENARIOS)) == []
     # The evidence: what was observed, against what is granted.
     observed = collections.Counter(
         (c.group or "core", c.resource, c.verb) for calls in replay.calls.values() for c in calls
@@ -224,6 +256,15 @@ def test_no_rule_uses_a_wildcard_and_leases_stay_in_the_daemons_namespace() -> N
         ("create", None),
         ("get", "meshshift-leader"),
         ("patch", "meshshift-leader"),
+    }
+    sharded = [g for g in grants(installed_with_sharding()) if g.resource == "leases"]
+    assert sharded and all(g.namespace == DAEMON_NAMESPACE for g in sharded)
+    shards = [f"meshshift-shard-{k}" for k in range(6)]
+    assert {(g.verb, g.name) for g in sharded} == {
+        ("create", None),
+        *(("get", name) for name in shards),
+        *(("patch", name) for name in shards),
+        ("patch", "meshshift-members"),
     }
 
 
