@@ -878,3 +878,56 @@ def test_manual_pause_time_survives_a_restart() -> None:
     world.command(CommandKind.PROMOTE)
     world.settle()
     assert world.current.history[-1].manual_pause_seconds == 100
+
+
+# --- pause (meshshift pause: Argo's spec.paused) --------------------------------------------
+
+
+def test_pause_holds_the_steps_until_promote_resumes_them() -> None:
+    world = World(spec_of(SetWeight(10), SetWeight(30), StepAnalysis(ANALYSIS), SetWeight(60)), verdict=None)
+    start(world)  # 10 -> 30 -> the analysis (left running)
+    assert world.weight == 30
+    decision = world.command(CommandKind.PAUSE)
+    assert decision.outcomes[0].applied, decision.outcomes[0].message
+    assert world.phase() == RolloutPhase.PAUSED
+    assert world.current.pause_reason == PauseReason.USER
+    assert world.current.message == "step 3/4: manually paused; promote resumes"
+    world.verdicts[world.started[0].run_name] = AnalysisPhase.SUCCESSFUL
+    for _ in range(3):
+        world.tick(advance=3600)  # the analysis succeeds, yet nothing advances, and no deadline aborts
+    assert world.weight == 30 and world.phase() == RolloutPhase.PAUSED
+    again = world.command(CommandKind.PAUSE)
+    assert not again.outcomes[0].applied and "already paused" in again.outcomes[0].message
+    resumed = world.command(CommandKind.PROMOTE)
+    assert resumed.outcomes[0].message == "resumed at step 3/4"
+    world.settle()
+    assert world.weights == [10, 30, 60, 0] and world.promotions == ["v2"]
+    assert "RolloutResumed" in world.event_reasons()
+
+
+def test_a_failed_analysis_still_aborts_a_paused_rollout() -> None:
+    world = World(spec_of(SetWeight(10), StepAnalysis(ANALYSIS), SetWeight(60)), verdict=None)
+    start(world)
+    world.command(CommandKind.PAUSE)
+    world.verdicts[world.started[0].run_name] = AnalysisPhase.FAILED
+    world.tick()
+    assert world.phase() == RolloutPhase.DEGRADED and world.weight == 0
+
+
+def test_a_paused_timed_pause_goes_on_where_it_was_once_resumed() -> None:
+    world = World(spec_of(SetWeight(10), Pause(60), SetWeight(50)))
+    start(world)
+    world.tick(advance=10)
+    assert world.command(CommandKind.PAUSE).outcomes[0].applied
+    world.tick(advance=600)  # past the pause's end: held
+    assert world.weight == 10
+    world.command(CommandKind.PROMOTE)  # resumed: the timed pause is over, the steps go on
+    world.settle()
+    assert world.weights == [10, 50, 0]
+
+
+def test_pause_when_nothing_rolls_out_is_ignored() -> None:
+    world = World(spec_of(SetWeight(10)))
+    world.settle()
+    decision = world.command(CommandKind.PAUSE)
+    assert not decision.outcomes[0].applied and "nothing to pause" in decision.outcomes[0].message

@@ -205,6 +205,39 @@ class ClusterSource:
         )
         return ControlResult(True, f"the Deployment's pod template is back to the stable revision {stable}")
 
+    async def set_images(self, namespace: str, name: str, images: Mapping[str, str]) -> str:
+        """Each named container (`*`: every one) of the Deployment's pod template on its new image,
+        in one write guarded by the resourceVersion read; the daemon rolls the new revision out."""
+        deployment = await self._call(self.api.get(DEPLOYMENTS, name, namespace), f"read Deployment {name}")
+        if deployment is None or not _opted_in(deployment):
+            raise CliError(f'no rollout {namespace}/{name} (a Deployment annotated {ENABLED}: "true")')
+        pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+        lists = {key: copy.deepcopy(pod.get(key) or []) for key in ("initContainers", "containers")}
+        found: set[str] = set()
+        changed = []
+        for containers in lists.values():
+            for container in containers:
+                cname = str(container.get("name"))
+                image = images.get(cname, images.get("*"))
+                if image is None:
+                    continue
+                found.add(cname)
+                if container.get("image") != image:
+                    container["image"] = image
+                    changed.append(f"{cname}={image}")
+        missing = sorted(set(images) - found - {"*"})
+        if missing:
+            names = ", ".join(str(c.get("name")) for c in lists["containers"] + lists["initContainers"])
+            raise CliError(f"no container {', '.join(missing)} in {namespace}/{name} (containers: {names})")
+        if not changed:
+            return "image already set: nothing changed"
+        patch = with_resource_version(
+            {"spec": {"template": {"spec": {k: v for k, v in lists.items() if v}}}},
+            resource_version(deployment),
+        )
+        await self._call(self.api.merge_patch(DEPLOYMENTS, name, patch, namespace), "set the image")
+        return f"image updated: {', '.join(changed)}"
+
     async def _call(self, call: Any, what: str) -> Any:
         try:
             return await call

@@ -34,8 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--config", metavar="STANDALONE.yaml", help="run one StandaloneRollout instead of Kubernetes"
     )
-    run.add_argument("--kubeconfig", metavar="PATH")
-    run.add_argument("--context", metavar="NAME")
+    run.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)",
+    )
+    run.add_argument("--context", metavar="NAME", help="the kubeconfig context (default: its current one)")
     run.add_argument("-n", "--namespace", help="watch one namespace (default: all)")
     run.add_argument("--selector", "-l", metavar="LABELS", help="label selector on Deployments")
     run.add_argument("--listen", metavar="HOST:PORT", help="HTTP listener (default 0.0.0.0:8090)")
@@ -78,8 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="the whole loop on this machine: real proxy, apps, traffic, metrics"
     )
-    demo.add_argument("--scenario", choices=["healthy", "bad-errors", "bad-latency"], default="healthy")
-    demo.add_argument("--router", choices=["envoy", "nginx", "traefik"], default="envoy")
+    demo.add_argument(
+        "--scenario",
+        choices=["healthy", "bad-errors", "bad-latency"],
+        default="healthy",
+        help="the canary's behaviour: healthy (promoted), bad-errors or bad-latency (rolled back)",
+    )
+    demo.add_argument(
+        "--router",
+        choices=["envoy", "nginx", "traefik"],
+        default="envoy",
+        help="the proxy to run (default envoy)",
+    )
     demo.add_argument(
         "--judge",
         choices=["threshold", "sequential"],
@@ -96,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_notification_options(demo)
 
     lint = commands.add_parser("lint", help="validate Deployments, AnalysisTemplates and standalone files")
-    lint.add_argument("files", nargs="+", metavar="FILE")
-    lint.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    lint.add_argument("files", nargs="+", metavar="FILE", help="YAML files (- for standard input)")
+    lint.add_argument("-o", "--output", choices=["text", "json"], default="text", help=OUTPUT_HELP)
 
     analyze = commands.add_parser(
         "analyze",
@@ -117,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         "with its path. Exit status: 0 all converted, 1 something not converted (or the output does not "
         "lint clean), 2 unreadable input.",
     )
-    convert.add_argument("files", nargs="+", metavar="FILE")
-    convert.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    convert.add_argument("files", nargs="+", metavar="FILE", help="YAML files holding Rollouts or Canaries")
+    convert.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml", help=OUTPUT_HELP)
     convert.add_argument(
         "--router",
         choices=["istio", "nginx", "traefik", "gateway-api"],
@@ -133,24 +147,91 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     get = commands.add_parser("get", help="show a rollout, like `kubectl argo rollouts get`")
-    get.add_argument("kind", choices=["rollout", "rollouts", "ro"])
-    get.add_argument("name", nargs="?")
+    get.add_argument("kind", choices=ROLLOUT_KINDS, help="rollout NAME, or rollouts for the list")
+    get.add_argument("name", nargs="?", help="the rollout (a Deployment's name, or a standalone rollout's)")
     _add_target_options(get)
-    get.add_argument("-w", "--watch", action="store_true")
-    get.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    get.add_argument("-w", "--watch", action="store_true", help="redraw on every change until Ctrl-C")
+    get.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text", help=OUTPUT_HELP)
+
+    listing = commands.add_parser(
+        "list", help="list the rollouts, like `kubectl argo rollouts list rollouts`"
+    )
+    listing.add_argument("kind", choices=ROLLOUT_KINDS, help="what to list: rollouts")
+    _add_target_options(listing)
+    listing.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="the rollouts of every namespace"
+    )
+    listing.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text", help=OUTPUT_HELP)
+
+    status = commands.add_parser(
+        "status",
+        help="watch a rollout until it is Healthy or Degraded, like `kubectl argo rollouts status`",
+        description="Print the rollout's status (and message) each time it changes, until it is "
+        "Healthy or Degraded. Exit status: 0 Healthy; 1 Degraded or InvalidSpec (or the rollout "
+        "cannot be read); 3 the --timeout passed first. With --no-watch, the status now: 1 if "
+        "Degraded or InvalidSpec, else 0.",
+    )
+    status.add_argument("name", help="the rollout")
+    _add_target_options(status)
+    status.add_argument(
+        "-w",
+        "--watch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="watch until it is done (default; --no-watch or --watch=false: the status now)",
+    )
+    status.add_argument(
+        "-t",
+        "--timeout",
+        default="0",
+        metavar="DURATION",
+        help="give up watching after this long (30s, 5m, 1h); 0 waits forever (default)",
+    )
 
     for verb, help_text in [
         ("promote", "skip the current pause (--full: skip every step and analysis)"),
         ("abort", "send all traffic back to the stable"),
         ("retry", "retry an aborted rollout, or the analysis a paused rollout waits on"),
-        ("undo", "roll the workload back to the stable revision"),
+        ("undo", "back to the previous revision: the stable mid-rollout, else the one before it"),
+        ("pause", "hold a rollout where it is until promote (or abort) resumes it"),
     ]:
         control = commands.add_parser(verb, help=help_text)
-        control.add_argument("name")
+        control.add_argument("name", help="the rollout")
         _add_target_options(control)
         if verb == "promote":
-            control.add_argument("--full", action="store_true")
+            control.add_argument(
+                "--full", action="store_true", help="skip every remaining step, pause and analysis"
+            )
+
+    setter = commands.add_parser("set", help="change a rollout's workload (Kubernetes)")
+    what = setter.add_subparsers(dest="what", required=True, metavar="WHAT")
+    image = what.add_parser(
+        "image",
+        help="set a container's image, like `kubectl argo rollouts set image`: a new revision to roll out",
+    )
+    image.add_argument("name", help="the rollout (its Deployment)")
+    image.add_argument(
+        "images",
+        nargs="+",
+        metavar="CONTAINER=IMAGE",
+        help="the container (or * for every one) and its new image",
+    )
+    _add_target_options(image)
+
+    version = commands.add_parser("version", help="print meshshift's version (and --server's)")
+    version.add_argument("--short", action="store_true", help="the version number only")
+    version.add_argument(
+        "--server",
+        metavar="HOST:PORT|URL",
+        default=os.environ.get(SERVER_ENV),
+        help=f"also ask this daemon its version (or {SERVER_ENV})",
+    )
     return parser
+
+
+OUTPUT_HELP = "output format"
+ROLLOUT_KINDS = ["rollout", "rollouts", "ro"]
+SERVER_ENV = "MESHSHIFT_SERVER"
 
 
 def _add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
@@ -199,7 +280,7 @@ def _add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
         help="make the builtin templates (request-success-rate, request-duration...) of this mesh available",
     )
     parser.add_argument("-n", "--namespace", help="the namespace arg builtins and templates are given")
-    parser.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    parser.add_argument("-o", "--output", choices=["text", "json"], default="text", help=OUTPUT_HELP)
 
 
 def _add_notification_options(parser: argparse.ArgumentParser) -> None:
@@ -242,11 +323,23 @@ def _at_least(minimum: float, *, integer: bool, name: str) -> Callable[[str], fl
 
 
 def _add_target_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-n", "--namespace", default=None)
-    parser.add_argument("--kubeconfig", metavar="PATH")
-    parser.add_argument("--context", metavar="NAME")
-    parser.add_argument("--server", metavar="URL", help="a meshshift daemon's HTTP API (standalone or demo)")
-    parser.add_argument("--token", help="bearer token for --server (or MESHSHIFT_TOKEN)")
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        default=None,
+        help="the rollout's namespace (default: the context's, or found by name)",
+    )
+    parser.add_argument(
+        "--kubeconfig", metavar="PATH", help="the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
+    )
+    parser.add_argument("--context", metavar="NAME", help="the kubeconfig context (default: its current one)")
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT|URL",
+        default=os.environ.get(SERVER_ENV) or None,
+        help=f"a meshshift daemon's HTTP API (standalone or demo) instead of Kubernetes (or {SERVER_ENV})",
+    )
+    parser.add_argument("--token", help="bearer token for --server's control endpoints (or MESHSHIFT_TOKEN)")
 
 
 def daemon_settings(args: argparse.Namespace) -> DaemonSettings:
@@ -270,6 +363,12 @@ def daemon_settings(args: argparse.Namespace) -> DaemonSettings:
         notifications=notifications,
         log_format=args.log_format,
     )
+
+
+def _boolean_flags(argv: Sequence[str]) -> list[str]:
+    """`--watch=false` (kubectl-argo-rollouts' spelling) as `--no-watch`, `--watch=true` as `--watch`."""
+    spelled = {"--watch=false": "--no-watch", "-w=false": "--no-watch", "--watch=true": "--watch"}
+    return [spelled.get(item.lower(), item) if item.lower() in spelled else item for item in argv]
 
 
 # Options whose value may be a time offset from now ("-2h"), which argparse takes for an option.
@@ -333,7 +432,8 @@ def _silence_stdout() -> None:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_join_time_offsets(sys.argv[1:] if argv is None else argv))
+    given = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(_boolean_flags(_join_time_offsets(given)))
     if getattr(args, "listen", None):
         try:
             split_host_port(args.listen)
@@ -384,10 +484,22 @@ def _main(argv: Sequence[str] | None) -> int:
                 notifications=notification_settings(args),
             )
         )
-    if args.command == "get":
+    if args.command == "version":
+        from meshshift.cli.rollouts import print_version
+
+        return print_version(args)
+    if args.command in ("get", "list"):
         from meshshift.cli.rollouts import get_rollout
 
         return get_rollout(args)
+    if args.command == "status":
+        from meshshift.cli.rollouts import rollout_status
+
+        return rollout_status(args)
+    if args.command == "set":
+        from meshshift.cli.rollouts import set_image
+
+        return set_image(args)
     from meshshift.cli.rollouts import control_rollout
 
     return control_rollout(args)

@@ -1,7 +1,8 @@
-"""`meshshift get rollout` and `meshshift promote|abort|retry|undo`, like `kubectl argo rollouts`.
+"""`meshshift get|list|status|promote|abort|retry|undo|pause|set image|version`, like `kubectl argo rollouts`.
 
 Two places a rollout can live:
-- a meshshift daemon's HTTP API (`--server URL`, standalone mode and `meshshift demo`):
+- a meshshift daemon's HTTP API (`--server URL` or `host:port`, or MESHSHIFT_SERVER; standalone
+  mode and `meshshift demo`):
   views from /api/v1, commands POSTed with the bearer token (`--token` or MESHSHIFT_TOKEN);
 - a Kubernetes cluster (the default): the view is built from the Deployment, its
   `-primary` and the state ConfigMap the daemon keeps; commands are written to the
@@ -32,6 +33,8 @@ import aiohttp
 import yaml
 from rich.cells import cell_len, set_cell_size
 
+from meshshift.spec.durations import format_duration, parse_duration
+
 View = dict[str, Any]
 
 TOKEN_ENV = "MESHSHIFT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
@@ -59,7 +62,11 @@ VERBS_DONE = {
     "abort": "aborted",
     "retry": "retried",
     "undo": "undone",
+    "pause": "paused",
 }
+EXIT_DEGRADED = 1  # `status`: the rollout is Degraded or its spec invalid (Argo's status: an error)
+EXIT_TIMEOUT = 3  # `status`: --timeout passed before it was Healthy or Degraded
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as a shell reports it
 
 
 class CliError(Exception):
@@ -77,11 +84,23 @@ def control_rollout(args: argparse.Namespace) -> int:
     return _run(_control(args))
 
 
+def rollout_status(args: argparse.Namespace) -> int:
+    return _run(_rollout_status(args))
+
+
+def set_image(args: argparse.Namespace) -> int:
+    return _run(_set_image(args))
+
+
+def print_version(args: argparse.Namespace) -> int:
+    return _run(_version(args))
+
+
 def _run(coro: Any) -> int:
     try:
         return int(asyncio.run(coro))
     except KeyboardInterrupt:
-        return 0  # Ctrl-C ends a watch; nothing was left half-done
+        return EXIT_INTERRUPTED  # Ctrl-C ends a watch (nothing is left half-done), as a shell counts it
     except CliError as error:
         print(f"meshshift: {error}", file=sys.stderr)
         return 1
@@ -112,7 +131,7 @@ class DaemonSource:
     """A meshshift daemon's HTTP API."""
 
     def __init__(self, server: str, token: str | None) -> None:
-        self.base = server.rstrip("/")
+        self.base = server_url(server)
         self.token = token
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
 
@@ -190,6 +209,23 @@ class DaemonSource:
         raise CliError(f"{action} refused ({status}): {_error_text(body)}")
 
 
+def server_url(server: str) -> str:
+    """`--server`'s base URL: `host:port` (as kubectl's --server takes it) means http://host:port."""
+    from urllib.parse import urlsplit
+
+    text = server.strip().rstrip("/")
+    if "://" not in text:
+        text = f"http://{text}"
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError as error:
+        raise CliError(f"--server {server!r}: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CliError(f"--server {server!r}: expected host:port or an http(s):// URL")
+    return text
+
+
 def _rollout_path(namespace: str, name: str) -> str:
     from urllib.parse import quote
 
@@ -221,6 +257,8 @@ async def _source(args: argparse.Namespace) -> tuple[Source, str | None]:
 
 
 async def _get(args: argparse.Namespace) -> int:
+    if args.command == "list":
+        return await _list(args)
     source, namespace = await _source(args)
     try:
         if args.name is None:
@@ -242,6 +280,176 @@ async def _get(args: argparse.Namespace) -> int:
         return 0
     finally:
         await source.close()
+
+
+async def _list(args: argparse.Namespace) -> int:
+    """`meshshift list rollouts`: Argo's columns; the context's namespace unless -n or -A."""
+    source, namespace = await _source(args)
+    try:
+        views = await source.rollouts()
+    finally:
+        await source.close()
+    if not args.all_namespaces and namespace is not None:
+        views = [v for v in views if v["namespace"] == namespace]
+    if args.output != "text":
+        _print_list(views, args.output)
+        return 0
+    try:
+        print(list_table(views, all_namespaces=args.all_namespaces or namespace is None), end="")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise not_a_view(error) from None
+    return 0
+
+
+def list_table(views: Sequence[View], *, all_namespaces: bool) -> str:
+    """kubectl-argo-rollouts' `list rollouts` table (with NAMESPACE first when listing all)."""
+    if not views:
+        return "No resources found.\n"
+    header = [
+        "NAME",
+        "STRATEGY",
+        "STATUS",
+        "STEP",
+        "SET-WEIGHT",
+        "READY",
+        "DESIRED",
+        "UP-TO-DATE",
+        "AVAILABLE",
+    ]
+    if all_namespaces:
+        header.insert(0, "NAMESPACE")
+    rows = [header]
+    for view in sorted(views, key=lambda v: (str(v["namespace"]), str(v["name"]))):
+        replicas = view.get("replicas") or {}
+        blue_green = view.get("strategy") == "blueGreen"
+        cells = [
+            str(view["name"]),
+            "BlueGreen" if blue_green else "Canary",
+            str(view.get("phase") or "Unknown"),
+            "-" if blue_green else str(view["step"]["label"]),
+            "-" if blue_green else str(view["weights"].get("setWeight", "")),
+            f"{replicas.get('available', 0)}/{replicas.get('desired', 0)}",
+            str(replicas.get("desired", 0)),
+            str(replicas.get("updated", 0)),
+            str(replicas.get("available", 0)),
+        ]
+        rows.append([str(view["namespace"]), *cells] if all_namespaces else cells)
+    widths = [max(cell_len(row[i]) for row in rows) for i in range(len(header))]
+    # Never cut, as kubectl's tables: a narrow terminal wraps rather than hides a column.
+    return "".join(
+        "  ".join(_pad(c, w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n" for row in rows
+    )
+
+
+TERMINAL_PHASES = {"Healthy": 0, "Degraded": EXIT_DEGRADED, "InvalidSpec": EXIT_DEGRADED}
+
+
+def status_line(view: View) -> str:
+    """`Paused - CanaryPauseStep (...)`: the status and its message, as Argo's `status` prints it."""
+    message = _message(view)
+    phase = str(view.get("phase"))
+    return f"{phase} - {message}" if message and phase != "Healthy" else phase
+
+
+async def _rollout_status(args: argparse.Namespace) -> int:
+    try:
+        timeout = 0.0 if str(args.timeout).strip() in ("0", "") else parse_duration(args.timeout)
+    except ValueError as error:
+        raise CliError(f"--timeout {args.timeout!r}: {error}") from None
+    source, namespace = await _source(args)
+    try:
+        namespace = await _resolve_namespace(source, namespace, args.name)
+        if not args.watch:
+            view = await source.rollout(namespace, args.name)
+            if view is None:
+                raise CliError(f"rollout {namespace}/{args.name} not found")
+            print(status_line(view), flush=True)
+            return TERMINAL_PHASES.get(str(view.get("phase")), 0)
+        return await watch_status(source, namespace, args.name, timeout)
+    finally:
+        await source.close()
+
+
+async def watch_status(
+    source: Source, namespace: str, name: str, limit: float, out: TextIO | None = None
+) -> int:
+    """Print each new status line until Healthy (0) or Degraded/InvalidSpec (1); 3 on --timeout."""
+    out = out or sys.stdout
+    printed = None
+    updates = source.watch(namespace, name)
+    try:
+        async with asyncio.timeout(limit or None):
+            async for view in updates:
+                if view is None:
+                    raise CliError(f"rollout {namespace}/{name} is gone")
+                line = status_line(view)
+                if line != printed:
+                    out.write(line + "\n")
+                    out.flush()
+                    printed = line
+                phase = str(view.get("phase"))
+                if phase in TERMINAL_PHASES:
+                    if phase != "Healthy":
+                        print(
+                            f"meshshift: rollout {namespace}/{name} is {phase}: {_message(view)}",
+                            file=sys.stderr,
+                        )
+                    return TERMINAL_PHASES[phase]
+    except TimeoutError:
+        print(
+            f"meshshift: rollout {namespace}/{name}: the status watch exceeded --timeout "
+            f"{format_duration(limit)}",
+            file=sys.stderr,
+        )
+        return EXIT_TIMEOUT
+    finally:
+        await updates.aclose()  # type: ignore[attr-defined]
+    raise CliError(f"the watch of {namespace}/{name} ended")
+
+
+async def _set_image(args: argparse.Namespace) -> int:
+    """`set image NAME CONTAINER=IMAGE...`: the Deployment's pod template, a new revision."""
+    changes: dict[str, str] = {}
+    for item in args.images:
+        container, sep, image = item.partition("=")
+        if not sep or not container or not image:
+            raise CliError(f"{item!r}: expected CONTAINER=IMAGE (or *=IMAGE for every container)")
+        changes[container] = image
+    if args.server:
+        raise CliError(
+            "set image needs Kubernetes: a standalone rollout's new revision is new canary endpoints "
+            "in its file (spec.canary.endpoints)"
+        )
+    from meshshift.cli.cluster import ClusterSource
+
+    source = await ClusterSource.connect(kubeconfig=args.kubeconfig, context=args.context)
+    try:
+        namespace = args.namespace or source.default_namespace
+        message = await source.set_images(namespace, args.name, changes)
+    finally:
+        await source.close()
+    print(f"rollout '{args.name}' {message}")
+    return 0
+
+
+async def _version(args: argparse.Namespace) -> int:
+    from meshshift import __version__
+
+    if args.short:
+        print(__version__)
+    else:
+        print(f"meshshift: v{__version__}")
+    if args.server:
+        source = DaemonSource(args.server, None)
+        try:
+            status, body = await source._get("/api/v1/info")
+        finally:
+            await source.close()
+        if status != 200 or not isinstance(body, dict):
+            raise CliError(f"{source.base}/api/v1/info answered {status}: {_error_text(body)}")
+        version = body.get("version")
+        print(str(version) if args.short else f"server ({source.base}): v{version}")
+    return 0
 
 
 async def _control(args: argparse.Namespace) -> int:

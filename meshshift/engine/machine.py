@@ -91,6 +91,7 @@ class CommandKind(StrEnum):
     PROMOTE_FULL = "promote-full"
     ABORT = "abort"
     RETRY = "retry"
+    PAUSE = "pause"
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +422,7 @@ class _Reconciliation:
                 CommandKind.PROMOTE_FULL: self._promote_full,
                 CommandKind.ABORT: self._abort_by_user,
                 CommandKind.RETRY: self._retry,
+                CommandKind.PAUSE: self._pause_by_user,
             }[command.kind]
             applied, message = handler()
             self.outcomes.append(CommandOutcome(command, applied, message))
@@ -431,8 +433,48 @@ class _Reconciliation:
                 warning=not applied,
             )
 
+    def _pause_by_user(self) -> tuple[bool, str]:
+        """Hold the canary's steps where they are (weights, routes, analyses running) until promote;
+        a failed analysis still aborts. A timed pause step goes on where it was once resumed."""
+        state = self.state
+        if state.stage != Stage.STEPPING:
+            if state.stage in BLUE_GREEN_STAGES:
+                return (
+                    False,
+                    "pause holds canary steps (a blue-green rollout waits with autoPromotionEnabled false)",
+                )
+            return False, f"nothing to pause: the rollout is {state.phase.value}"
+        if state.phase == RolloutPhase.PAUSED:
+            if state.pause_reason == PauseReason.PAUSE_STEP and state.pause_until is not None:
+                pass  # a timed pause: held past its end, until promoted
+            else:
+                return False, f"already paused: {state.message}"
+        label = self._step_label()
+        self.update(
+            phase=RolloutPhase.PAUSED,
+            pause_reason=PauseReason.USER,
+            waiting_since=None,
+            message=f"{label}: manually paused; promote resumes",
+        )
+        self.event("RolloutPaused", self.state.message)
+        return True, f"paused at {label}; promote resumes"
+
+    def _resume_from_user_pause(self) -> tuple[bool, str]:
+        label = self._step_label()
+        step = self.steps[self.state.step_index] if self.state.step_index < len(self.steps) else None
+        timed = isinstance(step, Pause) and self.state.step_started_at is not None
+        self.event("RolloutResumed", "Rollout is resumed")
+        self.update(
+            phase=RolloutPhase.PAUSED if timed else RolloutPhase.PROGRESSING,
+            pause_reason=PauseReason.PAUSE_STEP if timed else None,
+            message=f"{label}: resumed",
+        )
+        return True, f"resumed at {label}"
+
     def _promote(self) -> tuple[bool, str]:
         state = self.state
+        if state.stage == Stage.STEPPING and state.pause_reason == PauseReason.USER:
+            return self._resume_from_user_pause()
         if state.stage in BLUE_GREEN_STAGES:
             return self._promote_blue_green()
         if state.stage == Stage.STEPPING and state.phase == RolloutPhase.PAUSED:
@@ -569,6 +611,8 @@ class _Reconciliation:
         return self.state.phase == RolloutPhase.PAUSED and reason is not None and reason.needs_human
 
     def _step(self) -> bool:
+        if self.state.pause_reason == PauseReason.USER:
+            return self._user_paused_verdicts()
         if self._waits_for_human():
             return False
         index = self.state.step_index
@@ -601,6 +645,19 @@ class _Reconciliation:
             self.event("CanaryScaled", f"{self._step_label()}: canary scale {_describe_scale(step.scale)}")
         self._next_step()
         return True
+
+    def _user_paused_verdicts(self) -> bool:
+        """Paused by a user: nothing advances, but a failed analysis still applies its policy."""
+        index = self.state.step_index
+        for record in (
+            self._current_run(AnalysisKind.BACKGROUND),
+            self._current_run(AnalysisKind.STEP, index),
+        ):
+            if record is not None and record.phase.blocks_rollout:
+                what = f"{record.kind.value} analysis {record.name} is {record.phase.value}"
+                self._fail(f"AnalysisRun{record.phase.value}", what, blocking_run=record.name)
+                return True
+        return False
 
     def _next_step(self) -> None:
         index = self.state.step_index

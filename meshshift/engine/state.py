@@ -57,6 +57,7 @@ class PauseReason(StrEnum):
     )
     INCONCLUSIVE = "InconclusiveAnalysis"
     FROZEN = "FrozenAfterFailure"  # the freeze failure policy holds the weights
+    USER = "PausedByUser"  # `meshshift pause` (Argo's spec.paused: "manually paused"), until promote
 
     @property
     def needs_human(self) -> bool:

@@ -3,7 +3,7 @@
 GET  /api/v1/info                                    version, leadership, whether control is on
 GET  /api/v1/rollouts[?watch=true]                   every rollout (summary); watch: Server-Sent Events
 GET  /api/v1/rollouts/{namespace}/{name}[?watch=true] one rollout, in full
-POST /api/v1/rollouts/{namespace}/{name}/{promote|promote-full|abort|retry|undo}
+POST /api/v1/rollouts/{namespace}/{name}/{promote|promote-full|abort|retry|undo|pause}
 
 Control needs `Authorization: Bearer <token>`: none gives 401, a wrong one 403, and a
 daemon started without a token answers 403 to every control request. The answer waits
@@ -62,7 +62,7 @@ from meshshift.spec.model import AnalysisPhase, Metric, Step
 
 log = structlog.get_logger(__name__)
 
-ACTIONS = ("promote", "promote-full", "abort", "retry", "undo")
+ACTIONS = ("promote", "promote-full", "abort", "retry", "undo", "pause")
 STREAM_HEARTBEAT = 15.0  # seconds between keep-alive comments on an idle stream
 STREAM_COALESCE = 0.1  # bursts of snapshots inside this window become one event
 
@@ -92,6 +92,7 @@ def rollout_summary(snapshot: RolloutSnapshot) -> dict[str, Any]:
             "stable": state.stable_revision if state else None,
             "canary": state.canary_revision if state else None,
         },
+        "replicas": dict(snapshot.workloads.replicas) if snapshot.workloads else {},
         "updatedAt": rfc3339(snapshot.updated_at),
     }
 

@@ -112,7 +112,7 @@ ANNOTATION_KEYS = (
     WEBHOOK_URL,
     PAGERDUTY_SECRET,
 )
-COMMANDS = ("promote", "promote-full", "abort", "retry")
+COMMANDS = ("promote", "promote-full", "abort", "retry", "pause")
 DEFAULT_NAMESPACE = "default"
 
 _ANNOTATIONS_PATH = "metadata.annotations"

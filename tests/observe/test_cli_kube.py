@@ -16,6 +16,7 @@ from tests.kube.harness import KubeEnv, running_daemon, world, write_kubeconfig
 from tests.kube.kmock_ext import K8sEmulator
 from tests.kube.scenarios import (
     APP,
+    IMAGE,
     PAUSED_AT,
     STEPS,
     deployment,
@@ -118,3 +119,61 @@ async def test_get_and_control_in_a_cluster(kube_env: KubeEnv) -> None:
 
     code, _, err = await meshshift("get", "rollout", "nope", "-n", NAMESPACE, "--kubeconfig", kubeconfig)
     assert code == 1 and "rollout shop/nope not found" in err
+
+
+async def test_set_image_list_and_status_in_a_cluster(kube_env: KubeEnv) -> None:
+    """`set image` starts a rollout of the new image; `list rollouts` and `get` show it (Images:
+    as Argo's plugin); `status --watch` follows it to Healthy (0), and says the status now."""
+    kubeconfig = str(kube_env.kubeconfig)
+    async with world(kube_env) as w:
+        await w.cluster.create_template(w.metrics.template())
+        await w.cluster.create_virtual_service(virtual_service())
+        annotated = {
+            "meshshift.io/enabled": "true",
+            "meshshift.io/router": "istio",
+            "meshshift.io/steps": STEPS,
+        }
+        await w.cluster.create_deployment(deployment(annotations=annotated))
+        async with running_daemon(kube_env):
+            await wait_initialized(w)
+            code, out, err = await meshshift("status", APP, "--kubeconfig", kubeconfig)
+            assert (code, out) == (0, "Healthy\n"), err
+
+            code, out, err = await meshshift(
+                "set", "image", APP, "app=example/app:v9", "--kubeconfig", kubeconfig
+            )
+            assert code == 0, err
+            assert out.strip() == f"rollout '{APP}' image updated: app=example/app:v9"
+            current = await w.cluster.deployment(APP)
+            assert current is not None
+            assert current["spec"]["template"]["spec"]["containers"][0]["image"] == "example/app:v9"
+            assert template_env(current) == "v1"  # the rest of the container is as it was
+            await wait_state(w, "the pause", phase="Paused", stepIndex=PAUSED_AT)
+
+            code, out, err = await meshshift("get", "rollout", APP, "--kubeconfig", kubeconfig)
+            assert code == 0, err
+            lines = out.splitlines()
+            images = lines.index(f"Images:          {IMAGE} (stable)")
+            assert lines[images + 1].strip() == "example/app:v9 (canary)"
+
+            code, out, err = await meshshift("list", "rollouts", "--kubeconfig", kubeconfig)
+            assert code == 0, err
+            header, line = out.splitlines()
+            assert columns(header, line)[:5] == [APP, "Canary", "Paused", f"{PAUSED_AT + 1}/8", "50"]
+
+            code, _, err = await meshshift("set", "image", APP, "sidecar=x:1", "--kubeconfig", kubeconfig)
+            assert code == 1 and "no container sidecar in shop/app (containers: app)" in err.replace(
+                APP, "app"
+            )
+            code, out, _ = await meshshift(
+                "set", "image", APP, "*=example/app:v9", "--kubeconfig", kubeconfig
+            )
+            assert code == 0 and "nothing changed" in out
+
+            code, out, err = await meshshift("status", APP, "--no-watch", "--kubeconfig", kubeconfig)
+            assert code == 0 and out.startswith("Paused - CanaryPauseStep"), err
+            code, _, err = await meshshift("promote", APP, "--full", "--kubeconfig", kubeconfig)
+            assert code == 0, err
+            code, out, err = await meshshift("status", APP, "--timeout", "2m", "--kubeconfig", kubeconfig)
+            assert code == 0, err
+            assert out.splitlines()[-1] == "Healthy"
