@@ -1,4 +1,7 @@
-# meshshift: the daemon image. Build: docker build -t meshshift .
+# meshshift: the daemon image, under the name and tag manifests/deployment.yaml runs:
+#   docker build -t ghcr.io/meshshift/meshshift:0.1.0 .
+#   kind load docker-image ghcr.io/meshshift/meshshift:0.1.0    # on kind: into its nodes
+# (make image does the first; the tag is the version in pyproject.toml.)
 #
 # Two stages. The first builds meshshift's wheel and installs it with its dependencies
 # into a virtualenv, from wheels only (--only-binary): nothing is compiled, so no compiler
@@ -22,7 +25,8 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="meshshift" \
       org.opencontainers.image.description="Progressive delivery daemon for Istio, NGINX and Envoy" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="0.1.0"
 COPY --from=build /opt/meshshift /opt/meshshift
 ENV PATH=/opt/meshshift/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -6,8 +6,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The daemon's image, as manifests/deployment.yaml names it (the tag: pyproject's version).
+IMAGE  := ghcr.io/meshshift/meshshift:0.1.0
+KIND_CLUSTER ?= kind
 
-.PHONY: test lint demo venv system-deps-test system-deps-demo bench clean
+.PHONY: test lint demo venv system-deps-test system-deps-demo bench clean image kind-load
 
 venv: $(STAMP)
 
@@ -58,6 +61,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/standalone.py
 	$(BIN)/python bench/observe.py
 	$(BIN)/python bench/judge.py --sim-only
+
+# The image (docker build), and on a kind cluster, loaded into its nodes.
+image:
+	docker build -t $(IMAGE) .
+
+kind-load: image
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis test-artifacts

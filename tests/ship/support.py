@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 CRD_FILE = MANIFESTS / "crds" / "meshshift.io_analysistemplates.yaml"
 ISTIO_SAMPLES = REPO / "istio-samples"
+SLACK_SECRET_EXAMPLE = ISTIO_SAMPLES / "05-notifications.yaml.example"
 NGINX_SAMPLE = MANIFESTS / "samples" / "nginx"
 SCHEMAS = REPO / "tests" / "data" / "schemas"
 SEED = REPO / "tests" / "data" / "seed"
@@ -68,8 +69,26 @@ def load_documents(path: Path) -> list[Document]:
 
 
 def sample_files() -> list[Path]:
-    """Every sample manifest: the Istio exercise and the samples under manifests/samples."""
-    return sorted(ISTIO_SAMPLES.glob("*.yaml")) + sorted((MANIFESTS / "samples").rglob("*.yaml"))
+    """Every sample manifest: the Istio exercise (its `.example` placeholders too) and the
+    samples under manifests/samples."""
+    istio = sorted([*ISTIO_SAMPLES.glob("*.yaml"), *ISTIO_SAMPLES.glob("*.yaml.example")])
+    return istio + sorted((MANIFESTS / "samples").rglob("*.yaml"))
+
+
+def kubectl_reads(path: Path) -> list[str]:
+    """`kind/name` of every object `kubectl apply -f PATH` would send, in order: kubectl's own
+    choice of files (in a folder: .json, .yaml and .yml only), read with no API server
+    (`kubectl label --local` shares apply's file reader)."""
+    result = subprocess.run(
+        [kubectl(), "label", "--local", "-f", str(path), "-o", "name", "meshshift.io/probe=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "KUBECONFIG": os.devnull},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
 
 
 def group_of(doc: Mapping[str, Any]) -> str:

@@ -18,6 +18,7 @@ from tests.ship.support import (
     DAEMON_NAMESPACE,
     ISTIO_SAMPLES,
     MANIFESTS,
+    SLACK_SECRET_EXAMPLE,
     Document,
     find,
     installed,
@@ -90,6 +91,14 @@ def test_the_servicemonitor_is_a_component_added_on_request() -> None:
 def test_the_grafana_dashboard_is_a_configmap_for_the_sidecar() -> None:
     config_map = find(installed(), "ConfigMap", "meshshift-grafana-dashboard")
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    # It says which namespace Grafana's sidecar must watch: its own, as rendered.
+    annotations = config_map["metadata"]["annotations"]
+    assert annotations["meshshift.io/grafana-sidecar-namespace"] == config_map["metadata"]["namespace"]
+    assert "searchNamespace" in annotations["meshshift.io/grafana-sidecar"]
+    assert DAEMON_NAMESPACE in annotations["meshshift.io/grafana-sidecar"]
+    readme = (MANIFESTS.parent / "README.md").read_text(encoding="utf-8")
+    assert "grafana.sidecar.dashboards.searchNamespace" in readme
+    assert "meshshift.io/grafana-sidecar-namespace" in readme
     (text,) = config_map["data"].values()
     shipped = json.loads((MANIFESTS / "grafana" / "dashboard.json").read_text(encoding="utf-8"))
     assert json.loads(text) == shipped
@@ -180,9 +189,7 @@ def deployment_environment(docs: list[Document]) -> dict[str, str]:
         ("meshshift-api-token", "token"): "api-token",
         **{
             ("meshshift-notifications", key): value
-            for key, value in find(load_documents(ISTIO_SAMPLES / "05-notifications.yaml"), "Secret")[
-                "stringData"
-            ].items()
+            for key, value in find(load_documents(SLACK_SECRET_EXAMPLE), "Secret")["stringData"].items()
         },
     }
     env: dict[str, str] = {}

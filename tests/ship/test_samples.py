@@ -9,11 +9,13 @@ Prometheus that is not here, so each run stops at the first timed pause, before 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from meshshift.cli.main import main
 from meshshift.kube.resources import (
@@ -27,13 +29,18 @@ from meshshift.kube.resources import (
 )
 from meshshift.kube.templates import SECRETS
 from tests.kube.harness import Observer, World, running_daemon, world
+from tests.ship.relabel import pod_port_targets, target_labels
 from tests.ship.support import (
     ISTIO_SAMPLES,
     NGINX_SAMPLE,
+    REPO,
+    SLACK_SECRET_EXAMPLE,
     Document,
     emulated_cluster,
+    find,
     group_of,
     invalid_documents,
+    kubectl_reads,
     load_documents,
     sample_files,
 )
@@ -68,6 +75,70 @@ def test_lint_accepts_every_sample(capsys: pytest.CaptureFixture[str]) -> None:
     # The files without findings are the ones lint checked: both Deployments and the template.
     checked = sorted({f.name for f in files} - {Path(f["file"]).name for f in findings})
     assert checked == ["10-analysistemplate.yaml", "30-deployment.yaml", "40-deployment.yaml"]
+
+
+def test_kubectl_apply_f_leaves_the_slack_placeholder_out() -> None:
+    """`kubectl apply -f istio-samples/` sends every .yaml file's objects and not the
+    placeholder Slack Secret, which is applied only when named."""
+    applied = kubectl_reads(ISTIO_SAMPLES)
+    expected = [
+        f"{d['kind'].lower()}{'.' + d['apiVersion'].split('/')[0] if '/' in d['apiVersion'] else ''}/"
+        f"{d['metadata']['name']}"
+        for d in sample_documents(ISTIO_SAMPLES)
+    ]
+    assert applied == expected
+    assert len(applied) == 8 and "deployment.apps/ecommerce-app" in applied
+    assert not [name for name in applied if name.startswith("secret/")]
+    assert kubectl_reads(SLACK_SECRET_EXAMPLE) == ["secret/meshshift-notifications"]
+    (secret,) = load_documents(SLACK_SECRET_EXAMPLE)
+    assert "XXXXXXXX" in secret["stringData"]["MESHSHIFT_SLACK_WEBHOOK_URL"]  # a placeholder
+    assert invalid_documents([secret]) == {}
+
+
+def addon_pod_job() -> dict[str, Any]:
+    """The `kubernetes-pods` scrape job of Istio's addon Prometheus (tests/data/istio-addon)."""
+    docs = load_documents(REPO / "tests" / "data" / "istio-addon" / "prometheus.yaml")
+    config = yaml.safe_load(find(docs, "ConfigMap", "prometheus")["data"]["prometheus.yml"])
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "kubernetes-pods"]
+    return dict(job)
+
+
+SELECTOR = re.compile(r"(\w+)\{([^}]*)\}")
+MATCHER = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
+
+
+def test_the_app_pods_are_scraped_with_the_labels_its_analysis_selects() -> None:
+    """Istio's addon Prometheus, relabelling a pod of the sample's Deployment, scrapes the
+    app's port and path, and labels the series with what conversion-rate's query selects."""
+    deployment = find(load_documents(ISTIO_SAMPLES / "40-deployment.yaml"), "Deployment")
+    pod = {
+        "metadata": {
+            **deployment["spec"]["template"]["metadata"],
+            "name": "ecommerce-app-7d9c5b-x2x4q",
+            "namespace": deployment["metadata"]["namespace"],
+        },
+        "spec": deployment["spec"]["template"]["spec"],
+    }
+    job = addon_pod_job()
+    (target,) = pod_port_targets(pod, "10.1.2.3")
+    labels = target_labels(target, job)
+    assert labels is not None, "the addon's kubernetes-pods job drops the app's pods"
+    assert labels["instance"] == "10.1.2.3:8080"
+    # The analysis' own queries, with the args the rollout gives them.
+    template = find(load_documents(ISTIO_SAMPLES / "10-analysistemplate.yaml"), "AnalysisTemplate")
+    (metric,) = [m for m in template["spec"]["metrics"] if m["name"] == "conversion-rate"]
+    query = metric["provider"]["prometheus"]["query"]
+    args = {"namespace": "shop", "service-name": "ecommerce-app"}  # the step's and meshshift's args
+    for name, value in args.items():
+        query = query.replace(f"{{{{args.{name}}}}}", value)
+    selectors = {name: dict(MATCHER.findall(body)) for name, body in SELECTOR.findall(query)}
+    assert set(selectors) == {"conversions_total", "page_views_total"}
+    for name, matchers in selectors.items():
+        assert matchers and matchers.items() <= labels.items(), (name, matchers, labels)
+    # The annotations are what gets them scraped.
+    del pod["metadata"]["annotations"]
+    (unannotated,) = pod_port_targets(pod, "10.1.2.3")
+    assert target_labels(unannotated, job) is None
 
 
 def test_lint_checks_the_exercise_against_its_template(capsys: pytest.CaptureFixture[str]) -> None:
