@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import aiohttp
+import kubernetes_validate
 import pytest
 
 from meshshift.cli.main import build_parser
@@ -17,10 +18,12 @@ from meshshift.settings import DaemonSettings, split_host_port
 from tests.ship.support import (
     DAEMON_NAMESPACE,
     ISTIO_SAMPLES,
+    KUBERNETES_VERSION,
     MANIFESTS,
     SLACK_SECRET_EXAMPLE,
     Document,
     find,
+    group_of,
     installed,
     installed_with_servicemonitor,
     invalid_documents,
@@ -64,6 +67,26 @@ def test_kustomize_renders_the_install() -> None:
     for doc in docs:
         namespace = doc["metadata"].get("namespace")
         assert namespace == (None if doc["kind"] in CLUSTER_SCOPED else DAEMON_NAMESPACE), doc["kind"]
+
+
+def test_the_default_install_needs_no_other_crd_and_validates() -> None:
+    """What `kubectl apply -k manifests/` sends applies on a bare cluster: every object is of a
+    Kubernetes 1.30 kind (validated against its schema, strict) or of a CRD sent with it;
+    nothing of the Prometheus Operator's."""
+    docs = installed()
+    assert invalid_documents(docs) == {}
+    defined = {
+        (crd["spec"]["group"], crd["spec"]["names"]["kind"])
+        for crd in docs
+        if crd["kind"] == "CustomResourceDefinition"
+    }
+    for doc in docs:
+        group = group_of(doc)
+        if (group, doc["kind"]) in defined:
+            continue
+        # A built-in kind: kubernetes-validate holds its 1.30 schema (a CRD's kind would have none).
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        assert group not in {"monitoring.coreos.com", "networking.istio.io"}, doc["kind"]
 
 
 def test_the_servicemonitor_is_a_component_added_on_request() -> None:
