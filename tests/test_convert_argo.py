@@ -86,6 +86,7 @@ def carried(rollout: Mapping[str, Any]) -> Iterator[str]:
     if (rollout.get("spec") or {}).get("workloadRef", {}).get("kind") == "Deployment":
         yield "spec.workloadRef.kind"
     yield from ("spec.strategy.canary.steps", "spec.strategy.canary.analysis", "spec.strategy.blueGreen")
+    yield from ("spec.strategy.canary.canaryMetadata", "spec.strategy.canary.stableMetadata")
     routing = "spec.strategy.canary.trafficRouting"
     yield from (f"{routing}.maxTrafficWeight", f"{routing}.istio.virtualService.name")
     yield from (f"{routing}.istio.virtualService.routes", f"{routing}.nginx.stableIngress")
@@ -240,6 +241,21 @@ def test_blue_green_becomes_the_blue_green_annotation() -> None:
     }
     assert "meshshift.io/steps" not in deployment["metadata"]["annotations"]
     assert conversion.lint_errors == []
+
+
+def test_canary_and_stable_metadata_become_their_annotations() -> None:
+    path = ARGO / "test" / "e2e" / "functional" / "ephemeral-labels.yaml"
+    conversion = convert(path)
+    (deployment,) = (d.data for d in conversion.documents if d.data.get("kind") == "Deployment")
+    annotations = deployment["metadata"]["annotations"]
+    assert yaml.safe_load(annotations["meshshift.io/canary-metadata"]) == {"labels": {"role": "canary"}}
+    assert yaml.safe_load(annotations["meshshift.io/stable-metadata"]) == {"labels": {"role": "stable"}}
+    assert not [n for n in conversion.notes if "Metadata" in n.path]
+    assert conversion.lint_errors == []
+    parsed = parse_deployment(deployment)
+    assert parsed is not None
+    assert dict(parsed.rollout.canary_metadata.labels) == {"role": "canary"}
+    assert dict(parsed.rollout.stable_metadata.labels) == {"role": "stable"}
 
 
 def meshshift(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -53,6 +53,8 @@ def test_the_contract_keys_are_fixed() -> None:
         "meshshift.io/enabled",
         "meshshift.io/steps",
         "meshshift.io/blue-green",
+        "meshshift.io/canary-metadata",
+        "meshshift.io/stable-metadata",
         "meshshift.io/analysis",
         "meshshift.io/router",
         "meshshift.io/service",
@@ -299,3 +301,45 @@ def test_the_pagerduty_annotation_names_a_secret_never_a_key() -> None:
     assert key not in issue.reason  # the key is not repeated in a finding, an Event or a log
     _, findings = read(enabled(**{"meshshift.io/pagerduty-secret": "PD_Secret"}))
     assert "not a valid Kubernetes name" in findings.issues[0].reason
+
+
+def test_canary_and_stable_metadata_are_read_and_checked() -> None:
+    doc = enabled(
+        **{
+            "meshshift.io/canary-metadata": "{labels: {role: canary}, annotations: {team: qa}}",
+            "meshshift.io/stable-metadata": "labels: {role: stable}\n",
+        }
+    )
+    deployment = parse_deployment(doc)
+    assert deployment is not None
+    assert dict(deployment.rollout.canary_metadata.labels) == {"role": "canary"}
+    assert dict(deployment.rollout.canary_metadata.annotations) == {"team": "qa"}
+    assert dict(deployment.rollout.new_pods_metadata.labels) == {"role": "canary"}
+    assert dict(deployment.rollout.stable_pods_metadata.labels) == {"role": "stable"}
+
+    # A selector label would take the pods out of their own Deployment; values must be strings.
+    doc = enabled(**{"meshshift.io/canary-metadata": "{labels: {app: x, replicas: 3}}"})
+    doc["spec"]["selector"] = {"matchLabels": {"app": "shop"}}
+    _, findings = read(doc)
+    errors = {issue.path: issue.reason for issue in findings if issue.severity == "error"}
+    path = 'metadata.annotations["meshshift.io/canary-metadata"].labels'
+    assert "spec.selector.matchLabels" in errors[f"{path}.app"]
+    assert "must be strings" in errors[f"{path}.replicas"]
+
+
+def test_blue_green_takes_preview_and_active_metadata_instead() -> None:
+    blue_green = "previewMetadata: {labels: {role: preview}}\nactiveMetadata: {labels: {app: x}}\n"
+    doc = enabled(
+        **{
+            "meshshift.io/steps": None,
+            "meshshift.io/blue-green": blue_green,
+            "meshshift.io/canary-metadata": "{labels: {role: canary}}",
+        }
+    )
+    doc["spec"]["selector"] = {"matchLabels": {"app": "shop"}}
+    _, findings = read(doc)
+    errors = {issue.path: issue.reason for issue in findings if issue.severity == "error"}
+    assert "previewMetadata" in errors['metadata.annotations["meshshift.io/canary-metadata"]']
+    assert "spec.selector.matchLabels" in errors[
+        'metadata.annotations["meshshift.io/blue-green"].activeMetadata.labels.app'
+    ]

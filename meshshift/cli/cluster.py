@@ -42,6 +42,7 @@ from meshshift.kube.workloads import (
     primary_name,
     selector_labels,
     template_revision,
+    user_template,
 )
 from meshshift.observe.api import rollout_view
 from meshshift.ports import StoredRollout
@@ -251,7 +252,7 @@ class ClusterSource:
 
 def stable_template(deployment: Mapping[str, Any], primary: Mapping[str, Any]) -> JsonObject:
     """The user's pod template for the revision the primary runs: its own labels back, ours removed."""
-    template = copy.deepcopy((primary.get("spec") or {}).get("template") or {})
+    template = user_template((primary.get("spec") or {}).get("template") or {})
     labels = dict((template.get("metadata") or {}).get("labels") or {})
     labels.pop(REVISION_LABEL, None)
     labels.update(selector_labels(deployment))  # the primary's carry a -primary suffix

@@ -17,6 +17,13 @@ A blue-green rollout may name a preview Service (`previewService`): it selects t
 `<name>` while they run (a new revision is up), and the primary's pods otherwise, so it always
 reaches the newest revision, as Argo's preview Service does. It is re-pointed before `<name>` is
 scaled to zero, and created when missing (owned, with the apex's ports).
+
+Pod metadata (Argo's canaryMetadata / stableMetadata, blue-green's previewMetadata /
+activeMetadata): the stable's labels and annotations are written into the primary's pod
+template with it; the new revision's go into `<name>`'s pod template when it is scaled up
+(it has no pods then, so nothing restarts) and come out again once it is scaled to zero. What
+meshshift added is recorded in the template's annotation `meshshift.io/pod-metadata`, and the
+revision is the hash of the template without it (`user_template`): adding them is no new revision.
 """
 
 from __future__ import annotations
@@ -42,11 +49,12 @@ from meshshift.kube.resources import (
 )
 from meshshift.kube.rmw import KnownObjects, comparable, read_modify_write
 from meshshift.ports import WorkloadStatus
-from meshshift.spec.model import CanaryScale, RolloutSpec
+from meshshift.spec.model import CanaryScale, PodMetadata, RolloutSpec
 
 log = structlog.get_logger(__name__)
 
 REVISION_LABEL = "meshshift.io/revision"
+POD_METADATA_ANNOTATION = "meshshift.io/pod-metadata"  # on a pod template: the metadata meshshift added
 PRIMARY_OF_LABEL = "meshshift.io/primary-of"
 ORIGINAL_SELECTOR_ANNOTATION = "meshshift.io/original-selector"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -67,6 +75,59 @@ def template_revision(template: Mapping[str, Any]) -> str:
     """A stable hash of a pod template: equal templates, equal revisions."""
     canonical = json.dumps(template, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def user_template(template: Mapping[str, Any]) -> JsonObject:
+    """A pod template without the labels and annotations meshshift added to it (with_pod_metadata)."""
+    result = copy.deepcopy(dict(template))
+    meta = result.get("metadata")
+    if not isinstance(meta, dict):
+        return result
+    annotations = meta.get("annotations")
+    if not isinstance(annotations, dict) or not isinstance(annotations.get(POD_METADATA_ANNOTATION), str):
+        return result
+    text = annotations[POD_METADATA_ANNOTATION]
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    had = set(record.get("had") or ())
+    annotations.pop(POD_METADATA_ANNOTATION)
+    for kind in ("labels", "annotations"):
+        current = meta.get(kind)
+        if not isinstance(current, dict):
+            continue
+        added = record.get(kind) or {}
+        for key, entry in added.items() if isinstance(added, dict) else ():
+            if not isinstance(entry, list) or len(entry) != 2 or current.get(key) != entry[0]:
+                continue  # changed since by someone else: theirs now
+            if entry[1] is None:
+                current.pop(key, None)
+            else:
+                current[key] = entry[1]
+        if not current and kind not in had:
+            del meta[kind]
+    return result
+
+
+def with_pod_metadata(template: Mapping[str, Any], metadata: PodMetadata) -> JsonObject:
+    """`template` (as the user wrote it) carrying `metadata`, and the record of what was added."""
+    result = user_template(template)
+    if not metadata:
+        return result
+    meta = result.setdefault("metadata", {})
+    record: dict[str, Any] = {"had": sorted(k for k in ("labels", "annotations") if k in meta)}
+    for kind, values in (("labels", metadata.labels), ("annotations", metadata.annotations)):
+        current = dict(meta.get(kind) or {})
+        record[kind] = {key: [value, current.get(key)] for key, value in values.items()}
+        current.update(values)
+        if values:
+            meta[kind] = current
+    annotations = dict(meta.get("annotations") or {})
+    annotations[POD_METADATA_ANNOTATION] = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    meta["annotations"] = annotations
+    return result
 
 
 def primary_name(deployment: str) -> str:
@@ -238,6 +299,8 @@ class KubeWorkloads:
         self.service = service
         self.primary = primary_name(deployment)
         self.preview_service: str | None = None  # blue-green's previewService (see follow())
+        self.new_pods_metadata = PodMetadata()  # on `<name>`'s pods while a new revision runs
+        self.stable_pods_metadata = PodMetadata()  # on the primary's pods
         # Pod templates seen per revision, so a revision can still be promoted after the
         # user's Deployment moved on (the engine finishes a promotion before a new rollout).
         self._templates: dict[str, JsonObject] = {}
@@ -247,19 +310,22 @@ class KubeWorkloads:
         """What the rollout's spec says about the workloads: the preview Service."""
         blue_green = spec.blue_green
         self.preview_service = blue_green.preview_service if blue_green is not None else None
+        self.new_pods_metadata = spec.new_pods_metadata
+        self.stable_pods_metadata = spec.stable_pods_metadata
 
     # --- the port -------------------------------------------------------------------------
 
     async def observe(self) -> WorkloadStatus:
         canary = await self._canary()
-        template = (canary.get("spec") or {}).get("template") or {}
         version = resource_version(canary)
         if self._revision is not None and version is not None and self._revision[0] == version:
             revision = self._revision[1]
         else:
+            # The user's template: the pod metadata meshshift added is no new revision.
+            template = user_template((canary.get("spec") or {}).get("template") or {})
             revision = template_revision(template)
             self._revision = (version, revision)
-        self._remember(revision, template)
+            self._remember(revision, template)
         primary = await self._deployment(self.primary)
         stable_revision = None
         if primary is not None:
@@ -317,9 +383,34 @@ class KubeWorkloads:
             await self._point_preview(canary, at_canary=False)
         else:
             await self._point_preview(canary, at_canary=True)
+            canary = await self._label_new_pods(self.new_pods_metadata) or canary  # before the pods exist
         if spec_replicas(canary) != replicas:
             await self._scale(canary, replicas)
             self.log.info("canary scaled", replicas=replicas)
+        if replicas == 0:
+            await self._label_new_pods(PodMetadata())  # its pods are gone: the template is the user's again
+
+    async def _label_new_pods(self, metadata: PodMetadata) -> JsonObject | None:
+        """`<name>`'s pod template with `metadata` added (none: with what meshshift added removed);
+        returns the Deployment as stored."""
+
+        def build(current: JsonObject | None) -> JsonObject | None:
+            if current is None:
+                return None
+            spec = current.setdefault("spec", {})
+            template = spec.get("template") or {}
+            desired = with_pod_metadata(template, metadata)
+            if desired == template:
+                return None
+            spec["template"] = desired
+            return current
+
+        stored, written = await read_modify_write(
+            self.api, DEPLOYMENTS, self.name, self.namespace, build, known=self.known_deployments
+        )
+        if written:
+            self.log.info("canary pod metadata written", labels=dict(metadata.labels))
+        return stored
 
     async def _scale(self, canary: JsonObject, replicas: int) -> None:
         """Scale the user's Deployment, from the version read (a 409: read it again, once)."""
@@ -364,7 +455,7 @@ class KubeWorkloads:
                 del self._templates[next(iter(self._templates))]
 
     def _template_for(self, canary: Mapping[str, Any], revision: str) -> JsonObject:
-        template = copy.deepcopy((canary.get("spec") or {}).get("template") or {})
+        template = user_template((canary.get("spec") or {}).get("template") or {})
         if template_revision(template) == revision:
             return template
         known = self._templates.get(revision)
@@ -391,6 +482,7 @@ class KubeWorkloads:
             **selector,
             REVISION_LABEL: revision,
         }
+        template = with_pod_metadata(template, self.stable_pods_metadata)
         labels = {**(meta.get("labels") or {}), PRIMARY_OF_LABEL: self.name, MANAGED_BY_LABEL: MANAGED_BY}
         desired_spec: JsonObject = {key: spec[key] for key in _COPIED_SPEC_FIELDS if key in spec}
         desired_spec["template"] = template

@@ -5,6 +5,8 @@
 | `meshshift.io/enabled`               | `"true"` opts the Deployment in                       |
 | `meshshift.io/steps`                 | YAML list of canary steps (Argo syntax)               |
 | `meshshift.io/blue-green`            | YAML blue-green strategy (Argo's blueGreen), not with steps |
+| `meshshift.io/canary-metadata`       | YAML `{labels, annotations}` of the canary's pods (canaryMetadata) |
+| `meshshift.io/stable-metadata`       | YAML `{labels, annotations}` of the stable's pods (stableMetadata) |
 | `meshshift.io/analysis`              | YAML background analysis: templates, args, startingStep |
 | `meshshift.io/router`                | `istio`, `nginx`, `traefik`, `gateway-api` (or a comma list) |
 | `meshshift.io/service`               | Service name (default: the Deployment's name)         |
@@ -38,7 +40,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from meshshift.spec import ingress_nginx
-from meshshift.spec.bluegreen import BlueGreenBlock, read_blue_green
+from meshshift.spec.bluegreen import BlueGreenBlock, check_selector_labels, read_blue_green, read_pod_metadata
 from meshshift.spec.errors import Findings
 from meshshift.spec.fields import (
     at,
@@ -55,6 +57,7 @@ from meshshift.spec.model import (
     AnnotatedDeployment,
     BackgroundAnalysis,
     KubernetesTarget,
+    PodMetadata,
     RolloutSpec,
     SetHeaderRoute,
 )
@@ -73,6 +76,8 @@ PREFIX = "meshshift.io/"
 ENABLED = "meshshift.io/enabled"
 STEPS = "meshshift.io/steps"
 BLUE_GREEN = "meshshift.io/blue-green"
+CANARY_METADATA = "meshshift.io/canary-metadata"
+STABLE_METADATA = "meshshift.io/stable-metadata"
 ANALYSIS = "meshshift.io/analysis"
 ROUTER = "meshshift.io/router"
 SERVICE = "meshshift.io/service"
@@ -95,6 +100,8 @@ ANNOTATION_KEYS = (
     ENABLED,
     STEPS,
     BLUE_GREEN,
+    CANARY_METADATA,
+    STABLE_METADATA,
     ANALYSIS,
     ROUTER,
     SERVICE,
@@ -164,6 +171,7 @@ def read_deployment(
     target = _read_target(name or "", str(namespace), values, findings, active_service=active)
     routers = target.routers if target is not None else ()
     rollout = _read_rollout(values, findings, catalog, routers, blue_green)
+    rollout = _read_pod_metadata(values, rollout, _selector_labels(data), findings)
     if target is None or name is None:
         return None
     return AnnotatedDeployment(target=target, rollout=rollout)
@@ -371,6 +379,45 @@ def _read_rollout(
         policy = dataclasses.replace(policy, abort_scale_down_delay=blue_green.abort_scale_down_delay)
     strategy = blue_green.strategy if blue_green is not None else None
     return build_rollout(steps, analysis, policy, paths, findings, catalog, strategy)
+
+
+def _selector_labels(manifest: Mapping[str, Any] | None) -> Mapping[str, object]:
+    spec = (manifest or {}).get("spec")
+    selector = spec.get("selector") if isinstance(spec, Mapping) else None
+    labels = selector.get("matchLabels") if isinstance(selector, Mapping) else None
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def _read_pod_metadata(
+    values: Mapping[str, str], rollout: RolloutSpec, selector: Mapping[str, object], findings: Findings
+) -> RolloutSpec:
+    """`meshshift.io/canary-metadata` and `-stable-metadata` (Argo's canaryMetadata, stableMetadata)."""
+    found: dict[str, PodMetadata] = {}
+    for key in (CANARY_METADATA, STABLE_METADATA):
+        if key not in values:
+            continue
+        path = annotation_path(key)
+        if rollout.blue_green is not None:
+            instead = "previewMetadata" if key == CANARY_METADATA else "activeMetadata"
+            findings.error(path, f"is for canary steps; a blue-green rollout has {instead} in {BLUE_GREEN}")
+            continue
+        ok, data = load_value(values[key], path, findings, where="the annotation value")
+        if ok and data is not None:
+            found[key] = read_pod_metadata(data, path, findings)
+            check_selector_labels(found[key], selector, path, findings)
+    if rollout.blue_green is not None:
+        where = annotation_path(BLUE_GREEN)
+        check_selector_labels(
+            rollout.blue_green.preview_metadata, selector, at(where, "previewMetadata"), findings
+        )
+        check_selector_labels(
+            rollout.blue_green.active_metadata, selector, at(where, "activeMetadata"), findings
+        )
+    return dataclasses.replace(
+        rollout,
+        canary_metadata=found.get(CANARY_METADATA, rollout.canary_metadata),
+        stable_metadata=found.get(STABLE_METADATA, rollout.stable_metadata),
+    )
 
 
 def _read_blue_green(values: Mapping[str, str], findings: Findings) -> BlueGreenBlock | None:

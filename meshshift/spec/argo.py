@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from meshshift.spec.bluegreen import read_blue_green
+from meshshift.spec.bluegreen import check_selector_labels, read_blue_green, read_pod_metadata
 from meshshift.spec.errors import Findings
 from meshshift.spec.fields import (
     at,
@@ -90,8 +90,6 @@ NOT_ACTED_ON: Mapping[str, str] = {
     "spec.rollbackWindow": "meshshift rolls every revision out through the steps",
     "canaryService": "meshshift routes to the Service <name>-canary it manages",
     "stableService": "meshshift routes to the Service <name>-primary it manages",
-    "canaryMetadata": "meshshift does not label the canary pods of a Rollout",
-    "stableMetadata": "meshshift does not label the stable pods of a Rollout",
     "maxSurge": _SCALING,
     "maxUnavailable": _SCALING,
     "minPodsPerReplicaSet": _SCALING,
@@ -159,7 +157,29 @@ def read_argo_rollout(
     policy = RolloutPolicy(
         progress_deadline=deadline, allow_non_monotonic=allow_non_monotonic, progress_deadline_abort=abort
     )
-    return read_strategy(strategy, "spec.strategy", findings, policy, catalog)
+    rollout = read_strategy(strategy, "spec.strategy", findings, policy, catalog)
+    if rollout is not None:
+        _check_pod_metadata(rollout, spec, findings)
+    return rollout
+
+
+def _check_pod_metadata(rollout: RolloutSpec, spec: Mapping[str, Any], findings: Findings) -> None:
+    selector = spec.get("selector")
+    labels = selector.get("matchLabels") if isinstance(selector, Mapping) else None
+    if not isinstance(labels, Mapping):
+        return
+    if rollout.blue_green is not None:
+        path = "spec.strategy.blueGreen"
+        check_selector_labels(
+            rollout.blue_green.preview_metadata, labels, at(path, "previewMetadata"), findings
+        )
+        check_selector_labels(
+            rollout.blue_green.active_metadata, labels, at(path, "activeMetadata"), findings
+        )
+        return
+    path = "spec.strategy.canary"
+    check_selector_labels(rollout.canary_metadata, labels, at(path, "canaryMetadata"), findings)
+    check_selector_labels(rollout.stable_metadata, labels, at(path, "stableMetadata"), findings)
 
 
 def _read_metadata(data: Mapping[str, Any], findings: Findings) -> bool:
@@ -246,6 +266,12 @@ def _read_canary(
     analysis = None
     if canary.get("analysis") is not None:
         analysis = read_background_analysis(canary["analysis"], paths.analysis, findings)
+    if canary.get("canaryMetadata") is not None:
+        metadata = read_pod_metadata(canary["canaryMetadata"], at(path, "canaryMetadata"), findings)
+        policy = dataclasses.replace(policy, canary_metadata=metadata)
+    if canary.get("stableMetadata") is not None:
+        metadata = read_pod_metadata(canary["stableMetadata"], at(path, "stableMetadata"), findings)
+        policy = dataclasses.replace(policy, stable_metadata=metadata)
     delay = canary.get("abortScaleDownDelaySeconds")
     if delay is not None:
         seconds = expect_int(delay, at(path, "abortScaleDownDelaySeconds"), findings, minimum=0)

@@ -220,6 +220,20 @@ def _string_map(value: object, path: str, findings: Findings, *, labels: bool) -
     return found
 
 
+def check_selector_labels(
+    metadata: PodMetadata, selector: Mapping[str, object], path: str, findings: Findings
+) -> None:
+    """Pod labels meshshift adds must leave the Deployment's selector labels alone: changing one
+    would take the pods out of their own Deployment (the API server refuses such a template)."""
+    for key in metadata.labels:
+        if key in selector:
+            findings.error(
+                at(at(path, "labels"), key),
+                f'"{key}" is a label of the Deployment\'s spec.selector.matchLabels; '
+                "pod metadata may not change it",
+            )
+
+
 def metadata_key_problem(key: str) -> str | None:
     """Kubernetes' rule for label and annotation keys: `[DNS-subdomain/]name` (name ≤ 63)."""
     prefix, slash, name = key.rpartition("/")

@@ -356,6 +356,19 @@ class RolloutSpec:
     progress_deadline_abort: bool = True
     # The blue-green strategy instead of steps (a spec has one or the other).
     blue_green: BlueGreen | None = None
+    # Argo's canaryMetadata / stableMetadata: on the canary's pods during a rollout, on the stable's.
+    canary_metadata: PodMetadata = field(default_factory=PodMetadata)
+    stable_metadata: PodMetadata = field(default_factory=PodMetadata)
+
+    @property
+    def new_pods_metadata(self) -> PodMetadata:
+        """What the pods of a new revision carry while it is rolled out (canary or preview)."""
+        return self.blue_green.preview_metadata if self.blue_green is not None else self.canary_metadata
+
+    @property
+    def stable_pods_metadata(self) -> PodMetadata:
+        """What the stable's pods carry (the stable, or blue-green's active)."""
+        return self.blue_green.active_metadata if self.blue_green is not None else self.stable_metadata
 
     @property
     def step_count(self) -> int:

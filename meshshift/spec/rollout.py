@@ -25,6 +25,7 @@ from meshshift.spec.model import (
     BackgroundAnalysis,
     BlueGreen,
     FailurePolicy,
+    PodMetadata,
     RolloutSpec,
     SetHeaderRoute,
     SetMirrorRoute,
@@ -63,6 +64,8 @@ class RolloutPolicy:
     gradual_interval: float = DEFAULT_GRADUAL_INTERVAL
     abort_scale_down_delay: float = DEFAULT_ABORT_SCALE_DOWN_DELAY
     progress_deadline_abort: bool = True
+    canary_metadata: PodMetadata = field(default_factory=PodMetadata)
+    stable_metadata: PodMetadata = field(default_factory=PodMetadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,8 @@ def build_rollout(
         abort_scale_down_delay=policy.abort_scale_down_delay,
         progress_deadline_abort=policy.progress_deadline_abort,
         blue_green=blue_green,
+        canary_metadata=policy.canary_metadata,
+        stable_metadata=policy.stable_metadata,
     )
 
 

@@ -22,7 +22,7 @@ from tests.conformance.corpus import EXPECTATION, Case, Corpus, Outcome, documen
 HERE = Path(__file__).parent
 README = HERE.parent.parent / "README.md"
 # What a pasted Rollout's canary acts on; every other field must get a warning naming it.
-ACTED_ON_CANARY = {"steps", "analysis", "abortScaleDownDelaySeconds"}
+ACTED_ON_CANARY = {"steps", "analysis", "abortScaleDownDelaySeconds", "canaryMetadata", "stableMetadata"}
 # The Rollout's own fields meshshift acts on, and those describing the workload, which
 # meshshift takes from the Deployment (README: "Argo Rollouts conformance").
 ACTED_ON_SPEC = {

@@ -224,6 +224,9 @@ def _canary(canary: Mapping[str, Any], annotations: dict[str, str], notes: Notes
         annotations[keys.STEPS] = annotation_yaml(steps)
     if canary.get("analysis") is not None:
         annotations[keys.ANALYSIS] = annotation_yaml(canary["analysis"])
+    for field, key in (("canaryMetadata", keys.CANARY_METADATA), ("stableMetadata", keys.STABLE_METADATA)):
+        if canary.get(field) is not None:
+            annotations[key] = annotation_yaml(canary[field])
     for field, reason in NOT_ACTED_ON.items():
         if field.startswith("spec.") or canary.get(field) is None:
             continue
