@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 MIN_HEALTHY_STREAM = 1.0
 WATCH_TIMEOUT = 40  # the server ends each watch after this many seconds (timeoutSeconds)
 READ_GRACE = 20.0  # beyond timeoutSeconds, how long a silent watch is waited for
+VERSIONS_KEPT = 8  # per object, the last resourceVersions the informer saw (has_seen)
 
 
 class WatchExpiredError(Exception):
@@ -91,6 +93,7 @@ class Informer:
         self.last_heard: float | None = None  # monotonic: the last list, line or normal stream end
         self.backoff = backoff or Backoff(first=0.5, cap=30.0)
         self.cache: dict[ObjectKey, JsonObject] = {}
+        self._versions: dict[ObjectKey, deque[str]] = {}  # key -> the last versions seen, oldest first
         self.resource_version: str | None = None
         self.synced = asyncio.Event()
         self.stats = InformerStats()
@@ -138,6 +141,19 @@ class Informer:
             else:
                 await asyncio.sleep(self.backoff.next())
 
+    def has_seen(self, key: ObjectKey, version: str | None) -> bool:
+        """Whether this version of the object came through the watch or a list (of the last few).
+
+        A write's answer and the watch race: once the version written was seen, the cache holds it
+        or something newer, even if the watch brought the newer one before the answer arrived.
+        """
+        return version is not None and version in self._versions.get(key, ())
+
+    def _saw(self, key: ObjectKey, obj: Mapping[str, Any]) -> None:
+        version = resource_version(obj)
+        if version is not None:
+            self._versions.setdefault(key, deque(maxlen=VERSIONS_KEPT)).append(version)
+
     # --- list ---------------------------------------------------------------------------
 
     async def _relist(self) -> None:
@@ -148,6 +164,9 @@ class Informer:
             item.setdefault("apiVersion", self.rt.api_version)
             item.setdefault("kind", self.rt.kind)
             fresh[object_key(item)] = item
+            self._saw(object_key(item), item)
+        for key in self._versions.keys() - fresh.keys():
+            del self._versions[key]
         previous, self.cache = self.cache, fresh
         self.resource_version = resource_version(listing)
         self._heard()
@@ -222,10 +241,12 @@ class Informer:
         key = object_key(obj)
         if kind == DELETED:
             self.cache.pop(key, None)
+            self._versions.pop(key, None)
         else:
             if kind == ADDED and key in self.cache:
                 kind = MODIFIED  # as client-go's informers report it: an update of a known object
             self.cache[key] = obj
+            self._saw(key, obj)
         self._emit(kind, obj)
 
     def _emit(self, kind: str, obj: JsonObject) -> None:

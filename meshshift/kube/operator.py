@@ -246,6 +246,10 @@ class Operator:
         informer = self.informer
         return informer.cache.get((namespace, name)) if informer is not None else None
 
+    def _deployment_seen(self, namespace: str, name: str, version: str | None) -> bool:
+        informer = self.informer
+        return informer is not None and informer.has_seen((namespace, name), version)
+
     def shard(self, key: RolloutKey) -> int:
         return shard_of(key.namespace, key.name, self.shards)
 
@@ -543,6 +547,7 @@ class Operator:
             service=target.service,
             before_write=write_staged_traffic,
             deployments=functools.partial(self._cached_deployment, key.namespace),
+            deployment_seen=functools.partial(self._deployment_seen, key.namespace),
         )
         workloads.follow(spec)
         controller = RolloutController(

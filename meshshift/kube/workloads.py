@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -237,26 +238,35 @@ def container_ports(template: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 DeploymentLookup = Callable[[str], JsonObject | None]  # a Deployment of the namespace by name, or None
+VersionSeen = Callable[[str, str | None], bool]  # (name, resourceVersion): did the informer see it?
+OWN_VERSIONS_KEPT = 4
 
 
 class InformedDeployments(KnownObjects):
     """Deployments as the informer's cache has them, or as this daemon last wrote them.
 
-    A write's answer is newer than the cache until the watch delivers it: the object written
-    is used while the cache still shows the version it showed when the write went out. (Writes
-    carry the resourceVersion they start from, so nobody wrote in between: the next version the
-    watch brings is that write, or one after it.)
+    A write's answer is newer than the cache until the watch delivers it: the object written is
+    used until the informer has seen its version (then the cache holds it or something newer,
+    even when the watch brought the newer one before the write's answer came back), or the cache
+    shows a version that is neither the one it showed when the write went out nor an earlier
+    write of ours (a list after a 410 skips versions: whatever it brings is newer). Writes carry
+    the resourceVersion they start from, so nobody wrote in between.
     """
 
-    def __init__(self, lookup: DeploymentLookup) -> None:
+    def __init__(self, lookup: DeploymentLookup, seen: VersionSeen) -> None:
         super().__init__()
         self.lookup = lookup
+        self.seen = seen
         self._cache_version: dict[str, str | None] = {}  # name -> the cache's version at our write
+        self._own: dict[str, deque[str]] = {}  # name -> versions this daemon wrote or read, oldest first
 
     def get(self, rt: ResourceType, name: str, namespace: str | None) -> JsonObject | None:
         cached = self.lookup(name)
         mine = super().get(rt, name, namespace)
-        if mine is not None and resource_version(cached) == self._cache_version.get(name):
+        if mine is None or self.seen(name, resource_version(mine)):
+            return cached
+        version = resource_version(cached)
+        if version == self._cache_version.get(name) or version in self._own.get(name, ()):
             return mine
         return cached
 
@@ -264,8 +274,12 @@ class InformedDeployments(KnownObjects):
         super().put(rt, name, namespace, obj)
         if obj is None:
             self._cache_version.pop(name, None)
-        else:
-            self._cache_version[name] = resource_version(self.lookup(name))
+            self._own.pop(name, None)
+            return
+        self._cache_version[name] = resource_version(self.lookup(name))
+        version = resource_version(obj)
+        if version is not None:
+            self._own.setdefault(name, deque(maxlen=OWN_VERSIONS_KEPT)).append(version)
 
 
 class KubeWorkloads:
@@ -285,9 +299,16 @@ class KubeWorkloads:
         service: str,
         before_write: Callable[[], Awaitable[None]] | None = None,
         deployments: DeploymentLookup | None = None,
+        deployment_seen: VersionSeen | None = None,
     ) -> None:
         self.api = api
-        self.known_deployments = InformedDeployments(deployments) if deployments is not None else None
+        if (deployments is None) != (deployment_seen is None):
+            raise ValueError("deployments and deployment_seen come together (both from the informer)")
+        self.known_deployments = (
+            InformedDeployments(deployments, deployment_seen)
+            if deployments is not None and deployment_seen is not None
+            else None
+        )
         self.known_services = KnownObjects()
         self._revision: tuple[str | None, str] | None = None  # (canary's resourceVersion, revision)
         # The routers stage their edits; the engine orders traffic changes before the

@@ -7,8 +7,9 @@ import contextlib
 from typing import Any
 
 from meshshift.kube.informer import Informer
-from meshshift.kube.resources import CONFIG_MAPS, KubeApi
+from meshshift.kube.resources import CONFIG_MAPS, DEPLOYMENTS, KubeApi, resource_version
 from meshshift.kube.tasks import cancel_and_wait
+from meshshift.kube.workloads import InformedDeployments
 from tests.kube.harness import HANG_GUARD, KubeEnv, api_client
 from tests.kube.kmock_ext import k8s_status
 
@@ -96,3 +97,66 @@ async def _until(check: Any, within: float | None = None) -> None:
         async with asyncio.timeout(within):
             while not check():  # noqa: ASYNC110 - informer counters have no event to wait on
                 await asyncio.sleep(0.02)
+
+
+def deployment_object(name: str) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"v": "1"}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "a", "image": "a"}]},
+            },
+        },
+    }
+
+
+async def test_a_write_answer_overtaken_by_the_watch_yields_to_the_cache(kube_env: KubeEnv) -> None:
+    """Read-your-writes over the informer: our write's answer is used while the cache is behind it,
+    never once the watch brought that version or a newer one (even before the answer arrived:
+    at 1,000 rollouts the watch often wins that race; a rollout then waited for ever for a
+    primary the cache knew was ready)."""
+    async with api_client(kube_env) as client:
+        api = KubeApi(client, request_timeout=2.0)
+        informer = Informer(api, DEPLOYMENTS, on_event=lambda _kind, _obj: None, namespace="shop")
+        known = InformedDeployments(
+            lambda name: informer.cache.get(("shop", name)),
+            lambda name, version: informer.has_seen(("shop", name), version),
+        )
+        task = asyncio.create_task(informer.run())
+        try:
+            await asyncio.wait_for(informer.synced.wait(), HANG_GUARD)
+            created = await api.create(DEPLOYMENTS, deployment_object("web"), "shop")
+            # Someone else writes after us, and the watch brings both before our answer is handled.
+            later = await api.merge_patch(DEPLOYMENTS, "web", {"metadata": {"labels": {"v": "2"}}}, "shop")
+
+            def caught_up() -> bool:
+                return resource_version(informer.cache.get(("shop", "web"))) == resource_version(later)
+
+            await asyncio.wait_for(_until(caught_up), HANG_GUARD)
+            known.put(DEPLOYMENTS, "web", "shop", created)
+            seen = known.get(DEPLOYMENTS, "web", "shop")
+            assert seen is not None and seen["metadata"]["labels"]["v"] == "2"
+        finally:
+            await cancel_and_wait([task])
+        # With the watch stopped, the cache stays behind our next write: the answer is what we see.
+        mine = await api.merge_patch(DEPLOYMENTS, "web", {"metadata": {"labels": {"v": "3"}}}, "shop")
+        known.put(DEPLOYMENTS, "web", "shop", mine)
+        seen = known.get(DEPLOYMENTS, "web", "shop")
+        assert seen is not None and seen["metadata"]["labels"]["v"] == "3"
+        assert resource_version(informer.cache.get(("shop", "web"))) == resource_version(later)
+        # The watch resumes and brings our write: the cache is used again, and it holds it.
+        task = asyncio.create_task(informer.run())
+        try:
+            await asyncio.wait_for(
+                _until(lambda: informer.has_seen(("shop", "web"), resource_version(mine))), HANG_GUARD
+            )
+            assert known.get(DEPLOYMENTS, "web", "shop") is informer.cache[("shop", "web")]
+        finally:
+            with contextlib.suppress(asyncio.CancelledError):
+                await cancel_and_wait([task])
