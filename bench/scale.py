@@ -73,6 +73,8 @@ class RunResult:
     resume_seconds: float
     metrics_ms: float
     metrics_bytes: int
+    series_per_rollout: int
+    series_total: int
     idle_rollouts_per_min: float
     idle_daemon_per_min: Counter[tuple[str, str]]
     lease_gap_init: float
@@ -233,6 +235,7 @@ class Bench:
             )
         )
         self.session: aiohttp.ClientSession | None = None
+        self.profiler: asyncio.subprocess.Process | None = None
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -313,6 +316,9 @@ class Bench:
             try:
                 return await self._run(n, daemon, url, started, load_before)
             finally:
+                if self.profiler is not None and self.profiler.returncode is None:  # interrupted
+                    self.profiler.send_signal(signal.SIGINT)
+                    await self.profiler.wait()
                 if daemon.returncode is None:
                     daemon.terminate()
                     await daemon.wait()
@@ -341,7 +347,7 @@ class Bench:
             await self.stop_profiler(profiler) if profiler else (Counter(), Counter(), 0)
         )
         rss, peak = memory_mib(daemon.pid)
-        metrics_ms, metrics_bytes = await self.scrape(url)
+        metrics_ms, metrics_bytes, series_one, series_total = await self.scrape(url)
         # The old canaries scale down after the scale-down delay (30 s); then all is quiet.
         await self.wait_states(
             lambda states: all(s[3] == 0 for s in states.values()), what="every canary scaled down"
@@ -373,6 +379,8 @@ class Bench:
             resume_seconds=resume_seconds,
             metrics_ms=metrics_ms,
             metrics_bytes=metrics_bytes,
+            series_per_rollout=series_one,
+            series_total=series_total,
             idle_rollouts_per_min=sum(
                 1 for r in requests if idle_from <= r[0] < idle_to and rollout_of(r[4]) is not None
             )
@@ -472,15 +480,17 @@ class Bench:
             gaps.append(until - points[-1])
         return max(gaps, default=float("nan"))
 
-    async def scrape(self, url: str) -> tuple[float, int]:
-        times, size = [], 0
+    async def scrape(self, url: str) -> tuple[float, int, int, int]:
+        """Median render time of 5 scrapes, size; series of one rollout (app-0000) and in all."""
+        times, body = [], b""
         for _ in range(5):
             started = time.perf_counter()
             async with self.http.get(f"{url}/metrics") as response:
                 body = await response.read()
             times.append((time.perf_counter() - started) * 1000)
-            size = len(body)
-        return statistics.median(times), size
+        samples = [line for line in body.decode().splitlines() if line and not line.startswith("#")]
+        one = sum(1 for line in samples if '"app-0000"' in line)
+        return statistics.median(times), len(body), one, len(samples)
 
     async def start_profiler(self, pid: int) -> tuple[asyncio.subprocess.Process, Path]:
         out = self.workdir / "profile.raw"
@@ -500,6 +510,7 @@ class Bench:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
+        self.profiler = process
         await asyncio.sleep(1.0)
         return process, out
 
@@ -564,7 +575,9 @@ def report(n: int, runs: list[RunResult], args: argparse.Namespace) -> None:
     )
     print(
         f"/metrics                   {median(r.metrics_ms for r in runs):.0f} ms, "
-        f"{median(r.metrics_bytes for r in runs) / 1024:.0f} KiB"
+        f"{median(r.metrics_bytes for r in runs) / 1024:.0f} KiB; "
+        f"{median(r.series_total for r in runs):.0f} series, "
+        f"{median(r.series_per_rollout for r in runs):.0f} of them one rollout's (app-0000, promoted)"
     )
     idle = runs[len(runs) // 2]
     daemon_idle = ", ".join(
