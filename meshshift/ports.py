@@ -71,6 +71,8 @@ class WorkloadStatus:
     canary_ready: bool
     images: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # "stable"/"canary" -> images
     replicas: Mapping[str, int] = field(default_factory=dict)  # desired, updated, available, unavailable
+    endpoints: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # standalone: role -> host:port
+    versions: Mapping[str, str] = field(default_factory=dict)  # standalone: role -> its `version` label
 
 
 class Workloads(Protocol):

@@ -219,6 +219,23 @@ def test_upstream_mistakes() -> None:
     ]
 
 
+def test_version_labels() -> None:
+    parsed = parse_standalone(
+        doc(
+            stable={"endpoints": ["127.0.0.1:8081"], "version": "v1.2_3-a"},
+            canary={"endpoints": ["127.0.0.1:8082"], "version": "v2"},
+        )
+    )
+    assert (parsed.stable.version, parsed.canary.version) == ("v1.2_3-a", "v2")
+    assert parse_standalone(doc()).canary == Upstream(("127.0.0.1:8082",), None)
+    for bad in ('v2"} or vector(1) #', "-v2", "x" * 64, "", 2):
+        assert error_paths(doc(canary={"endpoints": ["127.0.0.1:8082"], "version": bad})) == [
+            "spec.canary.version"
+        ], bad
+    with pytest.raises(SpecError, match="is not a label value"):
+        parse_standalone(doc(stable={"endpoints": ["127.0.0.1:8081"], "version": "a b"}))
+
+
 def test_weights_going_down_need_allow_non_monotonic() -> None:
     steps = [{"setWeight": 50}, {"setWeight": 20}]
     with pytest.raises(SpecError) as raised:

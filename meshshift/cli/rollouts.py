@@ -653,14 +653,10 @@ def _block(view: View) -> list[str]:
     if len(applied) > 1 or (applied and not weights.get("appliedAgree", True)):
         shown = ", ".join(f"{router} {'?' if w is None else w}" for router, w in sorted(applied.items()))
         lines.append(_field("Applied", shown, 2))
-    images = [
-        f"{image} ({_image_roles(view, role)})" if _image_roles(view, role) else str(image)
-        for role in ("stable", "canary")
-        for image in (view.get("images") or {}).get(role, ())
-    ]
-    if images:
-        lines.append(_field("Images", images[0]))
-        lines.extend(" " * 17 + image for image in images[1:])
+    for label, listed in (("Images", _tagged(view, "images")), ("Endpoints", _tagged(view, "endpoints"))):
+        if listed:
+            lines.append(_field(label, listed[0]))
+            lines.extend(" " * 17 + item for item in listed[1:])
     routes = view.get("headerRoutes") or []
     if routes:
         lines.append(_field("HeaderRoutes", ", ".join(_header_route(r) for r in routes)))
@@ -671,6 +667,26 @@ def _block(view: View) -> list[str]:
             if key in replicas:
                 lines.append(_field(key.capitalize(), replicas[key], 2))
     return lines
+
+
+def _tagged(view: View, key: str) -> list[str]:
+    """Argo's `Images:` (here also standalone `Endpoints:`): each item once, sorted, with the tags
+    of every live revision running it (`example/app:v1 (stable, canary)`); a canary's only while
+    a canary revision is up. Endpoints add their set's `version` label."""
+    revisions = view.get("revisions") or {}
+    live = ["stable"]
+    if revisions.get("canary") and revisions.get("canary") != revisions.get("stable"):
+        live.append("canary")
+    tags: dict[str, list[str]] = {}
+    for role in live:
+        version = (view.get("versions") or {}).get(role) if key == "endpoints" else None
+        role_tags = [t for t in _image_roles(view, role).split(", ") if t]
+        if version:
+            role_tags.append(f"version {version}")
+        for item in (view.get(key) or {}).get(role, ()):
+            merged = tags.setdefault(str(item), [])
+            merged += [t for t in role_tags if t not in merged]
+    return [f"{item} ({', '.join(t)})" if t else item for item, t in sorted(tags.items())]
 
 
 def _revision_and_roles(blue_green: Mapping[str, Any], revision: object) -> str:

@@ -121,6 +121,11 @@ def rollout_view(snapshot: RolloutSnapshot) -> dict[str, Any]:
             if snapshot.workloads
             else {},
             "replicas": dict(snapshot.workloads.replicas) if snapshot.workloads else {},
+            # Standalone: each role's endpoints and its optional `version` label.
+            "endpoints": {k: list(v) for k, v in snapshot.workloads.endpoints.items()}
+            if snapshot.workloads
+            else {},
+            "versions": dict(snapshot.workloads.versions) if snapshot.workloads else {},
             "analysisRuns": _analysis_runs(snapshot),
             "history": codec.encode(state.history) if state else [],
             "rolloutStartedAt": state.rollout_started_at if state else None,
@@ -488,6 +493,12 @@ async def control(request: web.Request) -> web.Response:
     snapshot = registry.snapshots.get(key)
     if snapshot is None or key not in registry.controllers:
         return _error(404, f"rollout {key} not found")
+    undo = registry.undo_handlers.get(key) if action == "undo" else None
+    if undo is not None:
+        log.info("control request", rollout=str(key), action=action, peer=request.remote)
+        applied, message = await undo()
+        body = {"rollout": str(key), "command": action, "applied": applied, "message": message}
+        return _json(body, 200 if applied else 409)
     kind = _command_for(action, snapshot)
     if not isinstance(kind, CommandKind):
         return _json({"rollout": str(key), "command": action, "applied": False, "message": kind}, 409)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
@@ -31,6 +31,9 @@ class RolloutRegistry:
         self.ready = False  # set once the first listing has been seen
         # Each says why the daemon is not ready now (a watch gone silent), or None.
         self.health_checks: list[Callable[[], str | None]] = []
+        # `undo` where the daemon itself can put the previous revision back (standalone endpoints):
+        # (applied, message). Elsewhere undo is the CLI's (Kubernetes) or an abort mid-rollout.
+        self.undo_handlers: dict[RolloutKey, Callable[[], Awaitable[tuple[bool, str]]]] = {}
 
     def not_ready_reason(self) -> str | None:
         """Why /readyz must fail, or None when it may pass."""

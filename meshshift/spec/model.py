@@ -446,6 +446,8 @@ StandaloneRouterConfig = EnvoyRouterConfig | NginxRouterConfig | TraefikRouterCo
 @dataclass(frozen=True, slots=True)
 class Upstream:
     endpoints: tuple[str, ...]  # host:port
+    # The `version` label these endpoints' metrics carry: {{args.canary-hash}} / {{args.stable-hash}}.
+    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

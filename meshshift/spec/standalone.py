@@ -6,8 +6,8 @@ kind: StandaloneRollout
 metadata: {name: myapp}
 spec:
   router: {envoy: {listen: "127.0.0.1:10000"}}     # or {nginx: {listen: ...}}, {traefik: {listen: ...}}
-  stable: {endpoints: ["127.0.0.1:8081"]}
-  canary: {endpoints: ["127.0.0.1:8082"]}
+  stable: {endpoints: ["127.0.0.1:8081"], version: v1}   # version: optional, the label of its metrics
+  canary: {endpoints: ["127.0.0.1:8082"], version: v2}   # ({{args.canary-hash}}, {{args.stable-hash}})
   steps: [...]                                     # as meshshift.io/steps
   blueGreen: {...}                                 # or Argo's blue-green strategy (instead of steps)
   preview: {listen: "127.0.0.1:10001"}             # a listener that reaches the new revision only
@@ -376,7 +376,8 @@ def _read_upstream(value: object, path: str, findings: Findings) -> Upstream | N
     upstream = expect_mapping(value, path, findings)
     if upstream is None:
         return None
-    check_keys(upstream, ("endpoints",), path, findings)
+    check_keys(upstream, ("endpoints", "version"), path, findings)
+    version = _read_version(upstream.get("version"), at(path, "version"), findings)
     raw = require(upstream, "endpoints", path, findings)
     entries = None if raw is None else expect_list(raw, at(path, "endpoints"), findings)
     if entries is None:
@@ -392,7 +393,28 @@ def _read_upstream(value: object, path: str, findings: Findings) -> Upstream | N
         if endpoint is not None:
             report_duplicate(endpoint, seen, where, findings, what="endpoint")
             endpoints.append(endpoint)
-    return Upstream(tuple(endpoints)) if len(endpoints) == len(entries) else None
+    return Upstream(tuple(endpoints), version) if len(endpoints) == len(entries) else None
+
+
+_VERSION = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+
+
+def _read_version(value: object, path: str, findings: Findings) -> str | None:
+    """The optional `version` label of an endpoint set: a Kubernetes label value (it is templated
+    into queries as {{args.canary-hash}} / {{args.stable-hash}}, so nothing that needs escaping)."""
+    if value is None:
+        return None
+    text = expect_str(value, path, findings)
+    if text is None:
+        return None
+    if not _VERSION.fullmatch(text):
+        findings.error(
+            path,
+            f'"{text}" is not a label value: letters, digits, ".", "_" or "-", starting and ending '
+            "with a letter or digit, at most 63 characters",
+        )
+        return None
+    return text
 
 
 def read_host_port(value: object, path: str, findings: Findings) -> str | None:

@@ -70,8 +70,15 @@ from meshshift.spec.rollout import BUILTIN_TEMPLATE_NAMES
 from meshshift.spec.standalone import parse_standalone, router_kind
 from meshshift.spec.templates import TEMPLATE_KINDS, read_template
 from meshshift.spec.yamldoc import load_all
-from meshshift.standalone.state_file import StateFile, StateFileError, StateFileStore, recorded_stable
-from meshshift.standalone.workloads import EndpointWorkloads, endpoints_revision
+from meshshift.standalone.state_file import (
+    EndpointSet,
+    StateFile,
+    StateFileError,
+    StateFileStore,
+    recorded_stable,
+    recorded_workloads,
+)
+from meshshift.standalone.workloads import EndpointWorkloads, effective_canary, endpoints_revision
 
 log = structlog.get_logger(__name__)
 
@@ -247,10 +254,19 @@ def template_source(
     return ChainedTemplates(user, builtin) if builtin is not None else ChainedTemplates(user)
 
 
-def standalone_arg_context(rollout: StandaloneRollout) -> Callable[[StartAnalysis], ArgContext]:
-    def context(_action: StartAnalysis) -> ArgContext:
+def standalone_arg_context(
+    rollout: StandaloneRollout, workloads: EndpointWorkloads | None = None
+) -> Callable[[StartAnalysis], ArgContext]:
+    """{{args.canary-hash}} and {{args.stable-hash}}: the `version` labels of the two endpoint sets
+    when the file gives them, else `canary` and `stable`."""
+
+    def context(action: StartAnalysis) -> ArgContext:
+        canary = workloads.version_of(action.revision) if workloads else None
+        stable = workloads.version_of(action.stable_revision) if workloads else None
         return ArgContext(
-            builtin_args=builtin_args(canary=CANARY_HASH, stable=STABLE_HASH, namespace=None),
+            builtin_args=builtin_args(
+                canary=canary or CANARY_HASH, stable=stable or STABLE_HASH, namespace=None
+            ),
             metadata=rollout.metadata,  # fieldRef args read the rollout file's metadata
         )
 
@@ -308,7 +324,7 @@ class StandaloneRuntime:
                 "it stays the stable",
                 recorded=list(self.workloads.stable),
             )
-        self.workloads.set_canary(rollout.canary.endpoints)
+        self.workloads.set_canary(rollout.canary.endpoints, rollout.canary.version)
         self.templates.sources = template_source(loaded.templates, self.builtin_templates).sources
         self.rollout = rollout
         self.controller.update_spec(rollout.rollout)
@@ -350,12 +366,18 @@ def router_config(rollout: StandaloneRollout, base_dir: Path) -> StandaloneRoute
 
 
 def initial_routes(
-    rollout: StandaloneRollout, stored: StoredRollout | None, stable: Sequence[str]
+    rollout: StandaloneRollout,
+    stored: StoredRollout | None,
+    stable: Sequence[str],
+    canary: Sequence[str] | None = None,
 ) -> DesiredRoutes:
-    """What the proxy serves before the controller resyncs: the persisted routes, if they still apply."""
+    """What the proxy serves before the controller resyncs: the persisted routes, if they still apply.
+
+    `canary`: the canary endpoints in force (an `undo`'s), when not the file's."""
     names = upstream_names(rollout.name)
-    routes = DesiredRoutes(stable=tuple(stable), canary=rollout.canary.endpoints, names=names)
-    if stored is None or stored.rollout.canary_revision != endpoints_revision(rollout.canary.endpoints):
+    canary = tuple(canary) if canary is not None else rollout.canary.endpoints
+    routes = DesiredRoutes(stable=tuple(stable), canary=canary, names=names)
+    if stored is None or stored.rollout.canary_revision != endpoints_revision(canary):
         return routes  # nothing persisted, or a different canary: all traffic on the stable
     state = stored.rollout
     return DesiredRoutes(
@@ -391,7 +413,9 @@ async def standalone_runtime(
     store = StateFileStore(state_file)
     stored = await store.load()
     stable = recorded_stable(state_file) or rollout.stable.endpoints
-    desired = initial_routes(rollout, stored, stable)
+    file_canary = EndpointSet(rollout.canary.endpoints, rollout.canary.version)
+    canary = effective_canary(recorded_workloads(state_file), file_canary).endpoints
+    desired = initial_routes(rollout, stored, stable, canary)
     async with contextlib.AsyncExitStack() as stack:
         proxy = await _start_proxy(stack, rollout, desired, base_dir)
         router, admin_url = proxy.router, proxy.admin_url
@@ -401,6 +425,8 @@ async def standalone_runtime(
             canary=rollout.canary.endpoints,
             set_upstreams=router.set_upstreams,
             set_preview=router.set_preview,
+            stable_version=rollout.stable.version,
+            canary_version=rollout.canary.version,
         )
         prometheus = settings.prometheus_address or (rollout.extra.get("prometheus") or {}).get("address")
         providers, builtin = analysis_plugins(
@@ -422,12 +448,13 @@ async def standalone_runtime(
             templates=metrics.template_source(key, templates),
             providers=providers,
             events=FanOutEvents([LogEvents(rollout=str(key)), metrics.event_sink(key)]),
-            arg_context=standalone_arg_context(rollout),
+            arg_context=standalone_arg_context(rollout, workloads),
             clock=time.time,
             measurement_timeout=settings.measurement_timeout,
         )
         workloads.on_change = controller.poke
         registry.add(controller)
+        registry.undo_handlers[key] = workloads.undo
         registry.listeners.append(_ready_after_first_reconcile(registry))
         runtime = StandaloneRuntime(
             rollout=rollout,

@@ -2,7 +2,12 @@
 
     {"schemaVersion": 1,
      "rollout": {...RolloutState...}, "analysisRuns": {"<name>": {...AnalysisRun...}},
-     "workloads": {"stableEndpoints": ["127.0.0.1:8081"]}}
+     "workloads": {"stableEndpoints": ["127.0.0.1:8081"], "stableVersion": "v1",
+                   "previousStableEndpoints": [...], "previousStableVersion": "v0",
+                   "undo": {"fileCanary": [...], "canary": [...], "canaryVersion": "v0"}}}
+
+`workloads` is written at a promotion (the new stable, and the one it replaced, for `undo`) and
+by `undo` (the canary endpoints it put in place of the file's, until the file names others).
 
 Each write goes to a fresh temp file in the same directory, is fsynced, and replaces the
 old file with os.replace (then the directory is fsynced): a reader, or a daemon restarted
@@ -20,6 +25,7 @@ import asyncio
 import errno
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,11 +145,26 @@ def document_problem(document: Mapping[str, Any]) -> str | None:
     if workloads is not None:
         if not isinstance(workloads, Mapping):
             return f"workloads: expected an object, got {_kind(workloads)}"
-        endpoints = workloads.get("stableEndpoints")
+        return _workloads_problem(workloads)
+    return None
+
+
+def _workloads_problem(workloads: Mapping[str, Any]) -> str | None:
+    undo = workloads.get("undo")
+    if undo is not None and not isinstance(undo, Mapping):
+        return f"workloads.undo: expected an object, got {_kind(undo)}"
+    lists = [(f"workloads.{k}", workloads.get(k)) for k in ("stableEndpoints", "previousStableEndpoints")]
+    lists += [(f"workloads.undo.{k}", (undo or {}).get(k)) for k in ("fileCanary", "canary")]
+    for where, endpoints in lists:
         if endpoints is not None and not (
             isinstance(endpoints, list) and all(isinstance(e, str) and e for e in endpoints)
         ):
-            return f"workloads.stableEndpoints: expected a list of host:port strings, got {_short(endpoints)}"
+            return f"{where}: expected a list of host:port strings, got {_short(endpoints)}"
+    versions = [(f"workloads.{k}", workloads.get(k)) for k in ("stableVersion", "previousStableVersion")]
+    versions.append(("workloads.undo.canaryVersion", (undo or {}).get("canaryVersion")))
+    for where, version in versions:
+        if version is not None and not isinstance(version, str):
+            return f"{where}: expected a string, got {_kind(version)}"
     return None
 
 
@@ -192,10 +213,66 @@ class StateFileStore:
 
 def recorded_stable(state_file: StateFile) -> tuple[str, ...] | None:
     """The stable endpoints recorded by the last promotion, if any."""
-    endpoints = (state_file.read().get("workloads") or {}).get("stableEndpoints")
-    if not isinstance(endpoints, list) or not endpoints:
+    return _endpoints((state_file.read().get("workloads") or {}).get("stableEndpoints"))
+
+
+def _endpoints(value: object) -> tuple[str, ...] | None:
+    if not isinstance(value, list) or not value:
         return None
-    return tuple(str(e) for e in endpoints)
+    return tuple(str(e) for e in value)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSet:
+    endpoints: tuple[str, ...]
+    version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedWorkloads:
+    """What promotions and `undo` recorded beyond the rollout file."""
+
+    stable: EndpointSet | None = None
+    previous_stable: EndpointSet | None = None
+    undo_file_canary: tuple[str, ...] | None = None  # the file's canary when undo replaced it
+    undo_canary: EndpointSet | None = None
+
+
+def recorded_workloads(state_file: StateFile) -> RecordedWorkloads:
+    workloads = state_file.read().get("workloads") or {}
+    undo = workloads.get("undo") or {}
+
+    def endpoint_set(endpoints: object, version: object) -> EndpointSet | None:
+        found = _endpoints(endpoints)
+        return None if found is None else EndpointSet(found, version if isinstance(version, str) else None)
+
+    return RecordedWorkloads(
+        stable=endpoint_set(workloads.get("stableEndpoints"), workloads.get("stableVersion")),
+        previous_stable=endpoint_set(
+            workloads.get("previousStableEndpoints"), workloads.get("previousStableVersion")
+        ),
+        undo_file_canary=_endpoints(undo.get("fileCanary")),
+        undo_canary=endpoint_set(undo.get("canary"), undo.get("canaryVersion")),
+    )
+
+
+async def record_workloads(state_file: StateFile, recorded: RecordedWorkloads) -> None:
+    """Write the recorded workloads (only the parts there are)."""
+    document: dict[str, Any] = {}
+
+    def put(endpoint_set: EndpointSet | None, into: dict[str, Any], endpoints: str, version: str) -> None:
+        if endpoint_set is not None:
+            into[endpoints] = list(endpoint_set.endpoints)
+            if endpoint_set.version is not None:
+                into[version] = endpoint_set.version
+
+    put(recorded.stable, document, "stableEndpoints", "stableVersion")
+    put(recorded.previous_stable, document, "previousStableEndpoints", "previousStableVersion")
+    if recorded.undo_canary is not None and recorded.undo_file_canary is not None:
+        undo: dict[str, Any] = {"fileCanary": list(recorded.undo_file_canary)}
+        put(recorded.undo_canary, undo, "canary", "canaryVersion")
+        document["undo"] = undo
+    await state_file.update(workloads=document)
 
 
 async def record_stable(state_file: StateFile, endpoints: Sequence[str]) -> None:

@@ -15,12 +15,21 @@
   unavailable the others; updated are the serving endpoints of the newest revision.
 - The preview listener, if any, follows the canary's scale: it reaches the canary endpoints
   while the engine has them scaled up (a new revision is up), the stable otherwise.
+- Each endpoint set may carry a `version` label (the file's `spec.stable.version`,
+  `spec.canary.version`; the promoted one's is recorded with it): {{args.canary-hash}} and
+  {{args.stable-hash}} are those labels when given.
+- `undo` puts the previous endpoints back, as Argo's undo puts the previous pod template back:
+  mid-rollout (or after an abort) the canary becomes the stable's endpoints again, which
+  cancels the rollout; on the stable, the endpoints the last promotion replaced are rolled out
+  (through the steps). It is recorded in the state file and holds until the file names other
+  canary endpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -29,7 +38,14 @@ import structlog
 from meshshift.ports import WorkloadStatus
 from meshshift.settings import split_host_port
 from meshshift.spec.model import CanaryScale
-from meshshift.standalone.state_file import StateFile, record_stable, recorded_stable
+from meshshift.standalone.state_file import (
+    EndpointSet,
+    RecordedWorkloads,
+    StateFile,
+    StateFileError,
+    record_workloads,
+    recorded_workloads,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +78,14 @@ def endpoints_revision(endpoints: Sequence[str]) -> str:
     return f"ep-{digest[:10]}"
 
 
+def effective_canary(recorded: RecordedWorkloads, file_canary: EndpointSet) -> EndpointSet:
+    """The canary endpoints in force: what an `undo` put in place of the file's, while the file
+    still names the canary it replaced; the file's otherwise."""
+    if recorded.undo_canary is not None and recorded.undo_file_canary == file_canary.endpoints:
+        return recorded.undo_canary
+    return file_canary
+
+
 class EndpointWorkloads:
     def __init__(
         self,
@@ -72,10 +96,21 @@ class EndpointWorkloads:
         set_upstreams: UpstreamsCallback,
         set_preview: PreviewCallback | None = None,
         probe_timeout: float = 1.0,
+        stable_version: str | None = None,
+        canary_version: str | None = None,
     ) -> None:
         self.state_file = state_file
-        self.stable = recorded_stable(state_file) or tuple(stable)
-        self.canary = tuple(canary)  # what the rollout file asks for
+        recorded = recorded_workloads(state_file)
+        self.stable_recorded = recorded.stable is not None
+        stable_set = recorded.stable or EndpointSet(tuple(stable), stable_version)
+        self.stable, self.stable_version = stable_set.endpoints, stable_set.version
+        self.previous_stable = recorded.previous_stable
+        self.file_canary = EndpointSet(tuple(canary), canary_version)  # what the rollout file asks for
+        self.undo_canary = (
+            recorded.undo_canary if effective_canary(recorded, self.file_canary) != self.file_canary else None
+        )
+        in_force = self.undo_canary or self.file_canary
+        self.canary, self.canary_version = in_force.endpoints, in_force.version
         self.routed_canary = self.canary  # what the router's canary upstream holds
         self.set_upstreams = set_upstreams
         self.set_preview = set_preview
@@ -93,20 +128,73 @@ class EndpointWorkloads:
     def stable_revision(self) -> str:
         return endpoints_revision(self.stable)
 
-    def set_canary(self, endpoints: Sequence[str]) -> None:
-        """The rollout file names new canary endpoints: a new revision to roll out."""
-        if tuple(endpoints) != self.canary:
-            self.canary = tuple(endpoints)
+    def version_of(self, revision: str | None) -> str | None:
+        """The `version` label of the endpoint set of `revision`, if it has one."""
+        if revision == self.revision:
+            return self.canary_version
+        if revision == self.stable_revision:
+            return self.stable_version
+        return None
+
+    def set_canary(self, endpoints: Sequence[str], version: str | None = None) -> None:
+        """The rollout file names new canary endpoints: a new revision to roll out (an `undo`
+        in force gives way to them)."""
+        named = EndpointSet(tuple(endpoints), version)
+        if named.endpoints != self.file_canary.endpoints:
+            self.undo_canary = None
+        self.file_canary = named
+        in_force = self.undo_canary or named
+        if (in_force.endpoints, in_force.version) != (self.canary, self.canary_version):
+            self.canary, self.canary_version = in_force.endpoints, in_force.version
             self.on_change()
+
+    def _recorded(self, **changes: object) -> RecordedWorkloads:
+        current = RecordedWorkloads(
+            stable=EndpointSet(self.stable, self.stable_version) if self.stable_recorded else None,
+            previous_stable=self.previous_stable,
+            undo_file_canary=self.file_canary.endpoints if self.undo_canary else None,
+            undo_canary=self.undo_canary,
+        )
+        return dataclasses.replace(current, **changes)  # type: ignore[arg-type]
+
+    async def undo(self) -> tuple[bool, str]:
+        """The previous endpoints back (see the module's docstring); recorded before it acts."""
+        if self.canary != self.stable:
+            target = EndpointSet(self.stable, self.stable_version)
+            message = (
+                f"the canary is the stable's endpoints {list(self.stable)} again: the rollout of "
+                f"revision {self.revision} is cancelled"
+            )
+        elif self.previous_stable is not None and self.previous_stable.endpoints != self.stable:
+            target = self.previous_stable
+            message = (
+                f"rolling out the previous endpoints {list(target.endpoints)} "
+                f"(revision {endpoints_revision(target.endpoints)}) again"
+            )
+        else:
+            return False, "nothing to undo: no endpoints before the stable's are recorded"
+        recorded = self._recorded(undo_file_canary=self.file_canary.endpoints, undo_canary=target)
+        try:
+            await record_workloads(self.state_file, recorded)
+        except StateFileError as error:
+            return False, str(error)  # nothing done that could not be recorded
+        self.undo_canary = target
+        self.canary, self.canary_version = target.endpoints, target.version
+        log.info("undo: the canary endpoints are put back", endpoints=list(target.endpoints))
+        self.on_change()
+        return True, message
 
     async def observe(self) -> WorkloadStatus:
         up = await accepting((*self.stable, *self.canary), self.probe_timeout)
+        versions = {"stable": self.stable_version, "canary": self.canary_version}
         return WorkloadStatus(
             revision=self.revision,
             stable_revision=self.stable_revision,
             stable_ready=all(up[e] for e in self.stable),
             canary_ready=all(up[e] for e in self.canary),
             replicas=self._replicas(up),
+            endpoints={"stable": self.stable, "canary": self.canary},
+            versions={role: v for role, v in versions.items() if v is not None},
         )
 
     def _replicas(self, up: dict[str, bool]) -> dict[str, int]:
@@ -124,9 +212,15 @@ class EndpointWorkloads:
         """The endpoints of `revision` become the stable upstream: recorded first, then routed."""
         if revision == self.revision:
             if self.stable != self.canary:
-                await record_stable(self.state_file, self.canary)  # before the router: survives a crash
+                promoted = EndpointSet(self.canary, self.canary_version)
+                replaced = EndpointSet(self.stable, self.stable_version)
+                # Recorded before the router is told: survives a crash.
+                await record_workloads(
+                    self.state_file, self._recorded(stable=promoted, previous_stable=replaced)
+                )
+                self.stable_recorded, self.previous_stable = True, replaced
                 log.info("promoted: the canary endpoints are the new stable", endpoints=list(self.canary))
-            self.stable = self.canary
+            self.stable, self.stable_version = self.canary, self.canary_version
         elif revision != self.stable_revision:
             raise RuntimeError(
                 f"cannot promote revision {revision}: the rollout file now names canary endpoints "

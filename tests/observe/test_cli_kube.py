@@ -153,8 +153,9 @@ async def test_set_image_list_and_status_in_a_cluster(kube_env: KubeEnv) -> None
             code, out, err = await meshshift("get", "rollout", APP, "--kubeconfig", kubeconfig)
             assert code == 0, err
             lines = out.splitlines()
-            images = lines.index(f"Images:          {IMAGE} (stable)")
-            assert lines[images + 1].strip() == "example/app:v9 (canary)"
+            images = next(i for i, line in enumerate(lines) if line.startswith("Images:"))
+            shown = [lines[images].removeprefix("Images:").strip(), lines[images + 1].strip()]
+            assert shown == sorted([f"{IMAGE} (stable)", "example/app:v9 (canary)"])  # sorted, as Argo's
 
             code, out, err = await meshshift("list", "rollouts", "--kubeconfig", kubeconfig)
             assert code == 0, err
@@ -177,3 +178,5 @@ async def test_set_image_list_and_status_in_a_cluster(kube_env: KubeEnv) -> None
             code, out, err = await meshshift("status", APP, "--timeout", "2m", "--kubeconfig", kubeconfig)
             assert code == 0, err
             assert out.splitlines()[-1] == "Healthy"
+            code, out, _ = await meshshift("get", "rollout", APP, "--kubeconfig", kubeconfig)
+            assert "Images:          example/app:v9 (stable)\n" in out  # one revision: one image

@@ -103,6 +103,9 @@ MANGLED: list[tuple[str, Any, str]] = [
     ("rollout-field", {"rollout": {**VALID_ROLLOUT, "phase": 5}}, "rollout: "),
     ("workloads-string", {"rollout": VALID_ROLLOUT, "workloads": "x"}, "workloads: expected an object"),
     ("endpoints", {"workloads": {"stableEndpoints": [1]}}, "workloads.stableEndpoints: expected a list"),
+    ("version", {"workloads": {"stableVersion": 2}}, "workloads.stableVersion: expected a string"),
+    ("undo", {"workloads": {"undo": []}}, "workloads.undo: expected an object"),
+    ("undo-canary", {"workloads": {"undo": {"canary": "x"}}}, "workloads.undo.canary: expected a list"),
     ("runs", {"rollout": VALID_ROLLOUT, "analysisRuns": {"r": 5}}, "analysisRuns.r: "),
     ("runs-list", {"analysisRuns": []}, "analysisRuns: expected an object"),
 ]
