@@ -84,9 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--scenario",
-        choices=["healthy", "bad-errors", "bad-latency"],
+        choices=["healthy", "bad-errors", "bad-latency", "bad-under-load"],
         default="healthy",
-        help="the canary's behaviour: healthy (promoted), bad-errors or bad-latency (rolled back)",
+        help="the canary's behaviour: healthy (promoted), bad-errors or bad-latency (rolled back), "
+        "bad-under-load (fails only under the users' load: blue-green's post-promotion analysis "
+        "switches back)",
+    )
+    demo.add_argument(
+        "--strategy",
+        choices=["canary", "blue-green"],
+        default="canary",
+        help="canary: the tutorial's steps; blue-green: a preview listener, then one switch",
     )
     demo.add_argument(
         "--router",
@@ -482,6 +490,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 listen=args.listen,
                 judge=args.judge,
                 notifications=notification_settings(args),
+                strategy=args.strategy,
             )
         )
     if args.command == "version":

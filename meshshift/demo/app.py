@@ -1,8 +1,10 @@
 """The demo service: `python -m meshshift.demo.app --version canary --error-rate 0.2`.
 
 Every request (any path but /metrics and /healthz) answers `hello from <version>` with an
-`X-Version` header, after `--latency-ms`, and fails with HTTP 500 at `--error-rate`. It
-serves the metrics the tutorial's queries read, unchanged:
+`X-Version` header, after `--latency-ms`, and fails with HTTP 500 at `--error-rate`, and also
+for every request beyond `--overload-rps` in the last second (a version that holds a few
+testers' requests but breaks under production load). It serves the metrics the tutorial's
+queries read, unchanged:
 
     http_requests_total{service, version, status}
     http_request_duration_seconds_bucket{service, version, le}  (and _sum, _count)
@@ -15,6 +17,7 @@ import asyncio
 import random
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,12 +36,14 @@ class AppConfig:
     error_rate: float = 0.0
     latency_ms: float = 0.0
     jitter: float = 0.1  # latency varies by +-10 %, so a histogram has some spread
+    overload_rps: float | None = None  # beyond this many requests in the last second, HTTP 500
 
 
 class DemoApp:
     def __init__(self, config: AppConfig, *, rng: random.Random | None = None) -> None:
         self.config = config
         self.rng = rng or random.Random()
+        self.recent: deque[float] = deque()  # arrival times of the last second's requests
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "http_requests_total",
@@ -64,15 +69,25 @@ class DemoApp:
     async def serve(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         config = self.config
+        overloaded = self._overloaded(time.monotonic())
         if config.latency_ms > 0:
             spread = 1 + self.rng.uniform(-config.jitter, config.jitter)
             await asyncio.sleep(config.latency_ms * spread / 1000)
-        failed = self.rng.random() < config.error_rate
+        failed = overloaded or self.rng.random() < config.error_rate
         status = 500 if failed else 200
         text = f"{'error' if failed else 'hello'} from {config.version}\n"
         self.requests.labels(config.service, config.version, str(status)).inc()
         self.duration.labels(config.service, config.version).observe(time.perf_counter() - started)
         return web.Response(status=status, text=text, headers={VERSION_HEADER: config.version})
+
+    def _overloaded(self, now: float) -> bool:
+        limit = self.config.overload_rps
+        if limit is None:
+            return False
+        self.recent.append(now)
+        while self.recent and self.recent[0] < now - 1.0:
+            self.recent.popleft()
+        return len(self.recent) > limit
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -103,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--service", default="demo", help="the service label (default: demo)")
     parser.add_argument("--error-rate", type=_rate, default=0.0, help="share of requests answered 500")
     parser.add_argument("--latency-ms", type=_non_negative, default=0.0, help="added latency per request")
+    parser.add_argument(
+        "--overload-rps", type=_non_negative, default=None, help="answer 500 beyond this many requests/s"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     return parser
@@ -111,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = AppConfig(
-        version=args.version, service=args.service, error_rate=args.error_rate, latency_ms=args.latency_ms
+        version=args.version,
+        service=args.service,
+        error_rate=args.error_rate,
+        latency_ms=args.latency_ms,
+        overload_rps=args.overload_rps,
     )
     print(f"demo app {config.version} on http://{args.host}:{args.port}/", flush=True)
     web.run_app(DemoApp(config).build(), host=args.host, port=args.port, access_log=None, print=None)

@@ -50,12 +50,14 @@ class DemoView:
     metrics: tuple[MetricView, ...] = ()
     requests: dict[str, int] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
+    qa_label: str = "X-Canary: true"  # blue-green: the testers' traffic is the preview's
 
     def line(self) -> str:
         observed = "-" if self.observed is None else f"{self.observed * 100:.0f}%"
         applied = "-" if self.applied is None else f"{self.applied}%"
+        where = f"step {self.step} {self.step_text}" if self.step else self.step_text
         parts = [
-            f"[{self.elapsed:5.1f}s] {self.phase:<11} step {self.step} {self.step_text}",
+            f"[{self.elapsed:5.1f}s] {self.phase:<11} {where}",
             f"weight desired {self.desired}% applied {applied} observed {observed}",
         ]
         if self.metrics:
@@ -92,17 +94,27 @@ def latest_metrics(snapshot: RolloutSnapshot) -> tuple[MetricView, ...]:
 
 
 def build_view(
-    snapshot: RolloutSnapshot, *, elapsed: float, load: LoadStats, header: LoadStats, window_start: float
+    snapshot: RolloutSnapshot,
+    *,
+    elapsed: float,
+    load: LoadStats,
+    header: LoadStats,
+    window_start: float,
+    qa_label: str = "X-Canary: true",
 ) -> DemoView:
     state = snapshot.state
     position = step_position(snapshot)
     steps = snapshot.spec.steps if snapshot.spec is not None else ()
     index = state.step_index if state is not None else 0
     step_text = describe_step(steps[index]) if state is not None and index < len(steps) else ""
+    blue_green = snapshot.spec is not None and snapshot.spec.blue_green is not None
+    step = str(position)
+    if blue_green:
+        step, step_text = "", state.stage.value if state is not None else ""  # Preview, Switching, ...
     return DemoView(
         elapsed=elapsed,
         phase=state.phase.value if state is not None else "Starting",
-        step=str(position),
+        step=step,
         step_text=step_text,
         message=(state.message if state is not None else "") or "",
         desired=state.desired_weight if state is not None else 0,
@@ -112,6 +124,7 @@ def build_view(
         metrics=latest_metrics(snapshot),
         requests=dict(load.requests),
         failed=dict(load.failures + header.failures),  # QA's X-Canary requests count too
+        qa_label=qa_label,
     )
 
 
@@ -125,13 +138,13 @@ def render_view(view: DemoView, title: str) -> Table:
     table.add_column()
     table.add_row("elapsed", f"{view.elapsed:.1f}s")
     table.add_row("phase", f"{view.phase}: {view.message}")
-    table.add_row("step", f"{view.step}  {view.step_text}")
+    table.add_row("step" if view.step else "stage", f"{view.step}  {view.step_text}".strip())
     table.add_row(
         "canary weight",
         f"desired {view.desired}%   applied {view.applied if view.applied is not None else '-'}%   "
         f"observed {_percent(view.observed)} (last 2 s of traffic)",
     )
-    table.add_row("X-Canary: true", f"{_percent(view.header_share)} reach the canary")
+    table.add_row(view.qa_label, f"{_percent(view.header_share)} reach the canary")
     metrics = Text()
     for metric in view.metrics:
         style = {AnalysisPhase.SUCCESSFUL.value: "green", AnalysisPhase.FAILED.value: "red"}.get(metric.phase)
@@ -196,12 +209,23 @@ class Summary:
     after: dict[str, int]  # versions answering in the seconds after the decision
     metrics_source: str
     evidence: tuple[str, ...] = ()  # the sequential judges at the decision
+    # Blue-green: the preview listener's answers, the switch, the switch back.
+    strategy: str = "canary"
+    preview_requests: dict[str, int] = field(default_factory=dict)
+    preview_failed: dict[str, int] = field(default_factory=dict)
+    switch_seconds: float | None = None  # from the first preview request to the first user one switched
+    switch_back_seconds: float | None = None  # from the failed post-promotion measurement
+    spare_users: bool = False  # the scenario is caught before the switch: no user request may fail
 
     @property
     def as_expected(self) -> bool:
-        return self.outcome == self.expected
+        users_failed = sum(self.failed.values())
+        return self.outcome == self.expected and not (self.spare_users and users_failed > 0)
 
     def lines(self) -> Iterator[str]:
+        if self.strategy == "blue-green":
+            yield from self._blue_green_lines()
+            return
         verdict = "as expected" if self.as_expected else f"UNEXPECTED (expected {self.expected})"
         meaning = {
             "Promoted": "the canary is the new stable: all traffic goes to it",
@@ -219,6 +243,37 @@ class Summary:
         yield f"analysis metrics:   {self.metrics_source}"
         for index, line in enumerate(self.evidence):
             yield f"{'judge at decision:' if index == 0 else '':<20}{line}"
+
+    def _blue_green_lines(self) -> Iterator[str]:
+        failed_users = sum(self.failed.values())
+        if self.as_expected:
+            verdict = "as expected"
+        elif self.outcome == self.expected:
+            verdict = f"UNEXPECTED ({failed_users} user requests failed; none may)"
+        else:
+            verdict = f"UNEXPECTED (expected {self.expected})"
+        meaning = {
+            "Promoted": "the new revision is the stable: all user traffic goes to it",
+            "Aborted": "all user traffic is on the stable",
+        }.get(self.outcome, "")
+        yield f"outcome:            {self.outcome}, {verdict}" + (f"; {meaning}" if meaning else "")
+        if self.decision_seconds is not None:
+            yield f"time to decision:   {self.decision_seconds:.1f} s after the first preview request"
+        if self.switch_seconds is not None:
+            yield f"switch:             users on it {self.switch_seconds:.1f} s after the first QA request"
+        if self.switch_back_seconds is not None:
+            yield (
+                f"switch back:        {self.switch_back_seconds * 1000:.0f} ms from the failed "
+                "post-promotion measurement to the users' first request on the stable"
+            )
+        yield f"active listener:    {_counts(self.requests)} (users)"
+        yield f"preview listener:   {_counts(self.preview_requests) or 'none'} (QA)"
+        yield f"failed user requests: {failed_users} ({_counts(self.failed) or 'none'})"
+        qa_failed = sum(self.preview_failed.values())
+        yield f"failed QA requests: {qa_failed} ({_counts(self.preview_failed) or 'none'})"
+        if self.after:
+            yield f"after the decision: {_counts(self.after)}"
+        yield f"analysis metrics:   {self.metrics_source}"
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -15,9 +15,17 @@ Without a `prometheus` binary the Envoy demo measures through Envoy's own admin 
 metrics, so the NGINX demo needs Prometheus and says how to install it; so does the
 Traefik demo, whose metrics only Prometheus reads.
 
-Exit code: 0 when the outcome is the scenario's expectation (healthy: promoted; bad-errors
-and bad-latency: rolled back), 1 otherwise or on an error, 130 when interrupted
-(Ctrl-C or SIGTERM; every child process is stopped either way).
+With `--strategy blue-green` the rollout is Argo's blue-green instead of steps: the proxy gets
+a preview listener, the users' load goes to the active listener and a QA tester's load to the
+preview; the new revision is analysed on the preview (pre-promotion), switched to on its own
+3 s later, analysed again while the old one still runs (post-promotion, a failure switches
+back at once), and promoted. `bad-under-load` is a canary that holds the testers' traffic and
+fails under the users' (above 15 requests/s): only the post-promotion analysis can catch it.
+
+Exit code: 0 when the outcome is the scenario's expectation (healthy: promoted; bad-errors,
+bad-latency and bad-under-load: rolled back; with blue-green, bad-errors and bad-latency also
+need 0 failed user requests), 1 otherwise or on an error, 130 when interrupted (Ctrl-C or
+SIGTERM; every child process is stopped either way).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from meshshift.processes import ManagedProcess, free_port, wait_until_http_ready
 from meshshift.routers.listen_ports import port_in_use
 from meshshift.runtime.controller import RolloutSnapshot
 from meshshift.settings import DaemonSettings, NotificationSettings, split_host_port
+from meshshift.spec.model import AnalysisPhase
 from meshshift.standalone.daemon import (
     FATAL_ERRORS,
     StandaloneRuntime,
@@ -62,6 +71,11 @@ log = structlog.get_logger(__name__)
 SERVICE = "demo"
 LOAD_RATE = 40.0  # requests per second through the weighted split
 HEADER_RATE = 2.0  # requests per second carrying X-Canary: true
+QA_RATE = 5.0  # blue-green: a QA tester's requests per second to the preview listener
+CANARY, BLUE_GREEN = "canary", "blue-green"
+STRATEGIES = (CANARY, BLUE_GREEN)
+AUTO_PROMOTION_SECONDS = 3  # blue-green: the preview passed; switch on its own this long after
+SCALE_DOWN_DELAY = 5  # blue-green: the old revision stays this long after the switch
 STABLE_LATENCY_MS = 5.0
 PAUSE = "3s"  # each step holds this long before its analysis
 DEADLINE = 150.0  # seconds for the rollout to decide (it takes well under a minute)
@@ -82,6 +96,7 @@ class Scenario:
     canary_latency_ms: float
     expected: str  # the outcome this scenario should end with
     story: str
+    overload_rps: float | None = None  # the canary answers 500 beyond this many requests/s
 
 
 SCENARIOS = {
@@ -90,6 +105,14 @@ SCENARIOS = {
         "bad-errors", 0.3, STABLE_LATENCY_MS, "Aborted", "the canary answers 30 % with HTTP 500"
     ),
     "bad-latency": Scenario("bad-latency", 0.0, 800.0, "Aborted", "the canary takes 800 ms per request"),
+    "bad-under-load": Scenario(
+        "bad-under-load",
+        0.0,
+        STABLE_LATENCY_MS,
+        "Aborted",
+        "the canary holds a tester's traffic but fails above 15 requests/s",
+        overload_rps=15.0,
+    ),
 }
 
 
@@ -103,18 +126,33 @@ class DemoPorts:
     canary: int
     proxy: int
     admin: int
+    preview: int
 
     @classmethod
     def pick(cls) -> DemoPorts:
-        return cls(stable=free_port(), canary=free_port(), proxy=free_port(), admin=free_port())
+        return cls(
+            stable=free_port(), canary=free_port(), proxy=free_port(), admin=free_port(), preview=free_port()
+        )
 
 
 # --- the rollout ------------------------------------------------------------------------
 
 
-def prometheus_template(address: str) -> dict[str, Any]:
-    """The tutorial's success-rate and latency queries, with windows short enough for a demo."""
+def prometheus_template(address: str, *, initial_delay: str | None = None) -> dict[str, Any]:
+    """The tutorial's success-rate and latency queries, with windows short enough for a demo.
+
+    `initial_delay` (blue-green: the analysis starts with the preview, or the switch) waits for
+    the new revision's first requests, as the pause before each canary analysis does.
+    """
     selector = 'service="{{args.service-name}}", version="{{args.canary-hash}}"'
+    template = _prometheus_template(address, selector)
+    if initial_delay is not None:
+        for metric in template["spec"]["metrics"]:
+            metric["initialDelay"] = initial_delay
+    return template
+
+
+def _prometheus_template(address: str, selector: str) -> dict[str, Any]:
     return {
         "apiVersion": "meshshift.io/v1alpha1",
         "kind": "AnalysisTemplate",
@@ -220,7 +258,13 @@ def _judge_analysis(prometheus_url: str | None) -> dict[str, Any]:
 
 
 def rollout_document(
-    ports: DemoPorts, router: str, prometheus_url: str | None, state_file: str, *, judge: str = THRESHOLD
+    ports: DemoPorts,
+    router: str,
+    prometheus_url: str | None,
+    state_file: str,
+    *,
+    judge: str = THRESHOLD,
+    strategy: str = CANARY,
 ) -> list[dict[str, Any]]:
     """The StandaloneRollout the demo runs (written to rollout.yaml for whoever wants to reuse it).
 
@@ -281,10 +325,23 @@ def rollout_document(
             "stateFile": state_file,
         },
     }
+    if strategy == BLUE_GREEN:
+        # The same analysis against the preview (QA traffic), then after the switch (users').
+        del rollout["spec"]["steps"]
+        rollout["spec"]["blueGreen"] = {
+            "prePromotionAnalysis": analysis,
+            "postPromotionAnalysis": analysis,
+            "autoPromotionSeconds": AUTO_PROMOTION_SECONDS,
+            "scaleDownDelaySeconds": SCALE_DOWN_DELAY,
+        }
+        rollout["spec"]["preview"] = {"listen": f"127.0.0.1:{ports.preview}"}
     templates = []
     if prometheus_url is not None:
+        delay = PAUSE if strategy == BLUE_GREEN else None
         templates.append(
-            judge_template(prometheus_url) if judge == SEQUENTIAL else prometheus_template(prometheus_url)
+            judge_template(prometheus_url)
+            if judge == SEQUENTIAL
+            else prometheus_template(prometheus_url, initial_delay=delay)
         )
     return [rollout, *templates]
 
@@ -293,7 +350,13 @@ def rollout_document(
 
 
 def app_process(
-    version: str, port: int, workdir: Path, *, error_rate: float, latency_ms: float
+    version: str,
+    port: int,
+    workdir: Path,
+    *,
+    error_rate: float,
+    latency_ms: float,
+    overload_rps: float | None = None,
 ) -> ManagedProcess:
     argv = [
         sys.executable,
@@ -305,6 +368,8 @@ def app_process(
         f"--error-rate={error_rate}",
         f"--latency-ms={latency_ms}",
     ]
+    if overload_rps is not None:
+        argv.append(f"--overload-rps={overload_rps}")
     return ManagedProcess(f"app-{version}", argv, workdir / f"app-{version}.log")
 
 
@@ -317,6 +382,7 @@ async def running_apps(scenario: Scenario, ports: DemoPorts, workdir: Path) -> A
         workdir,
         error_rate=scenario.canary_error_rate,
         latency_ms=scenario.canary_latency_ms,
+        overload_rps=scenario.overload_rps,
     )
     try:
         await asyncio.gather(stable.start(), canary.start())
@@ -382,6 +448,31 @@ def judge_lines(runs: Mapping[str, AnalysisRun], record: RevisionRecord | None) 
             )
 
 
+def switch_back_seconds(
+    runs: Mapping[str, AnalysisRun], record: RevisionRecord | None, users: LoadStats
+) -> float | None:
+    """From the failed post-promotion measurement to the first user request the stable answered
+    with no later one answered by the new revision (read off the users' own traffic)."""
+    if record is None or record.outcome != "Aborted":
+        return None
+    post = [run for name, run in runs.items() if name.startswith(record.revision) and name.endswith("-post")]
+    failed = [
+        m.finished_at
+        for run in post
+        for result in run.results
+        for m in result.measurements
+        if m.phase == AnalysisPhase.FAILED
+    ]
+    if not failed:
+        return None
+    failed_at = min(failed)
+    answers = sorted(users.recent, key=lambda a: a.at - a.latency)
+    canary_sent = [a.at - a.latency for a in answers if a.version == "canary"]
+    after = max([failed_at, *canary_sent])
+    back = [a.at - a.latency for a in answers if a.version == "stable" and a.at - a.latency > after]
+    return (min(back) - failed_at) if back else None
+
+
 def _side(counts: Mapping[str, Any]) -> str:
     rate = counts.get("rate")
     share = "" if rate is None else f" ({rate * 100:.3g}%)"
@@ -398,8 +489,10 @@ class Demo:
         *,
         judge: str = THRESHOLD,
         notifications: NotificationSettings | None = None,
+        strategy: str = CANARY,
     ) -> None:
         self.scenario = scenario
+        self.strategy = strategy
         # Slack, webhook and PagerDuty receivers, read as `meshshift run` reads them.
         self.notifications = notifications if notifications is not None else NotificationSettings.from_env()
         self.router = router
@@ -411,11 +504,16 @@ class Demo:
         self.workdir = Path(tempfile.mkdtemp(prefix="meshshift-demo-"))
         self.ports = DemoPorts.pick()
         self.load = LoadGenerator(f"http://127.0.0.1:{self.ports.proxy}/", rate=LOAD_RATE, clock=time.time)
-        self.header = LoadGenerator(
-            f"http://127.0.0.1:{self.ports.proxy}/",
-            rate=HEADER_RATE,
-            headers={"X-Canary": "true"},
-            clock=time.time,
+        # The QA tester: X-Canary: true through the weighted listener, or (blue-green) the preview.
+        self.header = (
+            LoadGenerator(f"http://127.0.0.1:{self.ports.preview}/", rate=QA_RATE, clock=time.time)
+            if strategy == BLUE_GREEN
+            else LoadGenerator(
+                f"http://127.0.0.1:{self.ports.proxy}/",
+                rate=HEADER_RATE,
+                headers={"X-Canary": "true"},
+                clock=time.time,
+            )
         )
 
     def say(self, text: str) -> None:
@@ -432,7 +530,7 @@ class Demo:
         judged = "the sequential judge" if self.judge == SEQUENTIAL else "the tutorial's thresholds"
         self.say(
             f"meshshift demo: scenario {self.scenario.name} ({self.scenario.story}), router {self.router}, "
-            f"analysis by {judged}"
+            f"strategy {self.strategy}, analysis by {judged}"
         )
         self.say(f"working directory (logs, configs, state): {self.workdir}")
         targets = [
@@ -470,6 +568,7 @@ class Demo:
             prometheus.url if prometheus else None,
             str(self.workdir / "demo.state.json"),
             judge=self.judge,
+            strategy=self.strategy,
         )
         text = yaml.safe_dump_all(documents, sort_keys=False)
         (self.workdir / "rollout.yaml").write_text(text)
@@ -501,7 +600,9 @@ class Demo:
         base = base.replace("0.0.0.0", "127.0.0.1")  # noqa: S104
         proxy = runtime.proxy_url
         lines = [
-            f"proxy ({self.router}):  {proxy}/   try: curl -H 'X-Canary: true' {proxy}/",
+            f"proxy ({self.router}):  {proxy}/   try: curl -H 'X-Canary: true' {proxy}/"
+            if self.strategy == CANARY
+            else f"proxy ({self.router}):  {proxy}/ (users)   preview: {runtime.preview_url}/ (QA)",
             f"dashboard:       {base}/",
             f"metrics:         {base}/metrics",
             f"control:         meshshift promote {SERVICE} -n standalone --server {base} "
@@ -520,7 +621,7 @@ class Demo:
     async def _follow(self, runtime: StandaloneRuntime) -> RevisionRecord | None:
         revision = runtime.workloads.revision
         started = time.time()
-        title = f"meshshift demo: {self.scenario.name} on {self.router}"
+        title = f"meshshift demo: {self.scenario.name} on {self.router} ({self.strategy})"
         header_load: asyncio.Task[LoadStats] | None = None
         try:
             with ProgressDisplay(self.console, title) as display:
@@ -529,7 +630,7 @@ class Demo:
                     snapshot = runtime.registry.snapshots.get(runtime.key)
                     if snapshot is not None:
                         display.show(self._view(snapshot, started))
-                        if header_load is None and header_route_applied(snapshot):
+                        if header_load is None and self._qa_can_start(snapshot):
                             # QA traffic starts once its route is there, and stops at the decision.
                             header_load = asyncio.create_task(self.header.run())
                         record = decision(snapshot, revision)
@@ -543,6 +644,12 @@ class Demo:
                 header_load.cancel()
                 await asyncio.gather(header_load, return_exceptions=True)
 
+    def _qa_can_start(self, snapshot: RolloutSnapshot) -> bool:
+        """QA testers start once they can reach the new revision: its header route, or the preview."""
+        if self.strategy == BLUE_GREEN:
+            return any(applied.preview == "canary" for applied in snapshot.applied.values())
+        return header_route_applied(snapshot)
+
     def _view(self, snapshot: RolloutSnapshot, started: float) -> DemoView:
         now = time.time()
         return build_view(
@@ -551,6 +658,7 @@ class Demo:
             load=self.load.stats,
             header=self.header.stats,
             window_start=now - 2.0,
+            qa_label="preview (QA)" if self.strategy == BLUE_GREEN else "X-Canary: true",
         )
 
     async def _traffic_after(self) -> Counter[str]:
@@ -562,9 +670,13 @@ class Demo:
     def _summary(self, record: RevisionRecord | None, after: Counter[str], source: str) -> Summary:
         stats: LoadStats = self.load.stats
         first_canary = stats.first_seen.get("canary")
+        if self.strategy == BLUE_GREEN:  # the new revision's first requests are the testers'
+            first_canary = self.header.stats.first_seen.get("canary")
         decided = None
         if record is not None and first_canary is not None:
             decided = record.finished_at - first_canary
+        if self.strategy == BLUE_GREEN:
+            return self._blue_green_summary(record, after, source, decided)
         return Summary(
             scenario=self.scenario.name,
             router=self.router,
@@ -579,6 +691,34 @@ class Demo:
             after=dict(after),
             metrics_source=source,
             evidence=tuple(judge_lines(self.decided_runs, record)),
+        )
+
+    def _blue_green_summary(
+        self, record: RevisionRecord | None, after: Counter[str], source: str, decided: float | None
+    ) -> Summary:
+        users, qa = self.load.stats, self.header.stats
+        preview_first = qa.first_seen.get("canary")
+        users_first = users.first_seen.get("canary")
+        switched = (
+            users_first - preview_first if users_first is not None and preview_first is not None else None
+        )
+        return Summary(
+            scenario=self.scenario.name,
+            router=self.router,
+            outcome=record.outcome if record is not None else f"no decision within {DEADLINE:g}s",
+            expected=self.scenario.expected,
+            decision_seconds=decided,
+            requests=dict(users.requests),
+            failed=dict(users.failures),
+            header_requests={},
+            after=dict(after),
+            metrics_source=source,
+            strategy=BLUE_GREEN,
+            preview_requests=dict(qa.requests),
+            preview_failed=dict(qa.failures),
+            switch_seconds=switched,
+            switch_back_seconds=switch_back_seconds(self.decided_runs, record, users),
+            spare_users=self.scenario.name in ("bad-errors", "bad-latency"),
         )
 
     def _header_answers_until(self, record: RevisionRecord | None) -> Counter[str]:
@@ -624,10 +764,19 @@ async def run_demo(
     listen: str,
     judge: str = THRESHOLD,
     notifications: NotificationSettings | None = None,
+    strategy: str = CANARY,
 ) -> int:
     """Run one demo scenario; the exit code says whether it ended as the scenario expects."""
     console = Console()
-    demo = Demo(SCENARIOS[scenario], router, listen, console, judge=judge, notifications=notifications)
+    demo = Demo(
+        SCENARIOS[scenario],
+        router,
+        listen,
+        console,
+        judge=judge,
+        notifications=notifications,
+        strategy=strategy,
+    )
     _log_to_file(demo.workdir / "meshshift.log")
     main = asyncio.current_task()
     assert main is not None

@@ -97,3 +97,18 @@ def test_the_command_line_checks_its_arguments() -> None:
         parser.parse_args(["--version", "x", "--error-rate", "1.5"])
     with pytest.raises(SystemExit):
         parser.parse_args(["--version", "x", "--latency-ms", "-1"])
+
+
+
+async def test_beyond_overload_rps_in_the_last_second_it_answers_500(client_for: ClientFor) -> None:
+    # A revision that holds a tester's few requests but breaks under the users' load.
+    app = DemoApp(AppConfig(version="canary", overload_rps=3))
+    arrivals = [0.0, 0.1, 0.2, 0.3, 0.4, 1.25, 1.28, 2.5]  # seconds
+    assert [app._overloaded(t) for t in arrivals] == [False] * 3 + [True] * 2 + [False, True, False]
+    assert not any(DemoApp(AppConfig(version="stable"))._overloaded(0.0) for _ in range(50))
+    # Served: beyond the limit the answers are HTTP 500 (the load is all at once here).
+    client = await client_for(AppConfig(version="canary", overload_rps=0))
+    response = await client.get("/")
+    assert (response.status, await response.text()) == (500, "error from canary\n")
+    args = build_parser().parse_args(["--version=canary", "--overload-rps=15"])
+    assert args.overload_rps == 15.0
