@@ -342,12 +342,24 @@ def list_table(views: Sequence[View], *, all_namespaces: bool) -> str:
 
 
 TERMINAL_PHASES = {"Healthy": 0, "Degraded": EXIT_DEGRADED, "InvalidSpec": EXIT_DEGRADED}
+UNOBSERVED = "waiting for rollout spec update to be observed"  # Argo's words for the same wait
+
+
+def status_phase(view: View) -> tuple[str, str]:
+    """The phase and message `status` goes by. A Healthy rollout whose workload already asks for a
+    revision its state does not know (`set image` a moment ago) is Progressing, as Argo's status
+    is until the controller observed the new generation: a watch never ends on the old revision."""
+    phase, message = str(view.get("phase")), _message(view)
+    asked = view.get("workloadRevision")
+    known = set((view.get("revisions") or {}).values())
+    if phase == "Healthy" and asked is not None and asked not in known:
+        return "Progressing", UNOBSERVED
+    return phase, message
 
 
 def status_line(view: View) -> str:
     """`Paused - CanaryPauseStep (...)`: the status and its message, as Argo's `status` prints it."""
-    message = _message(view)
-    phase = str(view.get("phase"))
+    phase, message = status_phase(view)
     return f"{phase} - {message}" if message and phase != "Healthy" else phase
 
 
@@ -364,7 +376,7 @@ async def _rollout_status(args: argparse.Namespace) -> int:
             if view is None:
                 raise CliError(f"rollout {namespace}/{args.name} not found")
             print(status_line(view), flush=True)
-            return TERMINAL_PHASES.get(str(view.get("phase")), 0)
+            return TERMINAL_PHASES.get(status_phase(view)[0], 0)
         return await watch_status(source, namespace, args.name, timeout)
     finally:
         await source.close()
@@ -387,13 +399,10 @@ async def watch_status(
                     out.write(line + "\n")
                     out.flush()
                     printed = line
-                phase = str(view.get("phase"))
+                phase, message = status_phase(view)
                 if phase in TERMINAL_PHASES:
                     if phase != "Healthy":
-                        print(
-                            f"meshshift: rollout {namespace}/{name} is {phase}: {_message(view)}",
-                            file=sys.stderr,
-                        )
+                        print(f"meshshift: rollout {namespace}/{name} is {phase}: {message}", file=sys.stderr)
                     return TERMINAL_PHASES[phase]
     except TimeoutError:
         print(

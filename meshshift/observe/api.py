@@ -121,6 +121,9 @@ def rollout_view(snapshot: RolloutSnapshot) -> dict[str, Any]:
             if snapshot.workloads
             else {},
             "replicas": dict(snapshot.workloads.replicas) if snapshot.workloads else {},
+            # The revision the workload asks for now (a pod-template hash, an endpoint set): one the
+            # state does not hold yet is a change the daemon has not acted on.
+            "workloadRevision": snapshot.workloads.revision if snapshot.workloads else None,
             # Standalone: each role's endpoints and its optional `version` label.
             "endpoints": {k: list(v) for k, v in snapshot.workloads.endpoints.items()}
             if snapshot.workloads

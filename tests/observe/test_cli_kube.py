@@ -148,6 +148,9 @@ async def test_set_image_list_and_status_in_a_cluster(kube_env: KubeEnv) -> None
             assert current is not None
             assert current["spec"]["template"]["spec"]["containers"][0]["image"] == "example/app:v9"
             assert template_env(current) == "v1"  # the rest of the container is as it was
+            # Right after: never the old revision's Healthy (Argo's "waiting for rollout spec update").
+            code, out, err = await meshshift("status", APP, "--no-watch", "--kubeconfig", kubeconfig)
+            assert code == 0 and out.split(" - ")[0] in ("Progressing", "Paused"), (out, err)
             await wait_state(w, "the pause", phase="Paused", stepIndex=PAUSED_AT)
 
             code, out, err = await meshshift("get", "rollout", APP, "--kubeconfig", kubeconfig)

@@ -245,3 +245,14 @@ def test_set_image_is_for_kubernetes() -> None:
         check=False,
     )
     assert done.returncode == 1 and "set image needs Kubernetes" in done.stderr
+
+
+def test_status_waits_for_a_revision_the_state_does_not_know() -> None:
+    from meshshift.cli.rollouts import status_line, status_phase
+
+    view = {"phase": "Healthy", "message": "stable", "revisions": {"stable": "v1", "canary": None}}
+    assert status_line({**view, "workloadRevision": "v1"}) == "Healthy"
+    assert status_phase({**view, "workloadRevision": "v2"}) == (
+        "Progressing",
+        "waiting for rollout spec update to be observed",
+    )
