@@ -145,7 +145,8 @@ async def test_version_labels_fill_the_hash_args_and_show_in_get(
             f"rollout 'shop' undone: the canary is the stable's endpoints ['{apps.stable.endpoint}'] again: "
             f"the rollout of revision {endpoints_revision([apps.other.endpoint])} is cancelled"
         )
-        await wait_until(runtime, phase_is(RolloutPhase.HEALTHY, canary_revision=None))
+        done = await wait_until(runtime, phase_is(RolloutPhase.HEALTHY, canary_revision=None))
+        assert done.state is not None and done.state.history[-1].outcome == "Undone"
         assert_share(await versions(runtime.proxy_url + "/", 100), 0)
         state = json.loads((tmp_path / "shop.state.json").read_text())
         assert state["workloads"]["undo"] == {
