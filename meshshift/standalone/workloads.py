@@ -112,6 +112,7 @@ class EndpointWorkloads:
         in_force = self.undo_canary or self.file_canary
         self.canary, self.canary_version = in_force.endpoints, in_force.version
         self.routed_canary = self.canary  # what the router's canary upstream holds
+        self.undo_dropped = False  # an undo gave way to new file endpoints; not yet in the state file
         self.set_upstreams = set_upstreams
         self.set_preview = set_preview
         self.canary_up = False  # the engine has the canary scaled up: its endpoints serve
@@ -140,8 +141,9 @@ class EndpointWorkloads:
         """The rollout file names new canary endpoints: a new revision to roll out (an `undo`
         in force gives way to them)."""
         named = EndpointSet(tuple(endpoints), version)
-        if named.endpoints != self.file_canary.endpoints:
+        if named.endpoints != self.file_canary.endpoints and self.undo_canary is not None:
             self.undo_canary = None
+            self.undo_dropped = True  # written at the next observe(): this is not a coroutine
         self.file_canary = named
         in_force = self.undo_canary or named
         if (in_force.endpoints, in_force.version) != (self.canary, self.canary_version):
@@ -185,6 +187,9 @@ class EndpointWorkloads:
         return True, message
 
     async def observe(self) -> WorkloadStatus:
+        if self.undo_dropped:
+            await record_workloads(self.state_file, self._recorded())  # a failure shows as a store error
+            self.undo_dropped = False
         up = await accepting((*self.stable, *self.canary), self.probe_timeout)
         versions = {"stable": self.stable_version, "canary": self.canary_version}
         return WorkloadStatus(

@@ -197,6 +197,7 @@ async def test_undo_after_a_promotion_rolls_the_previous_endpoints_out_again(
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
         assert await versions(runtime.proxy_url + "/", 100) == {"canary-2": 100}
+        assert "undo" not in json.loads((tmp_path / "shop.state.json").read_text())["workloads"]
 
 
 async def test_nothing_to_undo_on_a_first_stable(apps: Apps, tmp_path: Path) -> None:
