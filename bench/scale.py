@@ -64,6 +64,7 @@ _ROLLOUT_SUFFIXES = ("-meshshift-state", "-primary", "-canary")
 class RunResult:
     n: int
     cpu_seconds: float
+    server_cpu_seconds: float
     rollout_seconds: float
     lags: list[float]
     rss_mib: float
@@ -236,6 +237,7 @@ class Bench:
         )
         self.session: aiohttp.ClientSession | None = None
         self.profiler: asyncio.subprocess.Process | None = None
+        self.server_pid = 0
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -260,6 +262,7 @@ class Bench:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=(self.workdir / "fake_kube.log").open("w"),
         )
+        self.server_pid = process.pid
         try:
             for _ in range(200):
                 with contextlib.suppress(aiohttp.ClientError):
@@ -334,7 +337,7 @@ class Bench:
         initial = {name: s[2] for name, s in (await self.bench_call("states")).items()}
         await asyncio.sleep(2.0)  # let the last Events of the initialisation go out
         profiler = await self.start_profiler(daemon.pid) if self.args.profile else None
-        cpu_before = cpu_seconds(daemon.pid)
+        cpu_before, server_cpu_before = cpu_seconds(daemon.pid), cpu_seconds(self.server_pid)
         changed = (await self.bench_call("set-image", {"image": "app:v2"}))["at"]
 
         def promoted(states: dict[str, list[Any]]) -> bool:
@@ -343,6 +346,7 @@ class Bench:
         await self.wait_states(promoted, what="every rollout promoted")
         finished = time.time()
         cpu = cpu_seconds(daemon.pid) - cpu_before
+        server_cpu = cpu_seconds(self.server_pid) - server_cpu_before
         profile, profile_self, samples = (
             await self.stop_profiler(profiler) if profiler else (Counter(), Counter(), 0)
         )
@@ -370,6 +374,7 @@ class Bench:
         return RunResult(
             n=n,
             cpu_seconds=cpu,
+            server_cpu_seconds=server_cpu,
             rollout_seconds=finished - changed,
             lags=self.lags(log["states"], changed),
             rss_mib=rss,
@@ -555,7 +560,8 @@ def report(n: int, runs: list[RunResult], args: argparse.Namespace) -> None:
     print(
         f"cores during the rollout   {median(r.cores for r in runs):.2f}  "
         f"({median(r.cpu_seconds for r in runs):.1f} CPU-s over "
-        f"{median(r.rollout_seconds for r in runs):.1f} s)"
+        f"{median(r.rollout_seconds for r in runs):.1f} s; the fake API server, on the same cores: "
+        f"{median(r.server_cpu_seconds / r.rollout_seconds for r in runs):.2f})"
     )
     print(
         f"step lag p50 / p99         {lag50:.2f} / {lag99:.2f} s  "
@@ -620,7 +626,7 @@ def report(n: int, runs: list[RunResult], args: argparse.Namespace) -> None:
 
 def keep_logs(workdir: Path, into: Path, prefix: str) -> None:
     into.mkdir(parents=True, exist_ok=True)
-    for log in workdir.glob("*.log"):
+    for log in [*workdir.glob("*.log"), *workdir.glob("*.raw")]:
         (into / f"{prefix}-{log.name}").write_bytes(log.read_bytes())
 
 

@@ -2,8 +2,9 @@
 
 meshshift reads and writes a handful of kinds, built-in and custom, always as plain
 dicts (the annotations parser and the routers work on manifests, not models). Every
-call goes through `ApiClient.call_api`, so authentication, TLS and token refresh are
-the client's. Writes are JSON merge patches carrying `metadata.resourceVersion` when the
+call goes through the client (`ApiClient.call_api` for watches, its REST layer with its
+authentication for the rest), so authentication, TLS, the proxy and token refresh are the
+client's. Writes are JSON merge patches carrying `metadata.resourceVersion` when the
 caller wants optimistic concurrency; strategic merge patch is never used.
 
 Transient failures (5xx, 429, timeouts, dropped connections) are retried here with a
@@ -475,6 +476,42 @@ class KubeApi:
             delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
 
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]] | None,
+        body: JsonObject | None,
+        content_type: str,
+    ) -> tuple[Any, int]:
+        """One request through the client's REST layer: (the decoded answer, its status).
+
+        What `ApiClient.call_api` does for a JSON body and answer, without its walk over both
+        (sanitize_for_serialization, deserialize: they leave plain JSON as it is, and cost more
+        than the request itself at a thousand rollouts). Headers, authentication (token refresh
+        included), the session, TLS and the proxy are still the client's; a non-2xx answer
+        raises ApiException there, as before.
+        """
+        client = self.client
+        headers = {"Accept": "application/json", "Content-Type": content_type, **client.default_headers}
+        if client.cookie:
+            headers["Cookie"] = client.cookie
+        params = list(query or [])
+        await client.update_params_for_auth(headers, params, ["BearerToken"])
+        response = await client.rest_client.request(
+            method,
+            f"{client.configuration.host}{path}",
+            query_params=params,  # type: ignore[arg-type]  # urlencode takes pairs, repeated keys too
+            headers=headers,
+            body=body,
+            _request_timeout=self.request_timeout,
+        )
+        try:
+            result = json.loads(response.data) if response.data else None
+        except ValueError:  # not JSON: as call_api, nothing to return
+            result = None
+        return result, int(response.status)
+
     async def _call_once(
         self,
         method: str,
@@ -489,18 +526,7 @@ class KubeApi:
         if self.limiter is not None:
             await self.limiter.acquire(_REQUEST_OWNER.get())
         try:
-            answer = await self.client.call_api(
-                path,
-                method,
-                query_params=query or [],
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                body=body,
-                response_types_map={200: "object", 201: "object", 202: "object"},
-                auth_settings=["BearerToken"],
-                _return_http_data_only=False,  # (body, status, headers): the status is counted
-                _request_timeout=self.request_timeout,
-            )
-            result, status = answer[0], int(answer[1])
+            result, status = await self._request(method, path, query, body, content_type)
         except ApiException as error:
             status = int(error.status or 0)
             raise _from_api_exception(error, what) from error
