@@ -25,7 +25,7 @@ from meshshift.spec.templates import read_template
 from tests.analysis.helpers import measure, serve
 from tests.analysis.stack import Stack
 
-pytestmark = pytest.mark.asyncio(loop_scope="package")
+ON_THE_SHARED_LOOP = pytest.mark.asyncio(loop_scope="package")  # the package fixtures live on it
 
 CLIENT_ID, CLIENT_SECRET, TOKEN = "my-client-id", "s3cr3t", "token-123"
 
@@ -89,6 +89,7 @@ async def gateway(stack: Stack) -> AsyncIterator[tuple[Gateway, str]]:
 OAUTH2 = {"tokenUrl": "", "clientId": CLIENT_ID, "clientSecret": "{{args.oauthSecret}}", "scopes": ["read"]}
 
 
+@ON_THE_SHARED_LOOP
 async def test_range_query_returns_every_sample_of_the_range(stack: Stack) -> None:
     # docs/analysis/prometheus.md, "Range query": start/end in expr, step a duration.
     provider = PrometheusProvider(environ={})
@@ -106,6 +107,7 @@ async def test_range_query_returns_every_sample_of_the_range(stack: Stack) -> No
     assert instant.value == [1.0]
 
 
+@ON_THE_SHARED_LOOP
 async def test_prometheus_oauth2_client_credentials(gateway: tuple[Gateway, str]) -> None:
     gate, url = gateway
     provider = PrometheusProvider(environ={})
@@ -120,6 +122,7 @@ async def test_prometheus_oauth2_client_credentials(gateway: tuple[Gateway, str]
     assert gate.grants[-1] == {"grant_type": "client_credentials", "scope": "read"}
 
 
+@ON_THE_SHARED_LOOP
 async def test_prometheus_basic_auth(gateway: tuple[Gateway, str]) -> None:
     gate, url = gateway
     gate.seen.clear()
@@ -136,6 +139,7 @@ async def test_prometheus_basic_auth(gateway: tuple[Gateway, str]) -> None:
         await measure(provider, "prometheus", options, user="reader", password="wrong")
 
 
+@ON_THE_SHARED_LOOP
 async def test_web_oauth2_client_credentials(gateway: tuple[Gateway, str]) -> None:
     # docs/analysis/web.md: the web provider with authentication.oauth2.
     gate, url = gateway
@@ -149,6 +153,7 @@ async def test_web_oauth2_client_credentials(gateway: tuple[Gateway, str]) -> No
     assert gate.seen[-1] == f"Bearer {TOKEN}"
 
 
+@ON_THE_SHARED_LOOP
 async def test_a_refused_client_secret_is_an_error_that_does_not_show_it(
     gateway: tuple[Gateway, str],
 ) -> None:

@@ -17,7 +17,7 @@ from meshshift.spec.model import AnalysisPhase
 from tests.analysis.helpers import Runs
 from tests.analysis.stack import NGINX_SPLIT_INGRESS, Stack
 
-pytestmark = pytest.mark.asyncio(loop_scope="package")
+ON_THE_SHARED_LOOP = pytest.mark.asyncio(loop_scope="package")  # the package fixtures live on it
 
 ERROR_RATE, LATENCY = "sequential-error-rate", "sequential-latency"
 # Looks every 0.5 s (Prometheus scrapes every second); undecided passes after 8 s.
@@ -66,6 +66,7 @@ def last(run: AnalysisRun, name: str) -> tuple[AnalysisPhase, Any, str]:
         ("nginx", BuiltinTarget(namespace="shop", ingress=NGINX_SPLIT_INGRESS), None),
     ],
 )
+@ON_THE_SHARED_LOOP
 async def test_a_bad_canary_is_worse_on_every_mesh_through_prometheus(
     stack: Stack, mesh: str, bad: BuiltinTarget, good: BuiltinTarget | None
 ) -> None:
@@ -96,6 +97,7 @@ async def test_a_bad_canary_is_worse_on_every_mesh_through_prometheus(
             assert phase == AnalysisPhase.SUCCESSFUL and value["verdict"] in ("undecided", "not-worse")
 
 
+@ON_THE_SHARED_LOOP
 async def test_an_equal_canary_stays_undecided_through_counter_resets(stack: Stack) -> None:
     # cart (canary) and cart-primary both fail 5 %; cart's counters restart every 3 s.
     target = BuiltinTarget(namespace="shop", target="cart")
@@ -111,6 +113,7 @@ async def test_an_equal_canary_stays_undecided_through_counter_resets(stack: Sta
     assert strict.phase == AnalysisPhase.INCONCLUSIVE
 
 
+@ON_THE_SHARED_LOOP
 async def test_a_workload_without_traffic_is_never_a_pass(stack: Stack) -> None:
     nobody = BuiltinTarget(namespace="shop", target="nobody", stable_target="api")
     run = await judged(BuiltinTemplates("istio", nobody), providers(stack), ERROR_RATE)
@@ -122,6 +125,7 @@ async def test_a_workload_without_traffic_is_never_a_pass(stack: Stack) -> None:
 # --- Envoy's admin endpoint, no Prometheus ----------------------------------------------------
 
 
+@ON_THE_SHARED_LOOP
 async def test_envoy_admin_judges_the_real_envoy(stack: Stack) -> None:
     templates = BuiltinTemplates("envoy", source="envoy-admin")
     run = await judged(templates, providers(stack, canary="canary_bad"), ERROR_RATE)
@@ -139,6 +143,7 @@ async def test_envoy_admin_judges_the_real_envoy(stack: Stack) -> None:
     assert value["canary"]["requests"] > 0 and value["canary"]["errors"] == 0
 
 
+@ON_THE_SHARED_LOOP
 async def test_a_restarted_daemon_resumes_the_measurement_where_it_was(stack: Stack) -> None:
     templates = BuiltinTemplates("envoy", source="envoy-admin")
     first = Runs(templates, providers(stack, canary="canary"))
@@ -171,6 +176,7 @@ async def test_a_restarted_daemon_resumes_the_measurement_where_it_was(stack: St
     assert stopped.result(ERROR_RATE).measurements[-1].message.startswith("Metric Terminated: undecided")
 
 
+@ON_THE_SHARED_LOOP
 async def test_bad_settings_are_errors_naming_the_option(stack: Stack) -> None:
     run = await judged(
         BuiltinTemplates("envoy", source="envoy-admin"), providers(stack), ERROR_RATE, alpha="2"
