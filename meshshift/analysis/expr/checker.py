@@ -14,6 +14,7 @@ of the measured value (cached per condition and type).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -220,11 +221,13 @@ class _Checker:
         operator = _CANONICAL.get(node.operator, node.operator)
         base = operator.removeprefix("not ")
         either_unknown = left.unknown or right.unknown
-        if base in ("==", "!="):
+        uniform = _UNIFORM_OPERATIONS.get(base)
+        if uniform is not None:
+            fits, nature = uniform
+            if _maybe(left, right, fits):
+                return nature
+        elif base in ("==", "!="):
             if _comparable(left, right):
-                return BOOL
-        elif base in ("&&", "||"):
-            if _maybe(left, right, _is_bool):
                 return BOOL
         elif base in ("<", "<=", ">", ">="):
             if _maybe(left, right, _is_number) or _maybe(left, right, _is_string):
@@ -232,12 +235,6 @@ class _Checker:
         elif base in ("-", "*"):
             if _maybe(left, right, _is_number):
                 return _promote(left, right)
-        elif base in ("/", "**"):
-            if _maybe(left, right, _is_number):
-                return FLOAT
-        elif base == "%":
-            if _maybe(left, right, _is_int):
-                return INT
         elif base == "+":
             if _maybe(left, right, _is_number):
                 return _promote(left, right)
@@ -254,12 +251,6 @@ class _Checker:
                     raise CheckError(str(error), node) from None
             if _maybe(left, right, _is_string):
                 return BOOL
-        elif base in ("contains", "startsWith", "endsWith"):
-            if _maybe(left, right, _is_string):
-                return BOOL
-        elif base == "..":
-            if _maybe(left, right, _is_int):
-                return INT_LIST
         elif base == "??":
             if left.kind is Kind.NIL:
                 return right
@@ -297,16 +288,29 @@ def _is_string(nature: Nature) -> bool:
     return nature.kind is Kind.STRING
 
 
-def _maybe(left: Nature, right: Nature, fits: object) -> bool:
+# The operators whose two operands must both pass one test, and the nature of their result.
+_UNIFORM_OPERATIONS: dict[str, tuple[Callable[[Nature], bool], Nature]] = {
+    "&&": (_is_bool, BOOL),
+    "||": (_is_bool, BOOL),
+    "/": (_is_number, FLOAT),
+    "**": (_is_number, FLOAT),
+    "%": (_is_int, INT),
+    "contains": (_is_string, BOOL),
+    "startsWith": (_is_string, BOOL),
+    "endsWith": (_is_string, BOOL),
+    "..": (_is_int, INT_LIST),
+}
+
+
+def _maybe(left: Nature, right: Nature, fits: Callable[[Nature], bool]) -> bool:
     """Both fit, or one is unknown and the other fits, or both are unknown (expr's MaybeCompatible)."""
-    assert callable(fits)
     if left.unknown and right.unknown:
         return True
     if left.unknown:
-        return bool(fits(right))
+        return fits(right)
     if right.unknown:
-        return bool(fits(left))
-    return bool(fits(left)) and bool(fits(right))
+        return fits(left)
+    return fits(left) and fits(right)
 
 
 def _comparable(left: Nature, right: Nature) -> bool:
