@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 from meshshift.spec.model import AnalysisPhase
 
-ROLLBACK_PHASES = (AnalysisPhase.FAILED, AnalysisPhase.ERROR)
-
 
 @dataclass(frozen=True, slots=True)
 class Period:
@@ -38,7 +36,7 @@ class ReplayOutcome:
 
     @property
     def rolled_back(self) -> bool:
-        return self.phase in ROLLBACK_PHASES
+        return self.phase.blocks_rollout
 
     @property
     def ended_at(self) -> float:

@@ -40,10 +40,6 @@ class Replay:
     # When the run reached its phase by itself (its verdict); None: it was stopped at `until`.
     completed_at: float | None
 
-    @property
-    def ended_at(self) -> float:
-        return self.until if self.completed_at is None else self.completed_at
-
 
 class ReplayClock:
     """The time a replay is at; only the replay moves it."""

@@ -298,8 +298,7 @@ def _read_envoy(options: Mapping[str, Any], path: str, findings: Findings) -> En
     binary = _optional(options, "binary", path, findings, expect_str)
     if listen is None:
         return None
-    if admin is not None and admin == listen:
-        findings.error(at(path, "admin"), f"is the same address as listen ({listen})")
+    _apart_from_listen(admin, "admin", listen, path, findings)
     return EnvoyRouterConfig(
         listen=listen,
         admin=admin,
@@ -308,6 +307,12 @@ def _read_envoy(options: Mapping[str, Any], path: str, findings: Findings) -> En
         base_id=base_id,
         binary=binary,
     )
+
+
+def _apart_from_listen(address: str | None, key: str, listen: str, path: str, findings: Findings) -> None:
+    """A router's admin or API address must not be its listener's (one socket cannot serve both)."""
+    if address is not None and address == listen:
+        findings.error(at(path, key), f"is the same address as listen ({listen})")
 
 
 def _base_id(value: object, path: str, findings: Findings) -> int | None:
@@ -336,8 +341,7 @@ def _read_traefik(options: Mapping[str, Any], path: str, findings: Findings) -> 
     binary = _optional(options, "binary", path, findings, expect_str)
     if listen is None:
         return None
-    if api is not None and api == listen:
-        findings.error(at(path, "api"), f"is the same address as listen ({listen})")
+    _apart_from_listen(api, "api", listen, path, findings)
     if attach and api is None:
         findings.error(at(path, "api"), "is required with attach: true (meshshift checks Traefik's API)")
     return TraefikRouterConfig(

@@ -788,13 +788,6 @@ def _boolean_text(value: object, path: str, findings: Findings) -> object:
     return None
 
 
-def _quantile(value: object, path: str, findings: Findings) -> object:
-    number = expect_number(value, path, findings)
-    if number is not None and not 0 < number < 1:
-        findings.error(path, f"must be between 0 and 1 (exclusive), got {number:g}")
-    return number
-
-
 def _time_expression(value: object, path: str, findings: Findings) -> object:
     text = expect_str(value, path, findings)
     if text is not None:
@@ -885,7 +878,7 @@ PROVIDERS: Mapping[str, ProviderSchema] = {
         {
             "builtin": _choice(*BUILTIN_METRICS),
             "window": _deferrable(_duration),
-            "quantile": _deferrable(_quantile),
+            "quantile": _deferrable(_open_unit),
             # Where the numbers come from; the runtime's standalone Envoy when left out.
             "source": _choice("envoy-admin", "prometheus"),
             "adminUrl": _url,
