@@ -39,7 +39,7 @@ from meshshift.engine.actions import StartAnalysis
 from meshshift.kube.client import connect, default_identity, pod_namespace
 from meshshift.kube.commands import COMMAND_ANNOTATION, CommandTracker, accepts
 from meshshift.kube.election import ElectionThread
-from meshshift.kube.events import KubeEventSink, invalid_spec_event
+from meshshift.kube.events import EventPoster, KubeEventSink, invalid_spec_event
 from meshshift.kube.informer import DELETED, READ_GRACE, WATCH_TIMEOUT, Informer
 from meshshift.kube.leader import LeaseTimings
 from meshshift.kube.ratelimit import FairRateLimiter
@@ -90,6 +90,7 @@ from meshshift.spec.ingress_nginx import DEFAULT_PREFIX, weight_total_problem
 from meshshift.spec.model import ROUTER_KINDS, AnnotatedDeployment, KubernetesTarget, RolloutSpec
 
 log = structlog.get_logger(__name__)
+EVENT_FLUSH_SECONDS = 5.0  # a stopping rollout's queued Events get this long to go out
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +227,7 @@ class Operator:
         self._api: KubeApi | None = None
         self._providers: Mapping[str, MetricProvider] = {}
         self._secrets: KubeSecretReader | None = None
+        self.event_poster: EventPoster | None = None
         self._changed = asyncio.Event()
         self._dirty: set[RolloutKey] = set()
         self._reported_invalid: dict[RolloutKey, str] = {}
@@ -289,6 +291,8 @@ class Operator:
                 limiter=self._limiter(),
             )
             self._secrets = KubeSecretReader(self.api, own_namespace=self._own_namespace())
+            self.event_poster = EventPoster(self.api)
+            stack.push_async_callback(self.event_poster.close)
             self._providers = self.options.providers or default_providers(
                 prometheus_address=self.settings.prometheus_address, secret_reader=self._secrets
             )
@@ -530,7 +534,7 @@ class Operator:
         events = FanOutEvents(
             [
                 LogEvents(rollout=str(key)),
-                KubeEventSink(self.api, involved=owner, instance=self.identity),
+                KubeEventSink(self.api, involved=owner, instance=self.identity, poster=self.event_poster),
                 self.metrics.event_sink(key),
             ]
         )
@@ -710,6 +714,8 @@ class Operator:
             return
         if running.task is not None:
             await cancel_and_wait([running.task])
+        if self.event_poster is not None:  # its last Events go out while its shard is still held
+            await self.event_poster.flush((key.namespace, key.name), within=EVENT_FLUSH_SECONDS)
         await running.tracker.close()
         self.registry.remove(key)
         self.notifier.set_receivers(key, ())
