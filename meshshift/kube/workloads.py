@@ -438,7 +438,10 @@ class KubeWorkloads:
         for attempt in range(2):
             patch = with_resource_version({"spec": {"replicas": replicas}}, resource_version(canary))
             try:
-                await self.api.merge_patch(DEPLOYMENTS, self.name, patch, self.namespace, subresource="scale")
+                scale = await self.api.merge_patch(
+                    DEPLOYMENTS, self.name, patch, self.namespace, subresource="scale"
+                )
+                self._scaled(canary, replicas, resource_version(scale))
                 return
             except KubeApiError as error:
                 if not error.conflict or attempt:
@@ -451,6 +454,19 @@ class KubeWorkloads:
             if spec_replicas(fresh) == replicas:
                 return
             canary = fresh
+
+    def _scaled(self, canary: JsonObject, replicas: int, version: str | None) -> None:
+        """Know the Deployment as scaled: the Scale answer is not the Deployment, but its version is.
+
+        Without this, the cache shows the old replica count until the watch brings the new one,
+        and a scale back to that count in between looks done already (it is not).
+        """
+        if self.known_deployments is None:
+            return
+        written = copy.deepcopy(canary)
+        written.setdefault("spec", {})["replicas"] = replicas
+        written.setdefault("metadata", {})["resourceVersion"] = version  # the API server sends it
+        self.known_deployments.put(DEPLOYMENTS, self.name, self.namespace, written)
 
     async def _flush_traffic(self) -> None:
         if self.before_write is not None:
