@@ -128,6 +128,7 @@ class FakeKube:
         self.started = time.time()
         # (time, verb, resource, namespace, name, identity, status)
         self.requests: list[tuple[float, str, str, str, str, str, int]] = []
+        self.last_rollout_request = 0.0
         # (time, rollout, state) for every rollout state written
         self.states: list[tuple[float, str, JsonObject]] = []
         self.latest: dict[str, JsonObject] = {}  # rollout -> its last state
@@ -249,6 +250,8 @@ class FakeKube:
         except ApiError as error:
             code, answer = error.code, status_body(error.code, error.reason, error.message)
         self.requests.append((time.time(), verb, parsed.plural, parsed.namespace, name, identity, code))
+        if name.startswith("app-") and parsed.plural != "leases":
+            self.last_rollout_request = time.time()
         return web.Response(body=json.dumps(answer).encode(), status=code, content_type="application/json")
 
     def serve(self, method: str, p: Parsed, body: Any, query: Any) -> tuple[int, JsonObject]:
@@ -413,6 +416,8 @@ class FakeKube:
                     for name, state in self.latest.items()
                 }
             )
+        if what == "last-rollout-request":  # when the server last heard a request for a rollout
+            return web.json_response({"at": self.last_rollout_request})
         if what == "log":
             return web.json_response(
                 {

@@ -7,7 +7,10 @@ a background Prometheus analysis; then every image changes at once. Figures are 
 `--runs` runs (3):
 
 - cores: the daemon's CPU seconds (user + system, all threads) over the rollout's wall time,
-  from the image change until every rollout is promoted;
+  from the image change until the server heard the rollouts' last request (their Events are
+  posted off the critical path and may come after the last promotion); also until promoted,
+  and the fake API server's own cores (it shares the machine);
+- Event delay: per Event, its arrival at the server minus the moment it was recorded;
 - lag p50 / p99: how much longer each pause lasted than asked (the state write that ended
   it, seen by the server, minus the `pauseUntil` the daemon stored);
 - RSS (and its peak) after the rollout;
@@ -21,7 +24,11 @@ a background Prometheus analysis; then every image changes at once. Figures are 
   after their 30 s delay): the rollouts'; and the daemon's own (Lease renewals, watches);
 - the longest gap between two Lease renewals, while initialising and while rolling out.
 
-Run: .venv/bin/python bench/scale.py [--sizes 100,300,1000] [--runs 3] [--analysis] [--profile]
+The daemon runs without client-side rate limiting (`--qps 0`) unless `--qps` says otherwise:
+the figures are what one process can do. With the daemon's default, Argo's 40 requests/s, a
+step of 1,000 rollouts moving at once takes minutes by design (`--qps 40` shows it).
+
+Run: .venv/bin/python bench/scale.py [--sizes 100,300,1000] [--runs 3] [--analysis] [--profile] [--qps Q]
 """
 
 from __future__ import annotations
@@ -63,9 +70,12 @@ _ROLLOUT_SUFFIXES = ("-meshshift-state", "-primary", "-canary")
 @dataclass
 class RunResult:
     n: int
-    cpu_seconds: float
+    cpu_seconds: float  # from the image change until the rollouts' last request (their Events too)
+    cpu_promoted_seconds: float  # from the image change until every rollout is promoted
     server_cpu_seconds: float
     rollout_seconds: float
+    drained_seconds: float  # from the image change until the rollouts' last request
+    event_delays: list[float]  # per Event: when the server got it, minus when it was recorded
     lags: list[float]
     rss_mib: float
     peak_rss_mib: float
@@ -87,7 +97,12 @@ class RunResult:
 
     @property
     def cores(self) -> float:
-        return self.cpu_seconds / self.rollout_seconds
+        """CPU over the whole of the work: until the last Event is out, if that is later."""
+        return self.cpu_seconds / max(self.rollout_seconds, self.drained_seconds)
+
+    @property
+    def cores_until_promoted(self) -> float:
+        return self.cpu_promoted_seconds / self.rollout_seconds
 
     @property
     def requests_per_step(self) -> float:
@@ -292,6 +307,7 @@ class Bench:
             "json",
             "--prometheus-address",
             self.kube_url,
+            f"--qps={self.args.qps:g}",
             *self.args.daemon_arg,
         ]
         env = {**os.environ, "MESHSHIFT_IDENTITY": f"bench-{tag}"}
@@ -345,6 +361,8 @@ class Bench:
 
         await self.wait_states(promoted, what="every rollout promoted")
         finished = time.time()
+        cpu_promoted = cpu_seconds(daemon.pid) - cpu_before
+        drained = await self.wait_drained()
         cpu = cpu_seconds(daemon.pid) - cpu_before
         server_cpu = cpu_seconds(self.server_pid) - server_cpu_before
         profile, profile_self, samples = (
@@ -356,7 +374,7 @@ class Bench:
         await self.wait_states(
             lambda states: all(s[3] == 0 for s in states.values()), what="every canary scaled down"
         )
-        await asyncio.sleep(2.0)
+        await self.wait_drained(quiet=2.0)
         idle_from = time.time()
         await asyncio.sleep(self.args.idle)
         idle_to = time.time()
@@ -374,12 +392,15 @@ class Bench:
         return RunResult(
             n=n,
             cpu_seconds=cpu,
+            cpu_promoted_seconds=cpu_promoted,
             server_cpu_seconds=server_cpu,
             rollout_seconds=finished - changed,
+            drained_seconds=drained - changed,
+            event_delays=self.event_delays(requests, changed),
             lags=self.lags(log["states"], changed),
             rss_mib=rss,
             peak_rss_mib=peak,
-            per_phase=self.per_phase(requests, log["states"], changed, finished, n),
+            per_phase=self.per_phase(requests, log["states"], changed, max(finished, drained), n),
             init_seconds=init_seconds,
             resume_seconds=resume_seconds,
             metrics_ms=metrics_ms,
@@ -408,6 +429,31 @@ class Bench:
             profile_self=profile_self,
             profile_samples=samples,
         )
+
+    async def wait_drained(self, quiet: float = 1.0) -> float:
+        """Until the server heard nothing for the rollouts for `quiet` seconds; when it last did."""
+        deadline = time.monotonic() + HANG_GUARD
+        while time.monotonic() < deadline:
+            last = float((await self.bench_call("last-rollout-request"))["at"])
+            if time.time() - last >= quiet:
+                return last
+            await asyncio.sleep(0.2)
+        raise SystemExit("timed out waiting for the rollouts' last requests")
+
+    @staticmethod
+    def event_delays(requests: list[list[Any]], since: float) -> list[float]:
+        """Per Event created: its arrival at the server minus the moment it was recorded.
+
+        meshshift names an Event `<deployment>.<time_ns hex><3 hex pid><3 hex counter>`.
+        """
+        delays = []
+        for at, verb, resource, _namespace, name, _identity, status in requests:
+            if resource != "events" or verb != "Create" or status >= 300 or at < since:
+                continue
+            stamp = name.rpartition(".")[2][:-6]
+            with contextlib.suppress(ValueError):
+                delays.append(at - int(stamp, 16) / 1e9)
+        return delays
 
     async def wait_resumed(self, n: int, since: float) -> float:
         """Until every rollout read its state back (its controller's first call after a restart)."""
@@ -560,8 +606,16 @@ def report(n: int, runs: list[RunResult], args: argparse.Namespace) -> None:
     print(
         f"cores during the rollout   {median(r.cores for r in runs):.2f}  "
         f"({median(r.cpu_seconds for r in runs):.1f} CPU-s over "
+        f"{median(max(r.rollout_seconds, r.drained_seconds) for r in runs):.1f} s, until the last Event; "
+        f"until promoted: {median(r.cores_until_promoted for r in runs):.2f} over "
         f"{median(r.rollout_seconds for r in runs):.1f} s; the fake API server, on the same cores: "
-        f"{median(r.server_cpu_seconds / r.rollout_seconds for r in runs):.2f})"
+        f"{median(r.server_cpu_seconds / max(r.rollout_seconds, r.drained_seconds) for r in runs):.2f})"
+    )
+    print(
+        f"Event delay p50 / p99 / max {median(percentile(r.event_delays, 0.5) for r in runs):.2f} / "
+        f"{median(percentile(r.event_delays, 0.99) for r in runs):.2f} / "
+        f"{median(max(r.event_delays, default=float('nan')) for r in runs):.2f} s  "
+        "(recorded -> at the server)"
     )
     print(
         f"step lag p50 / p99         {lag50:.2f} / {lag99:.2f} s  "
@@ -634,7 +688,8 @@ async def main_async(args: argparse.Namespace) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     print(
         f"bench/scale.py: steps {' / '.join(STEP_NAMES)}, analysis {'on' if args.analysis else 'off'}, "
-        f"{args.runs} runs per N, {os.cpu_count()} CPUs, daemon args {args.daemon_arg or 'none'}"
+        f"{args.runs} runs per N, {os.cpu_count()} CPUs, daemon --qps={args.qps:g}, "
+        f"other daemon args {args.daemon_arg or 'none'}"
     )
     for n in sizes:
         runs = []
@@ -661,6 +716,13 @@ def main(argv: list[str] | None = None) -> None:
         "--analysis", action="store_true", help="a background Prometheus analysis per rollout"
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the daemon during the rollout")
+    parser.add_argument(
+        "--qps",
+        type=float,
+        default=0.0,
+        help="the daemon's --qps (default 0: no client-side limit; the daemon's own default is Argo's 40, "
+        "which spreads a step of 1,000 rollouts in lockstep over minutes)",
+    )
     parser.add_argument("--idle", type=float, default=IDLE_SECONDS, help="seconds of idle measured")
     parser.add_argument("--daemon-arg", action="append", default=[], help="an extra `meshshift run` argument")
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the daemon's and the server's logs here")
