@@ -121,14 +121,18 @@ class EventPoster:
             return len(self._queues.get(owner, ()))
         return sum(len(queue) for queue in self._queues.values())
 
-    async def flush(self, owner: Owner, within: float) -> bool:
-        """Wait (at most `within` seconds) until this rollout's Events are out; True if they are."""
+    async def flush(self, owner: Owner | None, within: float) -> bool:
+        """Wait (at most `within` seconds) until the rollout's Events (None: all) are out; True if so."""
+
+        def pending() -> bool:
+            return bool(self._queues) if owner is None else owner in self._queues
+
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
-                while owner in self._queues:
+                while pending():
                     self._settled.clear()
                     await self._settled.wait()
-        return owner not in self._queues
+        return not pending()
 
     async def close(self) -> None:
         for task in self._tasks:

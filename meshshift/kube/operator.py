@@ -708,13 +708,13 @@ class Operator:
         metadata = watched.manifest.get("metadata") if watched is not None else None
         return metadata if isinstance(metadata, Mapping) else {}
 
-    async def _stop(self, key: RolloutKey) -> None:
+    async def _stop(self, key: RolloutKey, *, flush: bool = True) -> None:
         running = self.running.pop(key, None)
         if running is None:
             return
         if running.task is not None:
             await cancel_and_wait([running.task])
-        if self.event_poster is not None:  # its last Events go out while its shard is still held
+        if flush and self.event_poster is not None:  # its last Events go out while its shard is held
             await self.event_poster.flush((key.namespace, key.name), within=EVENT_FLUSH_SECONDS)
         await running.tracker.close()
         self.registry.remove(key)
@@ -722,7 +722,9 @@ class Operator:
 
     async def _stop_all(self) -> None:
         for key in list(self.running):
-            await self._stop(key)
+            await self._stop(key, flush=False)
+        if self.event_poster is not None:  # the last Events go out before the Leases are released
+            await self.event_poster.flush(None, within=EVENT_FLUSH_SECONDS)
         for key in [k for k in self.registry.snapshots if k not in self.running]:
             self.registry.remove(key)  # the invalid ones: a standby shows no rollout
 

@@ -176,9 +176,13 @@ async def sharded_rollouts(
                                    if v["spec"].get("holderIdentity") not in (None, victim)
                                    and micro(v["spec"]["acquireTime"]) > renewed)  # fmt: skip
                     report.takeovers[lease] = acquired - renewed
+            # Promoted: the state says so, and then (the state is written first) all traffic is back
+            # on the primary, before the replicas stop.
             await w.observer.wait_for(
                 lambda o: all(
-                    (s := o.state(n) or {}).get("stage") == "Idle" and s.get("stableRevision") != stables[n]
+                    (s := o.state(n) or {}).get("stage") == "Idle"
+                    and s.get("stableRevision") != stables[n]
+                    and canary_weight(o.current["VirtualService"][n], n) == 0
                     for n in names
                 ),
                 what="every rollout promoted",
