@@ -38,17 +38,16 @@ import aiohttp
 import structlog
 
 from meshshift.ports import AppliedRoutes
-from meshshift.processes import ManagedProcess, ProcessFailedError, free_port, wait_until_http_ready
+from meshshift.processes import ProcessFailedError, wait_until_http_ready
 from meshshift.routers.listen_ports import bind_failure, ensure_free
 from meshshift.routers.proxy_process import (
-    AdoptedProcess,
+    OwnedProxy,
     ProxyProcess,
     client_url,
-    find_adoptable,
+    control_address,
     find_envoy,
     last_log_line,
     replace_file,
-    stop_orphans,
 )
 from meshshift.routers.proxy_routes import (
     DesiredRoutes,
@@ -577,6 +576,17 @@ def envoy_command(binary: str, files: EnvoyFiles, config: EnvoyRouterConfig) -> 
     return argv
 
 
+def envoy_process(files: EnvoyFiles) -> OwnedProxy:
+    return OwnedProxy(
+        "envoy",
+        root=files.root,
+        pid_file=files.pid,
+        config_file=files.bootstrap,
+        log_path=files.log,
+        output_path=files.log,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_envoy(
     config: EnvoyRouterConfig, desired: DesiredRoutes, *, config_dir: Path, node_id: str = "meshshift"
@@ -584,17 +594,16 @@ async def running_envoy(
     """Start (or adopt, or attach to) Envoy serving `desired`; stop what we started at the end."""
     files = EnvoyFiles(Path(config.config_dir) if config.config_dir else config_dir)
     files.root.mkdir(parents=True, exist_ok=True)
-    if config.attach:
-        if config.admin is None:
-            raise RouterConfigError("spec.router.envoy.admin is required with attach: true")
-        admin = config.admin
-    else:
-        adoptable = find_adoptable(files.pid, files.bootstrap)
-        admin = config.admin or (_existing_admin(files) if adoptable else None) or f"127.0.0.1:{free_port()}"
+    proxy = envoy_process(files)
+    admin = control_address(
+        proxy,
+        config.admin,
+        existing=lambda: _existing_admin(files),
+        attach_field="spec.router.envoy.admin" if config.attach else None,
+    )
     preview = config.preview_listen
     bootstrap = render_bootstrap(files, listen=config.listen, admin=admin, node_id=node_id, preview=preview)
-    admin_url = client_url(admin)
-    router = EnvoyRouter(files, admin_url, desired, preview=preview is not None)
+    router = EnvoyRouter(files, client_url(admin), desired, preview=preview is not None)
     process: ProxyProcess | None = None
     try:
         if config.attach:
@@ -603,41 +612,33 @@ async def running_envoy(
             needed = (files.clusters, files.routes, *((files.preview_routes,) if preview else ()))
             if not all(path.exists() for path in needed):
                 router.write_files(desired)
-            await wait_until_http_ready(admin_url + "/ready", wait_seconds=ATTACH_WAIT)
+            await wait_until_http_ready(router.admin_url + "/ready", wait_seconds=ATTACH_WAIT)
             await router.apply(desired)
         else:
-            process = await _start_or_adopt(config, files, bootstrap, router, desired)
+            process = await _start_or_adopt(proxy, config, bootstrap, router, desired)
         yield EnvoyInstance(
             router=router, process=process, listen=config.listen, admin=admin, preview=preview
         )
     finally:
         await router.close()
         if process is not None:
-            await process.stop()
-            files.pid.unlink(missing_ok=True)
+            await proxy.stop(process)
 
 
 async def _start_or_adopt(
+    proxy: OwnedProxy,
     config: EnvoyRouterConfig,
-    files: EnvoyFiles,
     bootstrap: Mapping[str, Any],
     router: EnvoyRouter,
     desired: DesiredRoutes,
 ) -> ProxyProcess:
-    pid = find_adoptable(files.pid, files.bootstrap)
-    if pid is None:
-        await stop_orphans("envoy", files.pid, files.root)
-    else:
-        adopted = AdoptedProcess("envoy", pid, files.log, files.root)
-        if _same_bootstrap(files, bootstrap):
-            log.info("adopting the running Envoy", pid=pid)
-            try:
-                await wait_until_http_ready(router.admin_url + "/ready", wait_seconds=10)
-                await router.apply(desired)
-                return adopted
-            except (ProcessFailedError, RouterApplyError) as error:
-                log.warning("the running Envoy did not answer; restarting it", pid=pid, error=str(error))
-        await adopted.stop()
+    files = router.files
+    ready_url = router.admin_url + "/ready"
+    adopted = await proxy.adopt(
+        fits=_same_bootstrap(files, bootstrap), ready_url=ready_url, take_over=lambda _: router.apply(desired)
+    )
+    if adopted is not None:
+        return adopted
     ports = {config.listen: "spec.router.envoy.listen", admin_address(bootstrap): "spec.router.envoy.admin"}
     if config.preview_listen is not None:
         ports[config.preview_listen] = "spec.preview.listen"
@@ -645,24 +646,16 @@ async def _start_or_adopt(
         ensure_free(address, field)  # before anything starts: the error names the field
     write_atomically(files.bootstrap, bootstrap)
     router.write_files(desired)
-    process = ManagedProcess("envoy", envoy_command(find_envoy(config.binary), files, config), files.log)
-    await process.start()
     try:
-        assert process.process is not None
-        replace_file(files.pid, str(process.process.pid))
-        await wait_until_http_ready(router.admin_url + "/ready", process=process, wait_seconds=30)
-        await router.apply(desired)  # and wait until it reports our versions
+        return await proxy.start(
+            envoy_command(find_envoy(config.binary), files, config),
+            ready_url=ready_url,
+            until_serving=lambda _: router.apply(desired),  # and wait until it reports our versions
+            details={"listen": config.listen, "admin": router.admin_url},
+        )
     except ProcessFailedError as error:
-        await process.stop()
-        files.pid.unlink(missing_ok=True)
         # Taken between the check and Envoy's bind: the same error, read from Envoy's log.
         raise bind_failure(files.log, ports) or error from error
-    except BaseException:
-        await process.stop()
-        files.pid.unlink(missing_ok=True)
-        raise
-    log.info("envoy started", pid=process.process.pid, listen=config.listen, admin=router.admin_url)
-    return process
 
 
 def admin_address(bootstrap: Mapping[str, Any]) -> str:

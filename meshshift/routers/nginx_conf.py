@@ -43,19 +43,18 @@ import structlog
 
 from meshshift.files import staged_file
 from meshshift.ports import AppliedRoutes
-from meshshift.processes import ManagedProcess, free_port
+from meshshift.processes import ManagedProcess
 from meshshift.routers.listen_ports import ensure_free
 from meshshift.routers.proxy_process import (
-    AdoptedProcess,
+    OwnedProxy,
     ProxyProcess,
     child_pids,
     client_url,
-    find_adoptable,
+    control_address,
     find_nginx,
     last_log_line,
     process_alive,
     process_command_line,
-    stop_orphans,
 )
 from meshshift.routers.proxy_routes import (
     DesiredRoutes,
@@ -63,6 +62,7 @@ from meshshift.routers.proxy_routes import (
     RouterApplyError,
     RouterConfigError,
     UpstreamNames,
+    whole_value_regex,
 )
 from meshshift.spec.errors import SpecIssue
 from meshshift.spec.model import (
@@ -163,11 +163,7 @@ def pcre_literal(text: str) -> str:
 
 def header_regex(match: StringMatch) -> str:
     """A case-sensitive, anchored PCRE for a map key: `~^...$`."""
-    if match.kind == "exact":
-        return f"~^{pcre_literal(match.value)}$"
-    if match.kind == "prefix":
-        return f"~^{pcre_literal(match.value)}"
-    return f"~^(?:{match.value})$"
+    return "~" + whole_value_regex(match, pcre_literal)
 
 
 def header_variable(name: str) -> str:
@@ -474,6 +470,18 @@ def _existing_status(files: NginxFiles) -> str | None:
     return found.group(1) if found else None
 
 
+def nginx_process(files: NginxFiles) -> OwnedProxy:
+    return OwnedProxy(
+        "nginx",
+        root=files.root,
+        pid_file=files.pid,
+        config_file=files.conf,
+        log_path=files.error_log,
+        output_path=files.output,
+        writes_own_pid=True,  # the `pid` of nginx.conf
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_nginx(
     config: NginxRouterConfig, desired: DesiredRoutes, *, config_dir: Path
@@ -481,53 +489,46 @@ async def running_nginx(
     """Start (or adopt) NGINX serving `desired`; stop it when the block ends."""
     files = NginxFiles(Path(config.config_dir) if config.config_dir else config_dir)
     files.root.mkdir(parents=True, exist_ok=True)
-    adoptable = find_adoptable(files.pid, files.conf)
-    status = (_existing_status(files) if adoptable else None) or f"127.0.0.1:{free_port()}"
+    proxy = nginx_process(files)
     router = NginxRouter(
         files,
         binary=find_nginx(config.binary),
         listen=config.listen,
-        status=status,
+        status=control_address(proxy, None, existing=lambda: _existing_status(files)),
         desired=desired,
         preview=config.preview_listen,
     )
-    process = await _start_or_adopt(router, desired, adoptable)
+    process = await _start_or_adopt(proxy, router, desired)
     try:
         yield NginxInstance(
             router=router, process=process, listen=config.listen, preview=config.preview_listen
         )
     finally:
-        await process.stop()
+        await proxy.stop(process)
 
 
-async def _start_or_adopt(router: NginxRouter, desired: DesiredRoutes, pid: int | None) -> ProxyProcess:
-    files = router.files
-    if pid is None:
-        await stop_orphans("nginx", files.pid, files.root)  # workers of a master killed hard
-    else:
-        adopted = AdoptedProcess("nginx", pid, files.error_log, files.root)
+async def _start_or_adopt(proxy: OwnedProxy, router: NginxRouter, desired: DesiredRoutes) -> ProxyProcess:
+    async def take_over(pid: int) -> None:
         router.master_pid = pid
-        try:
-            await router.apply(desired)
-            log.info("adopted the running NGINX", pid=pid)
-            return adopted
-        except RouterApplyError as error:
-            log.warning("the running NGINX did not take the configuration; restarting it", error=str(error))
-            await adopted.stop()
-            router.master_pid = None
+        await router.apply(desired)
+
+    # Every change reloads the whole nginx.conf: any NGINX of ours can take the new one.
+    adopted = await proxy.adopt(fits=True, take_over=take_over)
+    if adopted is not None:
+        return adopted
+    router.master_pid = None
     ensure_free(router.listen, "spec.router.nginx.listen")  # before it starts: the error names the field
     if router.preview is not None:
         ensure_free(router.preview, "spec.preview.listen")
     generation = await router.write_checked(desired)
-    process = ManagedProcess("nginx", router.command(), files.output)
-    await process.start()
-    try:
+
+    async def until_serving(process: ManagedProcess) -> None:
         assert process.process is not None
-        # With `daemon off` the process we started is the master.
-        router.master_pid = process.process.pid
+        router.master_pid = process.process.pid  # with `daemon off` the process we started is the master
         await router.wait_for_generation(generation, process)
-    except BaseException:
-        await process.stop()
-        raise
-    log.info("nginx started", pid=router.master_pid, listen=router.listen, pid_file=str(files.pid))
-    return process
+
+    return await proxy.start(
+        router.command(),
+        until_serving=until_serving,
+        details={"listen": router.listen, "pid_file": str(proxy.pid_file)},
+    )

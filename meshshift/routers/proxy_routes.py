@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from meshshift.engine.state import HeaderRoute, MirrorRoute
 from meshshift.ports import AppliedRoutes
-from meshshift.spec.model import HeaderMatch, MirrorMatch
+from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
 
 STABLE = "stable"  # the default upstream names (Envoy clusters, NGINX upstreams)
 CANARY = "canary"
@@ -86,6 +86,19 @@ class DesiredRoutes:
             mirror_routes=tuple(r.name for r in self.mirror_routes),
             preview=self.preview_target if preview else None,
         )
+
+
+def whole_value_regex(match: StringMatch, literal: Callable[[str], str]) -> str:
+    """A regex that holds where an Argo string match does, for an engine that searches the value.
+
+    Anchored: `exact` and `prefix` are literal (`literal` escapes text for that engine) and
+    `regex` must match the whole value, as on Envoy.
+    """
+    if match.kind == "exact":
+        return f"^{literal(match.value)}$"
+    if match.kind == "prefix":
+        return f"^{literal(match.value)}"
+    return f"^(?:{match.value})$"
 
 
 def check_weight(weight: int) -> None:

@@ -55,16 +55,15 @@ import structlog
 import yaml
 
 from meshshift.ports import AppliedRoutes
-from meshshift.processes import ManagedProcess, ProcessFailedError, free_port, wait_until_http_ready
+from meshshift.processes import ManagedProcess, wait_until_http_ready
 from meshshift.routers.proxy_process import (
-    AdoptedProcess,
+    OwnedProxy,
     ProxyProcess,
     client_url,
-    find_adoptable,
+    control_address,
     find_traefik,
     last_log_line,
     replace_file,
-    stop_orphans,
 )
 from meshshift.routers.proxy_routes import (
     DesiredRoutes,
@@ -72,6 +71,7 @@ from meshshift.routers.proxy_routes import (
     RouterApplyError,
     RouterConfigError,
     UpstreamNames,
+    whole_value_regex,
 )
 from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch, TraefikRouterConfig
 
@@ -138,11 +138,7 @@ def go_regex_literal(text: str) -> str:
 
 def anchored(match: StringMatch) -> str:
     """The whole-value regex for one Argo string match."""
-    if match.kind == "exact":
-        return f"^{go_regex_literal(match.value)}$"
-    if match.kind == "prefix":
-        return f"^{go_regex_literal(match.value)}"
-    return f"^(?:{match.value})$"
+    return whole_value_regex(match, go_regex_literal)
 
 
 def header_rule(match: HeaderMatch) -> str:
@@ -527,6 +523,17 @@ def traefik_command(binary: str, files: TraefikFiles) -> list[str]:
     return [binary, f"--configFile={files.static}"]
 
 
+def traefik_process(files: TraefikFiles) -> OwnedProxy:
+    return OwnedProxy(
+        "traefik",
+        root=files.root,
+        pid_file=files.pid,
+        config_file=files.static,
+        log_path=files.log,
+        output_path=files.log,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_traefik(
     config: TraefikRouterConfig, desired: DesiredRoutes, *, config_dir: Path
@@ -534,13 +541,13 @@ async def running_traefik(
     """Start (or adopt, or attach to) Traefik serving `desired`; stop what we started at the end."""
     files = TraefikFiles(Path(config.config_dir) if config.config_dir else config_dir)
     files.root.mkdir(parents=True, exist_ok=True)
-    if config.attach:
-        if config.api is None:
-            raise RouterConfigError("spec.router.traefik.api is required with attach: true")
-        api = config.api
-    else:
-        adoptable = find_adoptable(files.pid, files.static)
-        api = config.api or (_existing_api(files) if adoptable else None) or f"127.0.0.1:{free_port()}"
+    proxy = traefik_process(files)
+    api = control_address(
+        proxy,
+        config.api,
+        existing=lambda: _existing_api(files),
+        attach_field="spec.router.traefik.api" if config.attach else None,
+    )
     preview = config.preview_listen
     static = render_static(files, listen=config.listen, api=api, preview=preview)
     router = TraefikRouter(
@@ -559,53 +566,42 @@ async def running_traefik(
             await wait_until_http_ready(router.api_url + "/ping", wait_seconds=ATTACH_WAIT)
             await router.apply(desired)
         else:
-            process = await _start_or_adopt(config, files, static, router, desired)
+            process = await _start_or_adopt(proxy, config, static, router, desired)
         yield TraefikInstance(router=router, process=process, listen=config.listen, api=api, preview=preview)
     finally:
         await router.close()
         if process is not None:
-            await process.stop()
-            files.pid.unlink(missing_ok=True)
+            await proxy.stop(process)
 
 
 async def _start_or_adopt(
+    proxy: OwnedProxy,
     config: TraefikRouterConfig,
-    files: TraefikFiles,
     static: Mapping[str, Any],
     router: TraefikRouter,
     desired: DesiredRoutes,
 ) -> ProxyProcess:
-    pid = find_adoptable(files.pid, files.static)
-    if pid is None:
-        await stop_orphans("traefik", files.pid, files.root)
-    else:
-        adopted = AdoptedProcess("traefik", pid, files.log, files.root)
-        if _same_static(files, static):
-            log.info("adopting the running Traefik", pid=pid)
-            try:
-                await wait_until_http_ready(router.api_url + "/ping", wait_seconds=10)
-                await router.apply(desired)
-                return adopted
-            except (ProcessFailedError, RouterApplyError) as error:
-                log.warning("the running Traefik did not answer; restarting it", pid=pid, error=str(error))
-        await adopted.stop()
+    files = router.files
+    ready_url = router.api_url + "/ping"
+    adopted = await proxy.adopt(
+        fits=_same_static(files, static), ready_url=ready_url, take_over=lambda _: router.apply(desired)
+    )
+    if adopted is not None:
+        return adopted
     write_yaml(files.static, static)
     generation = router.write_files(desired)
-    process = ManagedProcess("traefik", traefik_command(find_traefik(config.binary), files), files.log)
-    await process.start()
-    try:
-        assert process.process is not None
-        replace_file(files.pid, str(process.process.pid))
-        await wait_until_http_ready(router.api_url + "/ping", process=process, wait_seconds=30)
+
+    async def until_serving(process: ManagedProcess) -> None:
         view = await router.wait_for_generation(generation, process)
         if view.errors():
             raise RouterApplyError("Traefik rejected the configuration: " + "; ".join(view.errors()))
-    except BaseException:
-        await process.stop()
-        files.pid.unlink(missing_ok=True)
-        raise
-    log.info("traefik started", pid=process.process.pid, listen=config.listen, api=router.api_url)
-    return process
+
+    return await proxy.start(
+        traefik_command(find_traefik(config.binary), files),
+        ready_url=ready_url,
+        until_serving=until_serving,
+        details={"listen": config.listen, "api": router.api_url},
+    )
 
 
 def _same_static(files: TraefikFiles, static: Mapping[str, Any]) -> bool:
