@@ -330,12 +330,11 @@ _COLORS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class SlackReceiver:
-    """A Slack incoming webhook: `text` for the notification, an attachment for details."""
+class _PayloadPerNotification:
+    """A receiver of every notification, each as one payload to its URL (Slack, a webhook)."""
 
+    __slots__ = ()
     url: str
-    kind: str = "slack"
 
     @property
     def identity(self) -> str:
@@ -346,6 +345,17 @@ class SlackReceiver:
 
     async def render(self, notification: Notification) -> list[dict[str, Any]]:
         return [self.payload(notification)]
+
+    def payload(self, notification: Notification) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class SlackReceiver(_PayloadPerNotification):
+    """A Slack incoming webhook: `text` for the notification, an attachment for details."""
+
+    url: str
+    kind: str = "slack"
 
     def payload(self, notification: Notification) -> dict[str, Any]:
         icon = ":rotating_light:" if notification.warning else ":arrows_counterclockwise:"
@@ -392,21 +402,11 @@ def _slack_escape(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class WebhookReceiver:
+class WebhookReceiver(_PayloadPerNotification):
     """A generic webhook: one JSON object per notification."""
 
     url: str
     kind: str = "webhook"
-
-    @property
-    def identity(self) -> str:
-        return self.url
-
-    def wants(self, notification: Notification) -> bool:
-        return True
-
-    async def render(self, notification: Notification) -> list[dict[str, Any]]:
-        return [self.payload(notification)]
 
     def payload(self, notification: Notification) -> dict[str, Any]:
         return {
