@@ -314,21 +314,10 @@ def bomb_read_cost(reads: int = 200) -> None:
     from meshshift.spec.annotations import read_deployment
     from meshshift.spec.errors import Findings
     from tests.reliability.hostile import alias_bomb as bomb_text
-
-    def manifest(steps: str) -> dict[str, object]:
-        annotations = {
-            "meshshift.io/enabled": "true",
-            "meshshift.io/router": "istio",
-            "meshshift.io/steps": steps,
-        }
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "b", "annotations": annotations},
-        }
+    from tests.reliability.hostile import deployment_with_steps
 
     def median_read(steps: str) -> float:
-        document = manifest(steps)
+        document = deployment_with_steps(steps, name="b")
         samples = []
         for _ in range(reads):
             started = time.perf_counter()

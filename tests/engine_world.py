@@ -7,8 +7,9 @@ verdicts come from a per-test policy, so tests decide what each run concludes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from meshshift.engine.actions import (
     Action,
@@ -29,6 +30,7 @@ from meshshift.engine.actions import (
 )
 from meshshift.engine.machine import Command, CommandKind, Decision, Observation, reconcile
 from meshshift.engine.state import RolloutPhase, RolloutState
+from meshshift.spec.annotations import parse_deployment
 from meshshift.spec.model import AnalysisPhase, CanaryScale, HeaderMatch, RolloutSpec
 
 VerdictPolicy = Callable[[StartAnalysis], AnalysisPhase]
@@ -173,3 +175,27 @@ class World:
 
 
 __all__ = ["Command", "CommandKind", "World", "always"]
+
+
+def weights_until_promotion(deployment: Mapping[str, Any]) -> list[int]:
+    """The canary weights meshshift's engine sets for this opted-in Deployment, in order (a weight
+    set again at once counted once, 0 left out), until it promotes; every analysis passes and
+    every indefinite pause is promoted."""
+    parsed = parse_deployment(deployment)
+    assert parsed is not None
+    world = World(parsed.rollout)
+    world.tick()
+    world.revision = "v2"
+    for _ in range(len(parsed.rollout.steps) + 5):
+        world.settle()
+        if world.promotions:
+            break
+        world.command(CommandKind.PROMOTE)
+    assert world.promotions == ["v2"]
+    weights: list[int] = []
+    for action in world.actions:
+        if isinstance(action, PromoteCanary):
+            break
+        if isinstance(action, SetCanaryWeight) and (not weights or weights[-1] != action.weight):
+            weights.append(action.weight)
+    return [w for w in weights if w]

@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from meshshift.engine.actions import PromoteCanary, SetCanaryWeight
 from meshshift.spec.annotations import parse_deployment
 from meshshift.spec.convert import Conversion, convert_sources
 from meshshift.spec.documents import load_documents
 from meshshift.spec.fields import at
-from tests.engine_world import CommandKind, World
+from tests.engine_world import weights_until_promotion
 
 ARGO = Path(__file__).parent / "conformance" / "argo"
 EXAMPLES = ARGO / "examples"
@@ -123,29 +122,6 @@ def test_no_field_is_dropped_silently(path: Path) -> None:
             assert covered, f"{path}#{index}: {leaf} is neither carried over nor noted"
 
 
-def engine_weights(deployment: Mapping[str, Any]) -> list[int]:
-    """The canary weights meshshift's engine sets, in order, until it promotes (analyses pass,
-    indefinite pauses are promoted)."""
-    parsed = parse_deployment(deployment)
-    assert parsed is not None
-    world = World(parsed.rollout)
-    world.tick()
-    world.revision = "v2"
-    for _ in range(len(parsed.rollout.steps) + 5):
-        world.settle()
-        if world.promotions:
-            break
-        world.command(CommandKind.PROMOTE)
-    assert world.promotions == ["v2"]
-    weights: list[int] = []
-    for action in world.actions:
-        if isinstance(action, PromoteCanary):
-            break
-        if isinstance(action, SetCanaryWeight) and (not weights or weights[-1] != action.weight):
-            weights.append(action.weight)
-    return [w for w in weights if w]
-
-
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: str(p.relative_to(EXAMPLES)))
 def test_the_converted_schedule_sets_argos_weights_in_argos_order(path: Path) -> None:
     conversion = convert(path, *TEMPLATE_FILES)
@@ -159,7 +135,7 @@ def test_the_converted_schedule_sets_argos_weights_in_argos_order(path: Path) ->
         unit = canary.get("trafficRouting", {}).get("maxTrafficWeight", 100)
         expected = [s["setWeight"] * 100 // unit for s in canary.get("steps") or [] if "setWeight" in s]
         target = rollout["spec"].get("workloadRef", {}).get("name") or rollout["metadata"]["name"]
-        assert engine_weights(by_name[target]) == [w for w in expected if w], path
+        assert weights_until_promotion(by_name[target]) == [w for w in expected if w], path
 
 
 def notes_of(conversion: Conversion) -> dict[str, tuple[str, str]]:

@@ -26,13 +26,11 @@ from meshshift.analysis.phases import MetricCounts
 from meshshift.analysis.providers.builtin import BuiltinTemplates
 from meshshift.analysis.providers.templating import render_promql
 from meshshift.analysis.run import Measurement, record_measurement, start_run
-from meshshift.engine.actions import PromoteCanary, SetCanaryWeight
-from meshshift.spec.annotations import parse_deployment
 from meshshift.spec.convert import Conversion, convert_sources
 from meshshift.spec.convert.flagger import flagger_weights
 from meshshift.spec.model import AnalysisPhase
 from meshshift.spec.templates import instantiate_template, parse_template, resolve_args
-from tests.engine_world import CommandKind, World
+from tests.engine_world import weights_until_promotion
 
 FLAGGER = Path(__file__).parent / "data" / "flagger"
 TUTORIALS = FLAGGER / "docs" / "gitbook" / "tutorials"
@@ -95,33 +93,6 @@ def steps(conversion: Conversion) -> list[dict[str, Any]]:
     return yaml.safe_load(deployment(conversion)["metadata"]["annotations"]["meshshift.io/steps"]) or []
 
 
-def engine_weights(conversion: Conversion) -> list[int]:
-    """The weights meshshift's engine sets until it promotes, every analysis passing and every
-    indefinite pause promoted."""
-    parsed = parse_deployment(deployment(conversion))
-    assert parsed is not None
-    world = World(parsed.rollout)
-    world.tick()
-    world.revision = "v2"
-    for _ in range(len(parsed.rollout.steps) + 5):
-        world.settle()
-        if world.promotions:
-            break
-        world.command(CommandKind.PROMOTE)
-    assert world.promotions == ["v2"]
-    weights: list[int] = []
-    for action in world.actions:
-        if isinstance(action, PromoteCanary):
-            break
-        if (
-            isinstance(action, SetCanaryWeight)
-            and action.weight
-            and (not weights or weights[-1] != action.weight)
-        ):
-            weights.append(action.weight)
-    return weights
-
-
 @pytest.mark.parametrize(("analysis", "expected"), [w for w in WEIGHTS if w[1]])
 def test_the_converted_schedule_sets_flaggers_weights_in_order(
     analysis: dict[str, Any], expected: list[int]
@@ -129,7 +100,7 @@ def test_the_converted_schedule_sets_flaggers_weights_in_order(
     metrics = [{"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"}]
     conversion = convert(canary({**analysis, "metrics": metrics}))
     assert conversion.lint_errors == [], [str(f) for f in conversion.lint_errors]
-    assert engine_weights(conversion) == expected
+    assert weights_until_promotion(deployment(conversion)) == expected
     # Each weight is held one interval, then checked: setWeight, pause, analysis.
     written = steps(conversion)
     assert [s for s in written if "setWeight" in s] == [{"setWeight": w} for w in expected]
@@ -180,7 +151,7 @@ def test_the_tutorials_canaries_convert_and_lint_clean(page: str) -> None:
             [str(f) for f in conversion.lint],
         )
         if expected is not None:
-            assert engine_weights(conversion) == expected, block.name
+            assert weights_until_promotion(deployment(conversion)) == expected, block.name
 
 
 @pytest.mark.parametrize(
@@ -394,7 +365,7 @@ def test_confirm_webhooks_become_pauses_and_events_the_webhook_url() -> None:
     assert annotations["meshshift.io/webhook-url"] == "http://events.example.com/flagger"
     notes = {n.path: n for n in conversion.notes}
     assert notes["spec.analysis.webhooks[4]"].kind == "not-converted"
-    assert engine_weights(conversion) == [25, 50]
+    assert weights_until_promotion(deployment(conversion)) == [25, 50]
 
 
 def test_blue_green_becomes_the_blue_green_annotation() -> None:

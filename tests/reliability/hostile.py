@@ -1,6 +1,22 @@
-"""Hostile YAML for the bounds tests and `bench/chaos.py`."""
+"""Hostile YAML for the bounds tests and `bench/chaos.py`, and the Deployment that carries it."""
 
 from __future__ import annotations
+
+from typing import Any
+
+
+def deployment_with_steps(steps: str, name: str = "shop") -> dict[str, Any]:
+    """The least a Deployment holds to opt in with `steps` as its steps annotation (no pod spec)."""
+    annotations = {
+        "meshshift.io/enabled": "true",
+        "meshshift.io/router": "istio",
+        "meshshift.io/steps": steps,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "annotations": annotations},
+    }
 
 
 def alias_bomb(levels: int = 6, width: int = 10, *, indent: str = "") -> str:

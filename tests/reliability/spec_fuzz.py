@@ -28,6 +28,7 @@ from meshshift.spec.errors import SpecError
 from meshshift.spec.templates import TEMPLATE_KINDS, parse_template
 from meshshift.spec.yamldoc import load_all
 from meshshift.standalone.daemon import RolloutFileError, parse_rollout_text
+from tests.reliability.hostile import deployment_with_steps
 
 TESTS = Path(__file__).resolve().parents[1]
 CORPUS_DIRS = (TESTS / "data" / "seed", TESTS / "data" / "exercise", TESTS / "conformance" / "argo")
@@ -163,21 +164,8 @@ def fuzzed_spec(rng: random.Random) -> str:
     if rng.random() < 0.4:
         text = mutate_text(rng, text)
     if rng.random() < 0.2:  # the same inside an annotation: a Deployment carrying it as its steps
-        text = yaml.safe_dump(_deployment_with_steps(text))
+        text = yaml.safe_dump(deployment_with_steps(text))
     return text
-
-
-def _deployment_with_steps(steps: str) -> dict[str, Any]:
-    annotations = {
-        "meshshift.io/enabled": "true",
-        "meshshift.io/router": "istio",
-        "meshshift.io/steps": steps,
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "shop", "annotations": annotations},
-    }
 
 
 def _documented(parse: Callable[[], object], *errors: type[Exception]) -> None:

@@ -24,7 +24,7 @@ from meshshift.spec.errors import SpecError
 from meshshift.spec.yamldoc import load_all
 from meshshift.standalone.daemon import RolloutFileError, parse_rollout_text
 from tests.kube.harness import Cluster, KubeEnv, api_client
-from tests.reliability.hostile import alias_bomb, deep_block, deep_flow, many_aliases
+from tests.reliability.hostile import alias_bomb, deep_block, deep_flow, deployment_with_steps, many_aliases
 
 MESHSHIFT = str(Path(sys.executable).parent / "meshshift")
 NODES = f"more than {MAX_NODES} values once its aliases are expanded (meshshift's limit)"
@@ -86,23 +86,10 @@ async def test_the_lint_command_never_prints_a_traceback_on_hostile_files(tmp_pa
     assert stderr.decode().strip().endswith(f"{len(HOSTILE)} errors, 0 warnings in {len(HOSTILE)} files")
 
 
-def deployment(steps: str) -> dict[str, Any]:
-    annotations = {
-        "meshshift.io/enabled": "true",
-        "meshshift.io/router": "istio",
-        "meshshift.io/steps": steps,
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "shop", "annotations": annotations},
-    }
-
-
 @CASES
 def test_an_annotation_past_a_bound_is_an_invalid_spec_naming_it(text: str, reason: str) -> None:
     with pytest.raises(SpecError) as refused:
-        parse_deployment(deployment(text))
+        parse_deployment(deployment_with_steps(text))
     (issue,) = refused.value.errors
     assert issue.path == 'metadata.annotations["meshshift.io/steps"]'
     assert issue.reason.endswith(reason)

@@ -1,6 +1,6 @@
 """Copy Flagger's own documents into tests/data/flagger/ (run by hand, not by pytest).
 
-    python tests/data/flagger/extract_flagger.py /path/to/flagger.git
+    python -m tests.data.flagger.extract_flagger /path/to/flagger.git   # from the repository root
 
 From `docs/gitbook/**/*.md`, each ```yaml block holding a Canary, a MetricTemplate or an
 AlertProvider is copied as its own file, `<doc path without .md>.blockNN.yaml` (NN: the block's
@@ -14,25 +14,14 @@ No Go code of Flagger is copied or run.
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
+from tests.support.upstream_docs import git, write, yaml_blocks
+
 KINDS = re.compile(r"^\s*kind:\s*(Canary|MetricTemplate|AlertProvider)\s*$", re.M)
-BLOCK = re.compile(r"^([ \t]*)```ya?ml[^\n]*\n(.*?)^[ \t]*```", re.S | re.M)
 HERE = Path(__file__).parent
 COPIED = re.compile(r"^(kustomize/podinfo|artifacts/examples)/.*\.ya?ml$")
-
-
-def git(repo: str, *args: str) -> str:
-    done = subprocess.run(["git", "--git-dir", repo, *args], capture_output=True, text=True, check=True)
-    return done.stdout
-
-
-def pasteable(block: str) -> str:
-    lines = [line for line in textwrap.dedent(block).splitlines() if line.strip() != "..."]
-    return "\n".join(lines).rstrip() + "\n"
 
 
 def main(repo: str) -> None:
@@ -40,19 +29,12 @@ def main(repo: str) -> None:
     sources: list[str] = []
     for name in git(repo, "ls-tree", "-r", "--name-only", "HEAD").splitlines():
         if COPIED.match(name):
-            target = HERE / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(git(repo, "show", f"HEAD:{name}"))
+            write(HERE / name, git(repo, "show", f"HEAD:{name}"))
             sources.append(f"| `{name}` | `{name}` |")
         elif re.match(r"^docs/gitbook/.*\.md$", name):
             text = git(repo, "show", f"HEAD:{name}")
-            for number, match in enumerate(BLOCK.finditer(text)):
-                if not KINDS.search(match.group(2)):
-                    continue
-                target_name = f"{name[:-3]}.block{number:02d}.yaml"
-                target = HERE / target_name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(pasteable(match.group(2)))
+            for number, target_name, block in yaml_blocks(name, text, KINDS):
+                write(HERE / target_name, block)
                 sources.append(f"| `{target_name}` | `{name}`, yaml block {number} |")
     readme = HERE / "README.md"
     before, _, _ = readme.read_text().partition("<!-- sources -->")
