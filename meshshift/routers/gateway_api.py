@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,14 +41,20 @@ import structlog
 from meshshift.kube.resources import JsonObject, KubeApi, ResourceType
 from meshshift.kube.rmw import read_modify_write
 from meshshift.ports import AppliedRoutes
-from meshshift.routers.staged import StagedRouter
+from meshshift.routers.kube_objects import (
+    MANAGED_ROUTES_ANNOTATION,
+    annotation_json,
+    canary_percent,
+    set_annotation,
+    split_weights,
+)
+from meshshift.routers.staged import EditStagingRouter
 from meshshift.routers.traefik_file import go_regex_literal
 from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
 
 log = structlog.get_logger(__name__)
 
 HTTP_ROUTES = ResourceType("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
-MANAGED_ROUTES_ANNOTATION = "meshshift.io/managed-routes"
 HEADER, MIRROR = "header", "mirror"
 RULE_PREFIX = "meshshift-"
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
@@ -154,11 +160,7 @@ class HTTPRouteEdit:
         self.doc = doc
         self.backends = backends
         self.name = str((doc.get("metadata") or {}).get("name", ""))
-        annotations = (doc.setdefault("metadata", {}).get("annotations")) or {}
-        try:
-            managed = json.loads(annotations.get(MANAGED_ROUTES_ANNOTATION) or "{}")
-        except ValueError:
-            managed = {}
+        managed = annotation_json(doc.setdefault("metadata", {}), MANAGED_ROUTES_ANNOTATION, "{}")
         self.managed: dict[str, dict[str, str]] = managed if isinstance(managed, dict) else {}
         rules = doc.setdefault("spec", {}).setdefault("rules", [])
         self.ours = [r for r in rules if r.get("name") in self.managed]
@@ -197,11 +199,10 @@ class HTTPRouteEdit:
             for r in refs
             if not any(self.backends.is_ref(r, name) for name in ours)
         )
-        pool = max(0, 100 - others)
-        canary = round(pool * weight / 100)
+        primary, canary = split_weights(weight, others)
         for ref in refs:
             if self.backends.is_ref(ref, self.backends.primary):
-                ref["weight"] = pool - canary
+                ref["weight"] = primary
             elif self.backends.is_ref(ref, self.backends.canary):
                 ref["weight"] = canary
 
@@ -215,8 +216,9 @@ class HTTPRouteEdit:
                     stable += value
                 elif self.backends.is_ref(ref, self.backends.canary):
                     canary += value
-            if stable + canary:
-                weights.append(round(100 * canary / (stable + canary)))
+            percent = canary_percent(stable, canary)
+            if percent is not None:
+                weights.append(percent)
         return weights
 
     # --- header and mirror routes -----------------------------------------------------------
@@ -316,55 +318,22 @@ class HTTPRouteEdit:
         # backends by its index, as Traefik does in its metrics), and precedence does not
         # depend on the order here (a copy has more header matches than its rule).
         doc["spec"]["rules"] = [*self.theirs, *self.ours]
-        annotations = dict(doc["metadata"].get("annotations") or {})
-        if self.managed:
-            annotations[MANAGED_ROUTES_ANNOTATION] = json.dumps(self.managed, sort_keys=True)
-        else:
-            annotations.pop(MANAGED_ROUTES_ANNOTATION, None)
-        if annotations:
-            doc["metadata"]["annotations"] = annotations
-        else:
-            doc["metadata"].pop("annotations", None)
+        value = json.dumps(self.managed, sort_keys=True) if self.managed else None
+        set_annotation(doc["metadata"], MANAGED_ROUTES_ANNOTATION, value)
         return doc
 
 
-Edit = Callable[[HTTPRouteEdit], None]
-
-
-class GatewayApiRouter(StagedRouter):
+class GatewayApiRouter(EditStagingRouter[HTTPRouteEdit]):
     name = "gateway-api"
 
     def __init__(self, api: KubeApi, *, namespace: str, http_route: str, service: str) -> None:
+        super().__init__()
         self.api = api
         self.namespace = namespace
         self.http_route = http_route
         self.backends = Backends(namespace, f"{service}-primary", f"{service}-canary")
         self.writes = 0
-        self._staged: list[Edit] = []
-        self._desired_weight: int | None = None
         self.log = log.bind(http_route=f"{namespace}/{http_route}")
-
-    # --- the Router port: staged edits ---------------------------------------------------------
-
-    async def set_weight(self, canary_weight: int) -> None:
-        self._desired_weight = canary_weight
-        self._staged.append(lambda edit: edit.set_weight(canary_weight))
-
-    async def set_header_route(self, name: str, match: Sequence[HeaderMatch]) -> None:
-        self._staged.append(lambda edit: edit.set_header_route(name, match))
-
-    async def remove_header_route(self, name: str) -> None:
-        self._staged.append(lambda edit: edit.remove_header_route(name))
-
-    async def set_mirror_route(self, name: str, match: Sequence[MirrorMatch], percentage: int | None) -> None:
-        self._staged.append(lambda edit: edit.set_mirror_route(name, match, percentage))
-
-    async def remove_mirror_route(self, name: str) -> None:
-        self._staged.append(lambda edit: edit.remove_mirror_route(name))
-
-    async def remove_managed_routes(self) -> None:
-        self._staged.append(lambda edit: edit.remove_managed_routes())
-
 
     async def read_back(self) -> AppliedRoutes:
         await self.commit()
@@ -382,9 +351,9 @@ class GatewayApiRouter(StagedRouter):
         return AppliedRoutes(weight, edit.step_names(HEADER), edit.step_names(MIRROR))
 
     async def commit(self) -> None:
-        if not self._staged:
+        edits = self.staged_edits()
+        if not edits:
             return
-        edits, self._staged = self._staged, []
 
         def build(current: JsonObject | None) -> JsonObject:
             if current is None:

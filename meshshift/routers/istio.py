@@ -42,16 +42,22 @@ from typing import Any
 
 import structlog
 
-from meshshift.engine.state import HeaderRoute, MirrorRoute
-from meshshift.kube.resources import JsonObject, KubeApi, ResourceType, owner_reference, virtual_services
+from meshshift.kube.resources import JsonObject, KubeApi, ResourceType, virtual_services
 from meshshift.kube.rmw import KnownObjects, read_modify_write
 from meshshift.ports import AppliedRoutes
+from meshshift.routers.kube_objects import (
+    MANAGED_ROUTES_ANNOTATION,
+    annotation_json,
+    canary_percent,
+    owned_metadata,
+    set_annotation,
+    split_weights,
+)
+from meshshift.routers.staged import EditStagingRouter
 from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
 
 log = structlog.get_logger(__name__)
 
-MANAGED_ROUTES_ANNOTATION = "meshshift.io/managed-routes"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 DEFAULT_ROUTE_NAME = "primary"
 HEADER, MIRROR = "header", "mirror"
 # Fields of a route that say where traffic goes; a shadowing route replaces them.
@@ -134,11 +140,7 @@ class VirtualServiceEdit:
         self.hosts = hosts
         self.route_names = tuple(route_names)
         self.name = str(doc.get("metadata", {}).get("name", ""))
-        annotations = doc.setdefault("metadata", {}).get("annotations") or {}
-        try:
-            managed = json.loads(annotations.get(MANAGED_ROUTES_ANNOTATION) or "{}")
-        except ValueError:
-            managed = {}
+        managed = annotation_json(doc.setdefault("metadata", {}), MANAGED_ROUTES_ANNOTATION, "{}")
         # VirtualService route name -> {"kind": header|mirror, "step": the step's route name,
         # "shadows": the name of the managed route it sits before (absent in older versions)}
         self.managed: dict[str, dict[str, str]] = managed if isinstance(managed, dict) else {}
@@ -202,11 +204,10 @@ class VirtualServiceEdit:
             for d in destinations
             if not self.hosts.is_host(d, self.hosts.stable) and not self.hosts.is_host(d, self.hosts.canary)
         )
-        pool = max(0, 100 - others)  # other destinations keep their share
-        canary = round(pool * weight / 100)
+        stable, canary = split_weights(weight, others)
         for destination in destinations:
             if self.hosts.is_host(destination, self.hosts.stable):
-                destination["weight"] = pool - canary
+                destination["weight"] = stable
             elif self.hosts.is_host(destination, self.hosts.canary):
                 destination["weight"] = canary
 
@@ -220,8 +221,9 @@ class VirtualServiceEdit:
                     stable += int(destination.get("weight") or 0)
                 elif self.hosts.is_host(destination, self.hosts.canary):
                     canary += int(destination.get("weight") or 0)
-            if stable + canary:
-                weights.append(round(100 * canary / (stable + canary)))
+            percent = canary_percent(stable, canary)
+            if percent is not None:
+                weights.append(percent)
         return weights
 
     # --- header and mirror routes ---------------------------------------------------------
@@ -343,22 +345,12 @@ class VirtualServiceEdit:
     def result(self) -> JsonObject:
         doc = self.doc
         doc["spec"]["http"] = self.ordered_http()
-        annotations = dict(doc["metadata"].get("annotations") or {})
-        if self.managed:
-            annotations[MANAGED_ROUTES_ANNOTATION] = json.dumps(self.managed, sort_keys=True)
-        else:
-            annotations.pop(MANAGED_ROUTES_ANNOTATION, None)
-        if annotations:
-            doc["metadata"]["annotations"] = annotations
-        else:
-            doc["metadata"].pop("annotations", None)
+        value = json.dumps(self.managed, sort_keys=True) if self.managed else None
+        set_annotation(doc["metadata"], MANAGED_ROUTES_ANNOTATION, value)
         return doc
 
 
-Edit = Callable[[VirtualServiceEdit], None]
-
-
-class IstioRouter:
+class IstioRouter(EditStagingRouter[VirtualServiceEdit]):
     name = "istio"
 
     def __init__(
@@ -372,6 +364,7 @@ class IstioRouter:
         owner: Mapping[str, Any],
         api_version: str = "v1beta1",
     ) -> None:
+        super().__init__()
         self.api = api
         self.namespace = namespace
         self.virtual_service = virtual_service
@@ -382,40 +375,7 @@ class IstioRouter:
         self.hosts = Hosts(f"{service}-primary", f"{service}-canary", namespace)
         self.writes = 0
         self.known = KnownObjects()  # the VirtualService as last read or written
-        self._staged: list[Edit] = []
-        self._desired_weight: int | None = None
         self.log = log.bind(virtual_service=f"{namespace}/{virtual_service}")
-
-    # --- the Router port: staged edits ------------------------------------------------------
-
-    async def set_weight(self, canary_weight: int) -> None:
-        self._desired_weight = canary_weight
-        self._staged.append(lambda edit: edit.set_weight(canary_weight))
-
-    async def set_header_route(self, name: str, match: Sequence[HeaderMatch]) -> None:
-        self._staged.append(lambda edit: edit.set_header_route(name, match))
-
-    async def remove_header_route(self, name: str) -> None:
-        self._staged.append(lambda edit: edit.remove_header_route(name))
-
-    async def set_mirror_route(self, name: str, match: Sequence[MirrorMatch], percentage: int | None) -> None:
-        self._staged.append(lambda edit: edit.set_mirror_route(name, match, percentage))
-
-    async def remove_mirror_route(self, name: str) -> None:
-        self._staged.append(lambda edit: edit.remove_mirror_route(name))
-
-    async def remove_managed_routes(self) -> None:
-        self._staged.append(lambda edit: edit.remove_managed_routes())
-
-    async def set_managed_routes(
-        self, header_routes: Sequence[HeaderRoute], mirror_routes: Sequence[MirrorRoute]
-    ) -> None:
-        # Staged edits are written together (one update of the VirtualService): no gap.
-        await self.remove_managed_routes()
-        for header in header_routes:
-            await self.set_header_route(header.name, header.match)
-        for mirror in mirror_routes:
-            await self.set_mirror_route(mirror.name, mirror.match, mirror.percentage)
 
     async def read_back(self) -> AppliedRoutes:
         """Write what is staged, then report what the VirtualService holds (as the write stored it)."""
@@ -437,9 +397,9 @@ class IstioRouter:
     # --- writing --------------------------------------------------------------------------
 
     async def commit(self) -> None:
-        if not self._staged:
+        edits = self.staged_edits()
+        if not edits:
             return
-        edits, self._staged = self._staged, []
 
         def build(current: JsonObject | None) -> JsonObject:
             doc = self._new_virtual_service() if current is None else current
@@ -464,12 +424,7 @@ class IstioRouter:
         return {
             "apiVersion": self.rt.api_version,
             "kind": self.rt.kind,
-            "metadata": {
-                "name": self.virtual_service,
-                "namespace": self.namespace,
-                "labels": {MANAGED_BY_LABEL: "meshshift"},
-                "ownerReferences": [owner_reference(self.owner)],
-            },
+            "metadata": owned_metadata(self.virtual_service, self.namespace, self.owner),
             "spec": {
                 "hosts": [self.service],
                 "http": [

@@ -33,7 +33,6 @@ from typing import Any
 
 import structlog
 
-from meshshift.engine.state import HeaderRoute, MirrorRoute
 from meshshift.kube.patches import merge_diff, with_resource_version
 from meshshift.kube.resources import (
     INGRESSES,
@@ -45,6 +44,14 @@ from meshshift.kube.resources import (
 )
 from meshshift.kube.rmw import read_modify_write
 from meshshift.ports import AppliedRoutes
+from meshshift.routers.kube_objects import (
+    MANAGED_BY_LABEL,
+    MANAGED_ROUTES_ANNOTATION,
+    annotation_json,
+    header_entry,
+    put_last,
+)
+from meshshift.routers.staged import StagedRouter
 from meshshift.spec.ingress_nginx import (
     DEFAULT_PREFIX,
     INGRESS_CLASS_ANNOTATION,
@@ -61,10 +68,8 @@ from meshshift.spec.steps import MATCH_KINDS
 
 log = structlog.get_logger(__name__)
 
-MANAGED_ROUTES_ANNOTATION = "meshshift.io/managed-routes"
 ROLLOUT_ANNOTATION = "meshshift.io/rollout"  # the Deployment a canary Ingress belongs to
 STABLE_INGRESS_ANNOTATION = "meshshift.io/stable-ingress"  # and the stable Ingress it copies
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 CANARY_SUFFIX = "-canary"
 MAX_NAME = 253  # an Ingress name is a DNS subdomain
 _MIGRATION_ATTEMPTS = 5
@@ -104,10 +109,7 @@ class CanaryModel:
         if ingress is None:
             return cls()
         annotations = (ingress.get("metadata") or {}).get("annotations") or {}
-        try:
-            headers = json.loads(annotations.get(MANAGED_ROUTES_ANNOTATION) or "{}")
-        except ValueError:
-            headers = {}
+        headers = annotation_json(ingress.get("metadata"), MANAGED_ROUTES_ANNOTATION, "{}")
         return cls(
             weight=round(parse_canary(annotations, prefix).canary_percent),
             headers=headers if isinstance(headers, dict) else {},
@@ -169,7 +171,7 @@ def weight_annotation(weight: int, total: int | None) -> str:
 Edit = Callable[[CanaryModel], None]
 
 
-class NginxIngressRouter:
+class NginxIngressRouter(StagedRouter):
     name = "nginx"
 
     def __init__(
@@ -210,13 +212,8 @@ class NginxIngressRouter:
         self._staged.append(lambda model: setattr(model, "weight", canary_weight))
 
     async def set_header_route(self, name: str, match: Sequence[HeaderMatch]) -> None:
-        entries = [{"header": m.header_name, "kind": m.value.kind, "value": m.value.value} for m in match]
-
-        def edit(model: CanaryModel) -> None:
-            model.headers.pop(name, None)
-            model.headers[name] = entries
-
-        self._staged.append(edit)
+        entries = [header_entry(m) for m in match]
+        self._staged.append(lambda model: put_last(model.headers, name, entries))
 
     async def remove_header_route(self, name: str) -> None:
         def edit(model: CanaryModel) -> None:
@@ -232,16 +229,6 @@ class NginxIngressRouter:
 
     async def remove_managed_routes(self) -> None:
         self._staged.append(lambda model: model.headers.clear())
-
-    async def set_managed_routes(
-        self, header_routes: Sequence[HeaderRoute], mirror_routes: Sequence[MirrorRoute]
-    ) -> None:
-        # Staged edits are written together (one update of the canary Ingress): no gap.
-        await self.remove_managed_routes()
-        for header in header_routes:
-            await self.set_header_route(header.name, header.match)
-        for mirror in mirror_routes:
-            await self.set_mirror_route(mirror.name, mirror.match, mirror.percentage)
 
     async def read_back(self) -> AppliedRoutes:
         """What ingress-nginx will do with the canary Ingress, parsed by its rules (not what was meant).

@@ -1,15 +1,17 @@
 """What the Kubernetes routers that stage their edits share.
 
-Such a router (Traefik's, Gateway API's) records each call of the Router port as an edit
-and writes them together, in one read-modify-write per object, when the controller reads
-back or before a workload change. Replacing the managed routes is then one write: the
-old routes go and the new ones come in the same update, with no moment without them.
+Such a router (Istio's, Gateway API's, Traefik's, NGINX's) records each call of the Router
+port as an edit and writes them together, in one read-modify-write per object, when the
+controller reads back or before a workload change. Replacing the managed routes is then
+one write: the old routes go and the new ones come in the same update, with no moment
+without them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
 
 from meshshift.engine.state import HeaderRoute, MirrorRoute
 from meshshift.spec.model import HeaderMatch, MirrorMatch
@@ -35,3 +37,57 @@ class StagedRouter(ABC):
             await self.set_header_route(header.name, header.match)
         for mirror in mirror_routes:
             await self.set_mirror_route(mirror.name, mirror.match, mirror.percentage)
+
+
+class RouteEdit(Protocol):
+    """Pure edits of one routing object (no I/O), one per call of the Router port."""
+
+    def set_weight(self, weight: int, /) -> None: ...
+
+    def set_header_route(self, step: str, match: Sequence[HeaderMatch], /) -> None: ...
+
+    def remove_header_route(self, step: str, /) -> None: ...
+
+    def set_mirror_route(
+        self, step: str, match: Sequence[MirrorMatch], percentage: int | None, /
+    ) -> None: ...
+
+    def remove_mirror_route(self, step: str, /) -> None: ...
+
+    def remove_managed_routes(self) -> None: ...
+
+
+EditT = TypeVar("EditT", bound=RouteEdit)
+
+
+class EditStagingRouter(StagedRouter, Generic[EditT]):
+    """A staged router whose object has an edit class with the port's own calls (VirtualServiceEdit,
+    HTTPRouteEdit): each call is staged as that edit, and `staged_edits()` hands them to the write."""
+
+    def __init__(self) -> None:
+        self._staged: list[Callable[[EditT], None]] = []
+        self._desired_weight: int | None = None
+
+    async def set_weight(self, canary_weight: int) -> None:
+        self._desired_weight = canary_weight
+        self._staged.append(lambda edit: edit.set_weight(canary_weight))
+
+    async def set_header_route(self, name: str, match: Sequence[HeaderMatch]) -> None:
+        self._staged.append(lambda edit: edit.set_header_route(name, match))
+
+    async def remove_header_route(self, name: str) -> None:
+        self._staged.append(lambda edit: edit.remove_header_route(name))
+
+    async def set_mirror_route(self, name: str, match: Sequence[MirrorMatch], percentage: int | None) -> None:
+        self._staged.append(lambda edit: edit.set_mirror_route(name, match, percentage))
+
+    async def remove_mirror_route(self, name: str) -> None:
+        self._staged.append(lambda edit: edit.remove_mirror_route(name))
+
+    async def remove_managed_routes(self) -> None:
+        self._staged.append(lambda edit: edit.remove_managed_routes())
+
+    def staged_edits(self) -> list[Callable[[EditT], None]]:
+        """The edits staged since the last write, in order; staged again from none."""
+        edits, self._staged = self._staged, []
+        return edits

@@ -37,15 +37,19 @@ from typing import Any
 
 import structlog
 
-from meshshift.kube.resources import (
-    SERVICES,
-    JsonObject,
-    KubeApi,
-    ResourceType,
-    owner_reference,
-)
+from meshshift.kube.resources import SERVICES, JsonObject, KubeApi, ResourceType
 from meshshift.kube.rmw import read_modify_write
 from meshshift.ports import AppliedRoutes
+from meshshift.routers.kube_objects import (
+    MANAGED_ROUTES_ANNOTATION,
+    annotation_json,
+    canary_percent,
+    header_entry,
+    owned_metadata,
+    put_last,
+    set_annotation,
+    split_weights,
+)
 from meshshift.routers.staged import StagedRouter
 from meshshift.routers.traefik_file import header_rule, method_problem, mirror_rule
 from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
@@ -55,8 +59,6 @@ log = structlog.get_logger(__name__)
 GROUP, VERSION = "traefik.io", "v1alpha1"
 TRAEFIK_SERVICES = ResourceType(GROUP, VERSION, "traefikservices", "TraefikService")
 INGRESS_ROUTES = ResourceType(GROUP, VERSION, "ingressroutes", "IngressRoute")
-MANAGED_ROUTES_ANNOTATION = "meshshift.io/managed-routes"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 HEADER, MIRROR = "header", "mirror"
 _NAME_CHARS = re.compile(r"[^a-z0-9-]+")
 
@@ -75,16 +77,12 @@ def _string_match(data: Mapping[str, Any]) -> StringMatch:
     return StringMatch(data["kind"], data["value"])
 
 
-def _header_entry(match: HeaderMatch) -> dict[str, str]:
-    return {"header": match.header_name, "kind": match.value.kind, "value": match.value.value}
-
-
 def _header_from(entry: Mapping[str, str]) -> HeaderMatch:
     return HeaderMatch(entry["header"], StringMatch(entry["kind"], entry["value"]))  # type: ignore[arg-type]
 
 
 def _mirror_entry(match: MirrorMatch) -> dict[str, Any]:
-    entry: dict[str, Any] = {"headers": [_header_entry(h) for h in match.headers]}
+    entry: dict[str, Any] = {"headers": [header_entry(h) for h in match.headers]}
     for key, value in (("method", match.method), ("path", match.path)):
         if value is not None:
             entry[key] = {"kind": value.kind, "value": value.value}
@@ -109,11 +107,7 @@ class TraefikModel:
 
     @classmethod
     def from_traefik_service(cls, obj: Mapping[str, Any] | None) -> TraefikModel:
-        annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
-        try:
-            data = json.loads(annotations.get(MANAGED_ROUTES_ANNOTATION) or "{}")
-        except ValueError:
-            data = {}
+        data = annotation_json((obj or {}).get("metadata"), MANAGED_ROUTES_ANNOTATION, "{}")
         if not isinstance(data, dict):
             data = {}
         return cls(headers=dict(data.get(HEADER) or {}), mirrors=dict(data.get(MIRROR) or {}))
@@ -155,11 +149,7 @@ class IngressRouteEdit:
         self.doc = doc
         self.backends = backends
         self.canary_port = canary_port
-        annotations = (doc.get("metadata") or {}).get("annotations") or {}
-        try:
-            managed = json.loads(annotations.get(MANAGED_ROUTES_ANNOTATION) or "[]")
-        except ValueError:
-            managed = []
+        managed = annotation_json(doc.get("metadata"), MANAGED_ROUTES_ANNOTATION, "[]")
         self.managed: set[str] = {str(m) for m in managed} if isinstance(managed, list) else set()
         routes = (doc.get("spec") or {}).get("routes") or []
         self.theirs = [r for r in routes if str(r.get("match")) not in self.managed]
@@ -214,16 +204,8 @@ class IngressRouteEdit:
         ours = self.ours(model)
         doc = self.doc
         doc.setdefault("spec", {})["routes"] = [*ours, *self.theirs]
-        metadata = doc.setdefault("metadata", {})
-        annotations = dict(metadata.get("annotations") or {})
-        if ours:
-            annotations[MANAGED_ROUTES_ANNOTATION] = json.dumps(sorted({r["match"] for r in ours}))
-        else:
-            annotations.pop(MANAGED_ROUTES_ANNOTATION, None)
-        if annotations:
-            metadata["annotations"] = annotations
-        else:
-            metadata.pop("annotations", None)
+        value = json.dumps(sorted({r["match"] for r in ours})) if ours else None
+        set_annotation(doc.setdefault("metadata", {}), MANAGED_ROUTES_ANNOTATION, value)
         return doc
 
     def route_names(self, model: TraefikModel) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -278,13 +260,8 @@ class TraefikRouter(StagedRouter):
         self._staged.append(lambda model: setattr(model, "weight", canary_weight))
 
     async def set_header_route(self, name: str, match: Sequence[HeaderMatch]) -> None:
-        entries = [_header_entry(m) for m in match]
-
-        def edit(model: TraefikModel) -> None:
-            model.headers.pop(name, None)
-            model.headers[name] = entries
-
-        self._staged.append(edit)
+        entries = [header_entry(m) for m in match]
+        self._staged.append(lambda model: put_last(model.headers, name, entries))
 
     async def remove_header_route(self, name: str) -> None:
         def edit(model: TraefikModel) -> None:
@@ -302,11 +279,7 @@ class TraefikRouter(StagedRouter):
             "percentage": 100 if percentage is None else percentage,
         }
 
-        def edit(model: TraefikModel) -> None:
-            model.mirrors.pop(name, None)
-            model.mirrors[name] = value
-
-        self._staged.append(edit)
+        self._staged.append(lambda model: put_last(model.mirrors, name, value))
 
     async def remove_mirror_route(self, name: str) -> None:
         def edit(model: TraefikModel) -> None:
@@ -330,7 +303,7 @@ class TraefikRouter(StagedRouter):
             return AppliedRoutes(canary_weight=None)
         weights = {s.get("name"): int(s.get("weight") or 0) for s in weighted_services(current)}
         primary, canary = weights.get(self.backends.primary, 0), weights.get(self.backends.canary, 0)
-        weight = round(100 * canary / (primary + canary)) if primary + canary else None
+        weight = canary_percent(primary, canary)
         model = TraefikModel.from_traefik_service(current)
         headers: list[str] = []
         mirrors: list[str] = []
@@ -444,36 +417,20 @@ class TraefikRouter(StagedRouter):
                 for s in services
                 if s.get("name") not in (self.backends.primary, self.backends.canary)
             )
-            pool = max(0, 100 - others)  # other entries keep their share
-            canary = round(pool * model.weight / 100)
+            primary, canary = split_weights(model.weight, others)
             for entry in services:
                 if entry.get("name") == self.backends.primary:
-                    entry["weight"] = pool - canary
+                    entry["weight"] = primary
                 elif entry.get("name") == self.backends.canary:
                     entry["weight"] = canary
-        metadata = doc.setdefault("metadata", {})
-        annotations = dict(metadata.get("annotations") or {})
-        value = model.annotation()
-        if value is None:
-            annotations.pop(MANAGED_ROUTES_ANNOTATION, None)
-        else:
-            annotations[MANAGED_ROUTES_ANNOTATION] = value
-        if annotations:
-            metadata["annotations"] = annotations
-        else:
-            metadata.pop("annotations", None)
+        set_annotation(doc.setdefault("metadata", {}), MANAGED_ROUTES_ANNOTATION, model.annotation())
         return doc
 
     def _new_traefik_service(self) -> JsonObject:
         return {
             "apiVersion": TRAEFIK_SERVICES.api_version,
             "kind": TRAEFIK_SERVICES.kind,
-            "metadata": {
-                "name": self.traefik_service,
-                "namespace": self.namespace,
-                "labels": {MANAGED_BY_LABEL: "meshshift"},
-                "ownerReferences": [owner_reference(self.owner)],
-            },
+            "metadata": owned_metadata(self.traefik_service, self.namespace, self.owner),
             "spec": {"weighted": {"services": []}},
         }
 
@@ -494,12 +451,7 @@ class TraefikRouter(StagedRouter):
                 return {
                     "apiVersion": TRAEFIK_SERVICES.api_version,
                     "kind": TRAEFIK_SERVICES.kind,
-                    "metadata": {
-                        "name": name,
-                        "namespace": self.namespace,
-                        "labels": {MANAGED_BY_LABEL: "meshshift"},
-                        "ownerReferences": [owner_reference(self.owner)],
-                    },
+                    "metadata": owned_metadata(name, self.namespace, self.owner),
                     "spec": spec,
                 }
             current["spec"] = spec
