@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import ipaddress
 import json
-import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +40,8 @@ from meshshift.ports import AppliedRoutes
 from meshshift.processes import ProcessFailedError, wait_until_http_ready
 from meshshift.routers.listen_ports import bind_failure, ensure_free
 from meshshift.routers.proxy_process import (
+    ConfigVersions,
+    ControlSession,
     OwnedProxy,
     ProxyProcess,
     client_url,
@@ -431,41 +432,34 @@ class EnvoyRouter(ModelRouter):
         self.files = files
         self.admin_url = admin_url.rstrip("/")
         self.preview = preview  # the bootstrap has a preview listener (spec.preview.listen)
-        self._token = secrets.token_hex(3)
-        self._sequence = 0
+        self._versions = ConfigVersions()
         self._applied_clusters: tuple[tuple[str, ...], tuple[str, ...], UpstreamNames] | None = None
         self._applied_preview: str | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._control = ControlSession()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _next_version(self) -> str:
-        self._sequence += 1
-        return f"{self._token}-{self._sequence}"
+        await self._control.close()
 
     def write_files(self, desired: DesiredRoutes) -> None:
         """Initial files: Envoy refuses to start when a watched file is missing."""
         self.check(desired)
-        write_atomically(self.files.clusters, render_clusters(desired, self._next_version()))
-        write_atomically(self.files.routes, render_routes(desired, self._next_version()))
+        write_atomically(self.files.clusters, render_clusters(desired, self._versions.next()))
+        write_atomically(self.files.routes, render_routes(desired, self._versions.next()))
         if self.preview:
-            write_atomically(self.files.preview_routes, render_preview_routes(desired, self._next_version()))
+            write_atomically(self.files.preview_routes, render_preview_routes(desired, self._versions.next()))
 
     async def apply(self, desired: DesiredRoutes) -> None:
         clusters = (desired.stable, desired.canary, desired.names)
         if clusters != self._applied_clusters:
-            version = self._next_version()
+            version = self._versions.next()
             await self._write_and_wait(
                 self.files.clusters, render_clusters(desired, version), version, CDS_STATS
             )
             self._applied_clusters = clusters
-        version = self._next_version()
+        version = self._versions.next()
         await self._write_and_wait(self.files.routes, render_routes(desired, version), version, RDS_STATS)
         if self.preview and desired.preview_target != self._applied_preview:
-            version = self._next_version()
+            version = self._versions.next()
             document = render_preview_routes(desired, version)
             await self._write_and_wait(self.files.preview_routes, document, version, PREVIEW_RDS_STATS)
             self._applied_preview = desired.preview_target
@@ -477,14 +471,9 @@ class EnvoyRouter(ModelRouter):
 
     # --- admin API -------------------------------------------------------------------------
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-        return self._session
-
     async def _get_json(self, path: str) -> dict[str, Any]:
         try:
-            async with self._client().get(self.admin_url + path) as response:
+            async with self._control.current().get(self.admin_url + path) as response:
                 if response.status != 200:
                     raise RouterApplyError(f"Envoy admin {path} answered HTTP {response.status}")
                 data = await response.json(content_type=None)

@@ -53,6 +53,7 @@ from meshshift.routers.proxy_process import (
     control_address,
     find_nginx,
     last_log_line,
+    new_connection_session,
     process_alive,
     process_command_line,
 )
@@ -395,11 +396,9 @@ class NginxRouter(ModelRouter):
             await asyncio.sleep(0.005)
 
     async def _status(self) -> dict[str, Any] | None:
-        # A new connection each time: after a reload only new connections reach new workers.
-        connector = aiohttp.TCPConnector(force_close=True)
         try:
             async with (
-                aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=2)) as session,
+                new_connection_session() as session,  # only new connections reach new workers
                 session.get(self.status_url) as response,
             ):
                 if response.status != 200:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import aiohttp
 import structlog
 
 from meshshift.files import write_atomically
@@ -149,6 +151,53 @@ def last_log_line(path: Path) -> str:
     except OSError:
         return "(no log)"
     return lines[-1] if lines else "(empty log)"
+
+
+# --- talking to a proxy -----------------------------------------------------------------
+
+
+class ConfigVersions:
+    """The versions of the configuration one router writes: `<token>-<n>`.
+
+    The token is new for each router, so a version an earlier daemon wrote never passes for ours.
+    """
+
+    def __init__(self) -> None:
+        self._token = secrets.token_hex(3)
+        self._sequence = 0
+
+    def next(self) -> str:
+        self._sequence += 1
+        return f"{self._token}-{self._sequence}"
+
+
+class ControlSession:
+    """The HTTP session to a proxy's control endpoint (Envoy's admin, Traefik's API).
+
+    Opened on first use, kept for the requests after it, opened again once closed.
+    """
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def current(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def new_connection_session() -> aiohttp.ClientSession:
+    """A session that opens a new connection for each request, as a client arriving now would.
+
+    After a reload only new connections reach the new configuration (NGINX's new workers).
+    """
+    connector = aiohttp.TCPConnector(force_close=True)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=2))
 
 
 # --- adopting a proxy an earlier daemon started ----------------------------------------

@@ -43,7 +43,6 @@ import contextlib
 import dataclasses
 import json
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -57,12 +56,15 @@ import yaml
 from meshshift.ports import AppliedRoutes
 from meshshift.processes import ManagedProcess, wait_until_http_ready
 from meshshift.routers.proxy_process import (
+    ConfigVersions,
+    ControlSession,
     OwnedProxy,
     ProxyProcess,
     client_url,
     control_address,
     find_traefik,
     last_log_line,
+    new_connection_session,
     replace_file,
 )
 from meshshift.routers.proxy_routes import (
@@ -381,18 +383,11 @@ class TraefikRouter(ModelRouter):
         self.preview = preview  # the static configuration has the preview entry point
         self.api_url = api_url.rstrip("/")
         self.proxy_url = proxy_url.rstrip("/")
-        self._token = secrets.token_hex(3)
-        self._sequence = 0
-        self._session: aiohttp.ClientSession | None = None
+        self._generations = ConfigVersions()
+        self._control = ControlSession()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _next_generation(self) -> str:
-        self._sequence += 1
-        return f"{self._token}-{self._sequence}"
+        await self._control.close()
 
     def check(self, desired: DesiredRoutes) -> None:
         super().check(desired)
@@ -405,7 +400,7 @@ class TraefikRouter(ModelRouter):
     def write_files(self, desired: DesiredRoutes) -> str:
         """The dynamic configuration for `desired`; returns its generation."""
         self.check(desired)
-        generation = self._next_generation()
+        generation = self._generations.next()
         write_yaml(self.files.dynamic, render_dynamic(desired, generation, preview=self.preview))
         return generation
 
@@ -449,14 +444,9 @@ class TraefikRouter(ModelRouter):
 
     # --- Traefik's API -------------------------------------------------------------------
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-        return self._session
-
     async def _get_list(self, path: str) -> list[Any]:
         try:
-            async with self._client().get(self.api_url + path) as response:
+            async with self._control.current().get(self.api_url + path) as response:
                 if response.status != 200:
                     raise RouterApplyError(f"Traefik API {path} answered HTTP {response.status}")
                 data = await response.json(content_type=None)
@@ -475,11 +465,9 @@ class TraefikRouter(ModelRouter):
         return TraefikView(_ours(routers), _ours(services), _ours(middlewares))
 
     async def _probe(self, generation: str) -> bool:
-        # A new connection each time, as a client arriving now would make.
-        connector = aiohttp.TCPConnector(force_close=True)
         try:
             async with (
-                aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=2)) as session,
+                new_connection_session() as session,
                 session.get(self.proxy_url + "/", headers={PROBE_HEADER: generation}) as response,
             ):
                 return response.headers.get(GENERATION_HEADER) == generation
