@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +48,8 @@ from meshshift.routers.kube_objects import (
     MANAGED_BY_LABEL,
     MANAGED_ROUTES_ANNOTATION,
     annotation_json,
-    header_entry,
-    put_last,
 )
-from meshshift.routers.staged import StagedRouter
+from meshshift.routers.staged import ModelStagingRouter
 from meshshift.spec.ingress_nginx import (
     DEFAULT_PREFIX,
     INGRESS_CLASS_ANNOTATION,
@@ -63,7 +61,7 @@ from meshshift.spec.ingress_nginx import (
     value_problem,
     weight_total_problem,
 )
-from meshshift.spec.model import HeaderMatch, MatchKind, MirrorMatch
+from meshshift.spec.model import MatchKind, MirrorMatch
 from meshshift.spec.steps import MATCH_KINDS
 
 log = structlog.get_logger(__name__)
@@ -168,10 +166,7 @@ def weight_annotation(weight: int, total: int | None) -> str:
     return str(weight if total is None else round(weight * total / 100))
 
 
-Edit = Callable[[CanaryModel], None]
-
-
-class NginxIngressRouter(StagedRouter):
+class NginxIngressRouter(ModelStagingRouter[CanaryModel]):
     name = "nginx"
 
     def __init__(
@@ -186,6 +181,7 @@ class NginxIngressRouter(StagedRouter):
         annotation_prefix: str = DEFAULT_PREFIX,
         weight_total: int | None = None,
     ) -> None:
+        super().__init__()
         self.api = api
         self.namespace = namespace
         self.deployment = deployment
@@ -202,24 +198,13 @@ class NginxIngressRouter(StagedRouter):
             raise IngressConfigError(f"canary-weight-total {weight_total}: {problem}")
         self.weight_total = weight_total
         self.writes = 0
-        self._staged: list[Edit] = []
         self._shared_checked = False  # the shared canary Ingress of earlier versions was looked at
         self.log = log.bind(ingress=f"{namespace}/{self.canary_ingress}")
 
     # --- the Router port: staged edits -------------------------------------------------------
 
     async def set_weight(self, canary_weight: int) -> None:
-        self._staged.append(lambda model: setattr(model, "weight", canary_weight))
-
-    async def set_header_route(self, name: str, match: Sequence[HeaderMatch]) -> None:
-        entries = [header_entry(m) for m in match]
-        self._staged.append(lambda model: put_last(model.headers, name, entries))
-
-    async def remove_header_route(self, name: str) -> None:
-        def edit(model: CanaryModel) -> None:
-            model.headers.pop(name, None)
-
-        self._staged.append(edit)
+        self.stage(lambda model: setattr(model, "weight", canary_weight))
 
     async def set_mirror_route(self, name: str, match: Sequence[MirrorMatch], percentage: int | None) -> None:
         self.log.warning("ingress-nginx has no mirror routes; skipped", route=name)
@@ -228,7 +213,7 @@ class NginxIngressRouter(StagedRouter):
         return None
 
     async def remove_managed_routes(self) -> None:
-        self._staged.append(lambda model: model.headers.clear())
+        self.stage(lambda model: model.headers.clear())
 
     async def read_back(self) -> AppliedRoutes:
         """What ingress-nginx will do with the canary Ingress, parsed by its rules (not what was meant).
@@ -256,9 +241,9 @@ class NginxIngressRouter(StagedRouter):
     # --- writing -----------------------------------------------------------------------------
 
     async def commit(self) -> None:
-        if not self._staged:
+        edits = self.staged_edits()
+        if not edits:
             return
-        edits, self._staged = self._staged, []
         stable = await self.api.get(INGRESSES, self.stable_ingress, self.namespace)
         if stable is None:
             raise IngressConfigError(

@@ -14,10 +14,27 @@ from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from meshshift.engine.state import HeaderRoute, MirrorRoute
+from meshshift.routers.kube_objects import header_entry, put_last
 from meshshift.spec.model import HeaderMatch, MirrorMatch
 
+StagedT = TypeVar("StagedT")
 
-class StagedRouter(ABC):
+
+class StagedRouter(ABC, Generic[StagedT]):
+    """Each call is staged as an edit of a StagedT (the object's edit class, or a model of what
+    meshshift asked for), and `staged_edits()` hands them, in order, to the write."""
+
+    def __init__(self) -> None:
+        self._staged: list[Callable[[StagedT], None]] = []
+
+    def stage(self, edit: Callable[[StagedT], None]) -> None:
+        self._staged.append(edit)
+
+    def staged_edits(self) -> list[Callable[[StagedT], None]]:
+        """The edits staged since the last write, in order; staged again from none."""
+        edits, self._staged = self._staged, []
+        return edits
+
     @abstractmethod
     async def set_header_route(self, name: str, match: Sequence[HeaderMatch]) -> None: ...
 
@@ -60,34 +77,53 @@ class RouteEdit(Protocol):
 EditT = TypeVar("EditT", bound=RouteEdit)
 
 
-class EditStagingRouter(StagedRouter, Generic[EditT]):
+class EditStagingRouter(StagedRouter[EditT]):
     """A staged router whose object has an edit class with the port's own calls (VirtualServiceEdit,
-    HTTPRouteEdit): each call is staged as that edit, and `staged_edits()` hands them to the write."""
+    HTTPRouteEdit): each call is staged as that edit."""
 
     def __init__(self) -> None:
-        self._staged: list[Callable[[EditT], None]] = []
+        super().__init__()
         self._desired_weight: int | None = None
 
     async def set_weight(self, canary_weight: int) -> None:
         self._desired_weight = canary_weight
-        self._staged.append(lambda edit: edit.set_weight(canary_weight))
+        self.stage(lambda edit: edit.set_weight(canary_weight))
 
     async def set_header_route(self, name: str, match: Sequence[HeaderMatch]) -> None:
-        self._staged.append(lambda edit: edit.set_header_route(name, match))
+        self.stage(lambda edit: edit.set_header_route(name, match))
 
     async def remove_header_route(self, name: str) -> None:
-        self._staged.append(lambda edit: edit.remove_header_route(name))
+        self.stage(lambda edit: edit.remove_header_route(name))
 
     async def set_mirror_route(self, name: str, match: Sequence[MirrorMatch], percentage: int | None) -> None:
-        self._staged.append(lambda edit: edit.set_mirror_route(name, match, percentage))
+        self.stage(lambda edit: edit.set_mirror_route(name, match, percentage))
 
     async def remove_mirror_route(self, name: str) -> None:
-        self._staged.append(lambda edit: edit.remove_mirror_route(name))
+        self.stage(lambda edit: edit.remove_mirror_route(name))
 
     async def remove_managed_routes(self) -> None:
-        self._staged.append(lambda edit: edit.remove_managed_routes())
+        self.stage(lambda edit: edit.remove_managed_routes())
 
-    def staged_edits(self) -> list[Callable[[EditT], None]]:
-        """The edits staged since the last write, in order; staged again from none."""
-        edits, self._staged = self._staged, []
-        return edits
+
+class HeaderRoutesModel(Protocol):
+    """What meshshift asked for, kept in the object's annotation: header routes by step name."""
+
+    headers: dict[str, list[dict[str, str]]]  # step name -> its matches (header_entry)
+
+
+ModelT = TypeVar("ModelT", bound=HeaderRoutesModel)
+
+
+class ModelStagingRouter(StagedRouter[ModelT]):
+    """A staged router whose edits change such a model (TraefikModel, CanaryModel), from which
+    it writes its objects."""
+
+    async def set_header_route(self, name: str, match: Sequence[HeaderMatch]) -> None:
+        entries = [header_entry(m) for m in match]
+        self.stage(lambda model: put_last(model.headers, name, entries))
+
+    async def remove_header_route(self, name: str) -> None:
+        def edit(model: ModelT) -> None:
+            model.headers.pop(name, None)
+
+        self.stage(edit)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +50,7 @@ from meshshift.routers.kube_objects import (
     set_annotation,
     split_weights,
 )
-from meshshift.routers.staged import StagedRouter
+from meshshift.routers.staged import ModelStagingRouter
 from meshshift.routers.traefik_file import header_rule, method_problem, mirror_rule
 from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
 
@@ -116,9 +116,6 @@ class TraefikModel:
         if not self.headers and not self.mirrors:
             return None
         return json.dumps({HEADER: self.headers, MIRROR: self.mirrors}, sort_keys=True)
-
-
-Edit = Callable[[TraefikModel], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +227,7 @@ def weighted_services(doc: Mapping[str, Any]) -> list[JsonObject]:
     return services if isinstance(services, list) else []
 
 
-class TraefikRouter(StagedRouter):
+class TraefikRouter(ModelStagingRouter[TraefikModel]):
     name = "traefik"
 
     def __init__(
@@ -242,6 +239,7 @@ class TraefikRouter(StagedRouter):
         service: str,
         owner: Mapping[str, Any],
     ) -> None:
+        super().__init__()
         self.api = api
         self.namespace = namespace
         self.traefik_service = traefik_service
@@ -249,7 +247,6 @@ class TraefikRouter(StagedRouter):
         self.service = service
         self.owner = owner
         self.writes = 0
-        self._staged: list[Edit] = []
         self._desired_weight: int | None = None
         self.log = log.bind(traefik_service=f"{namespace}/{traefik_service}")
 
@@ -257,17 +254,7 @@ class TraefikRouter(StagedRouter):
 
     async def set_weight(self, canary_weight: int) -> None:
         self._desired_weight = canary_weight
-        self._staged.append(lambda model: setattr(model, "weight", canary_weight))
-
-    async def set_header_route(self, name: str, match: Sequence[HeaderMatch]) -> None:
-        entries = [header_entry(m) for m in match]
-        self._staged.append(lambda model: put_last(model.headers, name, entries))
-
-    async def remove_header_route(self, name: str) -> None:
-        def edit(model: TraefikModel) -> None:
-            model.headers.pop(name, None)
-
-        self._staged.append(edit)
+        self.stage(lambda model: setattr(model, "weight", canary_weight))
 
     async def set_mirror_route(self, name: str, match: Sequence[MirrorMatch], percentage: int | None) -> None:
         for entry in match:
@@ -278,22 +265,20 @@ class TraefikRouter(StagedRouter):
             "match": [_mirror_entry(m) for m in match],
             "percentage": 100 if percentage is None else percentage,
         }
-
-        self._staged.append(lambda model: put_last(model.mirrors, name, value))
+        self.stage(lambda model: put_last(model.mirrors, name, value))
 
     async def remove_mirror_route(self, name: str) -> None:
         def edit(model: TraefikModel) -> None:
             model.mirrors.pop(name, None)
 
-        self._staged.append(edit)
+        self.stage(edit)
 
     async def remove_managed_routes(self) -> None:
         def edit(model: TraefikModel) -> None:
             model.headers.clear()
             model.mirrors.clear()
 
-        self._staged.append(edit)
-
+        self.stage(edit)
 
     async def read_back(self) -> AppliedRoutes:
         """Write what is staged, then report the TraefikService's weight and the routes in place."""
@@ -317,9 +302,9 @@ class TraefikRouter(StagedRouter):
     # --- writing ---------------------------------------------------------------------------------
 
     async def commit(self) -> None:
-        if not self._staged:
+        edits = self.staged_edits()
+        if not edits:
             return
-        edits, self._staged = self._staged, []
         port = await self._service_port()
         model_box: list[TraefikModel] = []
 
