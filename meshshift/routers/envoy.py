@@ -43,6 +43,7 @@ from meshshift.routers.proxy_process import (
     ConfigVersions,
     ControlSession,
     OwnedProxy,
+    ProxyInstance,
     ProxyProcess,
     client_url,
     control_address,
@@ -528,24 +529,14 @@ class EnvoyRouter(ModelRouter):
 
 
 @dataclasses.dataclass
-class EnvoyInstance:
+class EnvoyInstance(ProxyInstance):
     router: EnvoyRouter
     process: ProxyProcess | None  # None in attach mode: someone else runs Envoy
-    listen: str
     admin: str
-    preview: str | None = None  # the preview listener's address
 
     @property
     def admin_url(self) -> str:
         return client_url(self.admin)
-
-    @property
-    def proxy_url(self) -> str:
-        return client_url(self.listen)
-
-    @property
-    def preview_url(self) -> str | None:
-        return None if self.preview is None else client_url(self.preview)
 
 
 def _existing_admin(files: EnvoyFiles) -> str | None:
@@ -572,7 +563,6 @@ def envoy_process(files: EnvoyFiles) -> OwnedProxy:
         pid_file=files.pid,
         config_file=files.bootstrap,
         log_path=files.log,
-        output_path=files.log,
     )
 
 

@@ -47,6 +47,7 @@ from meshshift.processes import ManagedProcess
 from meshshift.routers.listen_ports import ensure_free
 from meshshift.routers.proxy_process import (
     OwnedProxy,
+    ProxyInstance,
     ProxyProcess,
     child_pids,
     client_url,
@@ -446,19 +447,9 @@ def _accepting(workers: Sequence[int]) -> list[int]:
 
 
 @dataclasses.dataclass
-class NginxInstance:
+class NginxInstance(ProxyInstance):
     router: NginxRouter
     process: ProxyProcess
-    listen: str
-    preview: str | None = None
-
-    @property
-    def proxy_url(self) -> str:
-        return client_url(self.listen)
-
-    @property
-    def preview_url(self) -> str | None:
-        return None if self.preview is None else client_url(self.preview)
 
 
 def _existing_status(files: NginxFiles) -> str | None:

@@ -136,6 +136,22 @@ def client_url(address: str) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+@dataclass(kw_only=True)
+class ProxyInstance:
+    """Where a proxy the daemon runs (or attached to) serves: its listener, and the preview one."""
+
+    listen: str
+    preview: str | None = None  # the preview listener's address (spec.preview.listen)
+
+    @property
+    def proxy_url(self) -> str:
+        return client_url(self.listen)
+
+    @property
+    def preview_url(self) -> str | None:
+        return None if self.preview is None else client_url(self.preview)
+
+
 def replace_file(path: Path, text: str) -> None:
     """Write `text` to a fresh temp file in the same directory, then rename it over `path`.
 
@@ -361,7 +377,7 @@ class OwnedProxy:
     pid_file: Path
     config_file: Path  # on its command line: a live process running it is ours
     log_path: Path  # what it logs (an adopted one's errors name it)
-    output_path: Path  # where the output of one we start goes
+    output_path: Path | None = None  # where the output of one we start goes (None: log_path)
     writes_own_pid: bool = False  # NGINX writes its pid file itself (and removes it on exit)
 
     def adoptable(self) -> int | None:
@@ -412,7 +428,7 @@ class OwnedProxy:
         Whatever fails on the way stops it again (and removes the pid file we wrote).
         `details` go into the log line that says it started.
         """
-        process = ManagedProcess(self.name, command, self.output_path)
+        process = ManagedProcess(self.name, command, self.output_path or self.log_path)
         await process.start()
         try:
             assert process.process is not None

@@ -59,6 +59,7 @@ from meshshift.routers.proxy_process import (
     ConfigVersions,
     ControlSession,
     OwnedProxy,
+    ProxyInstance,
     ProxyProcess,
     client_url,
     control_address,
@@ -479,24 +480,14 @@ class TraefikRouter(ModelRouter):
 
 
 @dataclasses.dataclass
-class TraefikInstance:
+class TraefikInstance(ProxyInstance):
     router: TraefikRouter
     process: ProxyProcess | None  # None in attach mode
-    listen: str
     api: str
-    preview: str | None = None
 
     @property
     def api_url(self) -> str:
         return client_url(self.api)
-
-    @property
-    def proxy_url(self) -> str:
-        return client_url(self.listen)
-
-    @property
-    def preview_url(self) -> str | None:
-        return None if self.preview is None else client_url(self.preview)
 
 
 def _existing_api(files: TraefikFiles) -> str | None:
@@ -518,7 +509,6 @@ def traefik_process(files: TraefikFiles) -> OwnedProxy:
         pid_file=files.pid,
         config_file=files.static,
         log_path=files.log,
-        output_path=files.log,
     )
 
 
