@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,13 +40,7 @@ import structlog
 from meshshift.kube.resources import JsonObject, KubeApi, ResourceType
 from meshshift.kube.rmw import read_modify_write
 from meshshift.ports import AppliedRoutes
-from meshshift.routers.kube_objects import (
-    MANAGED_ROUTES_ANNOTATION,
-    annotation_json,
-    canary_percent,
-    set_annotation,
-    split_weights,
-)
+from meshshift.routers.kube_objects import HEADER, MIRROR, NamedRoutesEdit, canary_percent, split_weights
 from meshshift.routers.staged import EditStagingRouter
 from meshshift.routers.traefik_file import go_regex_literal
 from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
@@ -55,7 +48,6 @@ from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
 log = structlog.get_logger(__name__)
 
 HTTP_ROUTES = ResourceType("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
-HEADER, MIRROR = "header", "mirror"
 RULE_PREFIX = "meshshift-"
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 MAX_HEADER_MATCHES = 16  # per match, as the CRD allows
@@ -153,18 +145,13 @@ class Backends:
         )
 
 
-class HTTPRouteEdit:
+class HTTPRouteEdit(NamedRoutesEdit):
     """Pure edits of one HTTPRoute document (no I/O), applied in order."""
 
     def __init__(self, doc: JsonObject, backends: Backends) -> None:
-        self.doc = doc
         self.backends = backends
         self.name = str((doc.get("metadata") or {}).get("name", ""))
-        managed = annotation_json(doc.setdefault("metadata", {}), MANAGED_ROUTES_ANNOTATION, "{}")
-        self.managed: dict[str, dict[str, str]] = managed if isinstance(managed, dict) else {}
-        rules = doc.setdefault("spec", {}).setdefault("rules", [])
-        self.ours = [r for r in rules if r.get("name") in self.managed]
-        self.theirs = [r for r in rules if r.get("name") not in self.managed]
+        super().__init__(doc, "rules")
 
     def managed_rules(self) -> list[JsonObject]:
         rules = [r for r in self.theirs if self._has_both(r)]
@@ -279,23 +266,6 @@ class HTTPRouteEdit:
             copied["filters"] = [*(copied.get("filters") or []), mirror]
             self._add(MIRROR, step, copied)
 
-    def remove_header_route(self, step: str) -> None:
-        self._drop(HEADER, step)
-
-    def remove_mirror_route(self, step: str) -> None:
-        self._drop(MIRROR, step)
-
-    def remove_managed_routes(self) -> None:
-        self.ours = []
-        self.managed = {}
-
-    def _drop(self, kind: str, step: str) -> None:
-        names = {
-            n for n, info in self.managed.items() if info.get("kind") == kind and info.get("step") == step
-        }
-        self.ours = [r for r in self.ours if r.get("name") not in names]
-        self.managed = {n: info for n, info in self.managed.items() if n not in names}
-
     def step_names(self, kind: str) -> tuple[str, ...]:
         present = {str(r.get("name")) for r in self.ours}
         return tuple(
@@ -318,8 +288,7 @@ class HTTPRouteEdit:
         # backends by its index, as Traefik does in its metrics), and precedence does not
         # depend on the order here (a copy has more header matches than its rule).
         doc["spec"]["rules"] = [*self.theirs, *self.ours]
-        value = json.dumps(self.managed, sort_keys=True) if self.managed else None
-        set_annotation(doc["metadata"], MANAGED_ROUTES_ANNOTATION, value)
+        self.record_managed()
         return doc
 
 

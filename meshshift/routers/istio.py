@@ -35,7 +35,6 @@ One request per step: the write.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,11 +45,11 @@ from meshshift.kube.resources import JsonObject, KubeApi, ResourceType, virtual_
 from meshshift.kube.rmw import KnownObjects, read_modify_write
 from meshshift.ports import AppliedRoutes
 from meshshift.routers.kube_objects import (
-    MANAGED_ROUTES_ANNOTATION,
-    annotation_json,
+    HEADER,
+    MIRROR,
+    NamedRoutesEdit,
     canary_percent,
     owned_metadata,
-    set_annotation,
     split_weights,
 )
 from meshshift.routers.staged import EditStagingRouter
@@ -59,7 +58,6 @@ from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
 log = structlog.get_logger(__name__)
 
 DEFAULT_ROUTE_NAME = "primary"
-HEADER, MIRROR = "header", "mirror"
 # Fields of a route that say where traffic goes; a shadowing route replaces them.
 _DESTINATION_FIELDS = (
     "name",
@@ -132,21 +130,18 @@ class Hosts:
         return parts[0] == host and len(parts) >= 2 and parts[1] == self.namespace
 
 
-class VirtualServiceEdit:
-    """Pure edits of one VirtualService document (no I/O), applied in order."""
+class VirtualServiceEdit(NamedRoutesEdit):
+    """Pure edits of one VirtualService document (no I/O), applied in order.
+
+    Its managed-routes annotation also says which managed route each shadow sits before
+    (`"shadows"`, absent in older versions).
+    """
 
     def __init__(self, doc: JsonObject, hosts: Hosts, route_names: Sequence[str]) -> None:
-        self.doc = doc
         self.hosts = hosts
         self.route_names = tuple(route_names)
         self.name = str(doc.get("metadata", {}).get("name", ""))
-        managed = annotation_json(doc.setdefault("metadata", {}), MANAGED_ROUTES_ANNOTATION, "{}")
-        # VirtualService route name -> {"kind": header|mirror, "step": the step's route name,
-        # "shadows": the name of the managed route it sits before (absent in older versions)}
-        self.managed: dict[str, dict[str, str]] = managed if isinstance(managed, dict) else {}
-        http = doc.setdefault("spec", {}).setdefault("http", [])
-        self.ours = [r for r in http if r.get("name") in self.managed]
-        self.theirs = [r for r in http if r.get("name") not in self.managed]
+        super().__init__(doc, "http")
 
     # --- which routes -------------------------------------------------------------------
 
@@ -273,25 +268,6 @@ class VirtualServiceEdit:
 
         self._add_shadows(MIRROR, step_name, make)
 
-    def remove_header_route(self, step_name: str) -> None:
-        self._drop(HEADER, step_name)
-
-    def remove_mirror_route(self, step_name: str) -> None:
-        self._drop(MIRROR, step_name)
-
-    def remove_managed_routes(self) -> None:
-        self.ours = []
-        self.managed = {}
-
-    def _drop(self, kind: str, step_name: str) -> None:
-        names = {
-            n
-            for n, info in self.managed.items()
-            if info.get("kind") == kind and info.get("step") == step_name
-        }
-        self.ours = [r for r in self.ours if r.get("name") not in names]
-        self.managed = {n: info for n, info in self.managed.items() if n not in names}
-
     def step_names(self, kind: str) -> tuple[str, ...]:
         return tuple(dict.fromkeys(i["step"] for i in self.managed.values() if i.get("kind") == kind))
 
@@ -345,8 +321,7 @@ class VirtualServiceEdit:
     def result(self) -> JsonObject:
         doc = self.doc
         doc["spec"]["http"] = self.ordered_http()
-        value = json.dumps(self.managed, sort_keys=True) if self.managed else None
-        set_annotation(doc["metadata"], MANAGED_ROUTES_ANNOTATION, value)
+        self.record_managed()
         return doc
 
 

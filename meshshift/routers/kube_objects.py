@@ -17,6 +17,7 @@ from meshshift.spec.model import HeaderMatch
 
 MANAGED_ROUTES_ANNOTATION = "meshshift.io/managed-routes"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+HEADER, MIRROR = "header", "mirror"  # the kinds of meshshift's own routes
 
 _Value = TypeVar("_Value")
 
@@ -51,6 +52,46 @@ def set_annotation(metadata: JsonObject, key: str, value: str | None) -> None:
         metadata["annotations"] = annotations
     else:
         metadata.pop("annotations", None)
+
+
+class NamedRoutesEdit:
+    """Pure edits of one object's routes, meshshift's told from the user's by their names.
+
+    The managed-routes annotation maps each route of meshshift's to its kind and step
+    (`{"kind": "header"|"mirror", "step": <the step's route name>, ...}`), so a restarted
+    daemon finds and removes them. `routes_field` is the list under `spec` that holds the
+    routes (a VirtualService's `http`, an HTTPRoute's `rules`).
+    """
+
+    def __init__(self, doc: JsonObject, routes_field: str) -> None:
+        self.doc = doc
+        managed = annotation_json(doc.setdefault("metadata", {}), MANAGED_ROUTES_ANNOTATION, "{}")
+        self.managed: dict[str, dict[str, str]] = managed if isinstance(managed, dict) else {}
+        routes = doc.setdefault("spec", {}).setdefault(routes_field, [])
+        self.ours: list[JsonObject] = [r for r in routes if r.get("name") in self.managed]
+        self.theirs: list[JsonObject] = [r for r in routes if r.get("name") not in self.managed]
+
+    def remove_header_route(self, step: str) -> None:
+        self._drop(HEADER, step)
+
+    def remove_mirror_route(self, step: str) -> None:
+        self._drop(MIRROR, step)
+
+    def remove_managed_routes(self) -> None:
+        self.ours = []
+        self.managed = {}
+
+    def _drop(self, kind: str, step: str) -> None:
+        names = {
+            n for n, info in self.managed.items() if info.get("kind") == kind and info.get("step") == step
+        }
+        self.ours = [r for r in self.ours if r.get("name") not in names]
+        self.managed = {n: info for n, info in self.managed.items() if n not in names}
+
+    def record_managed(self) -> None:
+        """Write which routes are meshshift's into the annotation (none: the annotation goes)."""
+        value = json.dumps(self.managed, sort_keys=True) if self.managed else None
+        set_annotation(self.doc["metadata"], MANAGED_ROUTES_ANNOTATION, value)
 
 
 def header_entry(match: HeaderMatch) -> dict[str, str]:

@@ -41,7 +41,9 @@ from meshshift.kube.resources import SERVICES, JsonObject, KubeApi, ResourceType
 from meshshift.kube.rmw import read_modify_write
 from meshshift.ports import AppliedRoutes
 from meshshift.routers.kube_objects import (
+    HEADER,
     MANAGED_ROUTES_ANNOTATION,
+    MIRROR,
     annotation_json,
     canary_percent,
     header_entry,
@@ -59,7 +61,6 @@ log = structlog.get_logger(__name__)
 GROUP, VERSION = "traefik.io", "v1alpha1"
 TRAEFIK_SERVICES = ResourceType(GROUP, VERSION, "traefikservices", "TraefikService")
 INGRESS_ROUTES = ResourceType(GROUP, VERSION, "ingressroutes", "IngressRoute")
-HEADER, MIRROR = "header", "mirror"
 _NAME_CHARS = re.compile(r"[^a-z0-9-]+")
 
 
