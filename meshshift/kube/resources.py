@@ -461,11 +461,7 @@ class KubeApi:
     ) -> JsonObject:
         delay = self.retry_delay
         for attempt in range(self.retries + 1):
-            guard = self.write_guard
-            if method != "GET" and guard is not None and not guard(_REQUEST_OWNER.get()):
-                raise NotHolderError(
-                    0, "NotHolder", "this daemon does not hold the Lease for it; not sent", what=what
-                )
+            self._fence(method, what)  # early: a write that cannot go is not queued
             try:
                 return await self._call_once(method, path, query, body, content_type, what)
             except KubeApiError as error:
@@ -475,6 +471,13 @@ class KubeApi:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
+
+    def _fence(self, method: str, what: str) -> None:
+        guard = self.write_guard
+        if method != "GET" and guard is not None and not guard(_REQUEST_OWNER.get()):
+            raise NotHolderError(
+                0, "NotHolder", "this daemon does not hold the Lease for it; not sent", what=what
+            )
 
     async def _request(
         self,
@@ -525,6 +528,7 @@ class KubeApi:
         result: Any = None
         if self.limiter is not None:
             await self.limiter.acquire(_REQUEST_OWNER.get())
+            self._fence(method, what)  # again after the wait: the Lease must be held as it leaves
         try:
             result, status = await self._request(method, path, query, body, content_type)
         except ApiException as error:

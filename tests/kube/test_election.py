@@ -19,7 +19,8 @@ from typing import Any
 import kmock
 import pytest
 
-from meshshift.kube.resources import CONFIG_MAPS, LEASES, NotHolderError, requests_owned_by
+from meshshift.kube.ratelimit import FairRateLimiter
+from meshshift.kube.resources import CONFIG_MAPS, LEASES, KubeApi, NotHolderError, requests_owned_by
 from tests.kube.conftest import NAMESPACE, register_resources
 from tests.kube.harness import HANG_GUARD, KubeEnv, running_daemon, write_kubeconfig
 from tests.kube.kmock_ext import K8sEmulator
@@ -74,6 +75,37 @@ async def test_the_lease_is_renewed_while_the_daemons_loop_is_stuck(tmp_path: Pa
     assert during >= 3
 
 
+async def test_a_write_that_waited_for_the_rate_limiter_is_fenced_again_as_it_leaves(tmp_path: Path) -> None:
+    """The Lease is checked when a write is asked for and again when the limiter lets it go: a
+    write queued behind the limit while the Lease was lost is never sent."""
+    with emulator_on_a_thread(tmp_path) as env:
+        async with running_daemon(env, "daemon-a") as daemon:
+            assert daemon.election is not None
+            slow = KubeApi(
+                daemon.api.client,
+                write_guard=daemon.api.write_guard,
+                limiter=FairRateLimiter(0.5, 1),  # one token now, the next in 2 s
+                requests=daemon.api.requests,
+            )
+            with requests_owned_by(NAMESPACE, "web"):
+                await slow.create(
+                    CONFIG_MAPS, {"metadata": {"name": "web-meshshift-state"}, "data": {}}, NAMESPACE
+                )
+                queued = asyncio.create_task(
+                    slow.merge_patch(CONFIG_MAPS, "web-meshshift-state", {"data": {"x": "1"}}, NAMESPACE)
+                )
+            await asyncio.sleep(0.2)
+            assert not queued.done() and slow.limiter is not None and slow.limiter.queued() == 1
+            sent = len(requests_of(env.kmock, "daemon-a"))
+            await daemon.election.stop()  # the Lease released while the write waits for its token
+            with pytest.raises(NotHolderError):
+                await asyncio.wait_for(queued, HANG_GUARD)
+            written = [r for r in requests_of(env.kmock, "daemon-a")[sent:] if plural(r) == "configmaps"]
+            assert written == []
+            stored = await daemon.api.get(CONFIG_MAPS, "web-meshshift-state", NAMESPACE)
+            assert stored is not None and "x" not in (stored.get("data") or {})
+
+
 async def test_a_write_for_a_rollout_is_not_sent_without_its_lease(tmp_path: Path) -> None:
     with emulator_on_a_thread(tmp_path) as env:
         async with running_daemon(env, "daemon-a") as daemon:
@@ -91,4 +123,3 @@ async def test_a_write_for_a_rollout_is_not_sent_without_its_lease(tmp_path: Pat
             assert await api.get(CONFIG_MAPS, "web-meshshift-state", NAMESPACE) is not None  # reads go on
             written = [r for r in requests_of(env.kmock, "daemon-a")[sent:] if plural(r) == "configmaps"]
             assert [r.method.value for r in written] == ["GET"]
-
