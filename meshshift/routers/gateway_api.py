@@ -40,7 +40,14 @@ import structlog
 from meshshift.kube.resources import JsonObject, KubeApi, ResourceType
 from meshshift.kube.rmw import read_modify_write
 from meshshift.ports import AppliedRoutes
-from meshshift.routers.kube_objects import HEADER, MIRROR, NamedRoutesEdit, canary_percent, split_weights
+from meshshift.routers.kube_objects import (
+    HEADER,
+    MIRROR,
+    NamedRoutesEdit,
+    canary_share,
+    set_split,
+    weight_or_one,
+)
 from meshshift.routers.staged import EditStagingRouter
 from meshshift.routers.traefik_file import go_regex_literal
 from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
@@ -144,6 +151,12 @@ class Backends:
             and ref.get("namespace") in (None, "", self.namespace)
         )
 
+    def is_primary(self, ref: Mapping[str, Any]) -> bool:
+        return self.is_ref(ref, self.primary)
+
+    def is_canary(self, ref: Mapping[str, Any]) -> bool:
+        return self.is_ref(ref, self.canary)
+
 
 class HTTPRouteEdit(NamedRoutesEdit):
     """Pure edits of one HTTPRoute document (no I/O), applied in order."""
@@ -180,30 +193,19 @@ class HTTPRouteEdit(NamedRoutesEdit):
 
     def _set_weights(self, rule: JsonObject, weight: int) -> None:
         refs = rule.get("backendRefs") or []
-        ours = (self.backends.primary, self.backends.canary)
-        others = sum(
-            int(r["weight"]) if r.get("weight") is not None else 1
-            for r in refs
-            if not any(self.backends.is_ref(r, name) for name in ours)
+        backends = self.backends
+        set_split(
+            refs, weight, primary=backends.is_primary, canary=backends.is_canary, weight_of=weight_or_one
         )
-        primary, canary = split_weights(weight, others)
-        for ref in refs:
-            if self.backends.is_ref(ref, self.backends.primary):
-                ref["weight"] = primary
-            elif self.backends.is_ref(ref, self.backends.canary):
-                ref["weight"] = canary
 
     def canary_weights(self) -> list[int]:
         weights = []
         for rule in self.managed_rules():
-            stable = canary = 0
-            for ref in rule.get("backendRefs") or []:
-                value = int(ref["weight"]) if ref.get("weight") is not None else 1
-                if self.backends.is_ref(ref, self.backends.primary):
-                    stable += value
-                elif self.backends.is_ref(ref, self.backends.canary):
-                    canary += value
-            percent = canary_percent(stable, canary)
+            refs = rule.get("backendRefs") or []
+            backends = self.backends
+            percent = canary_share(
+                refs, primary=backends.is_primary, canary=backends.is_canary, weight_of=weight_or_one
+            )
             if percent is not None:
                 weights.append(percent)
         return weights

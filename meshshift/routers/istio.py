@@ -48,9 +48,9 @@ from meshshift.routers.kube_objects import (
     HEADER,
     MIRROR,
     NamedRoutesEdit,
-    canary_percent,
+    canary_share,
     owned_metadata,
-    split_weights,
+    set_split,
 )
 from meshshift.routers.staged import EditStagingRouter
 from meshshift.spec.model import HeaderMatch, MirrorMatch, StringMatch
@@ -129,6 +129,16 @@ class Hosts:
         parts = name.split(".")
         return parts[0] == host and len(parts) >= 2 and parts[1] == self.namespace
 
+    def is_stable(self, destination: Mapping[str, Any]) -> bool:
+        return self.is_host(destination, self.stable)
+
+    def is_canary(self, destination: Mapping[str, Any]) -> bool:
+        return self.is_host(destination, self.canary)
+
+
+def destination_weight(destination: Mapping[str, Any]) -> int:
+    return int(destination.get("weight") or 0)  # Istio: a destination without a weight gets none
+
 
 class VirtualServiceEdit(NamedRoutesEdit):
     """Pure edits of one VirtualService document (no I/O), applied in order.
@@ -193,30 +203,23 @@ class VirtualServiceEdit(NamedRoutesEdit):
 
     def _set_weights(self, route: JsonObject, weight: int) -> None:
         self._check_destinations(route)
-        destinations = route["route"]
-        others = sum(
-            int(d.get("weight") or 0)
-            for d in destinations
-            if not self.hosts.is_host(d, self.hosts.stable) and not self.hosts.is_host(d, self.hosts.canary)
+        set_split(
+            route["route"],
+            weight,
+            primary=self.hosts.is_stable,
+            canary=self.hosts.is_canary,
+            weight_of=destination_weight,
         )
-        stable, canary = split_weights(weight, others)
-        for destination in destinations:
-            if self.hosts.is_host(destination, self.hosts.stable):
-                destination["weight"] = stable
-            elif self.hosts.is_host(destination, self.hosts.canary):
-                destination["weight"] = canary
 
     def canary_weights(self) -> list[int]:
         """The canary's percentage of the stable+canary share, per managed route."""
         weights = []
         for route in self.managed_routes():
-            stable = canary = 0
-            for destination in route.get("route") or []:
-                if self.hosts.is_host(destination, self.hosts.stable):
-                    stable += int(destination.get("weight") or 0)
-                elif self.hosts.is_host(destination, self.hosts.canary):
-                    canary += int(destination.get("weight") or 0)
-            percent = canary_percent(stable, canary)
+            destinations = route.get("route") or []
+            hosts = self.hosts
+            percent = canary_share(
+                destinations, primary=hosts.is_stable, canary=hosts.is_canary, weight_of=destination_weight
+            )
             if percent is not None:
                 weights.append(percent)
         return weights

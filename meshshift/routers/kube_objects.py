@@ -9,7 +9,7 @@ canary share what the other backends leave of 100.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from meshshift.kube.resources import JsonObject, owner_reference
@@ -20,6 +20,8 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 HEADER, MIRROR = "header", "mirror"  # the kinds of meshshift's own routes
 
 _Value = TypeVar("_Value")
+Backend = Mapping[str, Any]  # one weighted entry: a destination, a backendRef, a weighted service
+Is = Callable[[Backend], bool]
 
 
 def owned_metadata(name: str, namespace: str, owner: Mapping[str, Any]) -> JsonObject:
@@ -115,3 +117,43 @@ def split_weights(canary_weight: int, others: int) -> tuple[int, int]:
 def canary_percent(primary: int, canary: int) -> int | None:
     """The canary's percentage of the primary+canary share (None when both are 0)."""
     return round(100 * canary / (primary + canary)) if primary + canary else None
+
+
+def weight_or_one(backend: Backend) -> int:
+    """A weight as Gateway API and Traefik count it: a missing one is 1."""
+    return int(backend["weight"]) if backend.get("weight") is not None else 1
+
+
+def set_split(
+    backends: Sequence[dict[str, Any]],
+    canary_weight: int,
+    *,
+    primary: Is,
+    canary: Is,
+    weight_of: Callable[[Backend], int],
+) -> None:
+    """Weigh the primary and canary entries of `backends` for `canary_weight` percent.
+
+    The other entries keep their weights (`weight_of` reads one as its API counts it) and
+    their share; the primary and the canary split what they leave of 100.
+    """
+    others = sum(weight_of(b) for b in backends if not primary(b) and not canary(b))
+    to_primary, to_canary = split_weights(canary_weight, others)
+    for backend in backends:
+        if primary(backend):
+            backend["weight"] = to_primary
+        elif canary(backend):
+            backend["weight"] = to_canary
+
+
+def canary_share(
+    backends: Sequence[Backend], *, primary: Is, canary: Is, weight_of: Callable[[Backend], int]
+) -> int | None:
+    """The canary's percentage of what `backends` send to the primary and the canary (None: neither)."""
+    primary_total = canary_total = 0
+    for backend in backends:
+        if primary(backend):
+            primary_total += weight_of(backend)
+        elif canary(backend):
+            canary_total += weight_of(backend)
+    return canary_percent(primary_total, canary_total)

@@ -50,7 +50,8 @@ from meshshift.routers.kube_objects import (
     owned_metadata,
     put_last,
     set_annotation,
-    split_weights,
+    set_split,
+    weight_or_one,
 )
 from meshshift.routers.staged import ModelStagingRouter
 from meshshift.routers.traefik_file import header_rule, method_problem, mirror_rule
@@ -132,6 +133,12 @@ class Backends:
             and service.get("name") == self.traefik_service
             and service.get("namespace") in (None, "", self.namespace)
         )
+
+    def is_primary(self, weighted: Mapping[str, Any]) -> bool:
+        return weighted.get("name") == self.primary
+
+    def is_canary(self, weighted: Mapping[str, Any]) -> bool:
+        return weighted.get("name") == self.canary
 
 
 def route_priority(route: Mapping[str, Any]) -> int:
@@ -398,17 +405,14 @@ class TraefikRouter(ModelStagingRouter[TraefikModel]):
             if not any(s.get("name") == name for s in services):
                 services.append({"name": name, "port": port, "weight": 0})
         if model.weight is not None:
-            others = sum(
-                int(s.get("weight") if s.get("weight") is not None else 1)
-                for s in services
-                if s.get("name") not in (self.backends.primary, self.backends.canary)
+            backends = self.backends
+            set_split(
+                services,
+                model.weight,
+                primary=backends.is_primary,
+                canary=backends.is_canary,
+                weight_of=weight_or_one,
             )
-            primary, canary = split_weights(model.weight, others)
-            for entry in services:
-                if entry.get("name") == self.backends.primary:
-                    entry["weight"] = primary
-                elif entry.get("name") == self.backends.canary:
-                    entry["weight"] = canary
         set_annotation(doc.setdefault("metadata", {}), MANAGED_ROUTES_ANNOTATION, model.annotation())
         return doc
 

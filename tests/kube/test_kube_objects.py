@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from meshshift.routers.kube_objects import (
     MANAGED_BY_LABEL,
     MANAGED_ROUTES_ANNOTATION,
+    Backend,
     annotation_json,
     canary_percent,
+    canary_share,
     owned_metadata,
     put_last,
     set_annotation,
+    set_split,
     split_weights,
+    weight_or_one,
 )
 
 OWNER = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop", "uid": "u-1"}}
@@ -68,3 +73,43 @@ def test_owned_metadata_carries_the_label_and_the_deployment_as_owner() -> None:
     assert metadata["labels"] == {MANAGED_BY_LABEL: "meshshift"}
     (owner,) = metadata["ownerReferences"]
     assert owner["kind"] == "Deployment" and owner["name"] == "shop" and owner["uid"] == "u-1"
+
+
+PRIMARY, CANARY = "shop-primary", "shop-canary"
+
+
+def _is_primary(backend: Backend) -> bool:
+    return backend.get("name") == PRIMARY
+
+
+def _is_canary(backend: Backend) -> bool:
+    return backend.get("name") == CANARY
+
+
+def _weight_or_zero(backend: Backend) -> int:
+    return int(backend.get("weight") or 0)
+
+
+def test_set_split_weighs_primary_and_canary_and_leaves_the_others() -> None:
+    backends: list[dict[str, Any]] = [
+        {"name": PRIMARY, "weight": 100},
+        {"name": "x", "weight": 20},
+        {"name": CANARY},
+    ]
+    set_split(backends, 25, primary=_is_primary, canary=_is_canary, weight_of=weight_or_one)
+    assert [b.get("weight") for b in backends] == [60, 20, 20]  # x keeps its 20
+    # Another backend without a weight takes 1 where the API says so (weight_or_one), none where it does not.
+    unweighted: list[dict[str, Any]] = [{"name": PRIMARY}, {"name": "other"}, {"name": CANARY}]
+    set_split(unweighted, 50, primary=_is_primary, canary=_is_canary, weight_of=weight_or_one)
+    assert (unweighted[0]["weight"], unweighted[2]["weight"]) == (49, 50)  # 99 left: round(49.5) is 50
+    assert "weight" not in unweighted[1]
+    set_split(unweighted, 50, primary=_is_primary, canary=_is_canary, weight_of=_weight_or_zero)
+    assert (unweighted[0]["weight"], unweighted[2]["weight"]) == (50, 50)
+
+
+def test_canary_share_reads_the_split_back() -> None:
+    backends: list[Backend] = [{"name": PRIMARY, "weight": 60}, {"name": "x", "weight": 20}, {"name": CANARY}]
+    assert canary_share(backends, primary=_is_primary, canary=_is_canary, weight_of=weight_or_one) == 2
+    assert canary_share(backends, primary=_is_primary, canary=_is_canary, weight_of=_weight_or_zero) == 0
+    alone: list[Backend] = [{"name": "x", "weight": 5}]
+    assert canary_share(alone, primary=_is_primary, canary=_is_canary, weight_of=weight_or_one) is None
