@@ -316,10 +316,7 @@ class GatewayApiRouter(EditStagingRouter[HTTPRouteEdit]):
             weights = edit.canary_weights()
         except GatewayConfigError:
             return AppliedRoutes(canary_weight=None)
-        if not weights:
-            return AppliedRoutes(canary_weight=None)
-        weight = next((w for w in weights if w != self._desired_weight), weights[0])
-        return AppliedRoutes(weight, edit.step_names(HEADER), edit.step_names(MIRROR))
+        return self.applied(edit, weights)
 
     async def commit(self) -> None:
         edits = self.staged_edits()

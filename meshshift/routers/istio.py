@@ -365,12 +365,7 @@ class IstioRouter(EditStagingRouter[VirtualServiceEdit]):
         if current is None:
             return AppliedRoutes(canary_weight=None)
         edit = VirtualServiceEdit(copy.deepcopy(current), self.hosts, self.route_names)
-        weights = edit.canary_weights()
-        if not weights:
-            return AppliedRoutes(canary_weight=None)
-        # Routes that disagree: report the one that is off, so the controller resyncs.
-        weight = next((w for w in weights if w != self._desired_weight), weights[0])
-        return AppliedRoutes(weight, edit.step_names(HEADER), edit.step_names(MIRROR))
+        return self.applied(edit, edit.canary_weights())
 
     # --- writing --------------------------------------------------------------------------
 

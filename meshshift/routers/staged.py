@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from meshshift.engine.state import HeaderRoute, MirrorRoute
-from meshshift.routers.kube_objects import header_entry, put_last
+from meshshift.ports import AppliedRoutes
+from meshshift.routers.kube_objects import HEADER, MIRROR, header_entry, put_last
 from meshshift.spec.model import HeaderMatch, MirrorMatch
 
 StagedT = TypeVar("StagedT")
@@ -73,6 +74,8 @@ class RouteEdit(Protocol):
 
     def remove_managed_routes(self) -> None: ...
 
+    def step_names(self, kind: str, /) -> tuple[str, ...]: ...
+
 
 EditT = TypeVar("EditT", bound=RouteEdit)
 
@@ -103,6 +106,14 @@ class EditStagingRouter(StagedRouter[EditT]):
 
     async def remove_managed_routes(self) -> None:
         self.stage(lambda edit: edit.remove_managed_routes())
+
+    def applied(self, edit: EditT, weights: Sequence[int]) -> AppliedRoutes:
+        """What the object `edit` read holds; `weights` is the canary weight of each managed route."""
+        if not weights:
+            return AppliedRoutes(canary_weight=None)
+        # Routes that disagree: report the one that is off, so the controller resyncs.
+        weight = next((w for w in weights if w != self._desired_weight), weights[0])
+        return AppliedRoutes(weight, edit.step_names(HEADER), edit.step_names(MIRROR))
 
 
 class HeaderRoutesModel(Protocol):
