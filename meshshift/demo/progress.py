@@ -17,7 +17,13 @@ from rich.table import Table
 from rich.text import Text
 
 from meshshift.demo.load import LoadStats
-from meshshift.observe.status import applied_weight, describe_step, numeric_value, step_position
+from meshshift.observe.status import (
+    applied_weight,
+    describe_step,
+    numeric_value,
+    revision_weight,
+    step_position,
+)
 from meshshift.runtime.controller import RolloutSnapshot
 from meshshift.spec.model import AnalysisPhase
 
@@ -103,6 +109,7 @@ def build_view(
     qa_label: str = "X-Canary: true",
 ) -> DemoView:
     state = snapshot.state
+    applied = applied_weight(snapshot)
     position = step_position(snapshot)
     steps = snapshot.spec.steps if snapshot.spec is not None else ()
     index = state.step_index if state is not None else 0
@@ -117,8 +124,10 @@ def build_view(
         step=step,
         step_text=step_text,
         message=(state.message if state is not None else "") or "",
-        desired=state.desired_weight if state is not None else 0,
-        applied=applied_weight(snapshot),
+        # The new revision's share, as `get` and the metrics count it (100 once promoted), so
+        # desired and applied read the same as observed, which counts the new version's answers.
+        desired=revision_weight(snapshot, state.desired_weight) if state is not None else 0,
+        applied=None if applied is None else revision_weight(snapshot, applied),
         observed=load.share(CANARY, since=window_start),
         header_share=header.share(CANARY, since=window_start),
         metrics=latest_metrics(snapshot),

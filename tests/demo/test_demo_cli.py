@@ -119,6 +119,8 @@ async def test_healthy_demo_promotes_and_serves_metrics(tmp_path: Path) -> None:
     assert re.search(r"X-Canary: true:     canary \d+\n", output)  # every header request reached the canary
     assert re.search(r"after the decision: canary \d+\n", output)
     assert "failed requests:    0" in output
+    # Once promoted, the new revision serves everything, and the progress line says so.
+    assert re.search(r"Healthy .*weight desired 100% applied 100%", output), output
 
 
 async def test_nginx_demo_rolls_back_bad_errors(tmp_path: Path) -> None:
@@ -129,6 +131,7 @@ async def test_nginx_demo_rolls_back_bad_errors(tmp_path: Path) -> None:
     assert "outcome:            Aborted, as expected" in output
     assert re.search(r"failed requests:    [1-9]\d* \(canary \d+\)", output)
     assert re.search(r"after the decision: stable \d+\n", output)
+    assert re.search(r"Degraded .*weight desired 0% applied 0%", output), output
 
 
 async def test_without_prometheus_envoy_admin_measures(tmp_path: Path) -> None:
