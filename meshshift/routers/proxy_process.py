@@ -178,8 +178,8 @@ class ConfigVersions:
     The token is new for each router, so a version an earlier daemon wrote never passes for ours.
     """
 
-    def __init__(self) -> None:
-        self._token = secrets.token_hex(3)
+    def __init__(self, token: str | None = None) -> None:
+        self._token = token or secrets.token_hex(3)
         self._sequence = 0
 
     def next(self) -> str:

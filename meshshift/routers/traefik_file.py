@@ -286,7 +286,9 @@ def _render_static(files: TraefikFiles, *, listen: str, api: str) -> dict[str, A
 
 
 def write_yaml(path: Path, document: Mapping[str, Any]) -> None:
-    replace_file(path, yaml.safe_dump(dict(document), sort_keys=False))
+    """Written as JSON, which YAML 1.2 reads exactly as written: PyYAML (YAML 1.1) leaves a
+    string such as `12345e-1` unquoted, and Traefik's YAML reader takes that for a number."""
+    replace_file(path, json.dumps(dict(document), indent=2) + "\n")
 
 
 # --- reading back --------------------------------------------------------------------

@@ -14,7 +14,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshshift.processes import ManagedProcess, free_port
-from meshshift.routers.proxy_process import find_traefik
+from meshshift.routers.proxy_process import ConfigVersions, find_traefik
 from meshshift.routers.proxy_routes import DesiredRoutes, RouterApplyError, RouterConfigError
 from meshshift.routers.traefik_file import (
     TraefikFiles,
@@ -55,6 +55,15 @@ async def test_weights_split_the_traffic_and_read_back(traefik: TraefikInstance)
         await traefik.router.set_weight(weight)
         assert (await traefik.router.read_back()).canary_weight == weight
         assert_share(await versions(url, 2000 if 0 < weight < 100 else 300), weight)
+
+
+async def test_a_generation_that_looks_like_a_number_is_applied(traefik: TraefikInstance) -> None:
+    # One random token in about 170 reads as a float in YAML 1.2 (`12345e-1`): Traefik then
+    # showed 1234.5 and the apply waited for a generation that never came.
+    traefik.router._generations = ConfigVersions("12345e")
+    await traefik.router.set_weight(30)
+    assert (await traefik.router.read_back()).canary_weight == 30
+    assert (await traefik.router.view()).generation == "12345e-1"
 
 
 async def test_header_routes_send_matching_requests_to_the_canary(traefik: TraefikInstance) -> None:
