@@ -51,6 +51,11 @@ class DemoApp:
             ["service", "version", "status"],
             registry=self.registry,
         )
+        # Both outcomes exist from the start, at 0 (Prometheus' advice for labelled counters):
+        # rate() ignores a series until its second sample, so the first 500s of a series born
+        # mid-analysis would read as a perfect success rate.
+        for status in ("200", "500"):
+            self.requests.labels(config.service, config.version, status)
         self.duration = Histogram(
             "http_request_duration_seconds",
             "Time to serve an HTTP request.",
