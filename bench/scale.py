@@ -253,6 +253,7 @@ class Bench:
         self.session: aiohttp.ClientSession | None = None
         self.profiler: asyncio.subprocess.Process | None = None
         self.server_pid = 0
+        self.daemon: tuple[asyncio.subprocess.Process, str] | None = None  # the one that must be running
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -313,11 +314,21 @@ class Bench:
         env = {**os.environ, "MESHSHIFT_IDENTITY": f"bench-{tag}"}
         log = (self.workdir / f"daemon-{tag}.log").open("w")
         process = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log, env=env)
+        self.daemon = (process, tag)
         return process, f"http://{listen}"
+
+    def check_daemon(self) -> None:
+        """A daemon that exited is an error now, with its last lines, not a wait of HANG_GUARD."""
+        if self.daemon is None or self.daemon[0].returncode is None:
+            return
+        process, tag = self.daemon
+        tail = (self.workdir / f"daemon-{tag}.log").read_text(errors="replace").splitlines()[-5:]
+        raise SystemExit(f"the daemon ({tag}) exited with {process.returncode}:\n" + "\n".join(tail))
 
     async def wait_states(self, done: Any, *, what: str) -> None:
         deadline = time.monotonic() + HANG_GUARD
         while time.monotonic() < deadline:
+            self.check_daemon()
             states = await self.bench_call("states")
             if done(states):
                 return
@@ -378,6 +389,7 @@ class Bench:
         idle_from = time.time()
         await asyncio.sleep(self.args.idle)
         idle_to = time.time()
+        self.daemon = None  # stopped on purpose
         daemon.send_signal(signal.SIGTERM)
         await daemon.wait()
         restarted = time.time()
@@ -434,6 +446,7 @@ class Bench:
         """Until the server heard nothing for the rollouts for `quiet` seconds; when it last did."""
         deadline = time.monotonic() + HANG_GUARD
         while time.monotonic() < deadline:
+            self.check_daemon()
             last = float((await self.bench_call("last-rollout-request"))["at"])
             if time.time() - last >= quiet:
                 return last
@@ -460,6 +473,7 @@ class Bench:
         deadline = time.monotonic() + HANG_GUARD
         while time.monotonic() < deadline:
             await asyncio.sleep(0.2)
+            self.check_daemon()
             read = await self.bench_call("state-reads", {"since": since, "identity": "bench-b"})
             if read["rollouts"] >= n:
                 return float(read["last"]) - since
