@@ -17,6 +17,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import structlog
@@ -24,10 +25,12 @@ import yaml
 from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.client.rest import RESTClientObject
 from kubernetes_asyncio.config.config_exception import ConfigException
 from yarl import URL
 
 from meshshift import __version__
+from meshshift.kube.transport import KubeTransport, LeanRESTClient
 from meshshift.settings import DaemonSettings
 
 log = structlog.get_logger(__name__)
@@ -103,6 +106,18 @@ def without_environment_lookups(client: ApiClient) -> None:
         log.info("API server requests go through a proxy", proxy=URL(rest.proxy).with_user(None).human_repr())
 
 
+def with_lean_requests(client: ApiClient) -> None:
+    """Plain JSON requests go on meshshift's own connections (transport.py); not through a proxy."""
+    rest = client.rest_client
+    if rest.proxy or isinstance(rest, LeanRESTClient):
+        return
+    transport = KubeTransport.for_server(client.configuration)
+    if transport is not None:
+        # Duck-typed: the ApiClient only calls request() and close().
+        lean = LeanRESTClient(rest, transport, str(client.configuration.host))
+        client.rest_client = cast(RESTClientObject, lean)
+
+
 @contextlib.asynccontextmanager
 async def connect(settings: DaemonSettings, identity: str) -> AsyncIterator[ApiClient]:
     """An ApiClient for the whole daemon; its User-Agent names this daemon's identity."""
@@ -110,6 +125,7 @@ async def connect(settings: DaemonSettings, identity: str) -> AsyncIterator[ApiC
     client.user_agent = f"meshshift/{__version__} ({identity})"
     try:
         without_environment_lookups(client)
+        with_lean_requests(client)
         yield client
     finally:
         await client.close()

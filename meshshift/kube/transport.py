@@ -1,0 +1,309 @@
+"""The API server's requests on keep-alive HTTP/1.1 connections of our own, parsed by httptools.
+
+At a thousand rollouts a step is thousands of small requests, and aiohttp's client spends
+about 0.2 CPU-ms on each (its request and response objects, a timer context, a task, header
+multidicts; `bench/http_floor.py` measures it): more than meshshift's own work. A plain
+request here is one write of prepared bytes and a callback parser (llhttp, as Node's),
+about a third of that. `LeanRESTClient` takes the ApiClient's place of its REST client:
+JSON requests without a proxy go this way; watches (streamed), proxied and form requests
+still go through kubernetes-asyncio's own aiohttp client, unchanged. Authentication stays
+the ApiClient's (its headers, token refresh included), TLS follows its configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, cast
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+import httptools
+from kubernetes_asyncio.client import Configuration
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.client.rest import RESTClientObject
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def ssl_context_for(configuration: Configuration) -> ssl.SSLContext:
+    """The TLS settings kubernetes-asyncio's REST client applies, from the same configuration."""
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if configuration.disable_strict_ssl_verification:
+        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    return context
+
+
+class Answer:
+    """A whole answer: what kubernetes-asyncio's RESTResponse offers its callers."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str], data: bytes) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.data = data
+
+    def getheaders(self) -> dict[str, str]:
+        return self.headers
+
+    def getheader(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; one request on it at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self._answer: asyncio.Future[Answer] | None = None
+        self._reason = ""
+        self._header_name = ""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+
+    # --- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream transport: create_connection's
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self._fail(aiohttp.ClientPayloadError(f"the API server's answer is not HTTP: {error}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(aiohttp.ServerDisconnectedError(str(exc) if exc else None))
+
+    # --- httptools callbacks --------------------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_name = name.decode("latin-1").lower()
+        self._headers[self._header_name] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        answer = Answer(self.parser.get_status_code(), self._reason, self._headers, b"".join(self._body))
+        if not self.parser.should_keep_alive():
+            self.close()
+        self._reason, self._headers, self._body = "", {}, []
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result(answer)
+
+    # --- ours -----------------------------------------------------------------------------
+
+    def send(self, request: bytes) -> asyncio.Future[Answer]:
+        assert self.transport is not None
+        self._answer = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return self._answer
+
+    def expire(self) -> None:
+        """The answer is late: this connection is dropped (a half-read answer cannot be resumed)."""
+        self._fail(TimeoutError("no answer from the API server in time"))
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(error)
+
+
+class KubeTransport:
+    """Requests to one API server, each on a free keep-alive connection (at most `limit` open)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        server_hostname: str | None = None,
+        limit: int = 100,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname
+        self.limit = max(1, limit)
+        self.authority = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        self._idle: list[_Connection] = []
+        self._open = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    @classmethod
+    def for_server(cls, configuration: Configuration) -> KubeTransport | None:
+        """A transport for the configuration's server; None when the URL is not plain http(s)."""
+        parts = urlsplit(str(configuration.host))
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            return None
+        https = parts.scheme == "https"
+        return cls(
+            parts.hostname,
+            parts.port or (443 if https else 80),
+            ssl_context=ssl_context_for(configuration) if https else None,
+            server_hostname=(configuration.tls_server_name or None) if https else None,
+            limit=int(configuration.connection_pool_maxsize or 100),
+        )
+
+    async def request(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes | None, within: float | None
+    ) -> Answer:
+        """Send one request (`target`: path and query) and read its whole answer, all `within` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = None if within is None else loop.time() + within
+        connection = await self._acquire(deadline)
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.authority}"]
+        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        if body is not None or method in _BODY_METHODS:
+            lines.append(f"Content-Length: {len(body or b'')}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        timer = None if deadline is None else loop.call_at(deadline, connection.expire)
+        try:
+            return await connection.send(head + body if body else head)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._release(connection)
+
+    async def close(self) -> None:
+        self._closed = True
+        for connection in self._idle:
+            connection.close()
+        self._idle.clear()
+
+    async def _acquire(self, deadline: float | None) -> _Connection:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed:
+                return connection
+            self._open -= 1
+        if self._closed:
+            raise aiohttp.ClientConnectionError("the API client is closed")
+        if self._open >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            finally:
+                if waiter in self._waiting:
+                    self._waiting.remove(waiter)
+            return await self._acquire(deadline)
+        self._open += 1
+        try:
+            async with asyncio.timeout_at(deadline):
+                _, connection = await asyncio.get_running_loop().create_connection(
+                    _Connection,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl_context,
+                    server_hostname=self.server_hostname or (self.host if self.ssl_context else None),
+                )
+        except OSError as error:
+            self._open -= 1
+            self._wake()
+            raise aiohttp.ClientConnectionError(f"cannot connect to the API server: {error}") from error
+        except BaseException:
+            self._open -= 1
+            self._wake()
+            raise
+        return connection
+
+    def _release(self, connection: _Connection) -> None:
+        if connection.closed or self._closed:
+            connection.close()
+            self._open -= 1
+        else:
+            self._idle.append(connection)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+class LeanRESTClient:
+    """The ApiClient's REST client: plain JSON requests on a KubeTransport, the others on `fallback`."""
+
+    def __init__(self, fallback: RESTClientObject, transport: KubeTransport, server: str) -> None:
+        self.fallback = fallback
+        self.transport = transport
+        self.server = server.rstrip("/")
+
+    def __getattr__(self, name: str) -> Any:  # pool_manager, proxy, ...: the fallback's
+        return getattr(self.fallback, name)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        query_params: Any = None,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        post_params: Any = None,
+        _preload_content: bool = True,
+        _request_timeout: Any = None,
+    ) -> Any:
+        method = method.upper()
+        headers = dict(headers or {})
+        content_type = headers.setdefault("Content-Type", "application/json")
+        plain = (
+            _preload_content
+            and not post_params
+            and url.startswith(self.server)
+            and (_request_timeout is None or isinstance(_request_timeout, int | float))
+            and (method not in _BODY_METHODS or "json" in content_type.lower())
+        )
+        if not plain:  # streamed (watches), forms, odd timeouts: kubernetes-asyncio's way
+            return await self.fallback.request(
+                method,
+                url,
+                query_params=query_params,
+                headers=headers,
+                body=body,
+                post_params=post_params,
+                _preload_content=_preload_content,
+                _request_timeout=_request_timeout,
+            )
+        target = url[len(self.server) :] or "/"
+        if query_params:
+            target += "?" + urlencode(query_params)
+        data = None
+        if method in _BODY_METHODS and body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        answer = await self.transport.request(
+            method, target, headers, data, float(_request_timeout) if _request_timeout else None
+        )
+        if not 200 <= answer.status <= 299:
+            raise ApiException(http_resp=cast(aiohttp.ClientResponse, answer))  # it reads what Answer has
+        return answer
+
+    async def close(self) -> None:
+        await self.transport.close()
+        await self.fallback.close()
