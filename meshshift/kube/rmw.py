@@ -13,14 +13,20 @@ meets 409 and the object is read again.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
 
 from meshshift.kube.patches import merge_diff, with_resource_version
-from meshshift.kube.resources import JsonObject, KubeApi, KubeApiError, ResourceType, resource_version
+from meshshift.kube.resources import (
+    JsonObject,
+    KubeApi,
+    KubeApiError,
+    ResourceType,
+    json_copy,
+    resource_version,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +58,7 @@ class KnownObjects:
 
 def comparable(obj: Mapping[str, Any]) -> JsonObject:
     """An object without its status, which writes to the main resource cannot change."""
-    result = copy.deepcopy(dict(obj))
+    result = json_copy(dict(obj))
     result.pop("status", None)
     result.setdefault("metadata", {})
     return result

@@ -28,7 +28,6 @@ revision is the hash of the template without it (`user_template`): adding them i
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections import deque
@@ -45,6 +44,7 @@ from meshshift.kube.resources import (
     KubeApi,
     KubeApiError,
     ResourceType,
+    json_copy,
     owner_reference,
     resource_version,
 )
@@ -80,7 +80,7 @@ def template_revision(template: Mapping[str, Any]) -> str:
 
 def user_template(template: Mapping[str, Any]) -> JsonObject:
     """A pod template without the labels and annotations meshshift added to it (with_pod_metadata)."""
-    result = copy.deepcopy(dict(template))
+    result = json_copy(dict(template))
     meta = result.get("metadata")
     if not isinstance(meta, dict):
         return result
@@ -377,7 +377,7 @@ class KubeWorkloads:
         template = self._template_for(canary, revision)
 
         def build(current: JsonObject | None) -> JsonObject:
-            return self._desired_primary(canary, copy.deepcopy(template), revision, current)
+            return self._desired_primary(canary, json_copy(template), revision, current)
 
         _, written = await read_modify_write(
             self.api, DEPLOYMENTS, self.primary, self.namespace, build, known=self.known_deployments
@@ -463,7 +463,7 @@ class KubeWorkloads:
         """
         if self.known_deployments is None:
             return
-        written = copy.deepcopy(canary)
+        written = json_copy(canary)
         written.setdefault("spec", {})["replicas"] = replicas
         written.setdefault("metadata", {})["resourceVersion"] = version  # the API server sends it
         self.known_deployments.put(DEPLOYMENTS, self.name, self.namespace, written)
@@ -487,7 +487,7 @@ class KubeWorkloads:
 
     def _remember(self, revision: str, template: Mapping[str, Any]) -> None:
         if revision not in self._templates:
-            self._templates[revision] = copy.deepcopy(dict(template))
+            self._templates[revision] = json_copy(dict(template))
             while len(self._templates) > _TEMPLATES_KEPT:
                 del self._templates[next(iter(self._templates))]
 
@@ -501,7 +501,7 @@ class KubeWorkloads:
                 f"the pod template of revision {revision} is no longer known "
                 f"(Deployment {self.name} changed since); it cannot be promoted"
             )
-        return copy.deepcopy(known)
+        return json_copy(known)
 
     def _desired_primary(
         self,

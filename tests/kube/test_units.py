@@ -11,6 +11,7 @@ import pytest
 from meshshift.engine.machine import CommandKind
 from meshshift.kube.commands import parse_command
 from meshshift.kube.patches import merge_diff, with_resource_version
+from meshshift.kube.resources import json_copy
 from meshshift.kube.workloads import (
     WorkloadError,
     container_ports,
@@ -37,6 +38,20 @@ def test_merge_diff_sends_only_what_changed() -> None:
 def test_merge_diff_replaces_a_value_whose_type_changed() -> None:
     assert merge_diff({"a": {"b": 1}}, {"a": "text"}) == {"a": "text"}
     assert merge_diff({"a": 1}, {"a": True}) == {"a": True}
+
+
+def test_json_copy_shares_nothing_mutable_with_the_original() -> None:
+    original: dict[str, Any] = {
+        "metadata": {"labels": {"app": "a"}, "finalizers": ["x"]},
+        "spec": {"replicas": 1, "ratio": 0.5, "paused": False, "note": None, "odd": ({"in": "tuple"},)},
+    }
+    copied = json_copy(original)
+    assert copied == original
+    copied["metadata"]["labels"]["app"] = "b"
+    copied["metadata"]["finalizers"].append("y")
+    copied["spec"]["odd"][0]["in"] = "changed"  # not JSON: deep-copied all the same
+    assert original["metadata"] == {"labels": {"app": "a"}, "finalizers": ["x"]}
+    assert original["spec"]["odd"] == ({"in": "tuple"},)
 
 
 def test_resource_version_precondition_is_added_to_metadata() -> None:
