@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -146,12 +145,15 @@ def _weight_total(value: str) -> int:
     return total
 
 
+Fingerprint = tuple[object, tuple[tuple[str, object], ...]]
+
+
 @dataclass
 class WatchedDeployment:
     """What the informer last reported of one opted-in (or once opted-in) Deployment."""
 
     manifest: JsonObject
-    fingerprint: str
+    fingerprint: Fingerprint
     enabled: bool
     parsed: AnnotatedDeployment | None
     issues: tuple[SpecIssue, ...]
@@ -181,14 +183,18 @@ class RunningRollout:
     task: asyncio.Task[None] | None = None
 
 
-def _fingerprint(manifest: Mapping[str, Any]) -> str:
+def _fingerprint(manifest: Mapping[str, Any]) -> Fingerprint:
+    """What a change of means the spec is read again: the uid and meshshift's annotations.
+
+    Compared on every watch event of every Deployment, so a tuple, not a serialisation.
+    """
     meta = manifest.get("metadata") or {}
-    annotations = {
-        k: v
+    annotations = sorted(
+        (k, v)
         for k, v in (meta.get("annotations") or {}).items()
         if isinstance(k, str) and k.startswith(PREFIX) and k != COMMAND_ANNOTATION
-    }
-    return json.dumps([meta.get("uid"), annotations], sort_keys=True, default=str)
+    )
+    return meta.get("uid"), tuple(annotations)
 
 
 def _opted_in(manifest: Mapping[str, Any]) -> bool:
@@ -416,7 +422,7 @@ class Operator:
         self.watched[key] = self._read(manifest, fingerprint)
         self._mark(key)
 
-    def _read(self, manifest: JsonObject, fingerprint: str) -> WatchedDeployment:
+    def _read(self, manifest: JsonObject, fingerprint: Fingerprint) -> WatchedDeployment:
         enabled = _opted_in(manifest)
         findings = Findings()
         try:
