@@ -573,22 +573,28 @@ class KubeWorkloads:
             await self._ensure_service(self.service, primary_selector(labels), ports, canary)
         await self._point_preview(canary, at_canary=spec_replicas(canary) > 0, ports=ports)
 
+    def _managed_service(
+        self, name: str, owner: Mapping[str, Any], selector: Mapping[str, str], ports: list[dict[str, Any]]
+    ) -> JsonObject:
+        """A ClusterIP Service meshshift creates and owns (labelled as managed, owned by `owner`)."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {MANAGED_BY_LABEL: MANAGED_BY},
+                "ownerReferences": [owner_reference(owner)],
+            },
+            "spec": {"type": "ClusterIP", "selector": dict(selector), "ports": ports},
+        }
+
     async def _ensure_service(
         self, name: str, selector: Mapping[str, str], ports: list[dict[str, Any]], owner: Mapping[str, Any]
     ) -> None:
         def build(current: JsonObject | None) -> JsonObject | None:
             if current is None:
-                return {
-                    "apiVersion": "v1",
-                    "kind": "Service",
-                    "metadata": {
-                        "name": name,
-                        "namespace": self.namespace,
-                        "labels": {MANAGED_BY_LABEL: MANAGED_BY},
-                        "ownerReferences": [owner_reference(owner)],
-                    },
-                    "spec": {"type": "ClusterIP", "selector": dict(selector), "ports": ports},
-                }
+                return self._managed_service(name, owner, selector, ports)
             if (current["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
                 return None  # the user's own Service: theirs to configure
             spec = current.setdefault("spec", {})
@@ -640,17 +646,7 @@ class KubeWorkloads:
             if current is None:
                 if not ports:
                     return None  # nothing to copy ports from: promote() reports it
-                return {
-                    "apiVersion": "v1",
-                    "kind": "Service",
-                    "metadata": {
-                        "name": name,
-                        "namespace": self.namespace,
-                        "labels": {MANAGED_BY_LABEL: MANAGED_BY},
-                        "ownerReferences": [owner_reference(canary)],
-                    },
-                    "spec": {"type": "ClusterIP", "selector": wanted, "ports": ports},
-                }
+                return self._managed_service(name, canary, wanted, ports)
             spec = current.setdefault("spec", {})
             selector = spec.get("selector")
             if selector == wanted:
