@@ -2,11 +2,12 @@
 
 Against bench/fake_kube.py (in its own process), sends R JSON merge patches of one ConfigMap
 (each about 1 KiB, nested as a primary Deployment's),
-C at a time, three ways, and prints the client's CPU seconds per 1,000 requests (user + system,
+C at a time, five ways, and prints the client's CPU seconds per 1,000 requests (user + system,
 this process): a bare aiohttp session; the kubernetes-asyncio client's REST layer with its
 authentication, as KubeApi sends a request; `ApiClient.call_api`, as KubeApi sent them before
 (the generated client's walk over bodies and answers on top); and KubeApi.merge_patch whole
-(its request counters, retries and errors on top of the REST layer). A rollout
+(its request counters, retries and errors on top of the REST layer); and KubeApi.merge_patch
+on the daemon's own connections (meshshift/kube/transport.py, as `connect` sets it up). A rollout
 costs bench/scale.py's requests per rollout (24) times that, before any of meshshift's own work.
 
 Run: .venv/bin/python bench/http_floor.py [--requests 6000] [--concurrency 100] [--runs 3]
@@ -32,7 +33,7 @@ import yaml
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
-from meshshift.kube.client import without_environment_lookups
+from meshshift.kube.client import with_lean_requests, without_environment_lookups
 from meshshift.kube.resources import CONFIG_MAPS, KubeApi
 from meshshift.processes import free_port
 
@@ -138,9 +139,15 @@ async def main_async(args: argparse.Namespace) -> None:
                 await k8s_config.load_kube_config(
                     config_file=str(kubeconfig), client_configuration=configuration, persist_config=False
                 )
-                async with k8s_client.ApiClient(configuration) as api_client:
+                async with (
+                    k8s_client.ApiClient(configuration) as api_client,
+                    k8s_client.ApiClient(configuration) as lean_client,
+                ):
                     without_environment_lookups(api_client)
+                    without_environment_lookups(lean_client)
+                    with_lean_requests(lean_client)  # as `connect` sets the daemon's client up
                     api = KubeApi(api_client, request_timeout=30.0)
+                    lean_api = KubeApi(lean_client, request_timeout=30.0)
                     path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/{NAME}"
                     patch_url = f"{url}{path}"
                     headers = {
@@ -155,6 +162,9 @@ async def main_async(args: argparse.Namespace) -> None:
 
                     async def send_kube_api(number: int) -> None:
                         await api.merge_patch(CONFIG_MAPS, NAME, body_of(number), NAMESPACE)
+
+                    async def send_lean(number: int) -> None:
+                        await lean_api.merge_patch(CONFIG_MAPS, NAME, body_of(number), NAMESPACE)
 
                     async def send_rest_layer(number: int) -> None:
                         await api._request(  # the request alone, without KubeApi's counting
@@ -181,6 +191,7 @@ async def main_async(args: argparse.Namespace) -> None:
                         "client's REST layer": send_rest_layer,
                         "ApiClient.call_api": send_call_api,
                         "KubeApi.merge_patch": send_kube_api,
+                        "KubeApi, own transport": send_lean,
                     }
                     results: dict[str, list[float]] = {way: [] for way in ways}
                     await timed(500, args.concurrency, send_bare)  # warm the connections up
