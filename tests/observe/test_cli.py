@@ -26,6 +26,7 @@ from meshshift.spec.model import (
     AnalysisTemplate,
 )
 from tests.observe.conftest import TOKEN
+from tests.support.command import exit_code_after
 from tests.support.inmemory import (
     PAUSING_SPEC,
     Harness,
@@ -241,7 +242,7 @@ async def test_get_watch_in_an_80_column_terminal(daemon: str, paused: Harness) 
         assert "CanaryPauseStep (step 6/6: paused until promoted)" in second
     finally:
         process.send_signal(signal.SIGINT)
-        code = await asyncio.wait_for(process.wait(), 30)
+        code = await exit_code_after(process, 30)
         os.close(leader)
     assert code == 130  # Ctrl-C, as a shell counts it
     assert screen.frames >= 2

@@ -18,6 +18,7 @@ from meshshift.runtime.registry import RolloutRegistry
 from meshshift.spec.model import Pause, RolloutSpec, SetWeight
 from tests.observe.conftest import TOKEN
 from tests.observe.test_cli import columns, meshshift, tolerant
+from tests.support.command import exit_code_after
 from tests.support.inmemory import (
     PAUSING_SPEC,
     STEP_ANALYSIS,
@@ -145,7 +146,9 @@ async def line_with(process: asyncio.subprocess.Process, text: str) -> str:
 
 
 async def finish(process: asyncio.subprocess.Process) -> tuple[int, str, str]:
-    out, err = await asyncio.wait_for(process.communicate(), 60)
+    reading = asyncio.ensure_future(process.communicate())
+    await exit_code_after(process, 60)  # a hang says what the process was doing
+    out, err = await asyncio.wait_for(reading, 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
