@@ -162,9 +162,9 @@ async def test_the_sequential_judge_rolls_back_and_shows_its_evidence(tmp_path: 
         output,
     )
     assert found is not None, output
-    # One failed canary request is never enough: all the evidence one can give is
-    # EXTREME_WEIGHT / theta0, about 5 at a 10 % split. Two are enough when the canary's share
-    # of the looks they fell in was under about 7 % (0.5 / theta0**2 >= 100), as happens by chance.
+    # One failed canary request is never enough: the evidence one can give is at most
+    # 1 / theta0, about 10 at a 10 % split. Two are enough when the canary's share of the looks
+    # they fell in was under about 7 % (0.5 / theta0**2 >= 100), as happens by chance.
     assert int(found.group(1)) >= 2
     assert found.group(3) == "inf" or float(found.group(3)) >= 100
     assert re.search(r"sequential-latency \(\w+\): undecided", output)  # its latency is fine
