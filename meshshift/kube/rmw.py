@@ -64,6 +64,13 @@ def comparable(obj: Mapping[str, Any]) -> JsonObject:
     return result
 
 
+def _without_status(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What `comparable` shows of `obj`, sharing its values: only to be read."""
+    view = {key: value for key, value in obj.items() if key != "status"}
+    view.setdefault("metadata", {})
+    return view
+
+
 async def read_modify_write(
     api: KubeApi,
     rt: ResourceType,
@@ -86,7 +93,7 @@ async def read_modify_write(
             if current is None:
                 current = await api.create(rt, desired, namespace)
                 return current, True
-            patch = merge_diff(comparable(current), desired)
+            patch = merge_diff(_without_status(current), desired)  # read only: no copy
             if not patch:
                 return current, False
             written = await api.merge_patch(

@@ -78,6 +78,18 @@ def template_revision(template: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
+def _records_pod_metadata(template: Mapping[str, Any]) -> bool:
+    """Whether with_pod_metadata added something to `template` (its record is there)."""
+    meta = template.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    return isinstance(annotations, dict) and isinstance(annotations.get(POD_METADATA_ANNOTATION), str)
+
+
+def user_template_view(template: Mapping[str, Any]) -> Mapping[str, Any]:
+    """user_template, without a copy when meshshift added nothing: only to be read."""
+    return user_template(template) if _records_pod_metadata(template) else template
+
+
 def user_template(template: Mapping[str, Any]) -> JsonObject:
     """A pod template without the labels and annotations meshshift added to it (with_pod_metadata)."""
     result = json_copy(dict(template))
@@ -113,7 +125,12 @@ def user_template(template: Mapping[str, Any]) -> JsonObject:
 
 
 def with_pod_metadata(template: Mapping[str, Any], metadata: PodMetadata) -> JsonObject:
-    """`template` (as the user wrote it) carrying `metadata`, and the record of what was added."""
+    """`template` (as the user wrote it) carrying `metadata`, and the record of what was added.
+
+    With nothing to add and nothing added before, that is `template` itself, not a copy.
+    """
+    if not metadata and not _records_pod_metadata(template):
+        return template if isinstance(template, dict) else dict(template)
     result = user_template(template)
     if not metadata:
         return result
@@ -343,7 +360,7 @@ class KubeWorkloads:
             revision = self._revision[1]
         else:
             # The user's template: the pod metadata meshshift added is no new revision.
-            template = user_template((canary.get("spec") or {}).get("template") or {})
+            template = user_template_view((canary.get("spec") or {}).get("template") or {})
             revision = template_revision(template)
             self._revision = (version, revision)
             self._remember(revision, template)
@@ -377,7 +394,7 @@ class KubeWorkloads:
         template = self._template_for(canary, revision)
 
         def build(current: JsonObject | None) -> JsonObject:
-            return self._desired_primary(canary, json_copy(template), revision, current)
+            return self._desired_primary(canary, json_copy(dict(template)), revision, current)
 
         _, written = await read_modify_write(
             self.api, DEPLOYMENTS, self.primary, self.namespace, build, known=self.known_deployments
@@ -491,8 +508,9 @@ class KubeWorkloads:
             while len(self._templates) > _TEMPLATES_KEPT:
                 del self._templates[next(iter(self._templates))]
 
-    def _template_for(self, canary: Mapping[str, Any], revision: str) -> JsonObject:
-        template = user_template((canary.get("spec") or {}).get("template") or {})
+    def _template_for(self, canary: Mapping[str, Any], revision: str) -> Mapping[str, Any]:
+        """The user's pod template of `revision`, only to be read (copy it to edit it)."""
+        template = user_template_view((canary.get("spec") or {}).get("template") or {})
         if template_revision(template) == revision:
             return template
         known = self._templates.get(revision)
@@ -501,7 +519,7 @@ class KubeWorkloads:
                 f"the pod template of revision {revision} is no longer known "
                 f"(Deployment {self.name} changed since); it cannot be promoted"
             )
-        return json_copy(known)
+        return known
 
     def _desired_primary(
         self,
