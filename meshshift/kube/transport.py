@@ -173,14 +173,18 @@ class KubeTransport:
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None, within: float | None
     ) -> Answer:
         """Send one request (`target`: path and query) and read its whole answer, all `within` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = None if within is None else loop.time() + within
-        connection = await self._acquire(deadline)
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.authority}"]
         lines.extend(f"{name}: {value}" for name, value in headers.items())
         if body is not None or method in _BODY_METHODS:
             lines.append(f"Content-Length: {len(body or b'')}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        text = "\r\n".join(lines)
+        if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+            # A line break inside a header or the target would start another header (or request).
+            raise ValueError(f"a line break in the request's target or headers: {method} {target!r}")
+        head = (text + "\r\n\r\n").encode()  # as aiohttp writes headers: UTF-8
+        loop = asyncio.get_running_loop()
+        deadline = None if within is None else loop.time() + within
+        connection = await self._acquire(deadline)
         timer = None if deadline is None else loop.call_at(deadline, connection.expire)
         try:
             return await connection.send(head + body if body else head)

@@ -263,3 +263,19 @@ async def test_an_error_answer_is_the_clients_api_exception(kube_env: KubeEnv) -
             await api.create(CONFIG_MAPS, {"metadata": {"name": "seen"}, "data": {}}, "shop")
         assert conflict.value.conflict
         assert (await api.get(CONFIG_MAPS, "seen", "shop") or {}).get("data") == {"a": "1"}
+
+
+async def test_a_line_break_in_a_header_is_refused_before_anything_is_sent() -> None:
+    async with serving(echo) as server:
+        transport = transport_for(server)
+        for headers, target in (
+            ({"Authorization": "Bearer t\r\nX-Injected: yes"}, "/"),
+            ({"Authorization": "Bearer t\nX-Injected: yes"}, "/"),
+            ({}, "/a HTTP/1.1\r\nHost: elsewhere\r\n\r\nGET /b"),
+        ):
+            with pytest.raises(ValueError, match="line break"):
+                await transport.request("GET", target, headers, None, 5.0)
+        answer = await transport.request("GET", "/after", {"Authorization": "Bearer t"}, None, 5.0)
+        await transport.close()
+    assert json.loads(answer.data)["path"] == "/after"
+    assert server.connections == 1  # the refused ones never took a connection
