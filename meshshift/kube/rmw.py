@@ -56,19 +56,17 @@ class KnownObjects:
         self._objects.clear()
 
 
-def comparable(obj: Mapping[str, Any]) -> JsonObject:
-    """An object without its status, which writes to the main resource cannot change."""
-    result = json_copy(dict(obj))
-    result.pop("status", None)
-    result.setdefault("metadata", {})
-    return result
-
-
-def _without_status(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    """What `comparable` shows of `obj`, sharing its values: only to be read."""
+def _without_status(obj: Mapping[str, Any]) -> JsonObject:
+    """`obj` without its status (which writes to the main resource cannot change), sharing its
+    values: only to be read."""
     view = {key: value for key, value in obj.items() if key != "status"}
     view.setdefault("metadata", {})
     return view
+
+
+def comparable(obj: Mapping[str, Any]) -> JsonObject:
+    """`obj` without its status, as a copy of its own to edit."""
+    return json_copy(_without_status(obj))
 
 
 async def read_modify_write(
