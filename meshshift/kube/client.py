@@ -109,7 +109,7 @@ def without_environment_lookups(client: ApiClient) -> None:
 def with_lean_requests(client: ApiClient) -> None:
     """Plain JSON requests go on meshshift's own connections (transport.py); not through a proxy."""
     rest = client.rest_client
-    if rest.proxy or isinstance(rest, LeanRESTClient):
+    if isinstance(rest, LeanRESTClient) or rest.proxy:
         return
     transport = KubeTransport.for_server(client.configuration)
     if transport is not None:

@@ -68,7 +68,6 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._answer: asyncio.Future[Answer] | None = None
         self._reason = ""
-        self._header_name = ""
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
 
@@ -94,8 +93,7 @@ class _Connection(asyncio.Protocol):
         self._reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_name = name.decode("latin-1").lower()
-        self._headers[self._header_name] = value.decode("latin-1")
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -200,23 +198,30 @@ class KubeTransport:
         self._idle.clear()
 
     async def _acquire(self, deadline: float | None) -> _Connection:
-        while self._idle:
-            connection = self._idle.pop()
-            if not connection.closed:
-                return connection
-            self._open -= 1
-        if self._closed:
-            raise aiohttp.ClientConnectionError("the API client is closed")
-        if self._open >= self.limit:
-            waiter = asyncio.get_running_loop().create_future()
+        """An idle connection, else a new one while fewer than `limit` are open, else the next freed."""
+        while True:
+            while self._idle:
+                connection = self._idle.pop()
+                if not connection.closed:
+                    return connection
+                self._open -= 1
+            if self._closed:
+                raise aiohttp.ClientConnectionError("the API client is closed")
+            if self._open < self.limit:
+                return await self._connect(deadline)
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiting.append(waiter)
             try:
                 async with asyncio.timeout_at(deadline):
                     await waiter
-            finally:
-                if waiter in self._waiting:
+            except BaseException:
+                if waiter.done():
+                    self._wake()  # woken as the deadline came: the turn goes to the next one
+                else:
                     self._waiting.remove(waiter)
-            return await self._acquire(deadline)
+                raise
+
+    async def _connect(self, deadline: float | None) -> _Connection:
         self._open += 1
         try:
             async with asyncio.timeout_at(deadline):
@@ -227,13 +232,11 @@ class KubeTransport:
                     ssl=self.ssl_context,
                     server_hostname=self.server_hostname or (self.host if self.ssl_context else None),
                 )
-        except OSError as error:
+        except BaseException as error:
             self._open -= 1
             self._wake()
-            raise aiohttp.ClientConnectionError(f"cannot connect to the API server: {error}") from error
-        except BaseException:
-            self._open -= 1
-            self._wake()
+            if isinstance(error, OSError):
+                raise aiohttp.ClientConnectionError(f"cannot connect to the API server: {error}") from error
             raise
         return connection
 
@@ -261,8 +264,28 @@ class LeanRESTClient:
         self.transport = transport
         self.server = server.rstrip("/")
 
-    def __getattr__(self, name: str) -> Any:  # pool_manager, proxy, ...: the fallback's
-        return getattr(self.fallback, name)
+    # ApiClient.call_api sends through these (kubernetes-asyncio's names), KubeApi through
+    # request(): both take the same way.
+    async def GET(self, url: str, **options: Any) -> Any:
+        return await self.request("GET", url, **options)
+
+    async def HEAD(self, url: str, **options: Any) -> Any:
+        return await self.request("HEAD", url, **options)
+
+    async def OPTIONS(self, url: str, **options: Any) -> Any:
+        return await self.request("OPTIONS", url, **options)
+
+    async def POST(self, url: str, **options: Any) -> Any:
+        return await self.request("POST", url, **options)
+
+    async def PUT(self, url: str, **options: Any) -> Any:
+        return await self.request("PUT", url, **options)
+
+    async def PATCH(self, url: str, **options: Any) -> Any:
+        return await self.request("PATCH", url, **options)
+
+    async def DELETE(self, url: str, **options: Any) -> Any:
+        return await self.request("DELETE", url, **options)
 
     async def request(
         self,
@@ -280,8 +303,10 @@ class LeanRESTClient:
         content_type = headers.setdefault("Content-Type", "application/json")
         plain = (
             _preload_content
+            and method != "HEAD"  # no body follows its Content-Length: the parser would wait
             and not post_params
             and url.startswith(self.server)
+            and url[len(self.server) : len(self.server) + 1] in ("", "/", "?")  # not http://h:10 for h:1
             and (_request_timeout is None or isinstance(_request_timeout, int | float))
             and (method not in _BODY_METHODS or "json" in content_type.lower())
         )

@@ -17,10 +17,11 @@ import trustme
 from aiohttp import web
 from kubernetes_asyncio.client import Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.client.rest import RESTClientObject
 
 from meshshift.kube.client import connect
 from meshshift.kube.resources import CONFIG_MAPS, KubeApi, KubeApiError
-from meshshift.kube.transport import KubeTransport, LeanRESTClient
+from meshshift.kube.transport import Answer, KubeTransport, LeanRESTClient
 from meshshift.processes import free_port
 from meshshift.settings import DaemonSettings
 from tests.kube.harness import KubeEnv
@@ -279,3 +280,25 @@ async def test_a_line_break_in_a_header_is_refused_before_anything_is_sent() -> 
         await transport.close()
     assert json.loads(answer.data)["path"] == "/after"
     assert server.connections == 1  # the refused ones never took a connection
+
+
+async def test_the_clients_own_calls_take_the_same_way(kube_env: KubeEnv) -> None:
+    """call_api sends through GET/PATCH/…: plain ones on the transport, a watch on aiohttp."""
+    async with connect(DaemonSettings(kubeconfig=str(kube_env.kubeconfig)), "test") as client:
+        rest = client.rest_client
+        url = f"{client.configuration.host}/api/v1/namespaces/shop/configmaps"
+        assert isinstance(await rest.GET(url), Answer)
+        streamed = await rest.GET(url, query_params={"watch": "true"}, _preload_content=False)
+        assert isinstance(streamed, aiohttp.ClientResponse)
+        streamed.close()
+
+
+async def test_only_the_configured_server_is_sent_on_the_transport() -> None:
+    async with serving(echo) as server:
+        fallback = RESTClientObject(Configuration(host=f"http://127.0.0.1:{server.port}"))
+        # A configured server whose address is a prefix of the requested one's is not it.
+        lean = LeanRESTClient(fallback, transport_for(server), f"http://127.0.0.1:{str(server.port)[:-1]}")
+        answer = await lean.request("GET", f"http://127.0.0.1:{server.port}/elsewhere")
+        await lean.close()
+    assert not isinstance(answer, Answer)  # kubernetes-asyncio's RESTResponse: sent as asked, not re-aimed
+    assert json.loads(answer.data)["path"] == "/elsewhere"
