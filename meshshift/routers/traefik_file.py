@@ -285,7 +285,7 @@ def _render_static(files: TraefikFiles, *, listen: str, api: str) -> dict[str, A
     }
 
 
-def write_yaml(path: Path, document: Mapping[str, Any]) -> None:
+def write_config(path: Path, document: Mapping[str, Any]) -> None:
     """Written as JSON, which YAML 1.2 reads exactly as written: PyYAML (YAML 1.1) leaves a
     string such as `12345e-1` unquoted, and Traefik's YAML reader takes that for a number."""
     replace_file(path, json.dumps(dict(document), indent=2) + "\n")
@@ -404,7 +404,7 @@ class TraefikRouter(ModelRouter):
         """The dynamic configuration for `desired`; returns its generation."""
         self.check(desired)
         generation = self._generations.next()
-        write_yaml(self.files.dynamic, render_dynamic(desired, generation, preview=self.preview))
+        write_config(self.files.dynamic, render_dynamic(desired, generation, preview=self.preview))
         return generation
 
     async def apply(self, desired: DesiredRoutes) -> None:
@@ -540,7 +540,7 @@ async def running_traefik(
     process: ProxyProcess | None = None
     try:
         if config.attach:
-            write_yaml(files.static, static)  # for whoever runs that Traefik
+            write_config(files.static, static)  # for whoever runs that Traefik
             if not files.dynamic.exists():
                 router.write_files(desired)
             await wait_until_http_ready(router.api_url + "/ping", wait_seconds=ATTACH_WAIT)
@@ -568,7 +568,7 @@ async def _start_or_adopt(
     )
     if adopted is not None:
         return adopted
-    write_yaml(files.static, static)
+    write_config(files.static, static)
     generation = router.write_files(desired)
 
     async def until_serving(process: ManagedProcess) -> None:
