@@ -35,6 +35,7 @@ from meshshift.standalone.daemon import (
 )
 from tests.observe.test_metrics import by_name, only, parse
 from tests.standalone.conftest import Apps, assert_share, versions
+from tests.support.ports import refusing_address
 
 pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.e2e]
 
@@ -249,7 +250,11 @@ async def test_an_unwritable_state_file_is_degraded_and_not_ready(apps: Apps, tm
 
 
 async def test_replica_counts_are_the_endpoints_that_answer(apps: Apps, tmp_path: Path) -> None:
-    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    with refusing_address() as dead:  # held: no server the runtime starts can take its port
+        await _replica_counts_are_the_endpoints_that_answer(apps, tmp_path, dead)
+
+
+async def _replica_counts_are_the_endpoints_that_answer(apps: Apps, tmp_path: Path, dead: str) -> None:
     steps: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {}}]
     path = rollout_file(
         tmp_path / "rollout.yaml",
