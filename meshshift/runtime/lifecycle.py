@@ -8,9 +8,19 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
+from meshshift.runtime.collector import tuned_collector
+
 
 async def run_until_stopped(main: Coroutine[Any, Any, Any]) -> None:
-    """Run `main` until it returns or a stop signal arrives; then cancel it and wait."""
+    """Run `main` until it returns or a stop signal arrives; then cancel it and wait.
+
+    The garbage collector is tuned for a daemon's large cache meanwhile (runtime/collector.py).
+    """
+    with tuned_collector():
+        await _run_until_stopped(main)
+
+
+async def _run_until_stopped(main: Coroutine[Any, Any, Any]) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
