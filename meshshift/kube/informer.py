@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 
 from meshshift.backoff import Backoff
+from meshshift.kube import wire
 from meshshift.kube.resources import (
     JsonObject,
     KubeApi,
@@ -203,7 +204,7 @@ class Informer:
                 self._heard()
                 if not line.strip():
                     continue
-                self._handle(json.loads(line))
+                self._handle(wire.loads(line))
                 seen += 1
         finally:
             response.release()

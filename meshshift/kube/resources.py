@@ -33,6 +33,7 @@ import structlog
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from meshshift.kube import wire
 from meshshift.kube.ratelimit import FairRateLimiter
 
 log = structlog.get_logger(__name__)
@@ -530,7 +531,7 @@ class KubeApi:
             _request_timeout=self.request_timeout,
         )
         try:
-            result = json.loads(response.data) if response.data else None
+            result = wire.loads(response.data) if response.data else None
         except ValueError:  # not JSON: as call_api, nothing to return
             result = None
         return result, int(response.status)

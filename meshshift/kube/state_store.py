@@ -19,6 +19,7 @@ import structlog
 from meshshift import codec
 from meshshift.analysis.run import AnalysisRun
 from meshshift.engine.state import RolloutState
+from meshshift.kube import wire
 from meshshift.kube.patches import with_resource_version
 from meshshift.kube.resources import (
     CONFIG_MAPS,
@@ -53,11 +54,11 @@ def encode_stored(stored: StoredRollout) -> str:
         "rollout": stored.rollout.to_dict(),
         "analysisRuns": {name: codec.encode(run) for name, run in sorted(stored.analysis_runs.items())},
     }
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return wire.dumps_sorted(data)
 
 
 def decode_stored(text: str) -> StoredRollout:
-    data = json.loads(text)
+    data = wire.loads(text)
     runs = {name: codec.decode(AnalysisRun, run) for name, run in (data.get("analysisRuns") or {}).items()}
     return StoredRollout(RolloutState.from_dict(data["rollout"]), runs)
 

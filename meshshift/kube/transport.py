@@ -14,7 +14,6 @@ the ApiClient's (its headers, token refresh included), TLS follows its configura
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 from collections import deque
 from collections.abc import Mapping
@@ -26,6 +25,8 @@ import httptools
 from kubernetes_asyncio.client import Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.client.rest import RESTClientObject
+
+from meshshift.kube import wire
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -326,7 +327,7 @@ class LeanRESTClient:
             target += "?" + urlencode(query_params)
         data = None
         if method in _BODY_METHODS and body is not None:
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            data = body if isinstance(body, bytes) else wire.dumps(body)
         answer = await self.transport.request(
             method, target, headers, data, float(_request_timeout) if _request_timeout else None
         )
