@@ -48,7 +48,7 @@ from meshshift.kube.resources import (
     owner_reference,
     resource_version,
 )
-from meshshift.kube.rmw import KnownObjects, comparable, read_modify_write
+from meshshift.kube.rmw import KnownObjects, read_modify_write
 from meshshift.ports import WorkloadStatus
 from meshshift.spec.model import CanaryScale, PodMetadata, RolloutSpec
 
@@ -526,8 +526,10 @@ class KubeWorkloads:
         canary: Mapping[str, Any],
         template: JsonObject,
         revision: str,
-        primary: Mapping[str, Any] | None,
+        primary: JsonObject | None,
     ) -> JsonObject:
+        """The primary to write; `primary` is the one stored, as read_modify_write hands it over:
+        without its status, and a copy of our own to edit."""
         meta = canary.get("metadata") or {}
         spec = canary.get("spec") or {}
         selector = primary_selector(selector_labels(canary))
@@ -558,7 +560,7 @@ class KubeWorkloads:
             }
         # An existing primary keeps its selector (immutable), its replicas (an HPA may own
         # them) and any metadata others added; the template and rollout settings follow.
-        desired = comparable(primary)
+        desired = primary
         desired["metadata"]["labels"] = {**(desired["metadata"].get("labels") or {}), **labels}
         desired["spec"] = {**desired.get("spec", {}), **desired_spec}
         return desired
