@@ -8,6 +8,7 @@ StateStore, `analysis/providers/` for MetricProvider.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,6 +23,12 @@ from meshshift.spec.model import (
     Metric,
     MirrorMatch,
 )
+
+# Set while a rollout works on a deadline it was given (a pause that ended, a retry that came
+# due), not in answer to a change it saw. Adapters that queue calls (the Kubernetes client's
+# connections) serve these first: when a thousand rollouts move at once, one rollout's reaction
+# to its Deployments must not make another's pause last longer than asked.
+ON_DEADLINE: ContextVar[bool] = ContextVar("meshshift_on_deadline", default=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from meshshift.analysis.providers.web import WebProvider
 from meshshift.analysis.run import AnalysisRun
 from meshshift.engine.actions import AnalysisKind, RecordEvent, StartAnalysis
 from meshshift.engine.machine import CommandKind
-from meshshift.ports import StoredRollout
+from meshshift.ports import ON_DEADLINE, StoredRollout
 from meshshift.runtime.analysis import REDACTED, AnalysisExecutor, ArgContext, builtin_args
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.spec.model import (
@@ -425,3 +425,30 @@ async def test_a_stop_during_a_pass_lets_the_pass_finish() -> None:
     # The saved state announced weight 30 and its Events: all of them went out.
     assert router.weight == 30
     assert "TrafficWeightUpdated" in events.reasons and "RolloutPaused" in events.reasons
+
+
+class DeadlineNotingRouter(MemoryRouter):
+    """Notes, for each weight written, whether the pass was on a deadline (ports.ON_DEADLINE)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_deadline: list[tuple[int, bool]] = []
+
+    async def set_weight(self, canary_weight: int) -> None:
+        self.on_deadline.append((canary_weight, ON_DEADLINE.get()))
+        await super().set_weight(canary_weight)
+
+
+async def test_a_pass_woken_by_its_pause_ending_is_on_a_deadline_and_one_woken_by_a_change_is_not() -> None:
+    registry = RolloutRegistry()
+    router = DeadlineNotingRouter()
+    spec = RolloutSpec(steps=(SetWeight(20), Pause(0.2), SetWeight(60)))
+    harness = make_controller(registry, spec, router=router)
+    async with running(harness):
+        await harness.wait_for(lambda: harness.state_is(stable_revision="v1"))
+        harness.workloads.release("v2")
+        await harness.wait_for(lambda: harness.state_is(stable_revision="v2"), what="the promotion")
+    # 20: the new revision was seen (a change); 60: the 0.2 s pause ran out (a deadline).
+    assert (20, False) in router.on_deadline
+    assert (60, True) in router.on_deadline
+    assert ON_DEADLINE.get() is False  # nothing leaks out of the passes

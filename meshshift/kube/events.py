@@ -26,6 +26,7 @@ import structlog
 
 from meshshift.engine.actions import EventType, RecordEvent
 from meshshift.kube.resources import EVENTS, JsonObject, KubeApi, KubeApiError, requests_owned_by
+from meshshift.ports import ON_DEADLINE
 from meshshift.spec.errors import SpecIssue
 
 log = structlog.get_logger(__name__)
@@ -143,6 +144,7 @@ class EventPoster:
         self._tasks = []
 
     async def _send(self) -> None:
+        ON_DEADLINE.set(False)  # started by whichever pass recorded first: Events are nobody's deadline
         while True:
             while not self._ready:
                 self._more.clear()

@@ -14,6 +14,7 @@ the ApiClient's (its headers, token refresh included), TLS follows its configura
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections import deque
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.client.rest import RESTClientObject
 
 from meshshift.kube import wire
+from meshshift.ports import ON_DEADLINE
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -150,7 +152,8 @@ class KubeTransport:
         self.authority = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
         self._idle: list[_Connection] = []
         self._open = 0
-        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._urgent: deque[asyncio.Future[_Connection | None]] = deque()  # on a deadline: served first
+        self._waiting: deque[asyncio.Future[_Connection | None]] = deque()
         self._closed = False
 
     @classmethod
@@ -183,7 +186,7 @@ class KubeTransport:
         head = (text + "\r\n\r\n").encode()  # as aiohttp writes headers: UTF-8
         loop = asyncio.get_running_loop()
         deadline = None if within is None else loop.time() + within
-        connection = await self._acquire(deadline)
+        connection = await self._acquire(deadline, ON_DEADLINE.get())
         timer = None if deadline is None else loop.call_at(deadline, connection.expire)
         try:
             return await connection.send(head + body if body else head)
@@ -198,32 +201,48 @@ class KubeTransport:
             connection.close()
         self._idle.clear()
 
-    async def _acquire(self, deadline: float | None) -> _Connection:
-        """An idle connection, else a new one while fewer than `limit` are open, else the next freed."""
-        while True:
-            while self._idle:
-                connection = self._idle.pop()
-                if not connection.closed:
-                    return connection
-                self._open -= 1
-            if self._closed:
-                raise aiohttp.ClientConnectionError("the API client is closed")
-            if self._open < self.limit:
-                return await self._connect(deadline)
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiting.append(waiter)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await waiter
-            except BaseException:
-                if waiter.done():
-                    self._wake()  # woken as the deadline came: the turn goes to the next one
-                else:
-                    self._waiting.remove(waiter)
-                raise
+    async def _acquire(self, deadline: float | None, urgent: bool) -> _Connection:
+        """An idle connection, else a new one while fewer than `limit` are open, else the next freed.
+
+        A freed connection (or its slot) is handed to the next waiter, those on a deadline
+        (ON_DEADLINE) first, and kept idle only when nobody waits: so a connection is idle only
+        while nobody waits, and a request that arrives never takes one past a waiter.
+        """
+        connection = self._take_idle()
+        if connection is not None:
+            return connection
+        if self._closed:
+            raise aiohttp.ClientConnectionError("the API client is closed")
+        if self._open < self.limit:
+            self._open += 1
+            return await self._connect(deadline)
+        waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
+        queue = self._urgent if urgent else self._waiting
+        queue.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                handed = await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():  # handed its turn as the deadline came
+                self._pass_on(waiter.result())
+            else:
+                with contextlib.suppress(ValueError):
+                    queue.remove(waiter)
+            raise
+        if handed is not None:
+            return handed
+        return await self._connect(deadline)  # a slot was freed (and counted) for this one
+
+    def _take_idle(self) -> _Connection | None:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed:
+                return connection
+            self._open -= 1
+        return None
 
     async def _connect(self, deadline: float | None) -> _Connection:
-        self._open += 1
+        """A new connection, in a slot already counted in `_open`."""
         try:
             async with asyncio.timeout_at(deadline):
                 _, connection = await asyncio.get_running_loop().create_connection(
@@ -234,8 +253,7 @@ class KubeTransport:
                     server_hostname=self.server_hostname or (self.host if self.ssl_context else None),
                 )
         except BaseException as error:
-            self._open -= 1
-            self._wake()
+            self._pass_on(None)
             if isinstance(error, OSError):
                 raise aiohttp.ClientConnectionError(f"cannot connect to the API server: {error}") from error
             raise
@@ -244,17 +262,22 @@ class KubeTransport:
     def _release(self, connection: _Connection) -> None:
         if connection.closed or self._closed:
             connection.close()
+            self._pass_on(None)
+        else:
+            self._pass_on(connection)
+
+    def _pass_on(self, connection: _Connection | None) -> None:
+        """Hand a connection (None: its slot, now free) to the next waiter, else keep it idle."""
+        for queue in (self._urgent, self._waiting):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(connection)  # None: the slot stays counted, for the waiter
+                    return
+        if connection is None:
             self._open -= 1
         else:
             self._idle.append(connection)
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
 
 class LeanRESTClient:

@@ -29,7 +29,14 @@ from meshshift.analysis.run import (
     terminate,
 )
 from meshshift.engine.actions import StartAnalysis
-from meshshift.ports import MeasureContext, MetricProvider, ProviderError, SecretReader, TemplateSource
+from meshshift.ports import (
+    ON_DEADLINE,
+    MeasureContext,
+    MetricProvider,
+    ProviderError,
+    SecretReader,
+    TemplateSource,
+)
 from meshshift.spec.errors import SpecError
 from meshshift.spec.model import AnalysisPhase, AnalysisTemplate, Arg, MeasurementRetention, Metric
 from meshshift.spec.steps import read_field_path
@@ -270,6 +277,7 @@ class AnalysisExecutor:
     async def _drive(self, name: str) -> None:
         """Measure the run until it completes; if this task fails, the run ends in Error with the
         reason, so the rollout acts on it instead of waiting for a verdict that never comes."""
+        ON_DEADLINE.set(False)  # started inside a pass; its measurements are no pass's deadline
         try:
             await self._measure_until_done(name)
         except asyncio.CancelledError:

@@ -8,7 +8,6 @@ whole desired world, which is idempotent. Failures back off exponentially.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from meshshift.engine.actions import (
 from meshshift.engine.machine import Command, CommandOutcome, Observation, reconcile, resume_actions
 from meshshift.engine.state import RolloutState
 from meshshift.ports import (
+    ON_DEADLINE,
     AppliedRoutes,
     EventSink,
     MetricProvider,
@@ -190,11 +190,16 @@ class RolloutController:
         """Run until cancelled."""
         try:
             await self._restore()
+            on_deadline = False
             while True:
                 self._wakeup.clear()
                 started = time.perf_counter()
                 try:
-                    wake_at = await self._finish_even_if_cancelled(self.reconcile_once())
+                    token = ON_DEADLINE.set(on_deadline)  # the pass's task copies it
+                    try:
+                        wake_at = await self._finish_even_if_cancelled(self.reconcile_once())
+                    finally:
+                        ON_DEADLINE.reset(token)
                     self._backoff.reset()
                     if self.store_error is not None:
                         self.log.info("the state is saved again; the rollout goes on")
@@ -214,7 +219,7 @@ class RolloutController:
                     self._reconcile_seconds = time.perf_counter() - started
                     # A pass that a stop waited for still shows what it did.
                     self._publish()
-                await self._sleep_until(wake_at)
+                on_deadline = await self._sleep_until(wake_at)
         finally:
             await self.executor.close()
             for pending in self._pending.values():
@@ -251,12 +256,16 @@ class RolloutController:
             weight=stored.rollout.desired_weight,
         )
 
-    async def _sleep_until(self, wake_at: float | None) -> None:
+    async def _sleep_until(self, wake_at: float | None) -> bool:
+        """Wait for a poke, or until `wake_at`; True if woken by the time, not by a poke."""
         timeout = None if wake_at is None else max(0.0, wake_at - self.clock())
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(timeout):
                 await self._wakeup.wait()
+        except TimeoutError:
+            return True
+        return False
 
     async def reconcile_once(self) -> float | None:
         """One pass; returns when to come back at the latest."""

@@ -22,6 +22,7 @@ from kubernetes_asyncio.client.rest import RESTClientObject
 from meshshift.kube.client import connect
 from meshshift.kube.resources import CONFIG_MAPS, KubeApi, KubeApiError
 from meshshift.kube.transport import Answer, KubeTransport, LeanRESTClient
+from meshshift.ports import ON_DEADLINE
 from meshshift.processes import free_port
 from meshshift.settings import DaemonSettings
 from tests.kube.harness import KubeEnv
@@ -215,6 +216,87 @@ async def test_no_more_connections_than_the_limit_and_every_request_answered() -
     assert sorted(a.data for a in answers) == sorted(f"/{n}".encode() for n in range(20))
     assert server.most_busy == 3
     assert server.connections == 3
+
+
+class Gate:
+    """A handler that holds `/hold` until released, and notes the order the other paths came in."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+        self.order: list[str] = []
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        if request.path == "/hold":
+            self.holding.set()
+            await self.release.wait()
+        else:
+            self.order.append(request.path)
+        return web.Response(text=request.path)
+
+
+async def request_as(transport: KubeTransport, path: str, *, on_deadline: bool) -> Answer:
+    token = ON_DEADLINE.set(on_deadline)
+    try:
+        return await transport.request("GET", path, {}, None, 10.0)
+    finally:
+        ON_DEADLINE.reset(token)
+
+
+async def test_a_freed_connection_goes_to_requests_on_a_deadline_first_then_in_turn() -> None:
+    gate = Gate()
+    async with serving(gate) as server:
+        transport = transport_for(server, limit=1)
+        held = asyncio.create_task(transport.request("GET", "/hold", {}, None, 10.0))
+        await gate.holding.wait()
+        waiting = []
+        queued = [("/change-1", False), ("/due-1", True), ("/change-2", False), ("/due-2", True)]
+        for path, on_deadline in queued:
+            waiting.append(asyncio.create_task(request_as(transport, path, on_deadline=on_deadline)))
+            await asyncio.sleep(0.01)  # queued in this order
+        gate.release.set()
+        await asyncio.gather(held, *waiting)
+        await transport.close()
+    assert gate.order == ["/due-1", "/due-2", "/change-1", "/change-2"]
+    assert server.connections == 1
+
+
+async def test_a_request_that_gave_up_waiting_leaves_no_turn_behind() -> None:
+    gate = Gate()
+    async with serving(gate) as server:
+        transport = transport_for(server, limit=1)
+        held = asyncio.create_task(transport.request("GET", "/hold", {}, None, 10.0))
+        await gate.holding.wait()
+        with pytest.raises(TimeoutError):
+            await transport.request("GET", "/too-late", {}, None, 0.05)
+        impatient = asyncio.create_task(transport.request("GET", "/cancelled", {}, None, 10.0))
+        await asyncio.sleep(0.01)
+        impatient.cancel()
+        gate.release.set()
+        await held
+        # The connection is idle again: the next request has it at once, on the same connection.
+        answer = await asyncio.wait_for(transport.request("GET", "/next", {}, None, 10.0), 5.0)
+        await transport.close()
+    assert answer.data == b"/next"
+    assert gate.order == ["/next"]
+    assert server.connections == 1
+
+
+async def test_a_failed_connect_hands_its_slot_to_the_next_request() -> None:
+    port = free_port()  # nothing listens yet
+    transport = KubeTransport("127.0.0.1", port, ssl_context=None, limit=1)
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await transport.request("GET", "/", {}, None, 5.0)
+    gate = Gate()
+    server = Server(gate)
+    server.port = port
+    await server.start()
+    try:
+        answer = await transport.request("GET", "/after", {}, None, 5.0)  # the slot is free again
+    finally:
+        await transport.close()
+        await server.stop()
+    assert answer.data == b"/after"
 
 
 async def test_nothing_listening_is_a_connection_error() -> None:
