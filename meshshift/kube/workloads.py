@@ -78,6 +78,17 @@ def template_revision(template: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
+def _template_version(deployment: Mapping[str, Any]) -> tuple[str, str] | None:
+    """What changes whenever the pod template may have: the spec's generation (status updates
+    leave it alone), else the resourceVersion; None if neither is known."""
+    meta = deployment.get("metadata") or {}
+    generation = meta.get("generation")
+    if generation is not None and meta.get("uid"):
+        return str(meta["uid"]), str(generation)
+    version = meta.get("resourceVersion")
+    return ("resourceVersion", str(version)) if version else None
+
+
 def _records_pod_metadata(template: Mapping[str, Any]) -> bool:
     """Whether with_pod_metadata added something to `template` (its record is there)."""
     meta = template.get("metadata")
@@ -327,7 +338,8 @@ class KubeWorkloads:
             else None
         )
         self.known_services = KnownObjects()
-        self._revision: tuple[str | None, str] | None = None  # (canary's resourceVersion, revision)
+        # (_template_version of the canary, its revision)
+        self._revision: tuple[tuple[str, str] | None, str] | None = None
         # The routers stage their edits; the engine orders traffic changes before the
         # workload changes that depend on them (route away, then scale down), so staged
         # traffic edits are written before any workload write.
@@ -355,7 +367,7 @@ class KubeWorkloads:
 
     async def observe(self) -> WorkloadStatus:
         canary = await self._canary()
-        version = resource_version(canary)
+        version = _template_version(canary)
         if self._revision is not None and version is not None and self._revision[0] == version:
             revision = self._revision[1]
         else:
