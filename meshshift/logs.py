@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
+import orjson
 import structlog
 
 LogFormat = Literal["json", "console"]
+
+
+def _json_line(value: Any, default: Callable[[Any], Any] | None = None, **_: Any) -> str:
+    """One log line's JSON, by orjson: at a thousand rollouts the daemon writes thousands a second.
+    `default` is structlog's fallback (repr) for values JSON cannot hold."""
+    try:
+        return orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # an integer beyond 64 bits, say: the standard library writes it
+        return json.dumps(value, default=default)
 
 
 def configure_logging(fmt: LogFormat = "json", level: str = "INFO") -> None:
@@ -19,7 +31,7 @@ def configure_logging(fmt: LogFormat = "json", level: str = "INFO") -> None:
     ]
     renderer: structlog.types.Processor
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=_json_line)
         shared.append(structlog.processors.format_exc_info)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
