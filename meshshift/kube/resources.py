@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import quote, unquote
 
 import aiohttp
+import orjson
 import structlog
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -171,6 +173,26 @@ def json_copy(value: _Json) -> _Json:
     return copy.deepcopy(value)
 
 
+def answer_copy(value: _Json) -> _Json:
+    """A deep copy of an object as the API server sent it (parsed JSON: dicts, lists, strings,
+    int64s, finite floats, booleans, None), through orjson: a third of json_copy's time.
+
+    Only for what a JSON parser returned: orjson would write a tuple as a list and NaN as null,
+    which JSON from the API server never holds. What orjson cannot write at all is copied by
+    json_copy.
+    """
+    try:
+        return cast(_Json, orjson.loads(orjson.dumps(value, option=_COPY_OPTIONS)))
+    except TypeError:
+        return json_copy(value)
+
+
+# A subclass, a dataclass or a datetime is no parsed JSON: json_copy keeps its type.
+_COPY_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+)
+
+
 def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
@@ -232,17 +254,10 @@ def request_labels(
     (`deployments/web/scale`) counts for its object (`deployments`, `web`); Argo's parser
     would read that one as kind `web`, name `scale`.
     """
-    parts = [unquote(p) for p in path.split("?", 1)[0].strip("/").split("/")]
-    # /api/v1/... or /apis/<group>/<version>/...
-    rest = parts[2:] if parts[:1] == ["api"] else parts[3:] if parts[:1] == ["apis"] else []
-    namespace = ""
-    if len(rest) >= 3 and rest[0] == "namespaces":
-        namespace, rest = rest[1], rest[2:]
-    elif len(rest) == 2 and rest[0] == "namespaces":  # a Namespace object itself
-        rest = ["namespaces", rest[1]]
-    if not rest or method not in (*_VERBS, "GET"):
+    where = _path_labels(path)
+    if where is None or method not in (*_VERBS, "GET"):
         return ("Unknown", "Unknown", "Unknown", "Unknown", str(status))
-    kind, name = rest[0], rest[1] if len(rest) > 1 else ""
+    namespace, kind, name = where
     if method == "GET":
         watching = any(k == "watch" and v == "true" for k, v in query)
         verb = "Get" if name else "Watch" if watching else "List"
@@ -256,6 +271,22 @@ def request_labels(
     if verb == "List" or kind in ("events", "replicasets"):
         name = NO_NAME
     return (kind, namespace, name, verb, str(status))
+
+
+@functools.lru_cache(maxsize=16384)  # a few paths per rollout, each called again and again
+def _path_labels(path: str) -> tuple[str, str, str] | None:
+    """(namespace, kind, name) of an API path; None if it names no resource."""
+    parts = [unquote(p) for p in path.split("?", 1)[0].strip("/").split("/")]
+    # /api/v1/... or /apis/<group>/<version>/...
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:] if parts[:1] == ["apis"] else []
+    namespace = ""
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    elif len(rest) == 2 and rest[0] == "namespaces":  # a Namespace object itself
+        rest = ["namespaces", rest[1]]
+    if not rest:
+        return None
+    return namespace, rest[0], rest[1] if len(rest) > 1 else ""
 
 
 class KubeRequests:

@@ -24,7 +24,7 @@ from meshshift.kube.resources import (
     KubeApi,
     KubeApiError,
     ResourceType,
-    json_copy,
+    answer_copy,
     resource_version,
 )
 
@@ -65,8 +65,8 @@ def _without_status(obj: Mapping[str, Any]) -> JsonObject:
 
 
 def comparable(obj: Mapping[str, Any]) -> JsonObject:
-    """`obj` without its status, as a copy of its own to edit."""
-    return json_copy(_without_status(obj))
+    """`obj` (as the API server sent it) without its status, as a copy of its own to edit."""
+    return answer_copy(_without_status(obj))
 
 
 async def read_modify_write(

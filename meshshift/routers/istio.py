@@ -41,7 +41,7 @@ from typing import Any
 
 import structlog
 
-from meshshift.kube.resources import JsonObject, KubeApi, ResourceType, json_copy, virtual_services
+from meshshift.kube.resources import JsonObject, KubeApi, ResourceType, answer_copy, virtual_services
 from meshshift.kube.rmw import KnownObjects, read_modify_write
 from meshshift.ports import AppliedRoutes
 from meshshift.routers.kube_objects import (
@@ -364,7 +364,7 @@ class IstioRouter(EditStagingRouter[VirtualServiceEdit]):
             self.known.put(self.rt, self.virtual_service, self.namespace, current)
         if current is None:
             return AppliedRoutes(canary_weight=None)
-        edit = VirtualServiceEdit(json_copy(current), self.hosts, self.route_names)
+        edit = VirtualServiceEdit(answer_copy(current), self.hosts, self.route_names)
         return self.applied(edit, edit.canary_weights())
 
     # --- writing --------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from meshshift.engine.machine import CommandKind
 from meshshift.kube.commands import parse_command
 from meshshift.kube.patches import merge_diff, with_resource_version
-from meshshift.kube.resources import json_copy
+from meshshift.kube.resources import answer_copy, json_copy
 from meshshift.kube.workloads import (
     WorkloadError,
     container_ports,
@@ -38,6 +39,31 @@ def test_merge_diff_sends_only_what_changed() -> None:
 def test_merge_diff_replaces_a_value_whose_type_changed() -> None:
     assert merge_diff({"a": {"b": 1}}, {"a": "text"}) == {"a": "text"}
     assert merge_diff({"a": 1}, {"a": True}) == {"a": True}
+
+
+def test_answer_copy_is_equal_and_shares_nothing_mutable_with_the_answer() -> None:
+    answer = json.loads(
+        '{"metadata": {"labels": {"app": "a"}, "finalizers": ["x"], "resourceVersion": "7"},'
+        ' "spec": {"replicas": 3, "ratio": 0.1, "big": 9223372036854775807, "paused": false,'
+        ' "note": null, "name": "caf\u00e9 \ud83d\ude00"}}'
+    )
+    copied = answer_copy(answer)
+    assert copied == answer and copied is not answer
+    copied["metadata"]["labels"]["app"] = "b"
+    copied["metadata"]["finalizers"].append("y")
+    assert answer["metadata"]["labels"] == {"app": "a"} and answer["metadata"]["finalizers"] == ["x"]
+
+
+def test_what_is_no_parsed_json_is_copied_as_json_copy_does() -> None:
+    class Labels(dict[str, str]):
+        pass
+
+    when = datetime.datetime(2026, 12, 2, tzinfo=datetime.UTC)
+    original = {"labels": Labels(app="a"), "at": when, "big": 2**70}
+    copied = answer_copy(original)
+    assert copied == original
+    assert type(copied["labels"]) is Labels and copied["labels"] is not original["labels"]
+    assert copied["at"] == when and copied["big"] == 2**70
 
 
 def test_json_copy_shares_nothing_mutable_with_the_original() -> None:
