@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 
 # PagerDuty's Events API v2 endpoint; MESHSHIFT_PAGERDUTY_EVENTS_URL overrides it (proxies, tests).
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -92,6 +93,10 @@ class DaemonSettings:
                 env[key] = bounded_number(f"MESHSHIFT_{variable}", text, minimum, integer=key != "qps")
         if (log_format := _env("LOG_FORMAT")) is not None:
             env["log_format"] = log_format
+        if (log_level := _env("LOG_LEVEL")) is not None:
+            if log_level.upper() not in LOG_LEVELS:
+                raise ValueError(f"MESHSHIFT_LOG_LEVEL: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+            env["log_level"] = log_level.upper()
         values = {k: v for k, v in env.items() if v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -15,7 +15,13 @@ from collections.abc import Callable, Sequence
 
 from meshshift import __version__
 from meshshift.logs import configure_logging
-from meshshift.settings import DaemonSettings, NotificationSettings, bounded_number, split_host_port
+from meshshift.settings import (
+    LOG_LEVELS,
+    DaemonSettings,
+    NotificationSettings,
+    bounded_number,
+    split_host_port,
+)
 
 # The meshes of the builtin templates (meshshift.analysis.providers.builtin.MESHES, which this file
 # does not import so that `meshshift lint` starts fast; tests/test_backtest.py checks they agree).
@@ -77,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_notification_options(run)
     run.add_argument(
         "--log-format", choices=["json", "console"], help="log lines as JSON (default) or for people"
+    )
+    run.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="the least important lines logged (default INFO; env MESHSHIFT_LOG_LEVEL)",
     )
 
     demo = commands.add_parser(
@@ -370,6 +382,7 @@ def daemon_settings(args: argparse.Namespace) -> DaemonSettings:
         prometheus_address=args.prometheus_address,
         notifications=notifications,
         log_format=args.log_format,
+        log_level=args.log_level,
     )
 
 
@@ -452,7 +465,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
         return run_lint(args.files, args.output)
     if args.command == "run":
-        settings = daemon_settings(args)
+        try:
+            settings = daemon_settings(args)
+        except ValueError as error:  # a MESHSHIFT_* variable that cannot be read: it is named
+            raise SystemExit(f"meshshift: {error}") from None
         configure_logging("json" if settings.log_format == "json" else "console", settings.log_level)
         if settings.config:
             from meshshift.standalone.daemon import run_standalone

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from meshshift.cli.main import build_parser, daemon_settings
 from tests.analysis.helpers import serve
 from tests.reliability.spec_fuzz import fuzzed_spec
 
@@ -125,3 +126,51 @@ async def test_an_unexpected_error_is_one_line_and_exit_70(tmp_path: Path) -> No
     assert code == 70
     assert err.startswith("meshshift: internal error: RecursionError")
     assert "MESHSHIFT_TRACEBACK=1 shows the traceback" in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("MESHSHIFT_QPS", "fast", "MESHSHIFT_QPS: 'fast' is not a number"),
+        ("MESHSHIFT_LOG_LEVEL", "loud", "MESHSHIFT_LOG_LEVEL: 'loud' is not one of DEBUG, INFO, WARNING, ERROR"),  # noqa: E501
+    ],
+)
+async def test_a_variable_that_cannot_be_read_is_named_not_called_a_bug(
+    variable: str, value: str, said: str
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        MESHSHIFT,
+        "run",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, variable: value},
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 1
+    assert err.decode().strip() == f"meshshift: {said}"
+
+
+def test_log_level_comes_from_the_flag_else_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = build_parser()
+    assert daemon_settings(parser.parse_args(["run"])).log_level == "INFO"
+    monkeypatch.setenv("MESHSHIFT_LOG_LEVEL", "debug")
+    assert daemon_settings(parser.parse_args(["run"])).log_level == "DEBUG"
+    assert daemon_settings(parser.parse_args(["run", "--log-level", "warning"])).log_level == "WARNING"
+
+
+async def test_at_warning_the_info_lines_are_left_out() -> None:
+    program = (
+        "import structlog\n"
+        "from meshshift.logs import configure_logging\n"
+        "configure_logging('json', {level!r})\n"
+        "log = structlog.get_logger('t')\n"
+        "log.info('an info line')\n"
+        "log.warning('a warning line')\n"
+    )
+    said = {}
+    for level in ("INFO", "WARNING"):
+        code, _, err = await meshshift(sys.executable, "-c", program.format(level=level))
+        assert code == 0, err
+        said[level] = [json.loads(line)["event"] for line in err.splitlines()]
+    assert said == {"INFO": ["an info line", "a warning line"], "WARNING": ["a warning line"]}
