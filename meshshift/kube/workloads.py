@@ -367,15 +367,8 @@ class KubeWorkloads:
 
     async def observe(self) -> WorkloadStatus:
         canary = await self._canary()
-        version = _template_version(canary)
-        if self._revision is not None and version is not None and self._revision[0] == version:
-            revision = self._revision[1]
-        else:
-            # The user's template: the pod metadata meshshift added is no new revision.
-            template = user_template_view((canary.get("spec") or {}).get("template") or {})
-            revision = template_revision(template)
-            self._revision = (version, revision)
-            self._remember(revision, template)
+        # The user's template: the pod metadata meshshift added is no new revision.
+        revision = self._revision_of(canary)
         primary = await self._deployment(self.primary)
         stable_revision = None
         if primary is not None:
@@ -514,6 +507,19 @@ class KubeWorkloads:
             raise WorkloadError(f"Deployment {self.namespace}/{self.name} is gone")
         return canary
 
+    def _revision_of(self, canary: Mapping[str, Any], template: Mapping[str, Any] | None = None) -> str:
+        """The revision of the user's template (`template`: that template, if already at hand),
+        worked out again only when the Deployment's generation moved."""
+        version = _template_version(canary)
+        if self._revision is not None and version is not None and self._revision[0] == version:
+            return self._revision[1]
+        if template is None:
+            template = user_template_view((canary.get("spec") or {}).get("template") or {})
+        revision = template_revision(template)
+        self._revision = (version, revision)
+        self._remember(revision, template)
+        return revision
+
     def _remember(self, revision: str, template: Mapping[str, Any]) -> None:
         if revision not in self._templates:
             self._templates[revision] = json_copy(dict(template))
@@ -523,7 +529,7 @@ class KubeWorkloads:
     def _template_for(self, canary: Mapping[str, Any], revision: str) -> Mapping[str, Any]:
         """The user's pod template of `revision`, only to be read (copy it to edit it)."""
         template = user_template_view((canary.get("spec") or {}).get("template") or {})
-        if template_revision(template) == revision:
+        if self._revision_of(canary, template) == revision:
             return template
         known = self._templates.get(revision)
         if known is None:
