@@ -2,12 +2,14 @@
 
 Against bench/fake_kube.py (in its own process), sends R JSON merge patches of one ConfigMap
 (each about 1 KiB, nested as a primary Deployment's),
-C at a time, five ways, and prints the client's CPU seconds per 1,000 requests (user + system,
+C at a time, six ways, and prints the client's CPU seconds per 1,000 requests (user + system,
 this process): a bare aiohttp session; the kubernetes-asyncio client's REST layer with its
 authentication, as KubeApi sends a request; `ApiClient.call_api`, as KubeApi sent them before
 (the generated client's walk over bodies and answers on top); and KubeApi.merge_patch whole
 (its request counters, retries and errors on top of the REST layer); and KubeApi.merge_patch
-on the daemon's own connections (meshshift/kube/transport.py, as `connect` sets it up). A rollout
+on the daemon's own connections (meshshift/kube/transport.py, as `connect` sets it up); and the
+floor under all of them, a bare asyncio protocol on ten connections writing prepared bytes and
+parsing the answer with httptools (no timeouts, headers, errors or counting). A rollout
 costs bench/scale.py's requests per rollout (24) times that, before any of meshshift's own work.
 
 Run: .venv/bin/python bench/http_floor.py [--requests 6000] [--concurrency 100] [--runs 3]
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httptools
 import yaml
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
@@ -81,6 +84,37 @@ def body_of(number: int) -> dict[str, Any]:
             }
         },
     }
+
+
+class BareConnection(asyncio.Protocol):
+    """The floor: one keep-alive connection that writes prepared bytes and parses the answer with
+    httptools, with no timeouts, headers, errors or counting."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.answer: asyncio.Future[bytes] | None = None
+        self.body: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream transport
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        assert self.answer is not None
+        self.answer.set_result(b"".join(self.body))
+        self.body = []
+
+    def send(self, data: bytes) -> asyncio.Future[bytes]:
+        assert self.transport is not None
+        self.answer = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return self.answer
 
 
 def cpu() -> float:
@@ -155,6 +189,31 @@ async def main_async(args: argparse.Namespace) -> None:
                         "Authorization": "Bearer bench-token",
                     }
 
+                    loop = asyncio.get_running_loop()
+                    free: list[BareConnection] = []
+                    for _ in range(10):  # kubernetes-asyncio's pool on two cores: 5 per CPU
+                        free.append((await loop.create_connection(BareConnection, "127.0.0.1", port))[1])
+                    turns: list[asyncio.Future[None]] = []
+
+                    async def send_protocol(number: int) -> None:
+                        while not free:
+                            turn = loop.create_future()
+                            turns.append(turn)
+                            await turn
+                        connection = free.pop()
+                        data = json.dumps(body_of(number)).encode()
+                        head = (
+                            f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                            "Content-Type: application/merge-patch+json\r\n"
+                            f"Content-Length: {len(data)}\r\n\r\n"
+                        ).encode()
+                        try:
+                            json.loads(await connection.send(head + data))
+                        finally:
+                            free.append(connection)
+                            if turns:
+                                turns.pop(0).set_result(None)
+
                     async def send_bare(number: int) -> None:
                         data = json.dumps(body_of(number))
                         async with bare.patch(patch_url, data=data, headers=headers) as response:
@@ -192,6 +251,7 @@ async def main_async(args: argparse.Namespace) -> None:
                         "ApiClient.call_api": send_call_api,
                         "KubeApi.merge_patch": send_kube_api,
                         "KubeApi, own transport": send_lean,
+                        "bare asyncio protocol": send_protocol,
                     }
                     results: dict[str, list[float]] = {way: [] for way in ways}
                     await timed(500, args.concurrency, send_bare)  # warm the connections up
