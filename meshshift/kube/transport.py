@@ -194,10 +194,13 @@ class KubeTransport:
         deadline = None if within is None else loop.time() + within
         connection = await self._acquire(deadline, ON_DEADLINE.get())
         self._watch(connection, deadline)
+        sent = connection.send(head + body if body else head)
         try:
-            return await connection.send(head + body if body else head)
+            return await sent
         finally:
             self._deadlines.pop(connection, None)
+            if sent.cancelled():  # its answer may still come: it must not reach the next request
+                connection.close()
             self._release(connection)
 
     def _fields(self, headers: Mapping[str, str]) -> bytes:

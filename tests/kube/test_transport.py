@@ -282,6 +282,27 @@ async def test_a_request_that_gave_up_waiting_leaves_no_turn_behind() -> None:
     assert server.connections == 1
 
 
+async def test_a_request_cancelled_in_flight_never_hands_its_answer_to_the_next() -> None:
+    async def answer_late(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            await asyncio.sleep(0.3)
+        return web.Response(text=request.path)
+
+    async with serving(answer_late) as server:
+        transport = transport_for(server, limit=1)
+        slow = asyncio.create_task(transport.request("GET", "/slow", {}, None, 10.0))
+        await asyncio.sleep(0.1)  # sent, its answer not yet back
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        answers = [await transport.request("GET", f"/next-{n}", {}, None, 10.0) for n in range(3)]
+        await asyncio.sleep(0.4)  # the slow answer has come by now, to a closed connection
+        last = await transport.request("GET", "/last", {}, None, 10.0)
+        await transport.close()
+    assert [a.data for a in answers] == [b"/next-0", b"/next-1", b"/next-2"]
+    assert last.data == b"/last"
+
+
 async def test_a_failed_connect_hands_its_slot_to_the_next_request() -> None:
     port = free_port()  # nothing listens yet
     transport = KubeTransport("127.0.0.1", port, ssl_context=None, limit=1)
