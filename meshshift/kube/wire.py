@@ -1,8 +1,9 @@
 """JSON to and from the API server, in C (orjson), behaving as the standard library's json.
 
 At a thousand rollouts every step is thousands of request bodies and answers, and the
-standard library's encoder and decoder were a tenth of the daemon's CPU. orjson does the same
-work in a fifth of the time. Where the two differ, the standard library decides:
+standard library's encoder and decoder were a tenth of the daemon's CPU. orjson writes a
+Deployment-sized body in a seventh of the time and reads one in a third. Where the two differ,
+the standard library decides:
 - what orjson cannot write (integers beyond 64 bits, types it does not know) is written by
   json.dumps;
 - what orjson refuses to read (NaN, a lone surrogate, nesting deeper than 1,024) is read by
