@@ -89,13 +89,10 @@ def _cached_encoder(hint: Any) -> _Encoder:
 def _make_encoder(hint: Any) -> _Encoder:
     tagged = _is_tagged_union(hint)
     item_hint = _item_hint(hint)
-    kinds: dict[type, int] = {}
 
     def encode_value(value: Any) -> Any:
         cls: type = type(value)
-        kind = kinds.get(cls)
-        if kind is None:
-            kind = kinds[cls] = _kind(cls)
+        kind = _kind(cls)
         if kind == _PLAIN:
             return value
         if kind == _FLOAT:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
@@ -330,6 +330,16 @@ class KubeTransport:
             self._idle.append(connection)
 
 
+def _verb(method: str) -> Callable[..., Awaitable[Any]]:
+    """RESTClientObject's method named `method`: LeanRESTClient.request with that verb."""
+
+    async def send(self: LeanRESTClient, url: str, **options: Any) -> Any:
+        return await self.request(method, url, **options)
+
+    send.__name__ = send.__qualname__ = method
+    return send
+
+
 class LeanRESTClient:
     """The ApiClient's REST client: plain JSON requests on a KubeTransport, the others on `fallback`."""
 
@@ -340,26 +350,13 @@ class LeanRESTClient:
 
     # ApiClient.call_api sends through these (kubernetes-asyncio's names), KubeApi through
     # request(): both take the same way.
-    async def GET(self, url: str, **options: Any) -> Any:
-        return await self.request("GET", url, **options)
-
-    async def HEAD(self, url: str, **options: Any) -> Any:
-        return await self.request("HEAD", url, **options)
-
-    async def OPTIONS(self, url: str, **options: Any) -> Any:
-        return await self.request("OPTIONS", url, **options)
-
-    async def POST(self, url: str, **options: Any) -> Any:
-        return await self.request("POST", url, **options)
-
-    async def PUT(self, url: str, **options: Any) -> Any:
-        return await self.request("PUT", url, **options)
-
-    async def PATCH(self, url: str, **options: Any) -> Any:
-        return await self.request("PATCH", url, **options)
-
-    async def DELETE(self, url: str, **options: Any) -> Any:
-        return await self.request("DELETE", url, **options)
+    GET = _verb("GET")
+    HEAD = _verb("HEAD")
+    OPTIONS = _verb("OPTIONS")
+    POST = _verb("POST")
+    PUT = _verb("PUT")
+    PATCH = _verb("PATCH")
+    DELETE = _verb("DELETE")
 
     async def request(
         self,

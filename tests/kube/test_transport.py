@@ -243,12 +243,22 @@ async def request_as(transport: KubeTransport, path: str, *, on_deadline: bool) 
         ON_DEADLINE.reset(token)
 
 
-async def test_a_freed_connection_goes_to_requests_on_a_deadline_first_then_in_turn() -> None:
+@contextlib.asynccontextmanager
+async def one_connection_held() -> AsyncIterator[tuple[Gate, Server, KubeTransport, asyncio.Task[Answer]]]:
+    """A transport of one connection, which a request to `/hold` keeps busy until the gate opens."""
     gate = Gate()
     async with serving(gate) as server:
         transport = transport_for(server, limit=1)
         held = asyncio.create_task(transport.request("GET", "/hold", {}, None, 10.0))
         await gate.holding.wait()
+        try:
+            yield gate, server, transport, held
+        finally:
+            await transport.close()
+
+
+async def test_a_freed_connection_goes_to_requests_on_a_deadline_first_then_in_turn() -> None:
+    async with one_connection_held() as (gate, server, transport, held):
         waiting = []
         queued = [("/change-1", False), ("/due-1", True), ("/change-2", False), ("/due-2", True)]
         for path, on_deadline in queued:
@@ -256,17 +266,12 @@ async def test_a_freed_connection_goes_to_requests_on_a_deadline_first_then_in_t
             await asyncio.sleep(0.01)  # queued in this order
         gate.release.set()
         await asyncio.gather(held, *waiting)
-        await transport.close()
     assert gate.order == ["/due-1", "/due-2", "/change-1", "/change-2"]
     assert server.connections == 1
 
 
 async def test_a_request_that_gave_up_waiting_leaves_no_turn_behind() -> None:
-    gate = Gate()
-    async with serving(gate) as server:
-        transport = transport_for(server, limit=1)
-        held = asyncio.create_task(transport.request("GET", "/hold", {}, None, 10.0))
-        await gate.holding.wait()
+    async with one_connection_held() as (gate, server, transport, held):
         with pytest.raises(TimeoutError):
             await transport.request("GET", "/too-late", {}, None, 0.05)
         impatient = asyncio.create_task(transport.request("GET", "/cancelled", {}, None, 10.0))
@@ -276,7 +281,6 @@ async def test_a_request_that_gave_up_waiting_leaves_no_turn_behind() -> None:
         await held
         # The connection is idle again: the next request has it at once, on the same connection.
         answer = await asyncio.wait_for(transport.request("GET", "/next", {}, None, 10.0), 5.0)
-        await transport.close()
     assert answer.data == b"/next"
     assert gate.order == ["/next"]
     assert server.connections == 1
