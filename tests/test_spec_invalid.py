@@ -1015,3 +1015,15 @@ ACCEPTED = [
 @pytest.mark.parametrize("source", ACCEPTED)
 def test_accepted_edge_case(source: str) -> None:
     assert errors_of(source) == []
+
+
+def test_a_count_of_thousands_of_digits_is_a_finding_not_a_crash() -> None:
+    # Found by tests/reliability/test_fuzz_specs.py: int() refuses strings of 4,300 digits and more.
+    from meshshift.spec.fields import Findings
+    from meshshift.spec.templates import read_metric
+
+    findings = Findings()
+    raw = {"name": "m", "count": "9" * 5000, "provider": {"prometheus": {"query": "up"}}}
+    read_metric(raw, "spec.metrics[0]", findings)
+    messages = [str(issue) for issue in findings]
+    assert any("count" in m and "5000 digits" in m for m in messages), messages

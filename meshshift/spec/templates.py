@@ -77,6 +77,7 @@ BUILTIN_METRICS = ("request-success-rate", "request-duration", *SEQUENTIAL_METRI
 # `{{args.NAME}}`, spaces allowed inside the braces, as Argo writes them.
 PLACEHOLDER = re.compile(r"\{\{\s*args\.([^{}\s]+)\s*\}\}")
 _INT_TEXT = re.compile(r"-?[0-9]+")
+_INT_DIGITS_MAX = 19  # int64's
 
 
 # --- placeholders ------------------------------------------------------------------
@@ -493,6 +494,11 @@ class _MetricReader:
         if value is None or self._is_deferred(key):
             return None
         if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+            digits = len(value.strip().lstrip("+-"))
+            if digits > _INT_DIGITS_MAX:  # int() refuses 4,300 and more; none of these fits int64 anyway
+                self.findings.error(self._where(key), f"must be an integer, got a number of {digits} digits")
+                self.invalid.add(key)
+                return None
             value = int(value)
         checked = expect_int(value, self._where(key), self.findings, minimum=minimum)
         if checked is None:
