@@ -1019,7 +1019,7 @@ def test_accepted_edge_case(source: str) -> None:
 
 def test_a_count_of_thousands_of_digits_is_a_finding_not_a_crash() -> None:
     # Found by tests/reliability/test_fuzz_specs.py: int() refuses strings of 4,300 digits and more.
-    from meshshift.spec.fields import Findings
+    from meshshift.spec.errors import Findings
     from meshshift.spec.templates import read_metric
 
     findings = Findings()
