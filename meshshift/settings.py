@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 # PagerDuty's Events API v2 endpoint; MESHSHIFT_PAGERDUTY_EVENTS_URL overrides it (proxies, tests).
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+EVENT_LOOPS = ("uvloop", "asyncio")  # meshshift.runtime.lifecycle runs the daemon on one of them
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -72,6 +73,7 @@ class DaemonSettings:
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     log_format: str = "json"
     log_level: str = "INFO"
+    event_loop: str = "uvloop"  # asyncio's own where uvloop is not installed
 
     @classmethod
     def from_env(cls, **overrides: object) -> DaemonSettings:
@@ -93,13 +95,22 @@ class DaemonSettings:
                 env[key] = bounded_number(f"MESHSHIFT_{variable}", text, minimum, integer=key != "qps")
         if (log_format := _env("LOG_FORMAT")) is not None:
             env["log_format"] = log_format
-        if (log_level := _env("LOG_LEVEL")) is not None:
-            if log_level.upper() not in LOG_LEVELS:
-                raise ValueError(f"MESHSHIFT_LOG_LEVEL: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-            env["log_level"] = log_level.upper()
+        env["log_level"] = _env_choice("LOG_LEVEL", LOG_LEVELS)
+        env["event_loop"] = _env_choice("EVENT_LOOP", EVENT_LOOPS)
         values = {k: v for k, v in env.items() if v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _env_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    """MESHSHIFT_<name>, one of `choices` in any case; ValueError naming the variable otherwise."""
+    text = _env(name)
+    if text is None:
+        return None
+    for choice in choices:
+        if text.lower() == choice.lower():
+            return choice
+    raise ValueError(f"MESHSHIFT_{name}: {text!r} is not one of {', '.join(choices)}")
 
 
 def bounded_number(name: str, text: str, minimum: float, *, integer: bool) -> float:

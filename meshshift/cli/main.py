@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from meshshift import __version__
 from meshshift.logs import configure_logging
 from meshshift.settings import (
+    EVENT_LOOPS,
     LOG_LEVELS,
     DaemonSettings,
     NotificationSettings,
@@ -89,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=str.upper,
         choices=LOG_LEVELS,
         help="the least important lines logged (default INFO; env MESHSHIFT_LOG_LEVEL)",
+    )
+    run.add_argument(
+        "--event-loop",
+        type=str.lower,
+        choices=EVENT_LOOPS,
+        help="uvloop (default; asyncio's own where it is not installed) or asyncio's own "
+        "(env MESHSHIFT_EVENT_LOOP)",
     )
 
     demo = commands.add_parser(
@@ -383,6 +391,7 @@ def daemon_settings(args: argparse.Namespace) -> DaemonSettings:
         notifications=notifications,
         log_format=args.log_format,
         log_level=args.log_level,
+        event_loop=args.event_loop,
     )
 
 
@@ -470,17 +479,19 @@ def _main(argv: Sequence[str] | None) -> int:
         except ValueError as error:  # a MESHSHIFT_* variable that cannot be read: it is named
             raise SystemExit(f"meshshift: {error}") from None
         configure_logging("json" if settings.log_format == "json" else "console", settings.log_level)
+        from meshshift.runtime.lifecycle import run_daemon
+
         if settings.config:
             from meshshift.standalone.daemon import run_standalone
 
-            asyncio.run(run_standalone(settings))
+            run_daemon(run_standalone(settings), settings.event_loop)
         else:
             from kubernetes_asyncio.config.config_exception import ConfigException
 
             from meshshift.kube.operator import run_operator
 
             try:
-                asyncio.run(run_operator(settings))
+                run_daemon(run_operator(settings), settings.event_loop)
             except ConfigException as error:
                 print(f"meshshift: no Kubernetes configuration ({error})", file=sys.stderr)
                 return 1

@@ -27,7 +27,7 @@ import contextlib
 import ipaddress
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
@@ -114,8 +114,8 @@ class _GuardedProtocol(asyncio.Protocol):
         self.deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's are not registered as asyncio.Transport subclasses).
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
         guard = self.guard
@@ -124,8 +124,8 @@ class _GuardedProtocol(asyncio.Protocol):
             guard.refused += 1
             if guard.refused == 1 or guard.refused % 100 == 0:
                 log.warning("refusing connections: too many", peer=self.peer, refused=guard.refused)
-            transport.write(_REFUSAL)
-            transport.close()
+            self.transport.write(_REFUSAL)
+            self.transport.close()
             return
         guard.open[transport] = self
         guard.per_peer[self.peer] += 1

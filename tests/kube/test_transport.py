@@ -27,6 +27,7 @@ from meshshift.processes import free_port
 from meshshift.settings import DaemonSettings
 from tests.kube.harness import KubeEnv
 
+pytestmark = pytest.mark.both_event_loops  # `meshshift run` runs on uvloop
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

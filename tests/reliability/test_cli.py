@@ -133,6 +133,7 @@ async def test_an_unexpected_error_is_one_line_and_exit_70(tmp_path: Path) -> No
     [
         ("MESHSHIFT_QPS", "fast", "MESHSHIFT_QPS: 'fast' is not a number"),
         ("MESHSHIFT_LOG_LEVEL", "loud", "MESHSHIFT_LOG_LEVEL: 'loud' is not one of DEBUG, INFO, WARNING, ERROR"),  # noqa: E501
+        ("MESHSHIFT_EVENT_LOOP", "libev", "MESHSHIFT_EVENT_LOOP: 'libev' is not one of uvloop, asyncio"),
     ],
 )
 async def test_a_variable_that_cannot_be_read_is_named_not_called_a_bug(
@@ -157,6 +158,14 @@ def test_log_level_comes_from_the_flag_else_the_environment(monkeypatch: pytest.
     monkeypatch.setenv("MESHSHIFT_LOG_LEVEL", "debug")
     assert daemon_settings(parser.parse_args(["run"])).log_level == "DEBUG"
     assert daemon_settings(parser.parse_args(["run", "--log-level", "warning"])).log_level == "WARNING"
+
+
+def test_event_loop_comes_from_the_flag_else_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = build_parser()
+    assert daemon_settings(parser.parse_args(["run"])).event_loop == "uvloop"
+    monkeypatch.setenv("MESHSHIFT_EVENT_LOOP", "AsyncIO")
+    assert daemon_settings(parser.parse_args(["run"])).event_loop == "asyncio"
+    assert daemon_settings(parser.parse_args(["run", "--event-loop", "uvloop"])).event_loop == "uvloop"
 
 
 async def test_at_warning_the_info_lines_are_left_out() -> None:

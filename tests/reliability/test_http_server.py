@@ -17,6 +17,7 @@ from meshshift.processes import free_port
 from meshshift.runtime.registry import RolloutRegistry
 from meshshift.settings import DaemonSettings
 
+pytestmark = pytest.mark.both_event_loops  # `meshshift run` runs on uvloop
 TOKEN = "s3cret-token"
 
 
