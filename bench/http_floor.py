@@ -13,6 +13,7 @@ parsing the answer with httptools (no timeouts, headers, errors or counting). A 
 costs bench/scale.py's requests per rollout (24) times that, before any of meshshift's own work.
 
 Run: .venv/bin/python bench/http_floor.py [--requests 6000] [--concurrency 100] [--runs 3]
+                                          [--event-loop uvloop|asyncio]
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from kubernetes_asyncio import config as k8s_config
 from meshshift.kube.client import with_lean_requests, without_environment_lookups
 from meshshift.kube.resources import CONFIG_MAPS, KubeApi
 from meshshift.processes import free_port
+from meshshift.runtime.lifecycle import event_loop_factory, run_daemon
+from meshshift.settings import EVENT_LOOPS
 
 HERE = Path(__file__).resolve().parent
 NAMESPACE = "bench"
@@ -279,9 +282,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=6000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--event-loop", choices=EVENT_LOOPS, default="uvloop", help="as `meshshift run --event-loop`"
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
-    asyncio.run(main_async(args))
+    print(f"  on {event_loop_factory(args.event_loop)[0]}'s event loop")
+    run_daemon(main_async(args), args.event_loop)
     print(f"  ({time.monotonic() - started:.0f} s)")
 
 
