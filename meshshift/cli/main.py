@@ -135,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1:8090",
         help="the daemon's HTTP listener (dashboard, /metrics)",
     )
+    demo.add_argument(
+        "--hold",
+        metavar="SECONDS",
+        type=_at_least(0, integer=False, name="--hold"),
+        default=0.0,
+        help="after the decision, keep the proxy, the dashboard and Prometheus up this long "
+        "(Ctrl-C ends it sooner), to look around",
+    )
     _add_notification_options(demo)
 
     lint = commands.add_parser("lint", help="validate Deployments, AnalysisTemplates and standalone files")
@@ -518,6 +526,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 judge=args.judge,
                 notifications=notification_settings(args),
                 strategy=args.strategy,
+                hold=args.hold,
             )
         )
     if args.command == "version":

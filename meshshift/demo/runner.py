@@ -490,9 +490,12 @@ class Demo:
         judge: str = THRESHOLD,
         notifications: NotificationSettings | None = None,
         strategy: str = CANARY,
+        hold: float = 0.0,
     ) -> None:
         self.scenario = scenario
         self.strategy = strategy
+        self.hold = hold  # seconds everything stays up after the decision
+        self.held: Summary | None = None  # the summary, printed before the hold
         # Slack, webhook and PagerDuty receivers, read as `meshshift run` reads them.
         self.notifications = notifications if notifications is not None else NotificationSettings.from_env()
         self.router = router
@@ -593,7 +596,20 @@ class Demo:
                 runtime.start()
                 record = await self._follow(runtime)
                 after = await self._traffic_after()
-        return self._summary(record, after, source)
+                summary = self._summary(record, after, source)
+                if self.hold > 0:
+                    await self._hold(summary)
+        return summary
+
+    async def _hold(self, summary: Summary) -> None:
+        """The summary now; then the proxy, the load, the dashboard and Prometheus stay up a while."""
+        print_summary(self.console, summary)
+        self.held = summary
+        self.say(
+            f"holding for {self.hold:g} s: the proxy, the dashboard, /metrics and Prometheus stay up "
+            "(Ctrl-C ends it)"
+        )
+        await asyncio.sleep(self.hold)
 
     def _print_urls(self, runtime: StandaloneRuntime, prometheus: PrometheusServer | None) -> None:
         base = runtime.http_url or f"http://{self.listen}"
@@ -765,6 +781,7 @@ async def run_demo(
     judge: str = THRESHOLD,
     notifications: NotificationSettings | None = None,
     strategy: str = CANARY,
+    hold: float = 0.0,
 ) -> int:
     """Run one demo scenario; the exit code says whether it ended as the scenario expects."""
     console = Console()
@@ -776,6 +793,7 @@ async def run_demo(
         judge=judge,
         notifications=notifications,
         strategy=strategy,
+        hold=hold,
     )
     _log_to_file(demo.workdir / "meshshift.log")
     main = asyncio.current_task()
@@ -793,12 +811,15 @@ async def run_demo(
         loop.add_signal_handler(sig, stop)
     try:
         summary = await demo.run()
-        print_summary(console, summary)
+        if demo.held is None:
+            print_summary(console, summary)
         return 0 if summary.as_expected else 1
     except asyncio.CancelledError:
         if not stopping:
             raise
         console.print("interrupted: every process the demo started is stopped", highlight=False)
+        if demo.held is not None:  # ended in the hold: the rollout was decided
+            return 0 if demo.held.as_expected else 1
         return 130
     except (DemoError, *FATAL_ERRORS) as error:
         console.print(f"meshshift demo: {error}", style="red", highlight=False, soft_wrap=True)

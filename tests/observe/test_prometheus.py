@@ -79,8 +79,15 @@ def dashboard_queries() -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def demo(listen: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str]]]:
-    """`meshshift demo` as a user runs it; yields the process and the URLs it printed."""
+async def demo(
+    listen: str,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str], list[str]]]:
+    """`meshshift demo --hold` as a user runs it; yields the process, the URLs it printed and
+    its output so far (lines are added as they come).
+
+    The hold keeps Prometheus up after the decision: on a slow machine the rollout was decided
+    before every query had answered, and the demo's Prometheus went with it.
+    """
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -92,6 +99,8 @@ async def demo(listen: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, d
         "envoy",
         "--listen",
         listen,
+        "--hold",
+        str(HANG_GUARD),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
@@ -99,7 +108,13 @@ async def demo(listen: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, d
     assert process.stdout is not None
     urls: dict[str, str] = {}
     output: list[str] = []
-    drain: asyncio.Task[bytes] | None = None
+    drain: asyncio.Task[None] | None = None
+
+    async def read_on() -> None:  # keeps the pipe from filling up
+        assert process.stdout is not None
+        while line := await process.stdout.readline():
+            output.append(line.decode())
+
     try:
         while "prometheus" not in urls:
             line = (await asyncio.wait_for(process.stdout.readline(), HANG_GUARD)).decode()
@@ -107,8 +122,8 @@ async def demo(listen: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, d
             output.append(line)
             if match := re.match(r"\s*(dashboard|metrics|prometheus):\s+(http://\S+)", line):
                 urls[match[1]] = match[2].rstrip("/")
-        drain = asyncio.create_task(process.stdout.read())  # keep the pipe from filling up
-        yield process, urls
+        drain = asyncio.create_task(read_on())
+        yield process, urls, output
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGINT)  # the demo stops every child it started
@@ -142,12 +157,12 @@ async def test_prometheus_scrapes_the_daemon_during_a_demo(http: aiohttp.ClientS
     assert len(flagger_envoy_queries()) == 6  # request volume and success rate of both, traffic of both
     found: dict[str, list[dict[str, object]]] = {}
     since = time.time()
-    async with demo(f"127.0.0.1:{free_port()}") as (process, urls):
+    async with demo(f"127.0.0.1:{free_port()}") as (process, urls, output):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HANG_GUARD
         while len(found) < len(queries):
             assert process.returncode is None, (
-                f"the demo ended first; never answered: {set(queries) - set(found)}"
+                f"the demo ended first, hold included; never answered: {set(queries) - set(found)}"
             )
             assert loop.time() < deadline, f"never answered: {sorted(set(queries) - set(found))}"
             for name, query in queries.items():
@@ -159,6 +174,12 @@ async def test_prometheus_scrapes_the_daemon_during_a_demo(http: aiohttp.ClientS
                 if result:
                     found[name] = result
             await asyncio.sleep(1.0)
+        while not any(line.startswith("holding for") for line in output):  # decided: the hold began
+            assert process.returncode is None, "the demo ended without holding:\n" + "".join(output)
+            assert loop.time() < deadline, "the demo never decided:\n" + "".join(output)
+            await asyncio.sleep(0.5)
+        process.send_signal(signal.SIGINT)  # Ctrl-C in the hold: the decision's exit code, not 130
+        assert await asyncio.wait_for(process.wait(), 60) == 0, "".join(output)
 
     info = found["tutorial: info"]
     assert len(info) == 1

@@ -183,3 +183,13 @@ async def test_at_warning_the_info_lines_are_left_out() -> None:
         assert code == 0, err
         said[level] = [json.loads(line)["event"] for line in err.splitlines()]
     assert said == {"INFO": ["an info line", "a warning line"], "WARNING": ["a warning line"]}
+
+
+def test_demo_hold_is_seconds_not_below_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["demo", "--hold", "90"]).hold == 90.0
+    assert parser.parse_args(["demo"]).hold == 0.0
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["demo", "--hold", "-1"])
+    assert exited.value.code == 2
+    assert "--hold: -1 is below 0" in capsys.readouterr().err
