@@ -340,6 +340,7 @@ def test_blue_green_takes_preview_and_active_metadata_instead() -> None:
     _, findings = read(doc)
     errors = {issue.path: issue.reason for issue in findings if issue.severity == "error"}
     assert "previewMetadata" in errors['metadata.annotations["meshshift.io/canary-metadata"]']
-    assert "spec.selector.matchLabels" in errors[
-        'metadata.annotations["meshshift.io/blue-green"].activeMetadata.labels.app'
-    ]
+    assert (
+        "spec.selector.matchLabels"
+        in errors['metadata.annotations["meshshift.io/blue-green"].activeMetadata.labels.app']
+    )

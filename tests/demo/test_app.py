@@ -102,7 +102,6 @@ def test_the_command_line_checks_its_arguments() -> None:
         parser.parse_args(["--version", "x", "--latency-ms", "-1"])
 
 
-
 async def test_beyond_overload_rps_in_the_last_second_it_answers_500(client_for: ClientFor) -> None:
     # A revision that holds a tester's few requests but breaks under the users' load.
     app = DemoApp(AppConfig(version="canary", overload_rps=3))

@@ -132,7 +132,11 @@ async def test_an_unexpected_error_is_one_line_and_exit_70(tmp_path: Path) -> No
     ("variable", "value", "said"),
     [
         ("MESHSHIFT_QPS", "fast", "MESHSHIFT_QPS: 'fast' is not a number"),
-        ("MESHSHIFT_LOG_LEVEL", "loud", "MESHSHIFT_LOG_LEVEL: 'loud' is not one of DEBUG, INFO, WARNING, ERROR"),  # noqa: E501
+        (
+            "MESHSHIFT_LOG_LEVEL",
+            "loud",
+            "MESHSHIFT_LOG_LEVEL: 'loud' is not one of DEBUG, INFO, WARNING, ERROR",
+        ),
         ("MESHSHIFT_EVENT_LOOP", "libev", "MESHSHIFT_EVENT_LOOP: 'libev' is not one of uvloop, asyncio"),
     ],
 )
