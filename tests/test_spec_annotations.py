@@ -344,3 +344,16 @@ def test_blue_green_takes_preview_and_active_metadata_instead() -> None:
         "spec.selector.matchLabels"
         in errors['metadata.annotations["meshshift.io/blue-green"].activeMetadata.labels.app']
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [("0", '"0"'), ("ten", '"ten"'), ("9" * 5000, '"a number of 5000 digits"')],
+    ids=["zero", "word", "thousands-of-digits"],
+)
+def test_max_traffic_weight_that_is_no_whole_number_is_a_finding_not_a_crash(value: str, said: str) -> None:
+    # int() refuses 4,300 digits and more with a ValueError: `meshshift lint` crashed on it.
+    _, findings = read(enabled(**{"meshshift.io/max-traffic-weight": value}))
+    errors = {issue.path: issue.reason for issue in findings if issue.severity == "error"}
+    where = 'metadata.annotations["meshshift.io/max-traffic-weight"]'
+    assert errors == {where: f"must be a whole number of 1 or more, got {said}"}

@@ -45,6 +45,7 @@ from meshshift.spec.errors import Findings
 from meshshift.spec.fields import (
     at,
     closest,
+    decimal_int,
     did_you_mean,
     expect_duration,
     expect_k8s_name,
@@ -473,12 +474,17 @@ def _max_traffic_weight(values: Mapping[str, str], findings: Findings) -> int:
     raw = values.get(MAX_TRAFFIC_WEIGHT)
     if raw is None:
         return 100
-    if not raw.strip().isdigit() or int(raw) < 1:
+    try:
+        weight = decimal_int(raw) if raw.strip().isdigit() else 0
+    except ValueError as error:  # thousands of digits: the value itself is no use in the message
+        raw = str(error)
+        weight = 0
+    if weight < 1:
         findings.error(
             annotation_path(MAX_TRAFFIC_WEIGHT), f'must be a whole number of 1 or more, got "{raw}"'
         )
         return 100
-    return int(raw)
+    return weight
 
 
 def _read_analysis(values: Mapping[str, str], path: str, findings: Findings) -> BackgroundAnalysis | None:

@@ -19,6 +19,8 @@ from meshshift.spec.durations import parse_duration
 from meshshift.spec.errors import Findings, join_path
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+INT64_DIGITS = 19  # the most an int64 has; int() itself refuses 4,300 digits and more
 # A Kubernetes object name (DNS-1123 subdomain).
 _K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
@@ -134,6 +136,21 @@ def expect_int(
         findings.error(path, f"must be {what}, got {type_name(value)} {value!r}")
         return None
     return check_range(value, path, findings, minimum=minimum, maximum=maximum)
+
+
+def decimal_int(text: str) -> int:
+    """The integer `text` spells in decimal (a sign, and spaces around, allowed).
+
+    ValueError, its message the reason, for a text that spells none or one of more digits than
+    any int64 has: int() would refuse thousands of them with a ValueError of its own.
+    """
+    text = text.strip()
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError("not a whole number")
+    digits = len(text.lstrip("+-"))
+    if digits > INT64_DIGITS:
+        raise ValueError(f"a number of {digits} digits")
+    return int(text)
 
 
 def check_range(

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from meshshift.spec.errors import Findings
-from meshshift.spec.fields import at
+from meshshift.spec.fields import at, decimal_int
 from meshshift.spec.model import MatchKind, SetHeaderRoute, Step, StepGroup
 
 DEFAULT_PREFIX = "nginx.ingress.kubernetes.io"
@@ -257,8 +257,14 @@ def parse_canary(annotations: Mapping[str, str], prefix: str = DEFAULT_PREFIX) -
         value = raw(name)
         if value is None:
             return default
-        if _GO_INT.fullmatch(value) and -_INT64 <= int(value) < _INT64:
-            return int(value)
+        if _GO_INT.fullmatch(value):
+            try:
+                number = decimal_int(value)
+            except ValueError as error:  # thousands of digits
+                dropped.append(f"{name}: {error} is out of range, as strconv.Atoi says")
+                return default
+            if -_INT64 <= number < _INT64:
+                return number
         dropped.append(f"{name}: {value!r} is not an integer")
         return default
 

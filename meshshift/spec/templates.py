@@ -24,6 +24,7 @@ from meshshift.spec.errors import Findings, SpecError, SpecIssue
 from meshshift.spec.fields import (
     at,
     check_keys,
+    decimal_int,
     did_you_mean,
     exactly_one_key,
     expect_bool,
@@ -77,7 +78,6 @@ BUILTIN_METRICS = ("request-success-rate", "request-duration", *SEQUENTIAL_METRI
 # `{{args.NAME}}`, spaces allowed inside the braces, as Argo writes them.
 PLACEHOLDER = re.compile(r"\{\{\s*args\.([^{}\s]+)\s*\}\}")
 _INT_TEXT = re.compile(r"-?[0-9]+")
-_INT_DIGITS_MAX = 19  # int64's
 
 
 # --- placeholders ------------------------------------------------------------------
@@ -494,12 +494,12 @@ class _MetricReader:
         if value is None or self._is_deferred(key):
             return None
         if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
-            digits = len(value.strip().lstrip("+-"))
-            if digits > _INT_DIGITS_MAX:  # int() refuses 4,300 and more; none of these fits int64 anyway
-                self.findings.error(self._where(key), f"must be an integer, got a number of {digits} digits")
+            try:
+                value = decimal_int(value)
+            except ValueError as error:
+                self.findings.error(self._where(key), f"must be an integer, got {error}")
                 self.invalid.add(key)
                 return None
-            value = int(value)
         checked = expect_int(value, self._where(key), self.findings, minimum=minimum)
         if checked is None:
             self.invalid.add(key)

@@ -312,6 +312,13 @@ def test_weight_total_scales_the_weight() -> None:
     assert percent({}) == 0
 
 
+def test_a_weight_of_thousands_of_digits_is_dropped_not_a_crash() -> None:
+    # int() refuses 4,300 digits and more with a ValueError; strconv.Atoi says out of range.
+    config = parse_canary({f"{P}/canary": "true", f"{P}/canary-weight": "9" * 5000})
+    assert config.canary_percent == 0
+    assert config.dropped == ("canary-weight: a number of 5000 digits is out of range, as strconv.Atoi says",)
+
+
 # --- commands and workloads --------------------------------------------------------------------
 
 
