@@ -156,20 +156,28 @@ async def test_a_variable_that_cannot_be_read_is_named_not_called_a_bug(
     assert err.decode().strip() == f"meshshift: {said}"
 
 
-def test_log_level_comes_from_the_flag_else_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("setting", "default", "in_env", "from_env", "on_flag", "from_flag"),
+    [
+        ("log_level", "INFO", "debug", "DEBUG", "warning", "WARNING"),
+        ("event_loop", "uvloop", "AsyncIO", "asyncio", "uvloop", "uvloop"),
+    ],
+)
+def test_a_choice_comes_from_the_flag_else_the_environment_in_any_case(
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    default: str,
+    in_env: str,
+    from_env: str,
+    on_flag: str,
+    from_flag: str,
+) -> None:
     parser = build_parser()
-    assert daemon_settings(parser.parse_args(["run"])).log_level == "INFO"
-    monkeypatch.setenv("MESHSHIFT_LOG_LEVEL", "debug")
-    assert daemon_settings(parser.parse_args(["run"])).log_level == "DEBUG"
-    assert daemon_settings(parser.parse_args(["run", "--log-level", "warning"])).log_level == "WARNING"
-
-
-def test_event_loop_comes_from_the_flag_else_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    parser = build_parser()
-    assert daemon_settings(parser.parse_args(["run"])).event_loop == "uvloop"
-    monkeypatch.setenv("MESHSHIFT_EVENT_LOOP", "AsyncIO")
-    assert daemon_settings(parser.parse_args(["run"])).event_loop == "asyncio"
-    assert daemon_settings(parser.parse_args(["run", "--event-loop", "uvloop"])).event_loop == "uvloop"
+    flag = "--" + setting.replace("_", "-")
+    assert getattr(daemon_settings(parser.parse_args(["run"])), setting) == default
+    monkeypatch.setenv("MESHSHIFT_" + setting.upper(), in_env)
+    assert getattr(daemon_settings(parser.parse_args(["run"])), setting) == from_env
+    assert getattr(daemon_settings(parser.parse_args(["run", flag, on_flag])), setting) == from_flag
 
 
 async def test_at_warning_the_info_lines_are_left_out() -> None:
